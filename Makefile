@@ -1,0 +1,38 @@
+# lopt — two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed.stamp
+export JAX_PLATFORMS ?= cpu
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install demo test test-slow bench lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Meta-train a learned optimizer on small MLP tasks, then evaluate it against tuned Adam.
+demo: $(STAMP)
+	$(BIN)/lopt meta-train compute=cpu hydra.run.dir=outputs/demo/meta-train
+	$(BIN)/lopt evaluate learned_optimizer=outputs/demo/meta-train hydra.run.dir=outputs/demo/evaluate
+
+## The test suite (slow tests excluded), under 10 minutes on 2 cores.
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow -q
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
+
+lint: $(STAMP)
+	$(BIN)/ruff check lopt_cli task_definitions tests
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

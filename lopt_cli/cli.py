@@ -1,0 +1,51 @@
+"""The ``lopt`` command: picks the subcommand and hands the rest of argv to Hydra.
+
+Overrides are checked before Hydra creates a run directory: a bad override, an unknown option or
+an unusable input file gives one line on stderr and exit status 2, and nothing is written.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+from lopt_cli.errors import LoptUserError
+
+COMMANDS = {
+    "meta-train": ("lopt_cli.commands.meta_train", "meta-train a learned optimizer on a sampled task suite"),
+    "evaluate": ("lopt_cli.commands.evaluate", "compare a learned optimizer with tuned Adam on held-out tasks"),
+    "self-train": ("lopt_cli.commands.self_train", "meta-train a fresh optimizer with a learned one vs. with Adam"),
+}
+HELP_FLAGS = {"-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc"}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: lopt <command> [overrides] [--multirun] [--help]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
+    lines += ["", "`lopt <command> --help` lists the config groups and options of a command."]
+    return "\n".join(lines)
+
+
+def fail(message: str) -> None:
+    print(f"lopt: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        fail(f"unknown command {command!r}; choose one of: {', '.join(COMMANDS)}")
+    module = importlib.import_module(COMMANDS[command][0])
+    if not HELP_FLAGS.intersection(rest):
+        from lopt_cli.commands.validation import validate_overrides
+
+        try:
+            validate_overrides(module.CONFIG_NAME, rest, module.check)
+        except LoptUserError as error:
+            fail(str(error))
+    sys.argv = [f"lopt {command}", *rest]
+    module.main()

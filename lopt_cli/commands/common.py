@@ -1,0 +1,65 @@
+"""What every command shares: config-to-object builders, the run directory, error guard."""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+from lopt_cli.errors import LoptUserError
+from lopt_cli.optimizers.storage import instantiate_plain
+
+
+def configure_jax() -> None:
+    """Persistent compilation cache under the user's cache directory (opt out: LOPT_JAX_CACHE=)."""
+    import jax
+
+    cache = os.environ.get("LOPT_JAX_CACHE", str(Path.home() / ".cache" / "lopt" / "jax"))
+    if cache:
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def plain(node: Any) -> Any:
+    """A config node as plain Python containers, interpolations resolved."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def build(node: DictConfig, what: str) -> Any:
+    """Instantiates a config-group node (``_target_`` + arguments) as a plain object."""
+    try:
+        return instantiate_plain(plain(node))
+    except LoptUserError as error:
+        raise LoptUserError(f"{what}: {error}") from None
+
+
+def positive_int(cfg: DictConfig, key: str) -> int:
+    """``cfg[key]`` as an int > 0, or a LoptUserError naming the key."""
+    value = OmegaConf.select(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise LoptUserError(f"{key}={value!r}: expected a positive integer")
+    return value
+
+
+def run_dir() -> Path:
+    """The Hydra run (or sweep job) directory of the current command."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def guarded(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """Turns a LoptUserError raised while running into one line on stderr and exit status 2."""
+
+    @functools.wraps(run)
+    def wrapper(cfg: DictConfig) -> Any:
+        try:
+            return run(cfg)
+        except LoptUserError as error:
+            print(f"lopt: error: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return wrapper

@@ -1,0 +1,106 @@
+"""Checks a command line against the real configs before Hydra runs it.
+
+Every override (each value of a sweep too) is composed with Hydra's compose API; Hydra's
+multi-line errors become one line naming the bad value and what is accepted, and the
+command's own ``check(cfg)`` then builds its objects to catch bad values and missing files.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from hydra import compose, initialize_config_module
+from hydra._internal.utils import get_args_parser
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from omegaconf import DictConfig, OmegaConf
+
+from lopt_cli.errors import LoptUserError
+
+CONFIG_MODULE = "conf"
+MAX_CHECKED_COMBINATIONS = 16
+
+
+def group_options(group: str) -> list[str]:
+    loader = GlobalHydra.instance().config_loader()
+    return sorted(loader.get_group_options(group))
+
+
+def explain(error: Exception, override_text: str, config_name: str) -> str:
+    """One line for a Hydra composition error."""
+    key = override_text.split("=", 1)[0].lstrip("+~")
+    value = override_text.split("=", 1)[1] if "=" in override_text else ""
+    loader = GlobalHydra.instance().config_loader()
+    if key in loader.list_groups(""):
+        options = ", ".join(group_options(key))
+        return f"unknown option {value!r} for {key}; choose one of: {options}"
+    if isinstance(error, OverrideParseException):
+        return f"cannot parse override {override_text!r}; write key=value (e.g. seed=1)"
+    cfg = compose(config_name, return_hydra_config=False)
+    parent = key.rsplit(".", 1)[0] if "." in key else ""
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    known = ", ".join(sorted(node.keys())) if isinstance(node, DictConfig) else "none"
+    where = f"in {parent}" if parent else "at the top level"
+    return f"unknown key {key!r} in override {override_text!r}; keys {where}: {known}"
+
+
+def expand(overrides: list[str]) -> list[list[str]]:
+    """Single-valued override lists covering every value of every sweep (a bounded subset)."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    choices = []
+    for text, override in zip(overrides, parsed):
+        if override.is_sweep_override():
+            key = override.get_key_element()
+            choices.append([f"{key}={v}" for v in override.sweep_string_iterator()])
+        else:
+            choices.append([text])
+    longest = max((len(c) for c in choices), default=1)
+    rows = [[c[min(i, len(c) - 1)] for c in choices] for i in range(longest)]
+    return rows[:MAX_CHECKED_COMBINATIONS] or [[]]
+
+
+def compose_checked(config_name: str, overrides: list[str]) -> DictConfig:
+    """Composes, turning Hydra's errors into a LoptUserError naming the bad override."""
+    try:
+        return compose(config_name, overrides=overrides)
+    except (ConfigCompositionException, MissingConfigException, OverrideParseException) as error:
+        culprit = next((o for o in overrides if _fails_alone(config_name, o)), overrides[-1])
+        raise LoptUserError(explain(error, culprit, config_name)) from None
+
+
+def _fails_alone(config_name: str, override: str) -> bool:
+    try:
+        compose(config_name, overrides=[override])
+        return False
+    except Exception:  # noqa: BLE001 - any failure marks the culprit
+        return True
+
+
+def validate_overrides(
+    config_name: str, argv: list[str], check: Callable[[DictConfig], None]
+) -> None:
+    """Raises LoptUserError for the first bad override or value in ``argv``."""
+    args = get_args_parser().parse_args(argv)
+    overrides = list(args.overrides)
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+        try:
+            combinations = expand(overrides)
+        except OverrideParseException:
+            bad = next(o for o in overrides if _unparsable(o))
+            raise LoptUserError(
+                f"cannot parse override {bad!r}; write key=value (e.g. seed=1)"
+            ) from None
+        for combination in combinations:
+            cfg = compose_checked(config_name, combination)
+            check(cfg)
+
+
+def _unparsable(override: str) -> bool:
+    try:
+        OverridesParser.create().parse_overrides([override])
+        return False
+    except OverrideParseException:
+        return True
+
+
+__all__ = ["validate_overrides"]

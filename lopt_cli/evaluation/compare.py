@@ -1,0 +1,58 @@
+r"""From learning curves to the comparison: final losses, tuning choices, improvements.
+
+The final value of a run is the mean of its last ``final_fraction`` of validation points (or
+training chunks), averaged over seeds. The relative improvement of the learned optimizer over a
+baseline on a task is
+
+.. math:: \Delta = \frac{\ell_{\text{baseline}} - \ell_{\text{learned}}}{\ell_{\text{baseline}}},
+
+positive when the learned optimizer reaches a lower (normalised) loss.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def final_value(curves: np.ndarray, final_fraction: float) -> np.ndarray:
+    """Mean over the last fraction of the curve axis (-1), then over seeds (axis -2)."""
+    curves = np.asarray(curves, float)
+    count = max(1, int(round(curves.shape[-1] * final_fraction)))
+    tail = curves[..., -count:]
+    tail = np.where(np.isfinite(tail), tail, np.nan)
+    with np.errstate(all="ignore"):
+        per_seed = np.nanmean(tail, axis=-1)
+        value = np.nanmean(per_seed, axis=-1)
+    return np.where(np.isfinite(value), value, np.inf)
+
+
+def best_index(final_values: np.ndarray) -> int:
+    """Index of the best (lowest) setting; ties go to the first, all-diverged to 0."""
+    values = np.asarray(final_values, float)
+    return int(np.argmin(np.where(np.isfinite(values), values, np.inf)))
+
+
+def relative_improvement(baseline: float, learned: float) -> float:
+    """``(baseline - learned) / |baseline|``; +inf / -inf style cases clipped to ±1."""
+    if not np.isfinite(learned) and not np.isfinite(baseline):
+        return 0.0
+    if not np.isfinite(learned):
+        return -1.0
+    if not np.isfinite(baseline):
+        return 1.0
+    return float(np.clip((baseline - learned) / max(abs(baseline), 1e-12), -1e3, 1e3))
+
+
+def summarize(improvements: list[float]) -> dict:
+    """Win count, win rate, median and quartiles of per-task improvements."""
+    values = np.asarray(improvements, float)
+    if values.size == 0:
+        return {"num_tasks": 0, "wins": 0, "win_rate": float("nan"), "median": float("nan"),
+                "q25": float("nan"), "q75": float("nan")}
+    return {
+        "num_tasks": int(values.size),
+        "wins": int(np.sum(values > 0)),
+        "win_rate": float(np.mean(values > 0)),
+        "median": float(np.median(values)),
+        "q25": float(np.quantile(values, 0.25)),
+        "q75": float(np.quantile(values, 0.75)),
+    }

@@ -1,0 +1,70 @@
+"""PNG figures: meta-loss curves, learning curves of evaluated tasks."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from lopt_cli.io import write_bytes_atomic  # noqa: E402
+
+
+def _save(figure, path: Path) -> Path:
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    plt.close(figure)
+    return write_bytes_atomic(path, buffer.getvalue())
+
+
+def smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average (NaN-aware) of ``values`` over ``window`` points."""
+    values = np.asarray(values, float)
+    out = np.empty_like(values)
+    for i in range(len(values)):
+        chunk = values[max(0, i - window + 1): i + 1]
+        finite = chunk[np.isfinite(chunk)]
+        out[i] = finite.mean() if finite.size else np.nan
+    return out
+
+
+def plot_meta_loss(histories: dict[str, list[dict]], path: Path, title: str) -> Path:
+    """Meta-loss per outer step (faint) and its moving average (bold), one colour per run."""
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for index, (name, rows) in enumerate(histories.items()):
+        steps = np.array([r["step"] for r in rows])
+        loss = np.array([r["meta_loss"] for r in rows])
+        colour = f"C{index}"
+        axis.plot(steps, loss, color=colour, alpha=0.25, linewidth=0.8)
+        axis.plot(steps, smooth(loss, max(1, len(loss) // 20)), color=colour, label=name)
+    axis.set_xlabel("outer step")
+    axis.set_ylabel("meta-loss (mean normalised validation loss)")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    return _save(figure, path)
+
+
+def plot_learning_curves(tasks: list[dict], path: Path, metric: str = "valid") -> Path:
+    """A grid with one panel per task: loss curves of every optimizer (mean over seeds)."""
+    columns = min(4, max(1, len(tasks)))
+    rows = math.ceil(len(tasks) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 2.6 * rows), squeeze=False)
+    for axis, task in zip(axes.flat, tasks):
+        for index, (name, curve) in enumerate(task["curves"].items()):
+            axis.plot(curve["steps"], curve[metric], color=f"C{index}", label=name)
+        axis.set_title(task["title"], fontsize=8)
+        axis.set_yscale("log")
+        axis.grid(alpha=0.3)
+    for axis in list(axes.flat)[len(tasks):]:
+        axis.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    figure.supxlabel("inner step")
+    figure.supylabel(f"{metric} loss")
+    figure.tight_layout()
+    return _save(figure, path)

@@ -1,0 +1,78 @@
+"""The task contract: a training problem as a pytree of pure, jittable functions.
+
+A :class:`Task` is a ``flax.struct`` dataclass. Its array fields (datasets, the matrix of a
+quadratic bowl, a sampled initialiser scale, ...) are pytree *leaves*; its shape-determining
+fields are *static*. Hence a jitted unroll takes the task as an ordinary argument, compiles once
+per task shape, and tasks of one shape stack into a batch that ``jax.vmap`` runs together.
+
+Every task provides
+  * ``init(key) -> params``                 a pytree of parameters,
+  * ``loss(params, batch, key) -> scalar``   the training objective,
+  * ``sample_batch(key, split) -> batch``    a batch of ``train``, ``valid`` or ``test`` data,
+  * ``normalize(loss) -> scalar``            a loss comparable across tasks (for averaging).
+
+A :class:`TaskFamily` samples hashable, serialisable configs and builds tasks from them.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol, runtime_checkable
+
+import jax
+import jax.numpy as jnp
+
+Params = Any
+Batch = Any
+SPLITS = ("train", "valid", "test")
+
+
+class Task(Protocol):
+    """What every task offers (see module docstring)."""
+
+    def init(self, key: jax.Array) -> Params: ...
+
+    def loss(self, params: Params, batch: Batch, key: jax.Array) -> jax.Array: ...
+
+    def sample_batch(self, key: jax.Array, split: str) -> Batch: ...
+
+    def normalize(self, loss: jax.Array) -> jax.Array: ...
+
+
+@runtime_checkable
+class TaskFamily(Protocol):
+    """A distribution over tasks: ``sample`` a config, ``build`` a task from it."""
+
+    name: str
+
+    def sample(self, key: jax.Array) -> Any: ...
+
+    def build(self, config: Any) -> Task: ...
+
+
+def sample_from_arrays(key: jax.Array, arrays: dict, batch_size: int) -> dict:
+    """Draws ``batch_size`` rows (with replacement) from every array of ``arrays``."""
+    num_rows = next(iter(arrays.values())).shape[0]
+    index = jax.random.randint(key, (batch_size,), 0, num_rows)
+    return {name: value[index] for name, value in arrays.items()}
+
+
+def normalize_by_ceiling(loss: jax.Array, scale: jax.Array | float, ceiling: float) -> jax.Array:
+    """``loss / scale``, clipped to ``[0, ceiling]``; non-finite values map to the ceiling."""
+    value = loss / scale
+    return jnp.where(jnp.isfinite(value), jnp.clip(value, 0.0, ceiling), ceiling)
+
+
+def config_to_dict(config: Any) -> dict:
+    """A task config as a plain, JSON-serialisable dict (``family`` included)."""
+    return {"family": type(config).__name__, **dataclasses.asdict(config)}
+
+
+def shape_signature(task: Task) -> tuple:
+    """Hashable key: tasks with equal signatures can be stacked and vmapped together."""
+    leaves, treedef = jax.tree_util.tree_flatten(task)
+    return treedef, tuple((leaf.shape, jnp.asarray(leaf).dtype) for leaf in leaves)
+
+
+def stack_tasks(tasks: list[Task]) -> Task:
+    """Stacks tasks of one shape signature into one batched task (leading axis = task)."""
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *tasks)
