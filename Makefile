@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## Meta-train a learned optimizer on small MLP tasks, then evaluate it against tuned Adam.
+DEMO_DIR := outputs/demo/$(shell date +%Y-%m-%d_%H-%M-%S_%N)
+
 demo: $(STAMP)
-	$(BIN)/lopt meta-train compute=cpu hydra.run.dir=outputs/demo/meta-train
-	$(BIN)/lopt evaluate learned_optimizer=outputs/demo/meta-train hydra.run.dir=outputs/demo/evaluate
+	$(BIN)/lopt meta-train compute=cpu hydra.run.dir=$(DEMO_DIR)/meta-train
+	$(BIN)/lopt evaluate learned_optimizer=$(DEMO_DIR)/meta-train hydra.run.dir=$(DEMO_DIR)/evaluate
 
 ## The test suite (slow tests excluded), under 10 minutes on 2 cores.
 test: $(STAMP)

@@ -31,11 +31,11 @@ def build_settings(cfg: DictConfig):
 
 
 def check(cfg: DictConfig) -> None:
-    from lopt_cli.optimizers.storage import resolve_weights_path
+    from lopt_cli.optimizers.storage import load_learned_optimizer
 
     build_settings(cfg)
     build(cfg.task_family, "task_family")
-    resolve_weights_path(cfg.learned_optimizer)
+    load_learned_optimizer(cfg.learned_optimizer)
 
 
 def summarize_results(results: list[dict], settings, source: str, family_name: str) -> dict:

@@ -18,10 +18,10 @@ CONFIG_NAME = "self_train"
 
 
 def check(cfg: DictConfig) -> None:
-    from lopt_cli.optimizers.storage import resolve_weights_path
+    from lopt_cli.optimizers.storage import load_learned_optimizer
 
     build_job(cfg)
-    resolve_weights_path(cfg.learned_optimizer)
+    load_learned_optimizer(cfg.learned_optimizer)
 
 
 def learned_outer_optimizer(source: str, num_outer_steps: int):

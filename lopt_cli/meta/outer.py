@@ -75,7 +75,7 @@ def outer_update(outer_tx, grad, opt_state, theta, meta_loss):
     """One step of the outer optimizer; non-finite gradients are zeroed before it."""
     grad = jax.tree_util.tree_map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), grad)
     updates, opt_state = outer_tx.update(grad, opt_state, theta, loss=meta_loss)
-    grad_norm = optax.global_norm(grad)
+    grad_norm = optax.tree.norm(grad)
     return optax.apply_updates(theta, updates), opt_state, grad_norm
 
 

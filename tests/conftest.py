@@ -1,0 +1,47 @@
+"""Shared fixtures: CPU only, offline, a private data directory and compile cache per session."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def lopt_env(tmp_path_factory) -> dict:
+    """Environment for CLI subprocesses: shared data dir and JAX cache, no accelerators."""
+    cache = tmp_path_factory.mktemp("cache")
+    env = dict(os.environ)
+    env.update(JAX_PLATFORMS="cpu", LOPT_JAX_CACHE=str(cache / "jax"),
+               PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0")
+    env.setdefault("LOPT_DATA_DIR", str(Path.home() / ".cache" / "lopt" / "tensorflow_datasets"))
+    return env
+
+
+@pytest.fixture
+def run_lopt(lopt_env, tmp_path):
+    """Runs ``lopt ARGS`` in ``tmp_path`` (so run directories land there); returns the result."""
+
+    def run(*args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [sys.executable, "-m", "lopt_cli", *args], cwd=tmp_path, env=lopt_env,
+            capture_output=True, text=True, timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"lopt {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+        return result
+
+    return run
+
+
+def only_run_dir(root: Path) -> Path:
+    """The single run directory below ``root`` (asserts that there is exactly one)."""
+    runs = [p for p in root.iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]

@@ -1,0 +1,82 @@
+"""Unit tests of the inner problem, the ES estimator and the outer loop (toy learned optimizer)."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lopt_cli.meta.es import AntitheticES
+from lopt_cli.meta.outer import MetaTrainSettings, make_outer_optimizer, meta_train, sample_population
+from lopt_cli.meta.problem import TruncatedProblem, initial_states
+from task_definitions.quadratic import QuadraticFamily
+from toy_lopt import LearnedLRSGD
+
+FAMILY = QuadraticFamily(dims=(8,), condition_number=(1.0, 10.0), noise=(0.0,))
+PROBLEM = TruncatedProblem(LearnedLRSGD(), min_horizon=200, max_horizon=400, valid_every=5)
+
+
+def population(num_tasks: int, theta):
+    tasks, _ = sample_population(FAMILY, 3, num_tasks)
+    states = initial_states(PROBLEM, theta, tasks, jax.random.PRNGKey(1))
+    return tasks, states._replace(horizon=jnp.full_like(states.horizon, 400))
+
+
+def mean_meta_loss(theta, tasks, states, length):
+    _, metrics = jax.vmap(PROBLEM.unroll, in_axes=(None, 0, 0, None))(theta, tasks, states, length)
+    return jnp.mean(metrics.valid_loss)
+
+
+def test_es_estimate_matches_finite_differences():
+    theta = LearnedLRSGD().init(None)
+    tasks, states = population(256, theta)
+    es = AntitheticES(sigma=0.01, truncation_length=20)
+    grad, _, metrics = es.estimate(PROBLEM, theta, tasks, states, jax.random.PRNGKey(2))
+    h = 1e-2
+    plus = mean_meta_loss({"log_lr": theta["log_lr"] + h}, tasks, states, 20)
+    minus = mean_meta_loss({"log_lr": theta["log_lr"] - h}, tasks, states, 20)
+    finite_difference = (plus - minus) / (2 * h)
+    assert finite_difference < 0  # a larger step size trains faster here
+    np.testing.assert_allclose(grad["log_lr"], finite_difference, rtol=0.25)
+    assert np.isfinite(metrics["meta_loss"])
+
+
+def test_finished_and_diverged_tasks_are_reset():
+    theta = {"log_lr": jnp.asarray(3.0)}  # step size e^3: every bowl diverges
+    tasks, states = population(4, theta)
+    es = AntitheticES(sigma=0.01, truncation_length=20)
+    _, states, _ = es.estimate(PROBLEM, theta, tasks, states, jax.random.PRNGKey(0))
+    _, states, metrics = es.estimate(PROBLEM, theta, tasks, states, jax.random.PRNGKey(1))
+    assert metrics["diverged"] == 4 and metrics["resets"] == 4
+    assert np.all(np.asarray(states.step) == 20)  # restarted, then trained one truncation
+    grad, _, metrics = es.estimate(PROBLEM, theta, tasks, states, jax.random.PRNGKey(2))
+    assert np.isfinite(metrics["meta_loss"]) and np.isfinite(grad["log_lr"])
+
+
+def test_population_starts_out_of_lock_step():
+    theta = LearnedLRSGD().init(None)
+    tasks, _ = sample_population(FAMILY, 3, 16)
+    states = initial_states(PROBLEM, theta, tasks, jax.random.PRNGKey(1))
+    assert len(set(np.asarray(states.horizon).tolist())) > 8
+
+
+def test_meta_training_lowers_the_meta_loss():
+    history = []
+    theta = meta_train(
+        FAMILY, PROBLEM, AntitheticES(sigma=0.05, truncation_length=20),
+        make_outer_optimizer(learning_rate=0.1, warmup_steps=1, total_steps=60),
+        MetaTrainSettings(num_outer_steps=60, num_tasks=8, resample_every=20),
+        on_step=lambda step, metrics, theta: history.append(metrics["meta_loss"]),
+    )
+    assert float(theta["log_lr"]) > -2.5  # learned to take larger steps than e^-3
+    assert np.mean(history[-10:]) < 0.5 * np.mean(history[:10])
+
+
+def test_meta_training_is_deterministic():
+    def run():
+        return meta_train(
+            FAMILY, PROBLEM, AntitheticES(sigma=0.05, truncation_length=10),
+            make_outer_optimizer(learning_rate=0.1, warmup_steps=1, total_steps=5),
+            MetaTrainSettings(num_outer_steps=5, num_tasks=4, resample_every=3, seed=7),
+        )
+
+    assert float(run()["log_lr"]) == float(run()["log_lr"])
