@@ -1,0 +1,20 @@
+"""Helpers for tests that compose the real Hydra configs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_module
+from omegaconf import DictConfig
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+
+
+def group_options(group: str) -> list[str]:
+    """The option names of a config group (one YAML per option)."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def compose_config(config_name: str, overrides: list[str] | None = None) -> DictConfig:
+    """The composed primary config of a command, as the CLI would build it."""
+    with initialize_config_module("conf", version_base="1.3"):
+        return compose(config_name, overrides=list(overrides or []))
