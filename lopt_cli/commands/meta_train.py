@@ -27,8 +27,9 @@ class MetaTrainJob:
 
     @property
     def inner_steps_per_outer(self) -> int:
-        """Inner task-steps per outer step: tasks × antithetic pair × truncation length."""
-        return self.settings.num_tasks * 2 * self.estimator.truncation_length
+        """Inner task-steps per outer step: tasks × unrolls per task × truncation length."""
+        unrolls = getattr(self.estimator, "unrolls_per_task", 1)
+        return self.settings.num_tasks * unrolls * self.estimator.truncation_length
 
 
 def build_job(cfg: DictConfig) -> MetaTrainJob:

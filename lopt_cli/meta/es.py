@@ -18,7 +18,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from lopt_cli.meta.problem import TruncatedProblem
+from lopt_cli.meta.problem import TruncatedProblem, initial_states
 from lopt_cli.meta.unroll import InnerState
 from lopt_cli.optimizers.base import MetaParams
 from task_definitions.base import Task
@@ -47,6 +47,12 @@ class AntitheticES:
 
     sigma: float = 0.01
     truncation_length: int = 20
+    unrolls_per_task = 2  # the antithetic pair
+
+    def init_states(self, problem: TruncatedProblem, theta: MetaParams, tasks: Task,
+                    key: jax.Array) -> InnerState:
+        """The estimator's per-task state: here simply each task's inner state."""
+        return initial_states(problem, theta, tasks, key)
 
     @functools.partial(jax.jit, static_argnums=(0, 1))
     def estimate(

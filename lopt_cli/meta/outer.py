@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lopt_cli.meta.problem import TruncatedProblem, initial_states
+from lopt_cli.meta.problem import TruncatedProblem
 from lopt_cli.optimizers.base import MetaParams
 from task_definitions.base import TaskFamily, stack_tasks
 
@@ -105,7 +105,7 @@ def meta_train(
             task_id = settings.first_task_id + int(
                 jax.random.randint(jax.random.fold_in(step_key, 1), (), 0, settings.num_task_ids))
             tasks, _ = sample_population(family, task_id, settings.num_tasks)
-            states = initial_states(problem, theta, tasks, jax.random.fold_in(step_key, 2))
+            states = estimator.init_states(problem, theta, tasks, jax.random.fold_in(step_key, 2))
         grad, states, metrics = estimator.estimate(problem, theta, tasks, states, step_key)
         theta, opt_state, grad_norm = update(outer_tx, grad, opt_state, theta,
                                              metrics["meta_loss"])
