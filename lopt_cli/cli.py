@@ -14,6 +14,7 @@ COMMANDS = {
     "meta-train": ("lopt_cli.commands.meta_train", "meta-train a learned optimizer on a sampled task suite"),
     "evaluate": ("lopt_cli.commands.evaluate", "compare a learned optimizer with tuned Adam on held-out tasks"),
     "self-train": ("lopt_cli.commands.self_train", "meta-train a fresh optimizer with a learned one vs. with Adam"),
+    "tasks": ("lopt_cli.commands.tasks", "list task families, describe sampled tasks, try one with Adam"),
 }
 HELP_FLAGS = {"-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc"}
 

@@ -64,7 +64,17 @@ def normalize_by_ceiling(loss: jax.Array, scale: jax.Array | float, ceiling: flo
 
 def config_to_dict(config: Any) -> dict:
     """A task config as a plain, JSON-serialisable dict (``family`` included)."""
-    return {"family": type(config).__name__, **dataclasses.asdict(config)}
+    if hasattr(config, "config") and hasattr(config, "family"):  # a suite member
+        return {**config_to_dict(config.config), "family": config.family}
+    name = type(config).__name__.removesuffix("Config").lower()
+    return {"family": name, **dataclasses.asdict(config)}
+
+
+def with_seed(config: Any, seed: int) -> Any:
+    """``config`` with its per-task seed replaced (shapes unchanged)."""
+    if hasattr(config, "with_seed"):
+        return config.with_seed(seed)
+    return dataclasses.replace(config, seed=seed)
 
 
 def shape_signature(task: Task) -> tuple:

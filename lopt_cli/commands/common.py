@@ -15,8 +15,12 @@ from lopt_cli.optimizers.storage import instantiate_plain
 
 def configure_jax() -> None:
     """Persistent compilation cache under the user's cache directory (opt out: LOPT_JAX_CACHE=)."""
+    import logging
+
     import jax
 
+    for noisy in ("jax._src.xla_bridge", "absl", "tensorflow_datasets", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     cache = os.environ.get("LOPT_JAX_CACHE", str(Path.home() / ".cache" / "lopt" / "jax"))
     if cache:
         jax.config.update("jax_compilation_cache_dir", cache)

@@ -26,6 +26,19 @@ def group_options(group: str) -> list[str]:
     return sorted(loader.get_group_options(group))
 
 
+def all_group_configs(group: str) -> dict[str, dict]:
+    """Every option of a config group, composed and resolved, as plain dicts."""
+    def compose_all() -> dict[str, dict]:
+        return {name: OmegaConf.to_container(
+            compose("meta_train", overrides=[f"{group}={name}"])[group], resolve=True)
+            for name in group_options(group)}
+
+    if GlobalHydra.instance().is_initialized():  # inside a running command
+        return compose_all()
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+        return compose_all()
+
+
 def explain(error: Exception, override_text: str, config_name: str) -> str:
     """One line for a Hydra composition error."""
     key = override_text.split("=", 1)[0].lstrip("+~")

@@ -15,7 +15,7 @@ import optax
 
 from lopt_cli.meta.problem import TruncatedProblem
 from lopt_cli.optimizers.base import MetaParams
-from task_definitions.base import TaskFamily, stack_tasks
+from task_definitions.base import TaskFamily, stack_tasks, with_seed
 
 
 def make_outer_optimizer(
@@ -49,7 +49,7 @@ def task_key(task_id: int) -> jax.Array:
 def sample_population(family: TaskFamily, task_id: int, num_tasks: int):
     """``num_tasks`` tasks of one shape: task ``task_id``'s config, re-seeded per member."""
     config = family.sample(task_key(task_id))
-    configs = [dataclasses.replace(config, seed=config.seed + i) for i in range(num_tasks)]
+    configs = [with_seed(config, config.seed + i) for i in range(num_tasks)]
     return stack_tasks([family.build(c) for c in configs]), config
 
 

@@ -41,13 +41,24 @@ def import_object(dotted: str) -> Any:
 
 
 def instantiate_plain(config: dict) -> Any:
-    """Calls ``config['_target_']`` with the other entries (lists turned into tuples)."""
-    kwargs = {k: as_hashable(v) for k, v in config.items() if k != "_target_"}
+    """Calls ``config['_target_']`` with the other entries; nested ``_target_`` dicts are
+    instantiated first and lists become tuples (hashable configs can be static jit arguments)."""
+    kwargs = {k: _instantiate_nested(v) for k, v in config.items() if k != "_target_"}
     target = import_object(str(config.get("_target_")))
     try:
         return target(**kwargs)
     except TypeError as error:
         raise LoptUserError(f"bad arguments for {config['_target_']}: {error}") from None
+
+
+def _instantiate_nested(value: Any) -> Any:
+    if isinstance(value, dict):
+        if "_target_" in value:
+            return instantiate_plain(value)
+        return {k: _instantiate_nested(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return tuple(_instantiate_nested(v) for v in value)
+    return value
 
 
 def save_learned_optimizer(directory: str | os.PathLike, config: dict, theta: MetaParams) -> Path:
