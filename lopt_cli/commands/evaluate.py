@@ -44,7 +44,7 @@ def summarize_results(results: list[dict], settings, source: str, family_name: s
     comparisons = {}
     for name in ("generalisation", "optimisation"):
         comparisons[name] = {
-            "baseline": "AdamLR (per-task tuned)",
+            "baseline": "AdamLR, per task",
             "tuned_on": "valid" if name == "generalisation" else "train",
             "compared_on": "valid" if name == "generalisation" else "train",
             "trials_per_task": len(settings.learning_rates),

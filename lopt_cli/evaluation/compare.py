@@ -4,9 +4,13 @@ The final value of a run is the mean of its last ``final_fraction`` of validatio
 training chunks), averaged over seeds. The relative improvement of the learned optimizer over a
 baseline on a task is
 
-.. math:: \Delta = \frac{\ell_{\text{baseline}} - \ell_{\text{learned}}}{\ell_{\text{baseline}}},
+.. math:: \Delta = \frac{\ell_{\text{baseline}} - \ell_{\text{learned}}}
+                          {\max(\ell_{\text{baseline}}, \ell_{\text{learned}})} \in [-1, 1],
 
-positive when the learned optimizer reaches a lower (normalised) loss.
+positive when the learned optimizer reaches a lower (normalised) loss: :math:`\Delta = 0.3`
+means the learned optimizer's loss is 30% below the baseline's, :math:`\Delta = -0.3` that the
+baseline's is 30% below the learned optimizer's. Unlike dividing by the baseline alone it stays
+bounded when a baseline drives a loss to zero.
 """
 from __future__ import annotations
 
@@ -32,14 +36,15 @@ def best_index(final_values: np.ndarray) -> int:
 
 
 def relative_improvement(baseline: float, learned: float) -> float:
-    """``(baseline - learned) / |baseline|``; +inf / -inf style cases clipped to ±1."""
+    """The bounded relative improvement of the module docstring; diverged runs lose."""
     if not np.isfinite(learned) and not np.isfinite(baseline):
         return 0.0
     if not np.isfinite(learned):
         return -1.0
     if not np.isfinite(baseline):
         return 1.0
-    return float(np.clip((baseline - learned) / max(abs(baseline), 1e-12), -1e3, 1e3))
+    scale = max(baseline, learned)
+    return 0.0 if scale <= 0 else float((baseline - learned) / scale)
 
 
 def summarize(improvements: list[float]) -> dict:

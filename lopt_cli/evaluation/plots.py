@@ -57,7 +57,8 @@ def plot_learning_curves(tasks: list[dict], path: Path, metric: str = "valid") -
     figure, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 2.6 * rows), squeeze=False)
     for axis, task in zip(axes.flat, tasks):
         for index, (name, curve) in enumerate(task["curves"].items()):
-            axis.plot(curve["steps"], curve[metric], color=f"C{index}", label=name)
+            values = np.asarray(curve[metric], dtype=float)  # None (diverged) -> NaN
+            axis.plot(curve["steps"], values, color=f"C{index}", label=name)
         axis.set_title(task["title"], fontsize=8)
         axis.set_yscale("log")
         axis.grid(alpha=0.3)

@@ -7,6 +7,7 @@ COMPARISON_TEXT = {
     "generalisation": "validation loss (baseline tuned on validation loss)",
     "optimisation": "training loss (baseline tuned on training loss)",
 }
+SHORT_TEXT = {"generalisation": "valid", "optimisation": "train"}
 
 
 def _pct(value: float) -> str:
@@ -15,16 +16,16 @@ def _pct(value: float) -> str:
 
 def summary_table(summary: dict) -> Table:
     """One row per comparison: tasks won, win rate, median and quartiles of the improvement."""
-    table = Table(title=f"learned optimizer vs. per-task tuned baselines "
+    table = Table(title=f"learned optimizer vs. per-task tuned baselines\n"
                         f"({summary['num_tasks']} tasks, {summary['num_seeds']} seeds, "
-                        f"{summary['horizon']} steps)")
-    for column in ("baseline", "compared on", "trials/task", "won", "win rate",
-                   "median improvement", "IQR"):
-        table.add_column(column, justify="left" if column in ("baseline", "compared on") else "right")
+                        f"{summary['horizon']} steps; each baseline tuned on the loss it is "
+                        "compared on)")
+    for column in ("baseline", "loss", "trials", "won", "win rate", "median Δ", "IQR of Δ"):
+        table.add_column(column, justify="left" if column in ("baseline", "loss") else "right")
     for name, row in summary["comparisons"].items():
-        table.add_row(row["baseline"], COMPARISON_TEXT[name], str(row["trials_per_task"]),
+        table.add_row(row["baseline"], SHORT_TEXT[name], str(row["trials_per_task"]),
                       f"{row['wins']}/{row['num_tasks']}", f"{100 * row['win_rate']:.0f}%",
-                      _pct(row["median"]), f"{_pct(row['q25'])} .. {_pct(row['q75'])}")
+                      _pct(row["median"]), f"[{_pct(row['q25'])}, {_pct(row['q75'])}]")
     return table
 
 
@@ -38,8 +39,8 @@ def markdown_report(summary: dict, per_task: list[dict]) -> str:
         f"- horizon: {summary['horizon']} steps, {summary['num_seeds']} seeds per run; final value "
         f"= mean of the last {100 * summary['final_fraction']:.0f}% of the curve, over seeds",
         "- losses are normalised per task (cross-entropy / log(classes), bowls / initial loss)",
-        "- improvement = (baseline − learned) / baseline; positive means the learned optimizer "
-        "is better", "",
+        "- improvement Δ = (baseline − learned) / max(baseline, learned), in [−1, 1]; positive "
+        "means the learned optimizer reaches the lower loss", "",
         "## Summary", "",
         "| baseline | compared on | trials per task | won | win rate | median | 25% | 75% |",
         "|---|---|---|---|---|---|---|---|",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Callable
 
 import jax
@@ -27,8 +28,14 @@ class EvaluationSettings:
     seed: int = 0
 
 
-def _mean_curve(values) -> list[float]:
-    return [float(v) for v in np.nanmean(np.asarray(values, float), axis=0)]
+def _mean_curve(values) -> list[float | None]:
+    """Mean over seeds of a curve; points where every seed diverged become None."""
+    values = np.asarray(values, float)
+    values = np.where(np.isfinite(values), values, np.nan)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(values, axis=0)
+    return [float(v) if np.isfinite(v) else None for v in mean]
 
 
 def _comparison(learned: float, finals: np.ndarray, rates: tuple) -> dict:
@@ -65,8 +72,9 @@ def evaluate_task(family, lopt, theta, task_id: int, settings: EvaluationSetting
     return {
         "task_id": task_id,
         "task": description,
-        "title": f"#{task_id} " + ", ".join(
-            f"{k}={v}" for k, v in description.items() if k not in ("seed", "family"))[:60],
+        "title": f"#{task_id} {description['family']}: " + ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in description.items() if k not in ("seed", "family"))[:70],
         "generalisation": valid_tuned,
         "optimisation": train_tuned,
         "curves": {"learned": curves(learned),
