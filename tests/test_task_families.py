@@ -1,7 +1,6 @@
 """Conformance suite for every task family: sampling, building, jit, finiteness, learnability."""
 from __future__ import annotations
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +9,7 @@ import optax
 import pytest
 
 from lopt_cli.commands.common import build
-from task_definitions.base import config_to_dict, shape_signature, stack_tasks
+from task_definitions.base import config_to_dict, shape_signature, stack_tasks, with_seed
 from tests_support import compose_config, group_options
 
 
@@ -67,7 +66,7 @@ def test_adam_lowers_the_loss(family):
 
 def test_reseeded_configs_share_shapes_and_stack(family):
     config = family.sample(jax.random.PRNGKey(7))
-    tasks = [family.build(dataclasses.replace(config, seed=config.seed + i)) for i in range(3)]
+    tasks = [family.build(with_seed(config, config.seed + i)) for i in range(3)]
     assert len({shape_signature(t) for t in tasks}) == 1
     stacked = stack_tasks(tasks)
     params = jax.vmap(lambda t, k: t.init(k))(stacked, jax.random.split(jax.random.PRNGKey(0), 3))

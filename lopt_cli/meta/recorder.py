@@ -23,6 +23,7 @@ class MetaTrainRecorder:
                  optimizer_config: dict, checkpoint_every: int, label: str = "meta-train",
                  console: Console | None = None):
         self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.out_dir / "metrics.jsonl"
         self.total_steps = total_steps
         self.inner_steps_per_outer = inner_steps_per_outer

@@ -1,0 +1,270 @@
+r"""The per-parameter MLP learned optimizer of Metz et al. 2020 (without the per-tensor LSTM).
+
+For every parameter :math:`p` of every tensor, with the same weights :math:`\theta` everywhere,
+
+.. math::
+
+    \tilde g &= \mathrm{clip}(g, \pm c \sqrt{\hat s})
+        \quad \text{(running per-tensor RMS of the gradient, see features.clip_by_running_rms)} \\
+    m_\beta &\leftarrow \beta m_\beta + (1-\beta)\tilde g, \qquad
+    v_\beta \leftarrow \beta v_\beta + (1-\beta)\tilde g^2
+        \quad \text{for } \beta \in \text{decays} \\
+    (d, a) &= \mathrm{MLP}_\theta\big(\mathrm{normalize}(x_\text{param}),\ x_\text{tensor}\big) \\
+    \Delta p &= -\lambda_1 \, d \, \exp(\lambda_2 a)
+
+with :math:`\lambda_1` = ``step_mult`` and :math:`\lambda_2` = ``exp_mult`` (both 1e-3, so an
+untrained optimizer takes steps of about 1e-3 per parameter, in a direction that is *not* yet
+a descent direction: meta-training makes it one). The inputs are listed in
+:mod:`lopt_cli.optimizers.features`; their count is derived from the feature functions.
+
+The MLP's first layer is split in two: a ``Dense`` on the per-parameter features (a matmul over
+all the tensor's parameters) plus a bias-free ``Dense`` on the per-tensor features (computed once
+per tensor). This is exactly a ``Dense`` on the tiled and concatenated ``(..., F)`` input, and is
+initialised like one (LeCun normal with fan-in ``F``), but costs ``F_p`` rather than ``F``
+multiply-adds per parameter and unit.
+
+On CPU the MLP runs over blocks of ``CPU_CHUNK_ROWS`` parameters (:func:`map_rows`): its
+``(rows, 32)`` activations then stay in cache instead of becoming tensor-sized buffers; the
+tensor-wide feature normalisers are computed first, in one fused pass (``features.feature_scales``).
+
+Cost per parameter and step, default config: about ``2 (23·32 + 32·32 + 32·2) ≈ 3.6`` kFLOPs in
+the MLP, and ``2·5 + 1`` floats of state (float32, whatever the parameter dtype).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from lopt_cli.errors import LoptUserError
+from lopt_cli.optimizers import features as feats
+from lopt_cli.optimizers.base import MetaParams
+
+CLIP_DECAY = 0.99  # decay of the per-tensor running mean square used for gradient clipping
+CPU_CHUNK_ROWS = 16384  # rows per MLP block on CPU (see map_rows)
+
+
+class MLPLOptState(NamedTuple):
+    """State of :class:`MLPLOpt`; every tree mirrors the parameters, all float32.
+
+    Attributes:
+      momentum: per tensor, ``param.shape + (len(decays),)``, one column per decay.
+      rms: per tensor, ``param.shape + (len(decays),)``: second-moment accumulators.
+      grad_mean_sq: per tensor, a scalar: running mean of the squared clipped gradient.
+      count: int32 scalar, the number of updates taken.
+    """
+
+    momentum: optax.Updates
+    rms: optax.Updates
+    grad_mean_sq: optax.Updates
+    count: jax.Array
+
+
+class PerParameterMLP(nn.Module):
+    """Maps per-parameter features ``(N, F_p)`` and per-tensor features ``(F_t,)`` to a
+    direction and a log-magnitude, each ``(N,)``.
+
+    Attributes:
+      hidden_sizes: widths of the hidden ReLU layers.
+      output_init_scale: multiplies the standard deviation of the output layer's initial
+        weights (1.0 = LeCun normal); smaller values make an untrained optimizer timider.
+    """
+
+    hidden_sizes: tuple[int, ...] = (32, 32)
+    output_init_scale: float = 1.0
+
+    @nn.compact
+    def __call__(
+        self, param_features: jax.Array, tensor_features: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        widths = (*self.hidden_sizes, 2)
+        inits = [nn.initializers.lecun_normal()] * len(widths)
+        inits[-1] = nn.initializers.variance_scaling(
+            self.output_init_scale**2, "fan_in", "truncated_normal")
+        # Split first layer, initialised as one Dense of fan-in F = F_p + F_t.
+        f_p, f_t = param_features.shape[-1], tensor_features.shape[-1]
+        first_scale = self.output_init_scale**2 if len(widths) == 1 else 1.0
+
+        def split_init(share: float):
+            return nn.initializers.variance_scaling(first_scale * share, "fan_in",
+                                                    "truncated_normal")
+
+        h = nn.Dense(widths[0], kernel_init=split_init(f_p / (f_p + f_t)), name="param_in")(
+            param_features)
+        h = h + nn.Dense(widths[0], use_bias=False, kernel_init=split_init(f_t / (f_p + f_t)),
+                         name="tensor_in")(tensor_features)
+        for i, width in enumerate(widths[1:], start=1):
+            h = nn.Dense(width, kernel_init=inits[i], name=f"dense_{i}")(nn.relu(h))
+        return h[..., 0], h[..., 1]
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPLOpt:
+    """The per-parameter MLP learned optimizer; hashable, so it can be a static jit argument.
+
+    Attributes:
+      hidden_sizes: hidden widths of the per-parameter MLP.
+      decays: timescales of the momentum and rms accumulators.
+      step_mult: :math:`\\lambda_1`, scale of the step.
+      exp_mult: :math:`\\lambda_2`, scale of the log-magnitude.
+      output_init_scale: initial scale of the MLP's output weights (see
+        :class:`PerParameterMLP`); with the defaults an untrained optimizer moves every
+        parameter by about ``step_mult`` per step.
+      clip_mult: gradients are clipped to ``clip_mult`` times their tensor's running RMS
+        before entering the accumulators; ``0`` disables clipping.
+      chunk_size: the MLP runs over blocks of this many parameters (:func:`map_rows`);
+        ``None`` picks ``CPU_CHUNK_ROWS`` on CPU and one block on accelerators; ``0``: one block.
+
+    Example::
+
+      >>> lopt = MLPLOpt()
+      >>> theta = lopt.init(jax.random.key(0))
+      >>> opt = lopt.transform(theta, num_steps=100)
+      >>> params = {"w": jnp.ones((3, 2))}
+      >>> state = opt.init(params)
+      >>> updates, state = opt.update(params, state, params, loss=jnp.float32(1.0))
+      >>> jax.tree.map(jnp.shape, updates)
+      {'w': (3, 2)}
+    """
+
+    hidden_sizes: tuple[int, ...] = (32, 32)
+    decays: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999, 0.9999)
+    step_mult: float = 1e-3
+    exp_mult: float = 1e-3
+    output_init_scale: float = 1.0
+    clip_mult: float = 10.0
+    chunk_size: int | None = None
+
+    def __post_init__(self):
+        hidden = tuple(int(h) for h in self.hidden_sizes)
+        decays = tuple(float(d) for d in self.decays)
+        if any(h <= 0 for h in hidden):
+            raise LoptUserError(f"MLPLOpt: hidden_sizes={list(hidden)} must be positive ints")
+        if not decays or any(not 0.0 <= d < 1.0 for d in decays):
+            raise LoptUserError(f"MLPLOpt: decays={list(decays)} must be a non-empty list "
+                                "of numbers in [0, 1)")
+        object.__setattr__(self, "hidden_sizes", hidden)
+        object.__setattr__(self, "decays", decays)
+
+    # ------------------------------------------------------------------ architecture
+
+    @property
+    def network(self) -> PerParameterMLP:
+        """The flax module applied to every parameter."""
+        return PerParameterMLP(self.hidden_sizes, self.output_init_scale)
+
+    @property
+    def num_features(self) -> int:
+        """MLP input width ``F = F_p + F_t``, derived from the feature functions (38 default)."""
+        return feats.num_features(self.decays)
+
+    def init(self, key: jax.Array) -> MetaParams:
+        """Meta-parameters: the MLP's flax variables ``{"params": {...}}``."""
+        f_p = feats.num_param_features(self.decays)
+        f_t = feats.num_tensor_features()
+        return self.network.init(key, jnp.zeros((1, f_p)), jnp.zeros((f_t,)))
+
+    def transform(
+        self, theta: MetaParams, num_steps: int | jax.Array
+    ) -> optax.GradientTransformationExtraArgs:
+        """The optimizer of ``theta`` for a horizon of ``num_steps`` (may be traced)."""
+        return optax.GradientTransformationExtraArgs(
+            init=self.init_state, update=functools.partial(self.update, theta, num_steps))
+
+    # ------------------------------------------------------------------ optimizer
+
+    def init_state(self, params: optax.Params) -> MLPLOptState:
+        """Zero accumulators (float32, decays on a trailing axis) and ``count = 0``."""
+        def acc(p):
+            return jnp.zeros(jnp.shape(p) + (len(self.decays),), jnp.float32)
+
+        return MLPLOptState(
+            momentum=jax.tree.map(acc, params),
+            rms=jax.tree.map(acc, params),
+            grad_mean_sq=jax.tree.map(lambda _: jnp.zeros((), jnp.float32), params),
+            count=jnp.zeros((), jnp.int32),
+        )
+
+    def update(
+        self,
+        theta: MetaParams,
+        num_steps: int | jax.Array,
+        updates: optax.Updates,
+        state: MLPLOptState,
+        params: optax.Params | None = None,
+        **extra_args: Any,
+    ) -> tuple[optax.Updates, MLPLOptState]:
+        """One step: ``updates`` are gradients in, parameter deltas (param dtype) out.
+
+        ``loss=`` and ``valid_loss=`` are accepted and ignored (this architecture has no
+        per-tensor LSTM to read them).
+        """
+        del extra_args
+        if params is None:
+            raise ValueError("MLPLOpt.update needs params (the parameter value is a feature)")
+        leaves, treedef = jax.tree.flatten(updates)
+        others = [treedef.flatten_up_to(t) for t in
+                  (params, state.momentum, state.rms, state.grad_mean_sq)]
+        results = [self._update_tensor(theta, num_steps, state.count, *args)
+                   for args in zip(leaves, *others)]
+        steps, momentum, rms, mean_sq = (treedef.unflatten(list(r)) for r in zip(*results))
+        count = optax.safe_int32_increment(state.count)
+        return steps, MLPLOptState(momentum, rms, mean_sq, count)
+
+    def _update_tensor(self, theta, num_steps, count, grad, param, momentum, rms, mean_sq):
+        """Step and new state of one tensor; all maths in float32."""
+        if jnp.size(param) == 0:
+            return jnp.zeros_like(param), momentum, rms, mean_sq
+        g = jnp.asarray(grad, jnp.float32)
+        p = jnp.asarray(param, jnp.float32)
+        g, mean_sq = feats.clip_by_running_rms(g, mean_sq, count, self.clip_mult, CLIP_DECAY)
+        momentum, rms = feats.accumulate(momentum, rms, g, jnp.asarray(self.decays, jnp.float32))
+        ctx = feats.ParamContext(g, p, momentum, rms)
+        scales = feats.feature_scales(ctx)  # tensor-wide normalisers, (F_p,)
+        tensor_x = feats.tensor_features(feats.TensorContext(count, num_steps, g, p))
+        rows = feats.ParamContext(*(a.reshape((g.size,) + a.shape[g.ndim:]) for a in ctx))
+        step_rows = functools.partial(self._step_rows, theta, scales, tensor_x)
+        step = map_rows(step_rows, rows, self.resolved_chunk_size())
+        return step.reshape(jnp.shape(param)).astype(jnp.result_type(param)), momentum, rms, mean_sq
+
+    def _step_rows(self, theta, scales, tensor_x, rows: feats.ParamContext) -> jax.Array:
+        """``-step_mult * d * exp(exp_mult * a)`` for a block of rows (flattened parameters)."""
+        x = feats.raw_param_features(rows) * scales
+        direction, magnitude = self.network.apply(theta, x, tensor_x)
+        return -self.step_mult * direction * jnp.exp(self.exp_mult * magnitude)
+
+    def resolved_chunk_size(self) -> int:
+        """Rows per MLP block: ``chunk_size``, or when None ``CPU_CHUNK_ROWS`` on CPU and no
+        chunking on accelerators."""
+        if self.chunk_size is not None:
+            return int(self.chunk_size)
+        return CPU_CHUNK_ROWS if jax.default_backend() == "cpu" else 0
+
+
+def map_rows(fn, rows: Any, chunk: int) -> jax.Array:
+    """``fn(rows)`` for a pytree of arrays sharing a leading axis ``n``, ``chunk`` rows at a time.
+
+    Blocks are visited by a ``lax.scan`` that slices the inputs in place and writes each block's
+    result into one output buffer; the last block is shifted back to end at ``n`` (it overlaps
+    its predecessor and rewrites the same values), so there is no padding copy. Keeping the
+    MLP's ``(chunk, 32)`` activations small keeps them in cache on CPU; ``chunk <= 0`` or
+    ``n <= chunk`` applies ``fn`` once. Differentiable and vmappable.
+    """
+    n = jax.tree.leaves(rows)[0].shape[0]
+    if chunk <= 0 or n <= chunk:
+        return fn(rows)
+    out_type = jax.eval_shape(fn, jax.tree.map(lambda a: a[:chunk], rows))
+
+    def block(out, i):
+        start = jnp.minimum(i * chunk, n - chunk)
+        part = fn(jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, chunk), rows))
+        return jax.lax.dynamic_update_slice_in_dim(out, part, start, 0), None
+
+    init = jnp.zeros((n,) + out_type.shape[1:], out_type.dtype)
+    out, _ = jax.lax.scan(block, init, jnp.arange(-(-n // chunk)))
+    return out

@@ -1,0 +1,48 @@
+"""Every optimizer the conformance suite checks, by name.
+
+``OPTIMIZERS`` maps a name to a factory ``() -> optax.GradientTransformationExtraArgs`` that
+builds a ready-to-use optimizer (learned ones with freshly initialised, *untrained* weights and a
+horizon of ``DEFAULT_NUM_STEPS``). ``LEARNED_OPTIMIZERS`` maps the learned ones' names to
+factories of their :class:`~lopt_cli.optimizers.base.LearnedOptimizer`, for the checks that need
+meta-parameters (gradients flowing to ``theta``). Registering a new optimizer here enrolls it in
+``tests/test_optimizer_conformance.py``.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import jax
+import optax
+
+from lopt_cli.errors import LoptUserError
+from lopt_cli.optimizers import baselines
+from lopt_cli.optimizers.base import LearnedOptimizer
+from lopt_cli.optimizers.mlp_lopt import MLPLOpt
+
+DEFAULT_NUM_STEPS = 1000
+
+LEARNED_OPTIMIZERS: dict[str, Callable[[], LearnedOptimizer]] = {
+    "mlp": MLPLOpt,
+}
+
+
+def ready_learned(name: str, seed: int = 0, num_steps: int = DEFAULT_NUM_STEPS
+                  ) -> optax.GradientTransformationExtraArgs:
+    """The learned optimizer ``name`` with meta-parameters from ``init(key(seed))``."""
+    lopt = LEARNED_OPTIMIZERS[name]()
+    return lopt.transform(lopt.init(jax.random.key(seed)), num_steps)
+
+
+OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformationExtraArgs]] = {
+    "adam": baselines.adam,
+    "sgd": baselines.sgd,
+    **{name: functools.partial(ready_learned, name) for name in LEARNED_OPTIMIZERS},
+}
+
+
+def get_optimizer(name: str) -> optax.GradientTransformationExtraArgs:
+    """A ready optimizer by name; an unknown name is a :class:`LoptUserError`."""
+    if name not in OPTIMIZERS:
+        raise LoptUserError(f"unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}")
+    return OPTIMIZERS[name]()

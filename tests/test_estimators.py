@@ -1,0 +1,207 @@
+"""Meta-gradient estimators: correctness against finite differences, resets, divergence.
+
+Tiny problem throughout: the one-parameter :class:`LearnedLRSGD` on deterministic 8-dim
+quadratic bowls of condition number 1-10. Statistical checks compare a mean of independent
+estimates with a finite difference, with tolerances in units of the estimate's standard error.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from tests_support import compose_config, group_options
+from toy_lopt import LearnedLRSGD
+
+from lopt_cli.commands.common import build
+from lopt_cli.meta.es import AntitheticES
+from lopt_cli.meta.outer import sample_population, task_key
+from lopt_cli.meta.pes import PersistentES, PESState, reset_pair
+from lopt_cli.meta.problem import TruncatedProblem, initial_states
+from lopt_cli.meta.tbptt import TruncatedBackprop
+from task_definitions.base import stack_tasks
+from task_definitions.quadratic import QuadraticFamily
+
+FAMILY = QuadraticFamily(dims=(8,), condition_number=(1.0, 10.0), noise=(0.0,))
+PROBLEM = TruncatedProblem(LearnedLRSGD(), min_horizon=200, max_horizon=400, valid_every=5)
+ESTIMATORS = {
+    "es": AntitheticES(sigma=0.01, truncation_length=10),
+    "pes": PersistentES(sigma=0.01, truncation_length=10),
+    "tbptt": TruncatedBackprop(truncation_length=10),
+}
+
+
+def lr(log_lr: float) -> dict:
+    return {"log_lr": jnp.asarray(log_lr, jnp.float32)}
+
+
+def fresh_population(num_tasks: int, theta):
+    """``num_tasks`` bowls, each at step 0 of a life long enough for every test here."""
+    tasks, _ = sample_population(FAMILY, 3, num_tasks)
+    keys = jax.random.split(jax.random.PRNGKey(1), num_tasks)
+    states = jax.vmap(PROBLEM.fresh_state, in_axes=(None, 0, 0))(theta, tasks, keys)
+    return tasks, states
+
+
+def total_meta_loss(theta, tasks, states, truncation_length: int, num_truncations: int):
+    """Mean over tasks of :math:`\\sum_k L_k`, the per-truncation meta-losses of one long run."""
+    _, metrics = jax.vmap(PROBLEM.unroll, in_axes=(None, 0, 0, None))(
+        theta, tasks, states, truncation_length * num_truncations)
+    per_truncation = metrics.valid_loss.reshape(states.step.shape[0], num_truncations, -1)
+    return jnp.mean(jnp.sum(jnp.mean(per_truncation, axis=2), axis=1))
+
+
+def central_difference(fn, theta, h: float = 1e-2) -> float:
+    return float((fn(lr(theta["log_lr"] + h)) - fn(lr(theta["log_lr"] - h))) / (2 * h))
+
+
+def grouped(tree, groups: int):
+    """Splits the task axis into ``groups`` independent sub-populations."""
+    return jax.tree_util.tree_map(lambda x: x.reshape(groups, -1, *x.shape[1:]), tree)
+
+
+def summed_estimates(estimator, theta, tasks, states, num_truncations: int, groups: int):
+    """Per sub-population, the sum of the estimates over consecutive truncations: ``[groups]``."""
+    estimate = jax.jit(jax.vmap(lambda t, s, k: estimator.estimate(PROBLEM, theta, t, s, k)))
+    tasks, states = grouped(tasks, groups), grouped(states, groups)
+    total = np.zeros(groups)
+    for k in range(num_truncations):
+        keys = jax.random.split(jax.random.PRNGKey(100 + k), groups)
+        grad, states, _ = estimate(tasks, states, keys)
+        total += np.asarray(grad["log_lr"])
+    return total
+
+
+def test_tbptt_matches_finite_differences_of_the_truncated_meta_loss():
+    theta = lr(-3.0)
+    tasks, _ = sample_population(FAMILY, 3, 16)
+    states = initial_states(PROBLEM, theta, tasks, jax.random.PRNGKey(1))
+    states = states._replace(horizon=jnp.full_like(states.horizon, 400))  # no reset
+    grad, new_states, metrics = ESTIMATORS["tbptt"].estimate(PROBLEM, theta, tasks, states,
+                                                             jax.random.PRNGKey(2))
+    expected = central_difference(lambda th: total_meta_loss(th, tasks, states, 10, 1), theta)
+    assert expected < 0
+    np.testing.assert_allclose(grad["log_lr"], expected, rtol=2e-3)
+    np.testing.assert_array_equal(new_states.step, states.step + 10)
+    assert metrics["dropped"] == 0 and np.isclose(
+        metrics["meta_loss"], total_meta_loss(theta, tasks, states, 10, 1), rtol=1e-5)
+
+
+def test_pes_is_unbiased_over_the_whole_unroll_where_truncated_es_is_not():
+    """Short-horizon bias: from a fresh start, over K truncations of T steps, a larger step size
+    also helps every *later* truncation. PES sees that; truncated ES (and TBPTT) do not."""
+    truncation, num_truncations, groups = 5, 8, 64  # 512 tasks in 64 groups of 8
+    theta = lr(-3.5)
+    tasks, states = fresh_population(groups * 8, theta)
+    full = central_difference(
+        lambda th: total_meta_loss(th, tasks, states, truncation, num_truncations), theta)
+
+    pes = PersistentES(sigma=0.01, truncation_length=truncation)
+    zeros = {"log_lr": jnp.zeros(states.step.shape)}
+    pes_sums = summed_estimates(pes, theta, tasks, PESState(states, states, zeros),
+                                num_truncations, groups)
+    pes_mean, pes_se = pes_sums.mean(), pes_sums.std(ddof=1) / np.sqrt(groups)
+    assert abs(pes_mean - full) < 4 * pes_se, (pes_mean, pes_se, full)
+    assert pes_se < 0.1 * abs(full)  # the test has the power to see a bias
+
+    es = AntitheticES(sigma=0.01, truncation_length=truncation)
+    es_sums = summed_estimates(es, theta, tasks, states, num_truncations, groups)
+    es_mean, es_se = es_sums.mean(), es_sums.std(ddof=1) / np.sqrt(groups)
+    assert abs(es_mean - full) > 6 * es_se, (es_mean, es_se, full)
+    assert abs(es_mean) < 0.8 * abs(full)  # truncated ES underestimates the step-size gain
+
+    # What truncated ES does estimate: the sum of the truncated (greedy) gradients, which
+    # TBPTT computes exactly.
+    greedy = summed_estimates(TruncatedBackprop(truncation), theta, tasks, states,
+                              num_truncations, groups).mean()
+    assert abs(es_mean - greedy) < 4 * es_se, (es_mean, es_se, greedy)
+
+
+def test_pes_accumulator_zeroes_on_reset():
+    theta = lr(-3.0)
+    tasks, states = fresh_population(16, theta)
+    pes, key = ESTIMATORS["pes"], jax.random.PRNGKey(7)
+    zero = {"log_lr": jnp.zeros(16)}
+    _, from_zero, _ = pes.estimate(PROBLEM, theta, tasks, PESState(states, states, zero), key)
+
+    done = jnp.arange(16) % 2 == 0  # these tasks reached their horizon
+    finished = states._replace(step=jnp.where(done, states.horizon, 3),
+                               train_loss=jnp.ones(16))
+    junk = {"log_lr": jnp.full(16, 5.0)}
+    _, after, metrics = pes.estimate(PROBLEM, theta, tasks, PESState(finished, finished, junk),
+                                     key)
+    assert metrics["resets"] == 8
+    delta = np.asarray(from_zero.accumulated["log_lr"])  # this truncation's perturbations
+    np.testing.assert_allclose(after.accumulated["log_lr"], np.where(done, delta, 5.0 + delta),
+                               rtol=1e-6)
+    np.testing.assert_array_equal(after.pos.step, np.where(done, 10, 13))
+    np.testing.assert_array_equal(after.pos.horizon, after.neg.horizon)
+
+
+def test_pes_restarts_both_particles_from_the_same_state():
+    theta = lr(-3.0)
+    tasks, states = fresh_population(2, theta)
+    task = jax.tree_util.tree_map(lambda x: x[0], tasks)
+    state = jax.tree_util.tree_map(lambda x: x[0], states)._replace(
+        step=jnp.asarray(7), train_loss=jnp.asarray(1.0))
+    broken = state._replace(params={"x": jnp.full_like(state.params["x"], jnp.nan)})
+    pair = PESState(pos=state, neg=broken, accumulated={"log_lr": jnp.asarray(0.3)})
+    new, was_reset, diverged = reset_pair(PROBLEM, theta, task, pair, jax.random.PRNGKey(3))
+    assert was_reset and diverged and new.accumulated["log_lr"] == 0
+    assert int(new.pos.step) == 0
+    for a, b in zip(jax.tree_util.tree_leaves(new.pos), jax.tree_util.tree_leaves(new.neg)):
+        np.testing.assert_array_equal(a, b)
+
+    healthy = PESState(pos=state, neg=state, accumulated={"log_lr": jnp.asarray(0.3)})
+    same, was_reset, _ = reset_pair(PROBLEM, theta, task, healthy, jax.random.PRNGKey(3))
+    assert not was_reset and same.accumulated["log_lr"] == pytest.approx(0.3)
+    assert int(same.pos.step) == 7
+
+
+@pytest.mark.parametrize("name", sorted(ESTIMATORS))
+@pytest.mark.parametrize("step_size", [1.5, 20.0])
+def test_diverging_tasks_never_poison_the_gradient(name, step_size):
+    """Step size 1.5: the bowls of condition number above 4/3 overflow while the flattest still
+    learn (and drive the estimate). Step size 20: every bowl overflows within a truncation, and
+    TBPTT meets non-finite per-task gradients that it must drop."""
+    estimator, theta = ESTIMATORS[name], lr(np.log(step_size))
+    config = FAMILY.sample(task_key(3))
+    tasks = stack_tasks([
+        FAMILY.build(dataclasses.replace(config, condition_number=float(c), seed=i))
+        for i, c in enumerate(np.geomspace(1.0, 10.0, 16))
+    ])
+    states = estimator.init_states(PROBLEM, theta, tasks, jax.random.PRNGKey(1))
+    diverged, dropped, grads = 0, 0, []
+    for step in range(4):
+        grad, states, metrics = estimator.estimate(PROBLEM, theta, tasks, states,
+                                                   jax.random.PRNGKey(step))
+        assert np.isfinite(grad["log_lr"]), (name, step)
+        assert np.isfinite(metrics["meta_loss"])
+        diverged += int(metrics["diverged"])
+        dropped += int(metrics.get("dropped", 0))
+        grads.append(float(grad["log_lr"]))
+    assert diverged > 0  # the divergence path was exercised
+    if step_size < 2:
+        assert max(abs(g) for g in grads) > 0.1  # healthy tasks still drive the estimate
+    elif name == "tbptt":
+        assert dropped > 0
+
+
+@pytest.mark.parametrize("option", group_options("estimator"))
+def test_every_estimator_config_builds_and_round_trips_its_state(option):
+    """Conformance over the real ``estimator`` group: the outer loop can feed states back."""
+    cfg = compose_config("meta_train", [f"estimator={option}", "compute.truncation_length=10"])
+    estimator = build(cfg.estimator, option)
+    assert estimator.truncation_length == 10 and estimator.unrolls_per_task >= 1
+    theta = lr(-3.0)
+    tasks, _ = sample_population(FAMILY, 3, 16)
+    states = estimator.init_states(PROBLEM, theta, tasks, jax.random.PRNGKey(0))
+    grad, new_states, metrics = estimator.estimate(PROBLEM, theta, tasks, states,
+                                                   jax.random.PRNGKey(1))
+    assert jax.tree_util.tree_structure(grad) == jax.tree_util.tree_structure(theta)
+    assert jax.tree_util.tree_structure(new_states) == jax.tree_util.tree_structure(states)
+    for old, new in zip(jax.tree_util.tree_leaves(states), jax.tree_util.tree_leaves(new_states)):
+        assert old.shape == new.shape and old.dtype == new.dtype
+    assert {"meta_loss", "resets", "diverged"} <= set(metrics)
