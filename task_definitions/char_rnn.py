@@ -97,9 +97,7 @@ class TextLMTask:
         raise NotImplementedError
 
     def init(self, key: jax.Array) -> dict:
-        dummy = jnp.zeros((1, self.seq_len), jnp.int32)
-        params = self.model().init(key, dummy)["params"]
-        return scale_weights(params, self.init_scale)
+        return _init_lm(self, key)
 
     def sample_batch(self, key: jax.Array, split: str) -> dict:
         """``{"tokens": int32 [batch_size, seq_len + 1]}``: inputs and shifted targets."""
@@ -116,6 +114,14 @@ class TextLMTask:
 
     def normalize(self, loss: jax.Array) -> jax.Array:
         return normalize_by_ceiling(loss, jnp.log(self.vocab_size), ceiling=1.5)
+
+
+@jax.jit
+def _init_lm(task: TextLMTask, key: jax.Array) -> dict:
+    """Flax initialisation, weights scaled by ``init_scale`` (jitted: eager flax init is slow)."""
+    dummy = jnp.zeros((1, task.seq_len), jnp.int32)
+    params = task.model().init(key, dummy)["params"]
+    return scale_weights(params, task.init_scale)
 
 
 # --- the recurrent family -----------------------------------------------------------------------

@@ -7,11 +7,13 @@ import pytest
 
 from conftest import only_run_dir
 
+TINY_TASKS = ("task_family=quadratic", "task_family.dims=[8]")  # one shape: one compilation
 TINY_META_TRAIN = (
     "compute=smoke", "compute.num_outer_steps=4", "compute.num_tasks=2",
-    "compute.resample_every=2", "checkpoint_every=2",
+    "compute.resample_every=2", "checkpoint_every=2", *TINY_TASKS,
 )
-TINY_EVALUATE = ("tasks.count=2", "horizon=40", "valid_every=10", "num_seeds=2", "adam_lr.num=3")
+TINY_EVALUATE = ("tasks.count=2", "horizon=40", "valid_every=10", "num_seeds=2", "adam_lr.num=3",
+                 *TINY_TASKS)
 
 
 def read_jsonl(path):
@@ -75,7 +77,8 @@ def test_evaluate_writes_results_and_summary(run_lopt, trained, tmp_path):
 
 def test_evaluate_accepts_the_msgpack_file_itself(run_lopt, trained):
     run_lopt("evaluate", f"learned_optimizer={trained / 'learned_optimizer.msgpack'}",
-             "tasks.count=1", "horizon=20", "valid_every=10", "num_seeds=1", "adam_lr.num=2")
+             "tasks.count=1", "horizon=20", "valid_every=10", "num_seeds=1", "adam_lr.num=2",
+             *TINY_TASKS)
 
 
 def test_self_train_compares_two_outer_optimizers(run_lopt, trained, tmp_path):
@@ -89,8 +92,7 @@ def test_self_train_compares_two_outer_optimizers(run_lopt, trained, tmp_path):
 
 
 def test_multirun_sweeps_into_separate_directories(run_lopt, tmp_path):
-    run_lopt("meta-train", "--multirun", "seed=0,1", *TINY_META_TRAIN[:1],
-             "compute.num_outer_steps=2", "compute.num_tasks=2")
+    run_lopt("meta-train", "--multirun", "seed=0,1", *TINY_META_TRAIN, "compute.num_outer_steps=2")
     sweep = only_run_dir(tmp_path / "outputs" / "multirun" / "meta-train")
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
     assert jobs == ["0", "1"]

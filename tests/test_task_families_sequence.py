@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from task_definitions.char_rnn import CharRNNConfig, build_char_rnn, sample_crops
-from task_definitions.lopt_task import LoptMetaFamily
+from task_definitions.lopt_task import LoptMetaConfig, LoptMetaFamily
+from task_definitions.quadratic import QuadraticConfig
 from task_definitions.transformer import TransformerConfig, build_transformer_lm
 
 LM_CONFIGS = {
@@ -62,8 +63,10 @@ def test_transformer_is_causal():
 
 def test_lopt_meta_loss_has_finite_descent_gradient():
     """Truncated backprop through the unroll: finite, non-zero, and a step against it helps."""
-    family = LoptMetaFamily()
-    task = family.build(family.sample(jax.random.PRNGKey(0)))
+    inner = QuadraticConfig(dim=4, condition_number=10.0, noise=0.0, init_scale=1.0, seed=0)
+    config = LoptMetaConfig("quadratic", inner, hidden_size=4, step_mult=0.01, exp_mult=0.03,
+                            unroll_length=10, valid_every=5, seed=0)
+    task = LoptMetaFamily().build(config)
     theta = task.init(jax.random.PRNGKey(0))
     batch = task.sample_batch(jax.random.PRNGKey(1), "train")
     key = jax.random.PRNGKey(2)

@@ -14,6 +14,7 @@ import optax
 
 from lopt_cli.meta.unroll import UnrollMetrics, init_inner_state, unroll
 from lopt_cli.optimizers.base import LearnedOptimizer, MetaParams
+from lopt_cli.optimizers.baselines import adam_with_lr
 from task_definitions.base import Task
 
 
@@ -33,17 +34,12 @@ def learned_curves(lopt: LearnedOptimizer, theta: MetaParams, task: Task, keys: 
     return jax.vmap(lambda k: train_curve(task, opt, k, horizon, valid_every))(keys)
 
 
-def adam_with_learning_rate(learning_rate: jax.Array) -> optax.GradientTransformationExtraArgs:
-    """Adam whose (possibly traced) learning rate is an argument, accepting ``loss=``."""
-    return optax.with_extra_args_support(optax.adam(learning_rate))
-
-
 @functools.partial(jax.jit, static_argnames=("horizon", "valid_every"))
 def adam_grid_curves(task: Task, learning_rates: jax.Array, keys: jax.Array, horizon: int,
                      valid_every: int) -> UnrollMetrics:
     """Curves of Adam for every learning rate and key (leading axes: rate, seed)."""
 
     def one(rate, key):
-        return train_curve(task, adam_with_learning_rate(rate), key, horizon, valid_every)
+        return train_curve(task, adam_with_lr(rate), key, horizon, valid_every)
 
     return jax.vmap(lambda rate: jax.vmap(lambda k: one(rate, k))(keys))(learning_rates)

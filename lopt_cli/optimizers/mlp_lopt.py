@@ -23,12 +23,14 @@ per tensor). This is exactly a ``Dense`` on the tiled and concatenated ``(..., F
 initialised like one (LeCun normal with fan-in ``F``), but costs ``F_p`` rather than ``F``
 multiply-adds per parameter and unit.
 
-On CPU the MLP runs over blocks of ``CPU_CHUNK_ROWS`` parameters (:func:`map_rows`): its
-``(rows, 32)`` activations then stay in cache instead of becoming tensor-sized buffers; the
-tensor-wide feature normalisers are computed first, in one fused pass (``features.feature_scales``).
+On CPU, tensors of more than ``2 * CPU_CHUNK_ROWS`` parameters run through the MLP in blocks
+(:func:`map_rows`): the ``(rows, 32)`` activations then stay small instead of becoming
+tensor-sized temporaries (measured 2-3x faster at 1e6 parameters). The tensor-wide feature
+normalisers are computed first, in fused reductions (``features.feature_scales``).
 
 Cost per parameter and step, default config: about ``2 (23·32 + 32·32 + 32·2) ≈ 3.6`` kFLOPs in
-the MLP, and ``2·5 + 1`` floats of state (float32, whatever the parameter dtype).
+the MLP, and ``2·5`` floats of state per parameter plus one per tensor (float32, whatever
+the parameter dtype).
 """
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ from lopt_cli.optimizers import features as feats
 from lopt_cli.optimizers.base import MetaParams
 
 CLIP_DECAY = 0.99  # decay of the per-tensor running mean square used for gradient clipping
-CPU_CHUNK_ROWS = 16384  # rows per MLP block on CPU (see map_rows)
+CPU_CHUNK_ROWS = 65536  # rows per MLP block on CPU (see map_rows)
 
 
 class MLPLOptState(NamedTuple):
@@ -117,8 +119,9 @@ class MLPLOpt:
         parameter by about ``step_mult`` per step.
       clip_mult: gradients are clipped to ``clip_mult`` times their tensor's running RMS
         before entering the accumulators; ``0`` disables clipping.
-      chunk_size: the MLP runs over blocks of this many parameters (:func:`map_rows`);
-        ``None`` picks ``CPU_CHUNK_ROWS`` on CPU and one block on accelerators; ``0``: one block.
+      chunk_size: tensors of more than twice this many parameters run through the MLP in
+        blocks of at most this many (:func:`map_rows`); ``None`` picks ``CPU_CHUNK_ROWS`` on CPU
+        and one block on accelerators; ``0``: always one block. Does not change the maths.
 
     Example::
 
@@ -247,24 +250,29 @@ class MLPLOpt:
 
 
 def map_rows(fn, rows: Any, chunk: int) -> jax.Array:
-    """``fn(rows)`` for a pytree of arrays sharing a leading axis ``n``, ``chunk`` rows at a time.
+    """``fn(rows)`` for a pytree of arrays sharing a leading axis ``n``, in blocks of at most
+    ``chunk`` rows.
 
-    Blocks are visited by a ``lax.scan`` that slices the inputs in place and writes each block's
-    result into one output buffer; the last block is shifted back to end at ``n`` (it overlaps
-    its predecessor and rewrites the same values), so there is no padding copy. Keeping the
-    MLP's ``(chunk, 32)`` activations small keeps them in cache on CPU; ``chunk <= 0`` or
-    ``n <= chunk`` applies ``fn`` once. Differentiable and vmappable.
+    The ``k = ceil(n / chunk)`` blocks have equal size ``b = ceil(n / k)`` and are visited by a
+    ``lax.scan`` that slices the inputs in place and writes each block's result into one output
+    buffer; the last block is shifted back to end at ``n`` (overlapping its predecessor by fewer
+    than ``k`` rows, which it rewrites with the same values), so nothing is padded or copied.
+    Small blocks keep the MLP's ``(b, 32)`` activations in cache on CPU instead of tensor-sized
+    temporaries. ``chunk <= 0`` or ``n <= 2 * chunk`` applies ``fn`` once (two blocks cost
+    more in loop overhead than they save). Differentiable and vmappable.
     """
     n = jax.tree.leaves(rows)[0].shape[0]
-    if chunk <= 0 or n <= chunk:
+    if chunk <= 0 or n <= 2 * chunk:
         return fn(rows)
-    out_type = jax.eval_shape(fn, jax.tree.map(lambda a: a[:chunk], rows))
+    num_blocks = -(-n // chunk)
+    size = -(-n // num_blocks)
+    out_type = jax.eval_shape(fn, jax.tree.map(lambda a: a[:size], rows))
 
     def block(out, i):
-        start = jnp.minimum(i * chunk, n - chunk)
-        part = fn(jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, chunk), rows))
+        start = jnp.minimum(i * size, n - size)
+        part = fn(jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, size), rows))
         return jax.lax.dynamic_update_slice_in_dim(out, part, start, 0), None
 
     init = jnp.zeros((n,) + out_type.shape[1:], out_type.dtype)
-    out, _ = jax.lax.scan(block, init, jnp.arange(-(-n // chunk)))
+    out, _ = jax.lax.scan(block, init, jnp.arange(num_blocks))
     return out

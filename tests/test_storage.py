@@ -1,0 +1,75 @@
+"""Saving, finding and loading learned optimizers; atomic writes."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lopt_cli.errors import LoptUserError
+from lopt_cli.io import write_text_atomic
+from lopt_cli.optimizers.storage import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    load_learned_optimizer,
+    resolve_weights_path,
+    save_learned_optimizer,
+)
+
+CONFIG = {"_target_": "lopt_cli.optimizers.mlp_lopt.MLPLOpt", "hidden_sizes": [8, 8]}
+
+
+def saved(tmp_path, seed=1):
+    from lopt_cli.optimizers.mlp_lopt import MLPLOpt
+
+    theta = MLPLOpt(hidden_sizes=(8, 8)).init(jax.random.PRNGKey(seed))
+    save_learned_optimizer(tmp_path, CONFIG, theta)
+    return theta
+
+
+def test_round_trip_from_directory_and_file(tmp_path):
+    theta = saved(tmp_path)
+    for source in (tmp_path, tmp_path / WEIGHTS_FILE):
+        lopt, loaded, config = load_learned_optimizer(source)
+        assert lopt.hidden_sizes == (8, 8) and config == CONFIG
+        jax.tree_util.tree_map(np.testing.assert_array_equal, theta, loaded)
+
+
+def test_loaded_optimizer_runs(tmp_path):
+    saved(tmp_path)
+    lopt, theta, _ = load_learned_optimizer(tmp_path)
+    opt = lopt.transform(theta, 10)
+    params = {"w": jnp.ones((3,))}
+    updates, _ = opt.update(params, opt.init(params), params, loss=jnp.asarray(1.0))
+    assert jnp.all(jnp.isfinite(updates["w"]))
+
+
+def test_latest_finds_newest_run(tmp_path, monkeypatch):
+    saved(tmp_path / "outputs" / "meta-train" / "a")
+    saved(tmp_path / "outputs" / "meta-train" / "b", seed=2)
+    monkeypatch.chdir(tmp_path)
+    assert resolve_weights_path("latest").parent.name == "b"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: (d / WEIGHTS_FILE).unlink(), "no such file"),
+        (lambda d: (d / CONFIG_FILE).unlink(), "missing"),
+        (lambda d: (d / WEIGHTS_FILE).write_bytes(b"\x00garbage"), "not a learned optimizer"),
+        (lambda d: (d / CONFIG_FILE).write_text("_target_: nowhere.Nothing\n"), "cannot import"),
+        (lambda d: (d / CONFIG_FILE).write_text(
+            "_target_: lopt_cli.optimizers.mlp_lopt.MLPLOpt\nhidden_sizes: [4]\n"),
+         "do not match"),
+    ],
+)
+def test_broken_files_are_user_errors(tmp_path, mutate, message):
+    saved(tmp_path)
+    mutate(tmp_path)
+    with pytest.raises(LoptUserError, match=message):
+        load_learned_optimizer(tmp_path)
+
+
+def test_atomic_write_leaves_no_temporary_files(tmp_path):
+    write_text_atomic(tmp_path / "x.txt", "hello")
+    assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
