@@ -62,11 +62,14 @@ def normalize_by_ceiling(loss: jax.Array, scale: jax.Array | float, ceiling: flo
     return jnp.where(jnp.isfinite(value), jnp.clip(value, 0.0, ceiling), ceiling)
 
 
-def config_to_dict(config: Any) -> dict:
-    """A task config as a plain, JSON-serialisable dict (``family`` included)."""
+def config_to_dict(config: Any, family_name: str | None = None) -> dict:
+    """A task config as a plain, JSON-serialisable dict, ``family`` first.
+
+    ``family_name`` is the sampling family's ``name``; a suite member names its own family.
+    """
     if hasattr(config, "config") and hasattr(config, "family"):  # a suite member
-        return {**config_to_dict(config.config), "family": config.family}
-    name = type(config).__name__.removesuffix("Config").lower()
+        return config_to_dict(config.config, config.family)
+    name = family_name or type(config).__name__.removesuffix("Config").lower()
     return {"family": name, **dataclasses.asdict(config)}
 
 

@@ -28,5 +28,5 @@ def describe_task(family, task_id: int) -> dict:
     """Task ``task_id`` of ``family``: its config and its parameter count."""
     config = family.sample(jax.random.PRNGKey(task_id))
     task = family.build(config)
-    return {"task_id": task_id, **config_to_dict(config),
+    return {"task_id": task_id, **config_to_dict(config, getattr(family, "name", None)),
             "num_parameters": parameter_count(task)}

@@ -68,7 +68,7 @@ def evaluate_task(family, lopt, theta, task_id: int, settings: EvaluationSetting
 
     valid_index = settings.learning_rates.index(valid_tuned["learning_rate"])
     train_index = settings.learning_rates.index(train_tuned["learning_rate"])
-    description = config_to_dict(config)
+    description = config_to_dict(config, getattr(family, "name", None))
     return {
         "task_id": task_id,
         "task": description,

@@ -1,0 +1,151 @@
+r"""Meta-training throughput: inner task-steps per second of one jitted truncation.
+
+Fixed configuration (issue "meta-training engine"): a learned optimizer, PES, 8 tasks, truncation
+50, antithetic pairs, an MLP 64→32→10 at batch 128 on digits-sized data. One inner task-step is
+one task forward+backward plus one learned-optimizer update; each ± particle counts.
+
+Reported after compilation: task-steps/s, compile time, peak memory (process max RSS and XLA's
+temporary buffer size), and achieved FLOP/s as a fraction of the machine's peak, measured in the
+same run by a large jitted f32 matmul. FLOPs are counted analytically:
+
+.. math::
+    F_\text{step} = \underbrace{3 \cdot 2 B \textstyle\sum_l n_{l-1} n_l}_{\text{task fwd+bwd}}
+      + \underbrace{2 P \big(F_p h_1 + \textstyle\sum_k h_k h_{k+1}\big)}_{\text{optimizer MLP}}
+      + \underbrace{2 B_v \textstyle\sum_l n_{l-1} n_l / v}_{\text{validation}}
+
+with :math:`P` the task's parameter count and :math:`v` the validation interval. Elementwise
+feature work is not counted, so the fraction is a lower bound on the hardware's utilisation.
+
+Run: ``python -m benchmarks.meta_training_speed`` (or ``make bench``).
+"""
+from __future__ import annotations
+
+import json
+import resource
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+NUM_TASKS = 8
+TRUNCATION = 50
+VALID_EVERY = 10
+BATCH = 128
+LAYERS = (64, 32, 10)
+
+
+def peak_matmul_flops(size: int = 1024, reps: int = 10) -> float:
+    """Median FLOP/s of a jitted ``size × size`` f32 matmul on the default device."""
+    a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
+    matmul = jax.jit(lambda x, y: x @ y)
+    matmul(a, a).block_until_ready()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        matmul(a, a).block_until_ready()
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / float(np.median(times))
+
+
+def digits_sized_task():
+    """An MLP 64→32→10 classifier on random digits-sized data (1797 × 64)."""
+    from task_definitions.mlp import MLPClassifierTask
+
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        return {"x": jnp.asarray(rng.random((n, LAYERS[0]), np.float32)),
+                "y": jnp.asarray(rng.integers(0, LAYERS[-1], n), jnp.int32)}
+
+    return MLPClassifierTask(
+        data={"train": split(1078), "valid": split(359), "test": split(360)},
+        init_scale=jnp.asarray(1.0), hidden_sizes=LAYERS[1:-1], activation="relu",
+        batch_size=BATCH, num_classes=LAYERS[-1])
+
+
+def analytic_flops_per_step(lopt) -> float:
+    """Task fwd+bwd, learned-optimizer MLP and amortised validation FLOPs of one inner step."""
+    from lopt_cli.optimizers import features
+
+    macs = sum(a * b for a, b in zip(LAYERS[:-1], LAYERS[1:]))
+    params = macs + sum(LAYERS[1:])
+    task = 3 * 2 * BATCH * macs
+    validation = 2 * BATCH * macs / VALID_EVERY
+    widths = (features.num_param_features(lopt.decays), *lopt.hidden_sizes, 2)
+    optimizer = 2 * params * sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+    return float(task + validation + optimizer)
+
+
+def measure(lopt, name: str, reps: int = 5) -> dict:
+    from lopt_cli.meta.outer import sample_population  # noqa: F401  (import check)
+    from lopt_cli.meta.pes import PersistentES
+    from lopt_cli.meta.problem import TruncatedProblem
+    from task_definitions.base import stack_tasks
+
+    problem = TruncatedProblem(lopt, min_horizon=1000, max_horizon=2000, valid_every=VALID_EVERY)
+    estimator = PersistentES(sigma=0.01, truncation_length=TRUNCATION)
+    theta = lopt.init(jax.random.PRNGKey(0))
+    tasks = stack_tasks([digits_sized_task()] * NUM_TASKS)
+    states = estimator.init_states(problem, theta, tasks, jax.random.PRNGKey(1))
+    start = time.perf_counter()
+    lowered = estimator.estimate.lower(estimator, problem, theta, tasks, states,
+                                       jax.random.PRNGKey(2))
+    compiled = lowered.compile()
+    compile_seconds = time.perf_counter() - start
+    memory = compiled.memory_analysis()
+    temp_bytes = getattr(memory, "temp_size_in_bytes", None) if memory is not None else None
+    out = estimator.estimate(problem, theta, tasks, states, jax.random.PRNGKey(2))
+    jax.block_until_ready(out)
+    times = []
+    for rep in range(reps):
+        start = time.perf_counter()
+        grad, states, _ = estimator.estimate(problem, theta, tasks, states,
+                                             jax.random.PRNGKey(3 + rep))
+        jax.block_until_ready(grad)
+        times.append(time.perf_counter() - start)
+    seconds = float(np.median(times))
+    steps = NUM_TASKS * 2 * TRUNCATION
+    flops = analytic_flops_per_step(lopt) * steps
+    return {"optimizer": name, "inner_task_steps_per_second": steps / seconds,
+            "seconds_per_truncation": seconds, "compile_seconds": compile_seconds,
+            "xla_temp_bytes": temp_bytes, "analytic_flops_per_truncation": flops,
+            "achieved_flops_per_second": flops / seconds}
+
+
+def main(out_dir: str | Path = "benchmarks/results") -> dict:
+    from rich.console import Console
+    from rich.table import Table
+
+    from lopt_cli.optimizers.registry import LEARNED_OPTIMIZERS
+
+    peak = peak_matmul_flops()
+    rows = [measure(factory(), name) for name, factory in LEARNED_OPTIMIZERS.items()
+            if name in ("mlp", "hierarchical")]
+    for row in rows:
+        row["fraction_of_peak"] = row["achieved_flops_per_second"] / peak
+    result = {"benchmark": "meta_training_speed", "peak_matmul_flops_per_second": peak,
+              "devices": [str(d) for d in jax.devices()],
+              "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+              "config": {"num_tasks": NUM_TASKS, "truncation": TRUNCATION, "batch": BATCH,
+                         "layers": LAYERS, "estimator": "pes", "valid_every": VALID_EVERY},
+              "rows": rows}
+    table = Table(title=f"meta-training throughput (PES, {NUM_TASKS} tasks × 2, truncation "
+                        f"{TRUNCATION}, MLP {LAYERS} batch {BATCH}); peak {peak / 1e9:.1f} GFLOP/s")
+    for column in ("optimizer", "task-steps/s", "compile s", "GFLOP/s", "of peak"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(row["optimizer"], f"{row['inner_task_steps_per_second']:,.0f}",
+                      f"{row['compile_seconds']:.1f}",
+                      f"{row['achieved_flops_per_second'] / 1e9:.1f}",
+                      f"{100 * row['fraction_of_peak']:.0f}%")
+    Console().print(table)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "meta_training_speed.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
