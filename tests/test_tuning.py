@@ -43,7 +43,7 @@ def test_settings_list_global_and_each_trial_count():
 def test_compare_task_uses_the_global_index_for_global_settings():
     finals = [0.9, 0.2, 0.5]
     result = compare_task(0.4, finals, Setting("AdamLR", "global", 3), global_index=2)
-    assert result["trial"] == 2 and result["baseline"] == 0.5
+    assert result["trial"] == 2 and result["baseline_final"] == 0.5
     assert result["improvement"] == pytest.approx(0.2)
     result = compare_task(0.4, finals, Setting("AdamLR", "per-task", 3), global_index=2)
     assert result["trial"] == 1 and result["improvement"] == pytest.approx(-0.5)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lopt_cli.errors import LoptUserError
 from lopt_cli.optimizers.storage import instantiate_plain
@@ -29,7 +29,9 @@ def configure_jax() -> None:
 
 def plain(node: Any) -> Any:
     """A config node as plain Python containers, interpolations resolved."""
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    if isinstance(node, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(node, resolve=True)
+    return node
 
 
 def build(node: DictConfig, what: str) -> Any:

@@ -1,60 +1,96 @@
-"""``lopt evaluate``: a learned optimizer against per-task tuned Adam on held-out tasks."""
+"""``lopt evaluate``: a learned optimizer against tuned baselines on seen and unseen tasks."""
 from __future__ import annotations
 
 import hydra
-import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from lopt_cli.commands.common import build, configure_jax, guarded, positive_int, run_dir
+from lopt_cli.commands.common import build, configure_jax, guarded, plain, positive_int, run_dir
 from lopt_cli.errors import LoptUserError
 
 CONFIG_NAME = "evaluate"
 
 
-def build_settings(cfg: DictConfig):
-    """The only function that reads the evaluate config's numbers."""
-    from lopt_cli.evaluation.suite import EvaluationSettings
+def build_spec(cfg: DictConfig):
+    """The only function that reads the evaluate config's numbers and baselines."""
+    from lopt_cli.evaluation.runs import RunSettings
+    from lopt_cli.evaluation.suite import SuiteSpec
 
-    for key in ("tasks.count", "horizon", "valid_every", "num_seeds", "adam_lr.num"):
+    for key in ("horizon", "valid_every", "num_seeds", "max_trials"):
         positive_int(cfg, key)
     if cfg.horizon % cfg.valid_every:
         raise LoptUserError(f"horizon={cfg.horizon} must be a multiple of "
                             f"valid_every={cfg.valid_every}")
     if not 0 < float(cfg.final_fraction) <= 1:
         raise LoptUserError(f"final_fraction={cfg.final_fraction}: expected a value in (0, 1]")
-    low, high = float(cfg.adam_lr.min), float(cfg.adam_lr.max)
-    if not 0 < low <= high:
-        raise LoptUserError(f"adam_lr.min={low}, adam_lr.max={high}: expected 0 < min <= max")
-    rates = tuple(float(r) for r in np.geomspace(low, high, cfg.adam_lr.num))
-    return EvaluationSettings(cfg.tasks.first_id, cfg.tasks.count, cfg.horizon, cfg.valid_every,
-                              cfg.num_seeds, float(cfg.final_fraction), rates, cfg.seed)
+    counts = plain(cfg.trial_counts)
+    if not isinstance(counts, list) or not all(isinstance(n, int) and n > 0 for n in counts):
+        raise LoptUserError(f"trial_counts={counts}: expected a list of positive integers")
+    splits = {}
+    for name, split in plain(cfg.splits).items():
+        count = int(split["count"])
+        if count < 0:
+            raise LoptUserError(f"splits.{name}.count={count}: expected >= 0")
+        splits[name] = tuple(range(int(split["first_id"]), int(split["first_id"]) + count))
+    tuning = plain(cfg.tuning)
+    tuning_ids = tuple(range(int(tuning["first_id"]), int(tuning["first_id"]) + int(tuning["count"])))
+    _check_disjoint(splits, tuning_ids)
+    baselines = {name: build(node, f"baselines.{name}") for name, node in cfg.baselines.items()}
+    if not baselines:
+        raise LoptUserError("baselines: name at least one baseline")
+    if baselines and not tuning_ids:
+        raise LoptUserError("tuning.count=0: global tuning needs at least one tuning task")
+    run = RunSettings(cfg.horizon, cfg.valid_every, cfg.num_seeds, float(cfg.final_fraction),
+                      cfg.seed)
+    return SuiteSpec(splits, tuning_ids, baselines, cfg.max_trials, tuple(counts), run)
+
+
+def _check_disjoint(splits: dict, tuning_ids: tuple) -> None:
+    seen = set(tuning_ids)
+    for name, ids in splits.items():
+        overlap = seen.intersection(ids)
+        if overlap:
+            raise LoptUserError(f"splits.{name} shares task ids with another split or the "
+                                f"tuning tasks (e.g. {min(overlap)}); use disjoint first_id ranges")
+        seen.update(ids)
 
 
 def check(cfg: DictConfig) -> None:
     from lopt_cli.optimizers.storage import load_learned_optimizer
 
-    build_settings(cfg)
+    build_spec(cfg)
     build(cfg.task_family, "task_family")
     load_learned_optimizer(cfg.learned_optimizer)
 
 
-def summarize_results(results: list[dict], settings, source: str, family_name: str) -> dict:
-    from lopt_cli.evaluation.compare import summarize
+def write_outputs(out_dir, summary: dict, results: list[dict], rows: list[dict]) -> None:
+    from lopt_cli.evaluation.plots import plot_improvement_boxes, plot_learning_curves
+    from lopt_cli.evaluation.report import markdown_report
+    from lopt_cli.evaluation.results import improvements
+    from lopt_cli.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
 
-    comparisons = {}
-    for name in ("generalisation", "optimisation"):
-        comparisons[name] = {
-            "baseline": "AdamLR, per task",
-            "tuned_on": "valid" if name == "generalisation" else "train",
-            "compared_on": "valid" if name == "generalisation" else "train",
-            "trials_per_task": len(settings.learning_rates),
-            **summarize([row[name]["improvement"] for row in results]),
-        }
-    return {"learned_optimizer": source, "task_family": family_name,
-            "first_task_id": settings.first_task_id, "num_tasks": len(results),
-            "horizon": settings.horizon, "num_seeds": settings.num_seeds,
-            "final_fraction": settings.final_fraction,
-            "learning_rates": list(settings.learning_rates), "comparisons": comparisons}
+    write_jsonl_atomic(out_dir / "results.jsonl", rows)
+    write_json_atomic(out_dir / "summary.json", summary)
+    grouped = improvements(results)
+    for metric, name in (("valid", "improvement.png"), ("train", "improvement_train.png")):
+        plot_improvement_boxes(grouped, metric, out_dir / name,
+                               f"learned optimizer vs. tuned baselines ({metric} loss)")
+    plot_learning_curves(curve_panels(rows)[:8], out_dir / "curves.png")
+    write_text_atomic(out_dir / "report.md", markdown_report(summary, rows))
+
+
+def curve_panels(rows: list[dict]) -> list[dict]:
+    """Per task: the learned optimizer and each baseline's best per-task setting (valid)."""
+    panels = {}
+    for row in rows:
+        key = (row["split"], row["task_id"])
+        panel = panels.setdefault(key, {"title": f"{row['split']} #{row['task_id']} "
+                                                  f"{row['task']['family']}", "curves": {}})
+        if row["optimizer"] == "learned" or (row["kind"] == "per-task"
+                                             and row["tuned_on"] == "valid"):
+            name = row["optimizer"] if row["optimizer"] == "learned" else row["baseline"]
+            panel["curves"][name] = {"steps": row["steps"], "valid": row["valid_curve"],
+                                     "train": row["train_curve"]}
+    return list(panels.values())
 
 
 @guarded
@@ -63,51 +99,36 @@ def run(cfg: DictConfig) -> None:
     from rich.console import Console
     from rich.progress import Progress
 
-    from lopt_cli.evaluation.plots import plot_learning_curves
-    from lopt_cli.evaluation.report import markdown_report, summary_table
-    from lopt_cli.evaluation.suite import evaluate_suite
-    from lopt_cli.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
+    from lopt_cli.evaluation.cache import default_cache_dir, file_digest
+    from lopt_cli.evaluation.report import summary_table
+    from lopt_cli.evaluation.results import result_rows, summary_rows
+    from lopt_cli.evaluation.suite import evaluate_suite, total_task_runs
     from lopt_cli.optimizers.storage import load_learned_optimizer, resolve_weights_path
 
-    settings = build_settings(cfg)
+    spec = build_spec(cfg)
     family = build(cfg.task_family, "task_family")
-    source = str(resolve_weights_path(cfg.learned_optimizer).resolve())
-    lopt, theta, _ = load_learned_optimizer(source)
-    out_dir = run_dir()
-    console = Console()
+    weights = resolve_weights_path(cfg.learned_optimizer).resolve()
+    lopt, theta, lopt_config = load_learned_optimizer(weights)
+    lopt_id = f"{file_digest(weights)}:{OmegaConf.to_yaml(OmegaConf.create(lopt_config))}"
+    cache_dir = default_cache_dir() if cfg.cache else None
     with Progress(console=Console(stderr=True)) as progress:
-        bar = progress.add_task("evaluate: tasks", total=settings.num_tasks)
-        results = evaluate_suite(family, lopt, theta, settings,
-                                 on_task=lambda row: progress.advance(bar))
-    rows = [{"task_id": r["task_id"], "task": r["task"], "optimizer": name,
-             "steps": curve["steps"], "train_curve": curve["train"], "valid_curve": curve["valid"],
-             "final_train": _final(r, name, "optimisation"),
-             "final_valid": _final(r, name, "generalisation"),
-             "learning_rate": _rate(r, name)}
-            for r in results for name, curve in r["curves"].items()]
-    summary = summarize_results(results, settings, source, getattr(family, "name", "?"))
-    write_jsonl_atomic(out_dir / "results.jsonl", rows)
-    write_json_atomic(out_dir / "summary.json", summary)
-    plot_learning_curves(results[:12], out_dir / "curves.png")
-    write_text_atomic(out_dir / "report.md", markdown_report(summary, results))
-    console.print(summary_table(summary))
-    console.print(f"results written to {out_dir}")
-
-
-def _final(result: dict, name: str, comparison: str) -> float | None:
-    """Final normalised loss of optimizer ``name`` in ``comparison`` (None if not compared)."""
-    row = result[comparison]
-    if name == "learned":
-        return row["learned"]
-    tuned_for = "generalisation" if "valid-tuned" in name else "optimisation"
-    return row["baseline"] if tuned_for == comparison else None
-
-
-def _rate(result: dict, name: str) -> float | None:
-    if name == "learned":
-        return None
-    key = "generalisation" if "valid-tuned" in name else "optimisation"
-    return result[key]["learning_rate"]
+        bar = progress.add_task("evaluate: task runs", total=total_task_runs(spec))
+        choices, results = evaluate_suite(family, lopt, theta, lopt_id, spec, cache_dir,
+                                          advance=lambda: progress.advance(bar))
+    rows = result_rows(results, spec.run.valid_every)
+    summary = {"learned_optimizer": str(weights), "task_family": getattr(family, "name", "?"),
+               "splits": list(spec.splits), "tasks_per_split": {k: len(v) for k, v in
+                                                                spec.splits.items()},
+               "num_tuning_tasks": len(spec.tuning_ids), "horizon": spec.run.horizon,
+               "num_seeds": spec.run.num_seeds, "final_fraction": spec.run.final_fraction,
+               "baselines": list(spec.baselines), "max_trials": spec.max_trials,
+               "trial_counts": list(spec.trial_counts), "global_choices": choices,
+               "comparisons": summary_rows(results)}
+    out_dir = run_dir()
+    write_outputs(out_dir, summary, results, rows)
+    console = Console()
+    console.print(summary_table(summary, "valid"))
+    console.print(f"results written to {out_dir} (report.md, improvement.png, curves.png)")
 
 
 @hydra.main(config_path="pkg://conf", config_name=CONFIG_NAME, version_base="1.3")

@@ -56,11 +56,16 @@ def plot_learning_curves(tasks: list[dict], path: Path, metric: str = "valid") -
     rows = math.ceil(len(tasks) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 2.6 * rows), squeeze=False)
     for axis, task in zip(axes.flat, tasks):
+        starts = []
         for index, (name, curve) in enumerate(task["curves"].items()):
             values = np.asarray(curve[metric], dtype=float)  # None (diverged) -> NaN
             axis.plot(curve["steps"], values, color=f"C{index}", label=name)
+            finite = values[np.isfinite(values) & (values > 0)]
+            starts += finite[:1].tolist()
         axis.set_title(task["title"], fontsize=8)
         axis.set_yscale("log")
+        if starts:  # a diverging run must not flatten everyone else's curve
+            axis.set_ylim(top=10 * max(starts))
         axis.grid(alpha=0.3)
     for axis in list(axes.flat)[len(tasks):]:
         axis.axis("off")
@@ -68,4 +73,34 @@ def plot_learning_curves(tasks: list[dict], path: Path, metric: str = "valid") -
     figure.supxlabel("inner step")
     figure.supylabel(f"{metric} loss")
     figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_improvement_boxes(grouped: dict, metric: str, path: Path, title: str) -> Path:
+    """The paper's figure: one row per baseline setting, a box per split (seen, unseen).
+
+    ``grouped`` maps ``(metric, setting, split)`` to per-task improvements in [-1, 1].
+    """
+    settings = sorted({s for (m, s, _) in grouped if m == metric})
+    splits = sorted({split for (m, _, split) in grouped if m == metric})
+    figure, axis = plt.subplots(figsize=(8, 0.6 * len(settings) * max(1, len(splits)) + 1.5))
+    height = 0.8 / max(1, len(splits))
+    for index, split in enumerate(splits):
+        data = [np.asarray(grouped.get((metric, s, split), []), float) for s in settings]
+        positions = np.arange(len(settings)) + (index - (len(splits) - 1) / 2) * height
+        boxes = axis.boxplot(data, positions=positions, widths=height * 0.9, vert=False,
+                             patch_artist=True, manage_ticks=False)
+        for patch in boxes["boxes"]:
+            patch.set_facecolor(f"C{index}")
+            patch.set_alpha(0.6)
+        axis.plot([], [], color=f"C{index}", linewidth=6, alpha=0.6,
+                  label=f"{split} ({len(data[0]) if data else 0} tasks)")
+    axis.axvline(0.0, color="black", linewidth=0.8)
+    axis.set_yticks(np.arange(len(settings)), settings, fontsize=8)
+    axis.set_xlim(-1.05, 1.05)
+    axis.set_xlabel("improvement of the learned optimizer  (baseline − learned) / max  "
+                    "→ learned better")
+    axis.set_title(title)
+    axis.grid(axis="x", alpha=0.3)
+    axis.legend(loc="lower right", fontsize=8)
     return _save(figure, path)

@@ -3,62 +3,101 @@ from __future__ import annotations
 
 from rich.table import Table
 
-COMPARISON_TEXT = {
-    "generalisation": "validation loss (baseline tuned on validation loss)",
-    "optimisation": "training loss (baseline tuned on training loss)",
-}
-SHORT_TEXT = {"generalisation": "valid", "optimisation": "train"}
+from lopt_cli.evaluation.tuning import METRICS
+
+METRIC_TEXT = {"valid": "validation loss", "train": "training loss"}
 
 
 def _pct(value: float) -> str:
     return f"{100 * value:+.1f}%"
 
 
-def summary_table(summary: dict) -> Table:
-    """One row per comparison: tasks won, win rate, median and quartiles of the improvement."""
-    table = Table(title=f"learned optimizer vs. per-task tuned baselines\n"
-                        f"({summary['num_tasks']} tasks, {summary['num_seeds']} seeds, "
-                        f"{summary['horizon']} steps; each baseline tuned on the loss it is "
-                        "compared on)")
-    for column in ("baseline", "loss", "trials", "won", "win rate", "median Δ", "IQR of Δ"):
-        table.add_column(column, justify="left" if column in ("baseline", "loss") else "right")
-    for name, row in summary["comparisons"].items():
-        table.add_row(row["baseline"], SHORT_TEXT[name], str(row["trials_per_task"]),
-                      f"{row['wins']}/{row['num_tasks']}", f"{100 * row['win_rate']:.0f}%",
-                      _pct(row["median"]), f"[{_pct(row['q25'])}, {_pct(row['q75'])}]")
+def _by_setting(rows: list[dict], metric: str) -> dict:
+    table = {}
+    for row in rows:
+        if row["tuned_on"] == metric:
+            table.setdefault(row["setting"], {})[row["split"]] = row
     return table
 
 
-def markdown_report(summary: dict, per_task: list[dict]) -> str:
-    """``report.md``: settings, the summary per comparison, and the per-task table."""
+def summary_table(summary: dict, metric: str = "valid") -> Table:
+    """Rows: baseline settings; columns: won and median improvement per split."""
+    splits = summary["splits"]
+    table = Table(title=f"learned optimizer vs. tuned baselines — {METRIC_TEXT[metric]} "
+                        f"(each baseline tuned on it)\n{summary['horizon']} steps, "
+                        f"{summary['num_seeds']} seeds; Δ > 0: learned better")
+    table.add_column("baseline setting")
+    for split in splits:
+        table.add_column(f"{split}: won", justify="right")
+        table.add_column(f"{split}: median Δ", justify="right")
+    for setting, per_split in _by_setting(summary["comparisons"], metric).items():
+        cells = []
+        for split in splits:
+            row = per_split.get(split)
+            cells += ([f"{row['wins']}/{row['num_tasks']}", _pct(row["median"])] if row
+                      else ["-", "-"])
+        table.add_row(setting, *cells)
+    return table
+
+
+def _summary_section(summary: dict, metric: str) -> list[str]:
+    splits = summary["splits"]
+    header = "| baseline setting | " + " | ".join(
+        f"{s}: won | {s}: win rate | {s}: median Δ | {s}: IQR" for s in splits) + " |"
+    lines = [f"## {METRICS[metric].capitalize()}: {METRIC_TEXT[metric]}, baselines tuned on "
+             f"{METRIC_TEXT[metric]}", "", header,
+             "|---|" + "---|" * (4 * len(splits))]
+    for setting, per_split in _by_setting(summary["comparisons"], metric).items():
+        cells = []
+        for split in splits:
+            row = per_split.get(split)
+            cells += ([f"{row['wins']}/{row['num_tasks']}", f"{100 * row['win_rate']:.0f}%",
+                       _pct(row["median"]), f"[{_pct(row['q25'])}, {_pct(row['q75'])}]"]
+                      if row else ["-"] * 4)
+        lines.append(f"| {setting} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _per_task_section(rows: list[dict], metric: str) -> list[str]:
+    learned = {(r["split"], r["task_id"]): r for r in rows if r["optimizer"] == "learned"}
+    settings = list(dict.fromkeys(r["optimizer"] for r in rows
+                                  if r["optimizer"] != "learned" and r["tuned_on"] == metric))
+    lines = [f"## Per task ({METRIC_TEXT[metric]}, normalised; Δ in parentheses)", "",
+             "| split | task | learned | " + " | ".join(settings) + " |",
+             "|---|---|---|" + "---|" * len(settings)]
+    values = {(r["split"], r["task_id"], r["optimizer"]): r for r in rows
+              if r["optimizer"] != "learned" and r["tuned_on"] == metric}
+    for (split, task_id), row in learned.items():
+        cells = [f"{values[(split, task_id, s)][f'final_{metric}']:.4f} "
+                 f"({_pct(values[(split, task_id, s)]['improvement'])})" for s in settings]
+        lines.append(f"| {split} | #{task_id} {row['task']['family']} | "
+                     f"{row[f'final_{metric}']:.4f} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def markdown_report(summary: dict, rows: list[dict]) -> str:
+    """``report.md``: what was run, both comparisons, global choices and every task."""
     lines = [
         "# Evaluation report", "",
         f"- learned optimizer: `{summary['learned_optimizer']}`",
-        f"- tasks: {summary['num_tasks']} from family `{summary['task_family']}`, ids "
-        f"{summary['first_task_id']}..{summary['first_task_id'] + summary['num_tasks'] - 1}",
-        f"- horizon: {summary['horizon']} steps, {summary['num_seeds']} seeds per run; final value "
-        f"= mean of the last {100 * summary['final_fraction']:.0f}% of the curve, over seeds",
-        "- losses are normalised per task (cross-entropy / log(classes), bowls / initial loss)",
-        "- improvement Δ = (baseline − learned) / max(baseline, learned), in [−1, 1]; positive "
-        "means the learned optimizer reaches the lower loss", "",
-        "## Summary", "",
-        "| baseline | compared on | trials per task | won | win rate | median | 25% | 75% |",
-        "|---|---|---|---|---|---|---|---|",
+        f"- task family: `{summary['task_family']}`; test tasks per split: "
+        + ", ".join(f"{s} {n}" for s, n in summary["tasks_per_split"].items())
+        + f"; global tuning on {summary['num_tuning_tasks']} disjoint tasks",
+        f"- every run: {summary['horizon']} steps, {summary['num_seeds']} seeds; final value = "
+        f"mean of the last {100 * summary['final_fraction']:.0f}% of the curve, over seeds; "
+        "losses normalised per task",
+        f"- baselines: {', '.join(summary['baselines'])}; each runs {summary['max_trials']} "
+        "trials per task; *per-task (n trials)* = best of the first n on that task, "
+        "*global* = the one trial best on average over the tuning tasks",
+        "- Δ = (baseline − learned) / max(baseline, learned) ∈ [−1, 1]; Δ > 0: the learned "
+        "optimizer reaches the lower loss", "",
+        *_summary_section(summary, "valid"),
+        *_summary_section(summary, "train"),
+        "## Global choices (trial index, on the tuning tasks)", "",
+        *[f"- {name}: {choice}" for name, choice in summary["global_choices"].items()], "",
+        *_per_task_section(rows, "valid"),
+        "![improvement, validation loss](improvement.png)", "",
+        "![improvement, training loss](improvement_train.png)", "",
+        "![learning curves](curves.png)", "",
     ]
-    for name, row in summary["comparisons"].items():
-        lines.append(
-            f"| {row['baseline']} | {COMPARISON_TEXT[name]} | {row['trials_per_task']} | "
-            f"{row['wins']}/{row['num_tasks']} | {100 * row['win_rate']:.0f}% | "
-            f"{_pct(row['median'])} | {_pct(row['q25'])} | {_pct(row['q75'])} |")
-    lines += ["", "## Per task", "",
-              "| task | learned (valid) | Adam lr (valid-tuned) | Adam (valid) | improvement "
-              "| learned (train) | Adam lr (train-tuned) | Adam (train) | improvement |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for row in per_task:
-        g, o = row["generalisation"], row["optimisation"]
-        lines.append(
-            f"| {row['title']} | {g['learned']:.4f} | {g['learning_rate']:.2g} | "
-            f"{g['baseline']:.4f} | {_pct(g['improvement'])} | {o['learned']:.4f} | "
-            f"{o['learning_rate']:.2g} | {o['baseline']:.4f} | {_pct(o['improvement'])} |")
-    lines += ["", "![learning curves](curves.png)", ""]
     return "\n".join(lines)

@@ -1,94 +1,115 @@
-"""Evaluating one learned optimizer against per-task tuned Adam on a set of tasks."""
+"""The paper's comparison: a learned optimizer against tuned baselines on seen and unseen tasks.
+
+1. Tuning tasks (disjoint from every test task) run each baseline's trials; the global setting
+   of a baseline is its best trial there, per metric.
+2. Every test task (split ``seen`` / ``unseen``) runs the learned optimizer over seeds and each
+   baseline's trials over seeds — one jitted, vmapped call per optimizer, cached on disk.
+3. Per task, baseline setting and metric: the improvement of the learned optimizer.
+"""
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from typing import Any, Callable
 
-import jax
 import numpy as np
 
-from lopt_cli.evaluation.compare import best_index, final_value, relative_improvement
-from lopt_cli.evaluation.training import adam_grid_curves, learned_curves
+from lopt_cli.evaluation.cache import cached
+from lopt_cli.evaluation.runs import RunSettings, run_learned, run_trials
+from lopt_cli.evaluation.tuning import METRICS, choose_global, compare_task, settings_for
 from lopt_cli.meta.outer import task_key
 from task_definitions.base import config_to_dict
 
 
 @dataclasses.dataclass(frozen=True)
-class EvaluationSettings:
-    """What to train and how long (plain values; built from the evaluate config)."""
+class SuiteSpec:
+    """What to evaluate: task ids per split, tuning ids, baselines and their trial budgets."""
 
-    first_task_id: int
-    num_tasks: int
-    horizon: int
-    valid_every: int
-    num_seeds: int
-    final_fraction: float
-    learning_rates: tuple
-    seed: int = 0
+    splits: dict  # split name -> tuple of task ids
+    tuning_ids: tuple
+    baselines: dict  # name -> search space
+    max_trials: int
+    trial_counts: tuple
+    run: RunSettings
 
 
-def _mean_curve(values) -> list[float | None]:
-    """Mean over seeds of a curve; points where every seed diverged become None."""
-    values = np.asarray(values, float)
-    values = np.where(np.isfinite(values), values, np.nan)
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nanmean(values, axis=0)
-    return [float(v) if np.isfinite(v) else None for v in mean]
-
-
-def _comparison(learned: float, finals: np.ndarray, rates: tuple) -> dict:
-    index = best_index(finals)
-    return {"learned": float(learned), "baseline": float(finals[index]),
-            "learning_rate": float(rates[index]),
-            "improvement": relative_improvement(float(finals[index]), float(learned))}
-
-
-def evaluate_task(family, lopt, theta, task_id: int, settings: EvaluationSettings) -> dict:
-    """Trains task ``task_id`` with the learned optimizer and with Adam over the rate grid."""
+def _task(family, task_id: int):
     config = family.sample(task_key(task_id))
-    task = family.build(config)
-    keys = jax.random.split(jax.random.PRNGKey(settings.seed), settings.num_seeds)
-    rates = np.asarray(settings.learning_rates, np.float32)
-    learned = learned_curves(lopt, theta, task, keys, settings.horizon, settings.valid_every)
-    adam = adam_grid_curves(task, rates, keys, settings.horizon, settings.valid_every)
-    learned, adam = jax.device_get((learned, adam))
-    fraction = settings.final_fraction
-    valid_tuned = _comparison(final_value(learned.valid_loss, fraction),
-                              final_value(adam.valid_loss, fraction), settings.learning_rates)
-    train_tuned = _comparison(final_value(learned.train_loss, fraction),
-                              final_value(adam.train_loss, fraction), settings.learning_rates)
-    steps = [settings.valid_every * (i + 1) for i in range(learned.valid_loss.shape[-1])]
-
-    def curves(metrics, index=None):
-        pick = (lambda x: x) if index is None else (lambda x: x[index])
-        return {"steps": steps, "train": _mean_curve(pick(metrics.raw_train_loss)),
-                "valid": _mean_curve(pick(metrics.raw_valid_loss))}
-
-    valid_index = settings.learning_rates.index(valid_tuned["learning_rate"])
-    train_index = settings.learning_rates.index(train_tuned["learning_rate"])
-    description = config_to_dict(config, getattr(family, "name", None))
-    return {
-        "task_id": task_id,
-        "task": description,
-        "title": f"#{task_id} {description['family']}: " + ", ".join(
-            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-            for k, v in description.items() if k not in ("seed", "family"))[:70],
-        "generalisation": valid_tuned,
-        "optimisation": train_tuned,
-        "curves": {"learned": curves(learned),
-                   "adam (valid-tuned)": curves(adam, valid_index),
-                   "adam (train-tuned)": curves(adam, train_index)},
-    }
+    return config, family.build(config)
 
 
-def evaluate_suite(family, lopt, theta, settings: EvaluationSettings,
-                   on_task: Callable[[dict], Any] = lambda row: None) -> list[dict]:
-    """Every task of the settings, in order; ``on_task`` sees each finished result."""
+def _describe(family, config, task_id: int) -> dict:
+    return {"task_id": task_id, **config_to_dict(config, getattr(family, "name", None))}
+
+
+def baseline_runs(family, task_id, name, space, spec: SuiteSpec, cache_dir) -> dict:
+    """All trials of baseline ``name`` on task ``task_id`` (cached)."""
+    config, task = _task(family, task_id)
+    hparams = space.trials(spec.max_trials, seed=spec.run.seed)
+    description = {"kind": "baseline", "task": _describe(family, config, task_id),
+                   "space": repr(space), "hparams": hparams, "run": dataclasses.asdict(spec.run)}
+    value, _ = cached(cache_dir, description,
+                      lambda: {**run_trials(space, hparams, task, spec.run),
+                               "hparams": {k: np.asarray(v).tolist() for k, v in hparams.items()}})
+    return value
+
+
+def learned_runs(family, task_id, lopt, theta, lopt_id: str, spec: SuiteSpec, cache_dir) -> dict:
+    """The learned optimizer on task ``task_id`` (cached by its weights' digest)."""
+    config, task = _task(family, task_id)
+    description = {"kind": "learned", "task": _describe(family, config, task_id),
+                   "optimizer": lopt_id, "run": dataclasses.asdict(spec.run)}
+    value, _ = cached(cache_dir, description, lambda: run_learned(lopt, theta, task, spec.run))
+    return value
+
+
+def global_choices(family, spec: SuiteSpec, cache_dir, advance: Callable) -> dict:
+    """``{baseline: {metric: trial index}}`` chosen on the tuning tasks."""
+    choices = {}
+    for name, space in spec.baselines.items():
+        runs = []
+        for task_id in spec.tuning_ids:
+            runs.append(baseline_runs(family, task_id, name, space, spec, cache_dir))
+            advance()
+        choices[name] = {metric: choose_global([r[f"final_{metric}"] for r in runs])
+                         for metric in METRICS}
+    return choices
+
+
+def evaluate_task(family, task_id, split, lopt, theta, lopt_id, spec, choices, cache_dir) -> dict:
+    """One test task: every baseline setting against the learned optimizer, both metrics."""
+    config, _ = _task(family, task_id)
+    learned = learned_runs(family, task_id, lopt, theta, lopt_id, spec, cache_dir)
+    baselines, comparisons = {}, []
+    for name, space in spec.baselines.items():
+        runs = baseline_runs(family, task_id, name, space, spec, cache_dir)
+        baselines[name] = runs
+        for setting in settings_for(name, spec.trial_counts, spec.max_trials):
+            for metric in METRICS:
+                result = compare_task(learned[f"final_{metric}"], runs[f"final_{metric}"],
+                                      setting, choices[name][metric])
+                comparisons.append({"baseline": name, "setting": setting.label,
+                                    "kind": setting.kind, "trials": setting.trials,
+                                    "metric": metric, **result})
+    return {"task_id": task_id, "split": split, "task": _describe(family, config, task_id),
+            "learned": learned, "baselines": baselines, "comparisons": comparisons}
+
+
+def evaluate_suite(family, lopt, theta, lopt_id: str, spec: SuiteSpec, cache_dir,
+                   advance: Callable[[], Any] = lambda: None) -> tuple[dict, list[dict]]:
+    """Global choices, then every test task; ``advance`` is called after each task run."""
+    choices = global_choices(family, spec, cache_dir, advance)
     results = []
-    for offset in range(settings.num_tasks):
-        row = evaluate_task(family, lopt, theta, settings.first_task_id + offset, settings)
-        results.append(row)
-        on_task(row)
-    return results
+    for split, ids in spec.splits.items():
+        for task_id in ids:
+            results.append(evaluate_task(family, task_id, split, lopt, theta, lopt_id, spec,
+                                         choices, cache_dir))
+            advance()
+    return choices, results
+
+
+def total_task_runs(spec: SuiteSpec) -> int:
+    """Number of ``advance`` calls an evaluation makes (for a progress bar)."""
+    return len(spec.tuning_ids) * len(spec.baselines) + sum(map(len, spec.splits.values()))
+
+
+__all__ = ["SuiteSpec", "evaluate_suite", "total_task_runs"]

@@ -65,5 +65,5 @@ def compare_task(learned_final: float, baseline_finals, setting: Setting,
     index = global_index if setting.kind == "global" else choose_per_task(
         baseline_finals, setting.trials)
     value = float(np.asarray(baseline_finals, float)[index])
-    return {"trial": index, "baseline": value, "learned": float(learned_final),
+    return {"trial": index, "baseline_final": value, "learned_final": float(learned_final),
             "improvement": relative_improvement(value, float(learned_final))}
