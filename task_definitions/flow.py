@@ -92,29 +92,30 @@ class Mixture:
         return top + np.log(np.sum(np.exp(logits - top[:, None]), axis=1)) + log_norm
 
 
-def make_mixture(name: str, noise: float, seed: int) -> Mixture:
-    """The named shape with component std ``noise``, rotated by ``seed``, standardised."""
+def make_mixture(name: str, noise: float, seed: int, data_scale: float = 1.0) -> Mixture:
+    """The shape with component std ``noise``, rotated by ``seed``, scaled to std ``data_scale``."""
     centres = shape_centres(name)
     angle = np.random.default_rng(seed).uniform(0, 2 * np.pi)
     rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     centres = centres @ rotation.T
     centres = centres - centres.mean(axis=0)
     variance = np.mean(np.square(centres)) + noise**2  # per-dimension variance of the mixture
-    scale = 1.0 / math.sqrt(variance)
+    scale = data_scale / math.sqrt(variance)
     return Mixture(centres * scale, noise * scale)
 
 
-def density_arrays(name: str, noise: float, seed: int) -> tuple:
-    """``({split: {"x": float32 [n, 2]}}, entropy per dim, standard-normal loss per dim)``."""
-    mixture = make_mixture(name, noise, seed)
+def density_arrays(name: str, noise: float, seed: int, data_scale: float = 1.0) -> tuple:
+    """``({split: {"x": float32 [n, 2]}}, entropy per dim, best Gaussian's loss per dim)``."""
+    mixture = make_mixture(name, noise, seed, data_scale)
     rng = np.random.default_rng([seed, 1])
     data = {split: {"x": mixture.sample(rng, n).astype(np.float32)}
             for split, n in SPLIT_SIZES.items()}
     reference = mixture.sample(rng, 20000)
     dim = reference.shape[1]
     entropy = -float(np.mean(mixture.log_prob(reference))) / dim
-    normal_loss = 0.5 * math.log(2 * math.pi) + 0.5 * float(np.mean(np.square(reference)))
-    return data, entropy, normal_loss
+    _, log_det = np.linalg.slogdet(np.cov(reference, rowvar=False))
+    gaussian_loss = 0.5 * math.log(2 * math.pi * math.e) + 0.5 * log_det / dim
+    return data, entropy, gaussian_loss
 
 
 # --- the flow -----------------------------------------------------------------------------------
@@ -173,10 +174,12 @@ class RealNVP(nn.Module):
 
 @dataclasses.dataclass(frozen=True)
 class FlowConfig:
-    """One sampled flow on a 2-D density (``noise``: component std before standardising)."""
+    """One flow on a 2-D density: ``noise`` is the component std relative to the shape (before
+    scaling), ``data_scale`` the data's standard deviation per dimension."""
 
     dataset: str
     noise: float
+    data_scale: float
     num_layers: int
     hidden_sizes: tuple
     activation: str
@@ -191,7 +194,7 @@ class FlowTask:
 
     data: dict
     entropy: jax.Array
-    normal_loss: jax.Array
+    gaussian_loss: jax.Array
     init_scale: jax.Array
     num_layers: int = struct.field(pytree_node=False)
     hidden_sizes: tuple = struct.field(pytree_node=False)
@@ -229,7 +232,7 @@ class FlowTask:
         return -jnp.mean(self.log_prob(params, batch["x"])) / self.dim
 
     def normalize(self, loss: jax.Array) -> jax.Array:
-        return normalize_by_ceiling(loss - self.entropy, self.normal_loss - self.entropy, 2.0)
+        return normalize_by_ceiling(loss - self.entropy, self.gaussian_loss - self.entropy, 3.0)
 
 
 def build_flow(config: FlowConfig) -> FlowTask:
@@ -238,11 +241,12 @@ def build_flow(config: FlowConfig) -> FlowTask:
         raise ValueError(f"dataset={config.dataset!r}: expected one of {DENSITIES}")
     if config.activation not in ACTIVATIONS:
         raise ValueError(f"activation={config.activation!r}: expected one of {list(ACTIVATIONS)}")
-    data, entropy, normal_loss = density_arrays(config.dataset, config.noise, config.seed)
+    data, entropy, gaussian_loss = density_arrays(config.dataset, config.noise, config.seed,
+                                                  config.data_scale)
     return FlowTask(
         data=jax.tree_util.tree_map(jnp.asarray, data),
         entropy=jnp.asarray(entropy, jnp.float32),
-        normal_loss=jnp.asarray(max(normal_loss, entropy + 1e-3), jnp.float32),
+        gaussian_loss=jnp.asarray(max(gaussian_loss, entropy + 1e-3), jnp.float32),
         init_scale=jnp.asarray(config.init_scale, jnp.float32),
         num_layers=int(config.num_layers),
         hidden_sizes=tuple(int(h) for h in config.hidden_sizes),
@@ -257,6 +261,7 @@ class FlowFamily:
 
     datasets: tuple = DENSITIES
     noise: tuple = (0.05, 0.2)
+    data_scale: tuple = (0.2, 0.5)
     num_layers: tuple = (2, 4, 6)
     widths: tuple = (16, 32, 64)
     depths: tuple = (1, 2)
@@ -271,6 +276,7 @@ class FlowFamily:
         return FlowConfig(
             dataset=str(choice(rng, self.datasets)),
             noise=log_uniform(rng, *self.noise),
+            data_scale=log_uniform(rng, *self.data_scale),
             num_layers=int(choice(rng, self.num_layers)),
             hidden_sizes=tuple(int(choice(rng, self.widths)) for _ in range(depth)),
             activation=str(choice(rng, self.activations)),

@@ -54,12 +54,73 @@ def _check_disjoint(splits: dict, tuning_ids: tuple) -> None:
         seen.update(ids)
 
 
+MODES = ("comparison", "implicit_regularization")
+
+
 def check(cfg: DictConfig) -> None:
     from lopt_cli.optimizers.storage import load_learned_optimizer
 
-    build_spec(cfg)
-    build(cfg.task_family, "task_family")
+    if cfg.mode not in MODES:
+        raise LoptUserError(f"mode={cfg.mode!r}; choose one of: {', '.join(MODES)}")
+    if cfg.mode == "implicit_regularization":
+        probe_settings(cfg)
+    else:
+        build_spec(cfg)
+        build(cfg.task_family, "task_family")
     load_learned_optimizer(cfg.learned_optimizer)
+
+
+def probe_settings(cfg: DictConfig) -> dict:
+    """The implicit-regularisation probe's settings, checked."""
+    settings = plain(cfg.implicit_regularization)
+    for key in ("num_points", "steps"):
+        positive_int(cfg, f"implicit_regularization.{key}")
+    rates = settings["adam_lr"]
+    if not isinstance(rates, list) or not rates or not all(float(r) > 0 for r in rates):
+        raise LoptUserError(f"implicit_regularization.adam_lr={rates}: expected a list of "
+                            "positive learning rates")
+    return settings
+
+
+def run_probe(cfg: DictConfig, lopt, theta, source: str) -> None:
+    """``experiment=implicit_regularization``: trajectories.png, summary.json, report.md."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from lopt_cli.evaluation.implicit_regularization import run_probe as probe
+    from lopt_cli.evaluation.plots import plot_trajectories
+    from lopt_cli.io import write_json_atomic, write_text_atomic
+
+    settings = probe_settings(cfg)
+    result = probe(lopt, theta, settings["num_points"], float(settings["radius"]),
+                   tuple(settings["angles"]), settings["steps"],
+                   [float(r) for r in settings["adam_lr"]])
+    out_dir = run_dir()
+    plot_trajectories({"learned": result["paths"]["learned"],
+                       f"Adam (lr {result['adam_learning_rate']:g})": result["paths"]["adam"]},
+                      out_dir / "trajectories.png",
+                      f"f(x, y) = ½(x − y)², {settings['steps']} steps")
+    summary = {"learned_optimizer": source, "settings": settings,
+               **{k: v for k, v in result.items() if k != "paths"}}
+    write_json_atomic(out_dir / "summary.json", {**summary, "paths": result["paths"]})
+    table = Table(title="implicit regularisation on ½(x − y)²: mean final distance to the origin")
+    table.add_column("optimizer")
+    table.add_column("distance to origin", justify="right")
+    table.add_column("final loss", justify="right")
+    lines = ["# Implicit regularisation", "", f"- learned optimizer: `{source}`",
+             f"- {settings['num_points']} starts on a fan (radius {settings['radius']}, angles "
+             f"{settings['angles']}), {settings['steps']} steps; Adam's rate "
+             f"{result['adam_learning_rate']:g} (best final loss of {settings['adam_lr']})", "",
+             "| optimizer | mean final distance to origin | mean final loss |", "|---|---|---|"]
+    for name, distance in result["mean_final_distance"].items():
+        loss = result["mean_final_loss"].get(name)
+        loss_text = f"{loss:.3g}" if loss is not None else "0 (by construction)"
+        table.add_row(name, f"{distance:.3f}", loss_text)
+        lines.append(f"| {name} | {distance:.3f} | {loss_text} |")
+    write_text_atomic(out_dir / "report.md", "\n".join([*lines, "",
+                                                         "![trajectories](trajectories.png)", ""]))
+    Console().print(table)
+    print(f"written to {out_dir}")
 
 
 def write_outputs(out_dir, summary: dict, results: list[dict], rows: list[dict]) -> None:
@@ -105,10 +166,13 @@ def run(cfg: DictConfig) -> None:
     from lopt_cli.evaluation.suite import evaluate_suite, total_task_runs
     from lopt_cli.optimizers.storage import load_learned_optimizer, resolve_weights_path
 
-    spec = build_spec(cfg)
-    family = build(cfg.task_family, "task_family")
     weights = resolve_weights_path(cfg.learned_optimizer).resolve()
     lopt, theta, lopt_config = load_learned_optimizer(weights)
+    if cfg.mode == "implicit_regularization":
+        run_probe(cfg, lopt, theta, str(weights))
+        return
+    spec = build_spec(cfg)
+    family = build(cfg.task_family, "task_family")
     lopt_id = f"{file_digest(weights)}:{OmegaConf.to_yaml(OmegaConf.create(lopt_config))}"
     cache_dir = default_cache_dir() if cfg.cache else None
     with Progress(console=Console(stderr=True)) as progress:

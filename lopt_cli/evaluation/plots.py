@@ -104,3 +104,29 @@ def plot_improvement_boxes(grouped: dict, metric: str, path: Path, title: str) -
     axis.grid(axis="x", alpha=0.3)
     axis.legend(loc="lower right", fontsize=8)
     return _save(figure, path)
+
+
+def plot_trajectories(paths: dict, path: Path, title: str) -> Path:
+    """Optimizer paths in the (x, y) plane with the solution line x = y and the origin."""
+    figure, axis = plt.subplots(figsize=(5.5, 5.5))
+    every = [np.asarray(p, float) for p in paths.values()]
+    extent = max(float(np.nanmax(np.abs(p[..., 0, :]))) for p in every) * 1.15
+    axis.plot([-extent, extent], [-extent, extent], color="grey", linestyle="--",
+              label="minima: x = y")
+    axis.scatter([0], [0], color="black", marker="x", zorder=5, label="origin")
+    for index, (name, value) in enumerate(paths.items()):
+        value = np.asarray(value, float)
+        for number, line in enumerate(value):
+            axis.plot(line[:, 0], line[:, 1], color=f"C{index}", alpha=0.8, linewidth=1.2,
+                      label=name if number == 0 else None)
+            axis.scatter(line[-1, 0], line[-1, 1], color=f"C{index}", s=12, zorder=4)
+        axis.scatter(value[:, 0, 0], value[:, 0, 1], color="black", s=8, zorder=4)
+    axis.set_xlim(-extent, extent)
+    axis.set_ylim(-extent, extent)
+    axis.set_aspect("equal")
+    axis.set_xlabel("x")
+    axis.set_ylabel("y")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, loc="lower right")
+    return _save(figure, path)

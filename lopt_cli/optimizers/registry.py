@@ -37,6 +37,9 @@ def ready_learned(name: str, seed: int = 0, num_steps: int = DEFAULT_NUM_STEPS
 OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformationExtraArgs]] = {
     "adam": baselines.adam,
     "sgd": baselines.sgd,
+    # Adam8p / NAdamW at their defaults (no penalties; NAdamW: Nesterov, cosine decay to zero).
+    "adam8p": functools.partial(baselines.adam8p, num_steps=DEFAULT_NUM_STEPS),
+    "nadamw": functools.partial(baselines.nadamw, num_steps=DEFAULT_NUM_STEPS),
     **{name: functools.partial(ready_learned, name) for name in LEARNED_OPTIMIZERS},
 }
 
