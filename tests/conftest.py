@@ -18,7 +18,7 @@ def lopt_env(tmp_path_factory) -> dict:
     cache = tmp_path_factory.mktemp("cache")
     env = dict(os.environ)
     env.update(JAX_PLATFORMS="cpu", LOPT_JAX_CACHE=str(cache / "jax"),
-               PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0")
+               PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0", LOPT_CACHE_DIR=str(cache / "lopt"))
     env.setdefault("LOPT_DATA_DIR", str(Path.home() / ".cache" / "lopt" / "tensorflow_datasets"))
     return env
 

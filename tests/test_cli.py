@@ -12,7 +12,7 @@ TINY_META_TRAIN = (
     "compute=smoke", "compute.num_outer_steps=4", "compute.num_tasks=2",
     "compute.resample_every=2", "checkpoint_every=2", *TINY_TASKS,
 )
-TINY_EVALUATE = ("tasks.count=2", "horizon=40", "valid_every=10", "num_seeds=2", "adam_lr.num=3",
+TINY_EVALUATE = ("budget=smoke", "splits.seen.count=2", "horizon=40", "valid_every=10",
                  *TINY_TASKS)
 
 
@@ -60,25 +60,53 @@ def test_evaluate_writes_results_and_summary(run_lopt, trained, tmp_path):
     result = run_lopt("evaluate", f"learned_optimizer={trained}", *TINY_EVALUATE)
     run = only_run_dir(tmp_path / "outputs" / "evaluate")
     rows = read_jsonl(run / "results.jsonl")
-    assert {r["optimizer"] for r in rows} == {"learned", "adam (valid-tuned)", "adam (train-tuned)"}
-    assert len({r["task_id"] for r in rows}) == 2
+    learned = [r for r in rows if r["optimizer"] == "learned"]
+    assert sorted((r["split"], r["task_id"]) for r in learned) == [
+        ("seen", 0), ("seen", 1), ("unseen", 1000000)]
     assert all(len(r["valid_curve"]) == 4 for r in rows)
+    settings = {r["optimizer"] for r in rows} - {"learned"}
+    for baseline in ("AdamLR", "Adam8p", "opt_list"):
+        assert f"{baseline} global (2 trials)" in settings
+        assert f"{baseline} per-task (1 trial)" in settings
     summary = json.loads((run / "summary.json").read_text())
-    for comparison in summary["comparisons"].values():
-        assert comparison["num_tasks"] == 2
-        assert 0 <= comparison["wins"] <= 2
-        assert comparison["trials_per_task"] == 3
-    learned = {r["task_id"]: r["final_valid"] for r in rows if r["optimizer"] == "learned"}
-    assert "Evaluation report" in (run / "report.md").read_text()
-    assert f"{learned[rows[0]['task_id']]:.4f}" in (run / "report.md").read_text()
-    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
-    assert "AdamLR" in result.stdout
+    assert summary["splits"] == ["seen", "unseen"]
+    for row in summary["comparisons"]:
+        assert row["tuned_on"] == row["compared_on"]
+        assert row["num_tasks"] == (2 if row["split"] == "seen" else 1)
+        assert 0 <= row["wins"] <= row["num_tasks"]
+    # the report's numbers are the results' numbers
+    report = (run / "report.md").read_text()
+    for row in learned:
+        assert f"{row['final_valid']:.4f}" in report
+    for name in ("improvement.png", "improvement_train.png", "curves.png"):
+        assert (run / name).read_bytes()[:4] == b"\x89PNG"
+    assert "learned optimizer vs. tuned baselines" in result.stdout
 
 
-def test_evaluate_accepts_the_msgpack_file_itself(run_lopt, trained):
-    run_lopt("evaluate", f"learned_optimizer={trained / 'learned_optimizer.msgpack'}",
-             "tasks.count=1", "horizon=20", "valid_every=10", "num_seeds=1", "adam_lr.num=2",
-             *TINY_TASKS)
+def test_evaluate_reuses_cached_runs(run_lopt, trained, tmp_path):
+    def evaluate_once():
+        run_lopt("evaluate", f"learned_optimizer={trained}", *TINY_EVALUATE, "seed=5")
+        runs = sorted((tmp_path / "outputs" / "evaluate").iterdir())
+        return json.loads((runs[-1] / "summary.json").read_text())
+
+    first, second = evaluate_once(), evaluate_once()
+    assert second["runs"]["computed"] == 0
+    assert second["runs"]["from_cache"] == first["runs"]["computed"] + first["runs"]["from_cache"]
+    assert second["comparisons"] == first["comparisons"]
+
+
+def test_implicit_regularization_experiment(run_lopt, trained, tmp_path):
+    run_lopt("evaluate", f"learned_optimizer={trained}", "experiment=implicit_regularization",
+             "implicit_regularization.steps=50", "implicit_regularization.num_points=3")
+    run = only_run_dir(tmp_path / "outputs" / "evaluate")
+    summary = json.loads((run / "summary.json").read_text())
+    distances = summary["mean_final_distance"]
+    assert set(distances) == {"learned", "adam", "projection onto x = y"}
+    assert len(summary["paths"]["learned"]) == 3
+    assert len(summary["paths"]["learned"][0]) == 51
+    # Adam goes (nearly) straight to the line: its distance matches the projection's
+    assert abs(distances["adam"] - distances["projection onto x = y"]) < 0.1
+    assert (run / "trajectories.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_self_train_compares_two_outer_optimizers(run_lopt, trained, tmp_path):
@@ -110,6 +138,8 @@ def test_multirun_sweeps_into_separate_directories(run_lopt, tmp_path):
         (("meta-train", "--multirun", "compute=smoke,nope"), "unknown option 'nope' for compute"),
         (("evaluate", "learned_optimizer=/no/such/file.msgpack"), "no such file"),
         (("evaluate", "horizon=45", "valid_every=10"), "must be a multiple of"),
+        (("evaluate", "mode=bogus"), "mode='bogus'; choose one of"),
+        (("evaluate", "splits.unseen.first_id=0"), "shares task ids"),
         (("frobnicate",), "unknown command 'frobnicate'"),
     ],
 )

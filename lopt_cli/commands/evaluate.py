@@ -160,7 +160,7 @@ def run(cfg: DictConfig) -> None:
     from rich.console import Console
     from rich.progress import Progress
 
-    from lopt_cli.evaluation.cache import default_cache_dir, file_digest
+    from lopt_cli.evaluation.cache import RunCache, default_cache_dir, file_digest
     from lopt_cli.evaluation.report import summary_table
     from lopt_cli.evaluation.results import result_rows, summary_rows
     from lopt_cli.evaluation.suite import evaluate_suite, total_task_runs
@@ -174,10 +174,10 @@ def run(cfg: DictConfig) -> None:
     spec = build_spec(cfg)
     family = build(cfg.task_family, "task_family")
     lopt_id = f"{file_digest(weights)}:{OmegaConf.to_yaml(OmegaConf.create(lopt_config))}"
-    cache_dir = default_cache_dir() if cfg.cache else None
+    cache = RunCache(default_cache_dir() if cfg.cache else None)
     with Progress(console=Console(stderr=True)) as progress:
         bar = progress.add_task("evaluate: task runs", total=total_task_runs(spec))
-        choices, results = evaluate_suite(family, lopt, theta, lopt_id, spec, cache_dir,
+        choices, results = evaluate_suite(family, lopt, theta, lopt_id, spec, cache,
                                           advance=lambda: progress.advance(bar))
     rows = result_rows(results, spec.run.valid_every)
     summary = {"learned_optimizer": str(weights), "task_family": getattr(family, "name", "?"),
@@ -187,7 +187,8 @@ def run(cfg: DictConfig) -> None:
                "num_seeds": spec.run.num_seeds, "final_fraction": spec.run.final_fraction,
                "baselines": list(spec.baselines), "max_trials": spec.max_trials,
                "trial_counts": list(spec.trial_counts), "global_choices": choices,
-               "comparisons": summary_rows(results)}
+               "comparisons": summary_rows(results),
+               "runs": {"computed": cache.computed, "from_cache": cache.hits}}
     out_dir = run_dir()
     write_outputs(out_dir, summary, results, rows)
     console = Console()

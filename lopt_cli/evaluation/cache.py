@@ -6,6 +6,7 @@ mean curves. Adding a baseline or more tasks to an evaluation reuses every finis
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -40,19 +41,27 @@ def file_digest(path: str | os.PathLike) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:32]
 
 
-def cached(directory: Path | None, description: Any, compute: Callable[[], dict]) -> tuple[dict, bool]:
-    """``compute()``'s result for ``description``, from the cache when present.
+@dataclasses.dataclass
+class RunCache:
+    """A cache directory (``None``: no caching) and counts of hits and computed runs."""
 
-    Returns ``(value, was_cached)``. ``directory=None`` disables caching.
-    """
-    if directory is None:
-        return compute(), False
-    path = Path(directory) / f"{cache_key(description)}.json"
-    if path.is_file():
-        try:
-            return json.loads(path.read_text()), True
-        except (OSError, json.JSONDecodeError):
-            path.unlink(missing_ok=True)  # a damaged entry is recomputed
-    value = compute()
-    write_json_atomic(path, value)
-    return value, False
+    directory: Path | None
+    hits: int = 0
+    computed: int = 0
+
+    def get(self, description: Any, compute: Callable[[], dict]) -> dict:
+        """``compute()``'s result for ``description``, from the cache when present."""
+        path = None if self.directory is None else (
+            Path(self.directory) / f"{cache_key(description)}.json")
+        if path is not None and path.is_file():
+            try:
+                value = json.loads(path.read_text())
+                self.hits += 1
+                return value
+            except (OSError, json.JSONDecodeError):
+                path.unlink(missing_ok=True)  # a damaged entry is recomputed
+        value = compute()
+        self.computed += 1
+        if path is not None:
+            write_json_atomic(path, value)
+        return value

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from lopt_cli.evaluation.cache import cached
+from lopt_cli.evaluation.cache import RunCache
 from lopt_cli.evaluation.runs import RunSettings, run_learned, run_trials
 from lopt_cli.evaluation.tuning import METRICS, choose_global, compare_task, settings_for
 from lopt_cli.meta.outer import task_key
@@ -41,47 +41,45 @@ def _describe(family, config, task_id: int) -> dict:
     return {"task_id": task_id, **config_to_dict(config, getattr(family, "name", None))}
 
 
-def baseline_runs(family, task_id, name, space, spec: SuiteSpec, cache_dir) -> dict:
+def baseline_runs(family, task_id, name, space, spec: SuiteSpec, cache: RunCache) -> dict:
     """All trials of baseline ``name`` on task ``task_id`` (cached)."""
     config, task = _task(family, task_id)
     hparams = space.trials(spec.max_trials, seed=spec.run.seed)
     description = {"kind": "baseline", "task": _describe(family, config, task_id),
                    "space": repr(space), "hparams": hparams, "run": dataclasses.asdict(spec.run)}
-    value, _ = cached(cache_dir, description,
-                      lambda: {**run_trials(space, hparams, task, spec.run),
-                               "hparams": {k: np.asarray(v).tolist() for k, v in hparams.items()}})
-    return value
+    return cache.get(description, lambda: {
+        **run_trials(space, hparams, task, spec.run),
+        "hparams": {k: np.asarray(v).tolist() for k, v in hparams.items()}})
 
 
-def learned_runs(family, task_id, lopt, theta, lopt_id: str, spec: SuiteSpec, cache_dir) -> dict:
+def learned_runs(family, task_id, lopt, theta, lopt_id: str, spec: SuiteSpec, cache: RunCache) -> dict:
     """The learned optimizer on task ``task_id`` (cached by its weights' digest)."""
     config, task = _task(family, task_id)
     description = {"kind": "learned", "task": _describe(family, config, task_id),
                    "optimizer": lopt_id, "run": dataclasses.asdict(spec.run)}
-    value, _ = cached(cache_dir, description, lambda: run_learned(lopt, theta, task, spec.run))
-    return value
+    return cache.get(description, lambda: run_learned(lopt, theta, task, spec.run))
 
 
-def global_choices(family, spec: SuiteSpec, cache_dir, advance: Callable) -> dict:
+def global_choices(family, spec: SuiteSpec, cache, advance: Callable) -> dict:
     """``{baseline: {metric: trial index}}`` chosen on the tuning tasks."""
     choices = {}
     for name, space in spec.baselines.items():
         runs = []
         for task_id in spec.tuning_ids:
-            runs.append(baseline_runs(family, task_id, name, space, spec, cache_dir))
+            runs.append(baseline_runs(family, task_id, name, space, spec, cache))
             advance()
         choices[name] = {metric: choose_global([r[f"final_{metric}"] for r in runs])
                          for metric in METRICS}
     return choices
 
 
-def evaluate_task(family, task_id, split, lopt, theta, lopt_id, spec, choices, cache_dir) -> dict:
+def evaluate_task(family, task_id, split, lopt, theta, lopt_id, spec, choices, cache) -> dict:
     """One test task: every baseline setting against the learned optimizer, both metrics."""
     config, _ = _task(family, task_id)
-    learned = learned_runs(family, task_id, lopt, theta, lopt_id, spec, cache_dir)
+    learned = learned_runs(family, task_id, lopt, theta, lopt_id, spec, cache)
     baselines, comparisons = {}, []
     for name, space in spec.baselines.items():
-        runs = baseline_runs(family, task_id, name, space, spec, cache_dir)
+        runs = baseline_runs(family, task_id, name, space, spec, cache)
         baselines[name] = runs
         for setting in settings_for(name, spec.trial_counts, spec.max_trials):
             for metric in METRICS:
@@ -94,15 +92,15 @@ def evaluate_task(family, task_id, split, lopt, theta, lopt_id, spec, choices, c
             "learned": learned, "baselines": baselines, "comparisons": comparisons}
 
 
-def evaluate_suite(family, lopt, theta, lopt_id: str, spec: SuiteSpec, cache_dir,
+def evaluate_suite(family, lopt, theta, lopt_id: str, spec: SuiteSpec, cache,
                    advance: Callable[[], Any] = lambda: None) -> tuple[dict, list[dict]]:
     """Global choices, then every test task; ``advance`` is called after each task run."""
-    choices = global_choices(family, spec, cache_dir, advance)
+    choices = global_choices(family, spec, cache, advance)
     results = []
     for split, ids in spec.splits.items():
         for task_id in ids:
             results.append(evaluate_task(family, task_id, split, lopt, theta, lopt_id, spec,
-                                         choices, cache_dir))
+                                         choices, cache))
             advance()
     return choices, results
 

@@ -1,0 +1,273 @@
+r"""Named, pure per-tensor input features of the hierarchical learned optimizer's LSTM
+(Metz et al. 2020, §3; :class:`~lopt_cli.optimizers.hierarchical.HierarchicalLOpt`).
+
+Every feature is a function ``f(ctx: LSTMContext) -> (k,)`` of one tensor (and of the
+quantities shared by all tensors: the losses and the cross-tensor channel). The LSTM sees one
+row per tensor: the concatenation of these features, stacked over tensors into ``(T, F_l)``.
+With ``D`` accumulator decays, ``L`` loss-statistics decays, ``E`` extra MLP outputs and a
+cross-tensor channel of width ``C``:
+
+=================  =========  ===============================================================
+name               k          value
+=================  =========  ===============================================================
+``momentum``       3D         per decay: ``lc(|mean m|)``, ``sign(mean m)``, ``lc(var m)``
+``rms``            2D         per decay: ``lc(mean v)``, ``lc(var v)``
+``value``          3          ``lc(|mean p|)``, ``sign(mean p)``, ``lc(var p)``
+``log_norms``      2          ``lc(||p||)``, ``lc(||g||)`` (L2 norms over the tensor)
+``shape``          6          ``0.1 log n`` and a one-hot of the rank (0, 1, 2, 3, >= 4)
+``time``           12         :func:`features.step_embedding_feature` and ``progress_feature``
+``train_loss``     L + 1      z-score of the loss per timescale, clipped; "loss seen" flag
+``valid_loss``     2L + 1     validation loss against the training-loss statistics
+                              (z-score and relative gap, clipped); "available" flag
+``extra_outputs``  E          previous step's per-tensor mean of the MLP's extra outputs
+``cross_tensor``   C          previous step's mean over all tensors of a projection of the
+                              LSTM outputs (the only channel between tensors)
+=================  =========  ===============================================================
+
+where ``lc(x) = 0.1 clip(log(|x| + 1e-8), -18, 5)`` ("log-clipped", in ``[-1.8, 0.5]``).
+
+The loss features come from :func:`observe_losses`: exponential moving averages of the
+training loss and its square at several decays (bias-corrected), giving a mean :math:`\mu_\beta`
+and a standard deviation :math:`\sigma_\beta`. The training-loss feature is
+:math:`\mathrm{clip}((\ell - \mu_\beta)/\sigma_\beta, \pm 5)` against the statistics *before*
+the current loss (so a spike stands out); the validation-loss feature is
+:math:`\mathrm{clip}((\ell_v - \mu_\beta)/\sigma_\beta, \pm 5)` and
+:math:`\mathrm{clip}((\ell_v - \mu_\beta)/|\mu_\beta|, \pm 5)` against the statistics *after* it:
+the generalisation gap in units of the training-loss noise and relative to the loss. A missing
+(``None``) or non-finite loss leaves the statistics untouched and feeds zeros with flag 0.
+
+Feature counts are derived with :func:`jax.eval_shape` (:func:`lstm_feature_widths`,
+:func:`num_lstm_features`); nothing hard-codes the LSTM's input width.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from lopt_cli.optimizers import features as feats
+
+LOG_CLIP = (-18.0, 5.0)
+LOSS_CLIP = 5.0  # |z-score| and |relative gap| bound
+LOSS_STD_FLOOR = 1e-3  # sigma >= 1e-3 |mu| (+ 1e-8): a constant loss gives a finite z-score
+MAX_RANK = 4  # ranks >= MAX_RANK share the last one-hot column
+
+
+class LossStats(NamedTuple):
+    """Exponential moving averages of the training loss (one entry per decay), not debiased."""
+
+    mean: jax.Array  # (L,) float32
+    mean_sq: jax.Array  # (L,) float32
+    count: jax.Array  # float32 scalar: number of finite losses seen
+
+
+class LossFeatures(NamedTuple):
+    """Loss-derived inputs shared by every tensor (see :func:`observe_losses`)."""
+
+    train_z: jax.Array  # (L,)
+    train_available: jax.Array  # scalar, 0 or 1
+    valid_z: jax.Array  # (L,)
+    valid_gap: jax.Array  # (L,)
+    valid_available: jax.Array  # scalar, 0 or 1
+
+
+class LSTMContext(NamedTuple):
+    """Float32 inputs of one tensor's LSTM row (accumulators already updated)."""
+
+    grad: jax.Array  # shape S, clipped
+    param: jax.Array  # shape S
+    momentum: jax.Array  # S + (D,)
+    rms: jax.Array  # S + (D,)
+    count: jax.Array  # int32 scalar, step number (0-based)
+    num_steps: jax.Array  # scalar horizon, possibly traced
+    loss: LossFeatures
+    extra_mean: jax.Array  # (E,) this tensor's previous mean of the MLP's extra outputs
+    cross_tensor: jax.Array  # (C,) previous mean over tensors of the LSTM projection
+
+
+# ------------------------------------------------------------------------------ losses
+
+
+def init_loss_stats(num_decays: int) -> LossStats:
+    """No loss seen yet."""
+    zeros = jnp.zeros((num_decays,), jnp.float32)
+    return LossStats(zeros, zeros, jnp.zeros((), jnp.float32))
+
+
+def loss_moments(stats: LossStats, decays: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Bias-corrected mean and (floored) standard deviation per decay, each ``(L,)``."""
+    correction = 1.0 / jnp.maximum(1.0 - decays ** stats.count, 1e-12)
+    mean = stats.mean * correction
+    var = jnp.maximum(stats.mean_sq * correction - mean * mean, 0.0)
+    floor = LOSS_STD_FLOOR * jnp.abs(mean) + 1e-8
+    return mean, jnp.sqrt(var + floor * floor)
+
+
+def _as_float(value: Any) -> jax.Array:
+    if value is None:
+        return jnp.asarray(jnp.nan, jnp.float32)
+    return jnp.asarray(value, jnp.float32).reshape(())
+
+
+def observe_losses(
+    stats: LossStats, loss: Any, valid_loss: Any, decays: Sequence[float]
+) -> tuple[LossFeatures, LossStats]:
+    """Loss features of this step and the statistics updated with ``loss``.
+
+    ``loss``/``valid_loss`` may be ``None``, NaN or infinite: they are then "not available"
+    (zeros and flag 0) and the statistics do not move.
+    """
+    decays = jnp.asarray(decays, jnp.float32)
+    loss, valid_loss = _as_float(loss), _as_float(valid_loss)
+    seen = stats.count > 0
+    loss_ok = jnp.isfinite(loss)
+    safe_loss = jnp.where(loss_ok, loss, 0.0)
+
+    mean, std = loss_moments(stats, decays)
+    train_ok = loss_ok & seen
+    train_z = jnp.where(train_ok, jnp.clip((safe_loss - mean) / std, -LOSS_CLIP, LOSS_CLIP), 0.0)
+
+    new_stats = LossStats(
+        mean=jnp.where(loss_ok, decays * stats.mean + (1.0 - decays) * safe_loss, stats.mean),
+        mean_sq=jnp.where(loss_ok, decays * stats.mean_sq + (1.0 - decays) * safe_loss**2,
+                          stats.mean_sq),
+        count=stats.count + loss_ok.astype(jnp.float32),
+    )
+    mean, std = loss_moments(new_stats, decays)
+    valid_ok = jnp.isfinite(valid_loss) & (new_stats.count > 0)
+    safe_valid = jnp.where(valid_ok, valid_loss, 0.0)
+    gap = safe_valid - mean
+    valid_z = jnp.where(valid_ok, jnp.clip(gap / std, -LOSS_CLIP, LOSS_CLIP), 0.0)
+    valid_gap = jnp.where(
+        valid_ok, jnp.clip(gap / (jnp.abs(mean) + 1e-8), -LOSS_CLIP, LOSS_CLIP), 0.0)
+    features = LossFeatures(train_z, train_ok.astype(jnp.float32), valid_z, valid_gap,
+                            valid_ok.astype(jnp.float32))
+    return features, new_stats
+
+
+# ----------------------------------------------------------------------- tensor features
+
+
+def log_clip(x: jax.Array) -> jax.Array:
+    """``0.1 * clip(log(|x| + 1e-8), -18, 5)``."""
+    return 0.1 * jnp.clip(jnp.log(jnp.abs(x) + feats.LOG_EPS), *LOG_CLIP)
+
+
+def _mean_var(x: jax.Array, columns: bool) -> tuple[jax.Array, jax.Array]:
+    """Mean and variance over the tensor (all axes, or all but the trailing decay axis), in
+    one fused pass (``E[x^2] - E[x]^2``, clamped at 0)."""
+    axes = tuple(range(x.ndim - 1)) if columns else None
+    mean = jnp.mean(x, axis=axes)
+    return mean, jnp.maximum(jnp.mean(jnp.square(x), axis=axes) - mean * mean, 0.0)
+
+
+def momentum_feature(ctx: LSTMContext) -> jax.Array:
+    """Per decay: ``lc(|mean m|)``, ``sign(mean m)``, ``lc(var m)``: ``(3D,)``."""
+    mean, var = _mean_var(ctx.momentum, columns=True)
+    return jnp.concatenate([log_clip(mean), jnp.sign(mean), log_clip(var)])
+
+
+def rms_feature(ctx: LSTMContext) -> jax.Array:
+    """Per decay: ``lc(mean v)``, ``lc(var v)``: ``(2D,)``."""
+    mean, var = _mean_var(ctx.rms, columns=True)
+    return jnp.concatenate([log_clip(mean), log_clip(var)])
+
+
+def value_feature(ctx: LSTMContext) -> jax.Array:
+    """``lc(|mean p|)``, ``sign(mean p)``, ``lc(var p)``: ``(3,)``."""
+    mean, var = _mean_var(ctx.param, columns=False)
+    return jnp.stack([log_clip(mean), jnp.sign(mean), log_clip(var)])
+
+
+def log_norms_feature(ctx: LSTMContext) -> jax.Array:
+    """``lc(||p||_2)``, ``lc(||g||_2)``: ``(2,)``, as ``0.1 clip(log(||x||^2 + 1e-16) / 2)``
+    (no square root: finite gradients for an all-zero tensor)."""
+    squares = jnp.stack([jnp.sum(jnp.square(ctx.param)), jnp.sum(jnp.square(ctx.grad))])
+    return 0.1 * jnp.clip(0.5 * jnp.log(squares + feats.LOG_EPS**2), *LOG_CLIP)
+
+
+def shape_feature(ctx: LSTMContext) -> jax.Array:
+    """``0.1 log n`` and a one-hot of ``min(rank, MAX_RANK)``: ``(MAX_RANK + 2,)``."""
+    log_size = jnp.asarray([0.1 * math.log(max(ctx.param.size, 1))], jnp.float32)
+    rank = jax.nn.one_hot(min(ctx.param.ndim, MAX_RANK), MAX_RANK + 1, dtype=jnp.float32)
+    return jnp.concatenate([log_size, rank])
+
+
+def time_feature(ctx: LSTMContext) -> jax.Array:
+    """Step embedding and horizon progress, reusing :mod:`features`: ``(12,)``."""
+    tctx = feats.TensorContext(ctx.count, ctx.num_steps, ctx.grad, ctx.param)
+    return jnp.concatenate([feats.step_embedding_feature(tctx), feats.progress_feature(tctx)])
+
+
+def train_loss_feature(ctx: LSTMContext) -> jax.Array:
+    """Clipped z-score of the training loss per timescale and the "seen" flag: ``(L + 1,)``."""
+    return jnp.concatenate([ctx.loss.train_z, ctx.loss.train_available[None]])
+
+
+def valid_loss_feature(ctx: LSTMContext) -> jax.Array:
+    """Validation loss against the training-loss statistics (z-score, relative gap) and the
+    "available" flag: ``(2L + 1,)``."""
+    return jnp.concatenate([ctx.loss.valid_z, ctx.loss.valid_gap,
+                            ctx.loss.valid_available[None]])
+
+
+def extra_outputs_feature(ctx: LSTMContext) -> jax.Array:
+    """Previous step's per-tensor mean of the MLP's extra outputs: ``(E,)``."""
+    return ctx.extra_mean
+
+
+def cross_tensor_feature(ctx: LSTMContext) -> jax.Array:
+    """Previous step's mean over tensors of the LSTM-output projection: ``(C,)``."""
+    return ctx.cross_tensor
+
+
+LSTMFeature = Callable[[LSTMContext], jax.Array]
+LSTM_FEATURES: tuple[tuple[str, LSTMFeature], ...] = (
+    ("momentum", momentum_feature),
+    ("rms", rms_feature),
+    ("value", value_feature),
+    ("log_norms", log_norms_feature),
+    ("shape", shape_feature),
+    ("time", time_feature),
+    ("train_loss", train_loss_feature),
+    ("valid_loss", valid_loss_feature),
+    ("extra_outputs", extra_outputs_feature),
+    ("cross_tensor", cross_tensor_feature),
+)
+
+
+def lstm_features(ctx: LSTMContext) -> jax.Array:
+    """All LSTM inputs of one tensor, concatenated: ``(F_l,)``."""
+    return jnp.concatenate([fn(ctx) for _, fn in LSTM_FEATURES])
+
+
+# ----------------------------------------------------------------------------------- counts
+
+
+def _dummy_context(num_decays: int, num_loss_decays: int, num_extra: int,
+                   cross_size: int) -> LSTMContext:
+    def f32(*shape):
+        return jax.ShapeDtypeStruct(shape, jnp.float32)
+
+    scalar_i = jax.ShapeDtypeStruct((), jnp.int32)
+    loss = LossFeatures(f32(num_loss_decays), f32(), f32(num_loss_decays),
+                        f32(num_loss_decays), f32())
+    return LSTMContext(f32(2, 3), f32(2, 3), f32(2, 3, num_decays), f32(2, 3, num_decays),
+                       scalar_i, scalar_i, loss, f32(num_extra), f32(cross_size))
+
+
+def lstm_feature_widths(num_decays: int, num_loss_decays: int, num_extra: int,
+                        cross_size: int) -> dict[str, int]:
+    """Width ``k`` of every named LSTM feature, by shape inference."""
+    ctx = _dummy_context(num_decays, num_loss_decays, num_extra, cross_size)
+    return {name: jax.eval_shape(fn, ctx).shape[-1] for name, fn in LSTM_FEATURES}
+
+
+def num_lstm_features(num_decays: int, num_loss_decays: int, num_extra: int,
+                      cross_size: int) -> int:
+    """``F_l``: the LSTM's input width."""
+    ctx = _dummy_context(num_decays, num_loss_decays, num_extra, cross_size)
+    return jax.eval_shape(lstm_features, ctx).shape[-1]
