@@ -89,3 +89,37 @@ def shape_signature(task: Task) -> tuple:
 def stack_tasks(tasks: list[Task]) -> Task:
     """Stacks tasks of one shape signature into one batched task (leading axis = task)."""
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *tasks)
+
+
+@dataclasses.dataclass(frozen=True)
+class SingleTaskConfig:
+    """The config of a one-task family: only the per-task seed."""
+
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class SingleTaskFamily:
+    """Wraps one user-defined :class:`Task` as a family whose every sample is that task."""
+
+    task: Any
+    name: str = "user_task"
+
+    def sample(self, key: jax.Array) -> SingleTaskConfig:
+        from task_definitions.sampling import generator_from_key, task_seed
+
+        return SingleTaskConfig(seed=task_seed(generator_from_key(key)))
+
+    def build(self, config: SingleTaskConfig) -> Any:
+        del config
+        return self.task
+
+
+def as_family(obj: Any) -> TaskFamily:
+    """A task family from a family (returned as is) or a single task (wrapped)."""
+    if hasattr(obj, "sample") and hasattr(obj, "build"):
+        return obj
+    if all(hasattr(obj, name) for name in ("init", "loss", "sample_batch", "normalize")):
+        return SingleTaskFamily(obj, name=getattr(obj, "name", type(obj).__name__))
+    raise TypeError(f"{type(obj).__name__} is neither a TaskFamily (sample, build) nor a Task "
+                    "(init, loss, sample_batch, normalize)")

@@ -9,9 +9,13 @@ from omegaconf import DictConfig
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
+TEMPLATES = {"task_family": {"user"}}  # options the user must complete on the command line
+
+
 def group_options(group: str) -> list[str]:
-    """The option names of a config group (one YAML per option)."""
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    """The ready-to-use option names of a config group (one YAML per option)."""
+    skip = TEMPLATES.get(group, set())
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml") if p.stem not in skip)
 
 
 def compose_config(config_name: str, overrides: list[str] | None = None) -> DictConfig:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from lopt_cli.errors import LoptUserError
 from lopt_cli.optimizers.storage import instantiate_plain
@@ -30,7 +31,7 @@ def configure_jax() -> None:
 def plain(node: Any) -> Any:
     """A config node as plain Python containers, interpolations resolved."""
     if isinstance(node, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(node, resolve=True)
+        return OmegaConf.to_container(node, resolve=True, throw_on_missing=True)
     return node
 
 
@@ -40,6 +41,19 @@ def build(node: DictConfig, what: str) -> Any:
         return instantiate_plain(plain(node))
     except LoptUserError as error:
         raise LoptUserError(f"{what}: {error}") from None
+    except MissingMandatoryValue as error:
+        key = getattr(error, "full_key", "") or what
+        raise LoptUserError(f"{key} is not set; give it on the command line ({key}=...)") from None
+
+
+def build_family(node: DictConfig) -> Any:
+    """The ``task_family`` node as a TaskFamily; a single user Task is wrapped into one."""
+    from task_definitions.base import as_family
+
+    try:
+        return as_family(build(node, "task_family"))
+    except TypeError as error:
+        raise LoptUserError(f"task_family: {error}") from None
 
 
 def positive_int(cfg: DictConfig, key: str) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from lopt_cli.commands.common import build, configure_jax, guarded, plain, positive_int, run_dir
+from lopt_cli.commands.common import build, build_family, configure_jax, guarded, plain, positive_int, run_dir
 from lopt_cli.errors import LoptUserError
 
 CONFIG_NAME = "evaluate"
@@ -66,7 +66,7 @@ def check(cfg: DictConfig) -> None:
         probe_settings(cfg)
     else:
         build_spec(cfg)
-        build(cfg.task_family, "task_family")
+        build_family(cfg.task_family)
     load_learned_optimizer(cfg.learned_optimizer)
 
 
@@ -172,7 +172,7 @@ def run(cfg: DictConfig) -> None:
         run_probe(cfg, lopt, theta, str(weights))
         return
     spec = build_spec(cfg)
-    family = build(cfg.task_family, "task_family")
+    family = build_family(cfg.task_family)
     lopt_id = f"{file_digest(weights)}:{OmegaConf.to_yaml(OmegaConf.create(lopt_config))}"
     cache = RunCache(default_cache_dir() if cfg.cache else None)
     with Progress(console=Console(stderr=True)) as progress:

@@ -7,7 +7,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from lopt_cli.commands.common import build, configure_jax, guarded, plain, positive_int, run_dir
+from lopt_cli.commands.common import build, build_family, configure_jax, guarded, plain, positive_int, run_dir
 from lopt_cli.errors import LoptUserError
 
 CONFIG_NAME = "meta_train"
@@ -54,7 +54,7 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
     from lopt_cli.optimizers.storage import instantiate_plain
 
     return MetaTrainJob(
-        family=build(cfg.task_family, "task_family"),
+        family=build_family(cfg.task_family),
         problem=TruncatedProblem(lopt, cfg.inner.min_horizon, cfg.inner.max_horizon,
                                  cfg.inner.valid_every),
         estimator=build(cfg.estimator, "estimator"),

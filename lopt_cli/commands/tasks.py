@@ -4,7 +4,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from lopt_cli.commands.common import build, configure_jax, guarded, positive_int, run_dir
+from lopt_cli.commands.common import build, build_family, configure_jax, guarded, positive_int, run_dir
 from lopt_cli.errors import LoptUserError
 
 CONFIG_NAME = "tasks"
@@ -18,7 +18,7 @@ def check(cfg: DictConfig) -> None:
         positive_int(cfg, key)
     if not isinstance(cfg.task_id, int) or cfg.task_id < 0:
         raise LoptUserError(f"task_id={cfg.task_id!r}: expected a non-negative integer")
-    build(cfg.task_family, "task_family")
+    build_family(cfg.task_family)
 
 
 def list_families(console) -> None:
@@ -101,7 +101,7 @@ def run(cfg: DictConfig) -> None:
         list_families(console)
         return
     configure_jax()
-    family = build(cfg.task_family, "task_family")
+    family = build_family(cfg.task_family)
     (describe if cfg.action == "describe" else run_one)(cfg, family, console)
 
 

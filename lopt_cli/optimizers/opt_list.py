@@ -43,6 +43,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from lopt_cli.errors import LoptUserError
@@ -100,16 +102,11 @@ def learn_opt_list(losses: np.ndarray, length: int) -> list[int]:
     best = np.full(losses.shape[1], np.inf)
     for _ in range(length):
         scores = np.mean(np.minimum(best[None, :], losses), axis=1)
-        scores[chosen] = np.nan
-        index = int(np.nanargmin(np.where(np.isnan(scores), np.nan, scores))
-                    if np.any(np.isfinite(scores)) else _first_unchosen(chosen))
+        scores[chosen] = np.nan  # never twice; inf (all diverged) still beats nan
+        index = int(np.nanargmin(scores))
         chosen.append(index)
         best = np.minimum(best, losses[index])
     return chosen
-
-
-def _first_unchosen(chosen: list[int]) -> int:
-    return next(i for i in range(len(chosen) + 1) if i not in chosen)
 
 
 def prefix_objective(losses: np.ndarray, order: list[int]) -> np.ndarray:
@@ -141,12 +138,10 @@ class TuningResult:
     task_configs: list[dict]
 
 
-@functools.partial(__import__("jax").jit, static_argnames=("horizon", "valid_every"))
+@functools.partial(jax.jit, static_argnames=("horizon", "valid_every"))
 def candidate_curves(task, hparams: dict, key, horizon: int, valid_every: int):
     """Raw validation curves ``[num_candidates, horizon // valid_every]`` of NAdamW settings
     (leading axis of every ``hparams`` array) trained on ``task`` from one initialisation."""
-    import jax
-
     from lopt_cli.evaluation.training import train_curve
     from lopt_cli.optimizers.baselines import nadamw
 
@@ -159,9 +154,6 @@ def candidate_curves(task, hparams: dict, key, horizon: int, valid_every: int):
 
 def initial_loss(task, key, num_batches: int = 8) -> float:
     """Mean validation loss of the initial parameters of ``train_curve(task, ..., key)``."""
-    import jax
-    import jax.numpy as jnp
-
     init_key, _ = jax.random.split(key)
     params = task.init(init_key)
     keys = jax.random.split(jax.random.fold_in(key, 1), num_batches)
@@ -178,16 +170,13 @@ def run_tuning(family, num_tasks: int, num_candidates: int, horizon: int, seed: 
     vmapped in one jitted call from the same initialisation and data order. The final loss of a
     run is the mean of its last ``final_fraction`` of validation points.
     """
-    import jax
-    import jax.numpy as jnp
-
     from lopt_cli.meta.outer import task_key
     from lopt_cli.optimizers.baselines import sample_nadamw
     from task_definitions.base import config_to_dict
 
     hparams = sample_nadamw(np.random.default_rng(seed), num_candidates)
     device_hparams = {k: jnp.asarray(v) for k, v in hparams.items()}
-    count = max(1, int(round(horizon // valid_every * final_fraction)))
+    count = max(1, round(horizon // valid_every * final_fraction))
     finals, initials, ids, configs = [], [], [], []
     for i in range(num_tasks):
         task_id = first_task_id + i
@@ -263,15 +252,23 @@ def family_from_config(name: str):
 
 def build_opt_list(args: argparse.Namespace, command: str) -> dict:
     """Runs the tuning and the greedy selection; returns the JSON document."""
-    import jax
-
     start = time.perf_counter()
     family = family_from_config(args.task_family)
-    result = run_tuning(family, args.num_tasks, args.num_candidates, args.horizon, args.seed,
-                        args.valid_every, args.final_fraction)
-    losses = normalise_final_losses(result.final, result.initial)
+    result = run_tuning(family, args.num_tasks + args.held_out_tasks, args.num_candidates,
+                        args.horizon, args.seed, args.valid_every, args.final_fraction)
+    normalised = normalise_final_losses(result.final, result.initial)
+    losses, held_out = normalised[:, :args.num_tasks], normalised[:, args.num_tasks:]
     length = min(args.length, args.num_candidates)
     order = learn_opt_list(losses, length)
+    held_out_report = {}
+    if args.held_out_tasks:
+        held_out_report = {
+            "task_ids": result.task_ids[args.num_tasks:],
+            "tasks": result.task_configs[args.num_tasks:],
+            "mean_normalised_loss_by_length":
+                prefix_objective(held_out, order).round(4).tolist(),
+            "random_search_by_length": random_search_objective(held_out, length).round(4).tolist(),
+        }
     settings = [{k: float(v[i]) for k, v in result.hparams.items()} for i in order]
     return {
         "format": FORMAT,
@@ -291,10 +288,12 @@ def build_opt_list(args: argparse.Namespace, command: str) -> dict:
             "task_family": args.task_family, "num_tasks": args.num_tasks,
             "num_candidates": args.num_candidates, "horizon": args.horizon,
             "valid_every": args.valid_every, "final_fraction": args.final_fraction,
-            "seed": args.seed, "task_ids": result.task_ids, "tasks": result.task_configs,
+            "seed": args.seed, "task_ids": result.task_ids[:args.num_tasks],
+            "tasks": result.task_configs[:args.num_tasks],
             "candidate_indices": order,
             "mean_normalised_loss_by_length": prefix_objective(losses, order).round(4).tolist(),
             "random_search_by_length": random_search_objective(losses, length).round(4).tolist(),
+            "held_out": held_out_report,
             "diverged_fraction": float(np.mean(~np.isfinite(result.final))),
             "seconds": round(time.perf_counter() - start, 1),
             "jax_version": jax.__version__, "device": str(jax.devices()[0]),
@@ -308,7 +307,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Learn an ordered list of NAdamW settings from tuning runs on a task suite.")
     parser.add_argument("--out", default=str(DATA_FILE), help="JSON file to write")
     parser.add_argument("--task-family", default="suite", help="conf/task_family/<name>.yaml")
-    parser.add_argument("--num-tasks", type=int, default=24)
+    parser.add_argument("--num-tasks", type=int, default=24, help="tasks the list learns from")
+    parser.add_argument("--held-out-tasks", type=int, default=8,
+                        help="further tasks, only to report how the list generalises")
     parser.add_argument("--num-candidates", type=int, default=128)
     parser.add_argument("--horizon", type=int, default=300)
     parser.add_argument("--valid-every", type=int, default=10)
@@ -319,6 +320,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("num_tasks", "num_candidates", "horizon", "valid_every", "length"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.held_out_tasks < 0:
+        parser.error("--held-out-tasks must be >= 0")
     if args.horizon < args.valid_every:
         parser.error("--horizon must be >= --valid-every")
     return args
@@ -340,6 +343,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"wrote {len(document['settings'])} settings to {args.out} in {meta['seconds']}s; "
           f"mean normalised loss by length: {meta['mean_normalised_loss_by_length'][:5]} "
           f"(random search: {meta['random_search_by_length'][:5]})")
+    if meta["held_out"]:
+        print(f"held-out tasks: {meta['held_out']['mean_normalised_loss_by_length'][:5]} "
+              f"(random search: {meta['held_out']['random_search_by_length'][:5]})")
     return document
 
 

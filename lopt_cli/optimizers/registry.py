@@ -18,12 +18,16 @@ import optax
 from lopt_cli.errors import LoptUserError
 from lopt_cli.optimizers import baselines
 from lopt_cli.optimizers.base import LearnedOptimizer
+from lopt_cli.optimizers.hierarchical import HierarchicalLOpt
 from lopt_cli.optimizers.mlp_lopt import MLPLOpt
+from lopt_cli.optimizers.small_lopt import SmallLOpt
 
 DEFAULT_NUM_STEPS = 1000
 
 LEARNED_OPTIMIZERS: dict[str, Callable[[], LearnedOptimizer]] = {
     "mlp": MLPLOpt,
+    "hierarchical": HierarchicalLOpt,
+    "small": SmallLOpt,
 }
 
 
