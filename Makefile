@@ -21,7 +21,7 @@ DEMO_DIR := outputs/demo/$(shell date +%Y-%m-%d_%H-%M-%S_%N)
 
 demo: $(STAMP)
 	$(BIN)/lopt meta-train compute=cpu hydra.run.dir=$(DEMO_DIR)/meta-train
-	$(BIN)/lopt evaluate learned_optimizer=$(DEMO_DIR)/meta-train hydra.run.dir=$(DEMO_DIR)/evaluate
+	$(BIN)/lopt evaluate learned_optimizer=$(DEMO_DIR)/meta-train budget=small hydra.run.dir=$(DEMO_DIR)/evaluate
 
 ## The test suite (slow tests excluded), under 10 minutes on 2 cores.
 test: $(STAMP)
