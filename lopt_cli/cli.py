@@ -11,10 +11,14 @@ import sys
 from lopt_cli.errors import LoptUserError
 
 COMMANDS = {
-    "meta-train": ("lopt_cli.commands.meta_train", "meta-train a learned optimizer on a sampled task suite"),
-    "evaluate": ("lopt_cli.commands.evaluate", "compare a learned optimizer with tuned Adam on held-out tasks"),
-    "self-train": ("lopt_cli.commands.self_train", "meta-train a fresh optimizer with a learned one vs. with Adam"),
-    "tasks": ("lopt_cli.commands.tasks", "list task families, describe sampled tasks, try one with Adam"),
+    "meta-train": ("lopt_cli.commands.meta_train",
+                   "meta-train a learned optimizer on a sampled task suite"),
+    "evaluate": ("lopt_cli.commands.evaluate",
+                 "compare a learned optimizer with tuned baselines on seen and unseen tasks"),
+    "self-train": ("lopt_cli.commands.self_train",
+                   "meta-train a fresh optimizer with a learned one vs. with AdamW"),
+    "tasks": ("lopt_cli.commands.tasks",
+              "list task families, describe sampled tasks, try one with Adam"),
 }
 HELP_FLAGS = {"-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc"}
 

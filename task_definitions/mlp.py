@@ -37,7 +37,7 @@ class MLPConfig:
     seed: int
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def classification_arrays(dataset: str) -> dict:
     """``{split: {"x": float32 [n, d], "y": int32 [n]}}`` for an image or vector dataset."""
     from task_definitions.datasets import load_arrays

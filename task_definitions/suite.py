@@ -27,7 +27,7 @@ class SuiteConfig:
     def seed(self) -> int:
         return self.config.seed
 
-    def with_seed(self, seed: int) -> "SuiteConfig":
+    def with_seed(self, seed: int) -> SuiteConfig:
         return SuiteConfig(self.family, dataclasses.replace(self.config, seed=seed))
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import only_run_dir
 
 TINY_TASKS = ("task_family=quadratic", "task_family.dims=[8]")  # one shape: one compilation

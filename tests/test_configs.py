@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import pytest
+from tests_support import compose_config, group_options
 
 from lopt_cli.commands import evaluate, meta_train, self_train, tasks
 from lopt_cli.commands.common import build
-from tests_support import compose_config, group_options
 
 GROUPS = ("task_family", "optimizer", "estimator", "outer_optimizer", "compute")
 

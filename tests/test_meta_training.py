@@ -4,12 +4,17 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from toy_lopt import LearnedLRSGD
 
 from lopt_cli.meta.es import AntitheticES
-from lopt_cli.meta.outer import MetaTrainSettings, make_outer_optimizer, meta_train, sample_population
+from lopt_cli.meta.outer import (
+    MetaTrainSettings,
+    make_outer_optimizer,
+    meta_train,
+    sample_population,
+)
 from lopt_cli.meta.problem import TruncatedProblem, initial_states
 from task_definitions.quadratic import QuadraticFamily
-from toy_lopt import LearnedLRSGD
 
 FAMILY = QuadraticFamily(dims=(8,), condition_number=(1.0, 10.0), noise=(0.0,))
 PROBLEM = TruncatedProblem(LearnedLRSGD(), min_horizon=200, max_horizon=400, valid_every=5)

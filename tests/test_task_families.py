@@ -1,16 +1,15 @@
 """Conformance suite for every task family: sampling, building, jit, finiteness, learnability."""
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from tests_support import compose_config, group_options
 
 from lopt_cli.commands.common import build
 from task_definitions.base import config_to_dict, shape_signature, stack_tasks, with_seed
-from tests_support import compose_config, group_options
 
 
 @pytest.fixture(scope="module", params=group_options("task_family"))

@@ -4,7 +4,15 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from lopt_cli.commands.common import build, build_family, configure_jax, guarded, plain, positive_int, run_dir
+from lopt_cli.commands.common import (
+    build,
+    build_family,
+    configure_jax,
+    guarded,
+    plain,
+    positive_int,
+    run_dir,
+)
 from lopt_cli.errors import LoptUserError
 
 CONFIG_NAME = "evaluate"

@@ -7,7 +7,15 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from lopt_cli.commands.common import build, build_family, configure_jax, guarded, plain, positive_int, run_dir
+from lopt_cli.commands.common import (
+    build,
+    build_family,
+    configure_jax,
+    guarded,
+    plain,
+    positive_int,
+    run_dir,
+)
 from lopt_cli.errors import LoptUserError
 
 CONFIG_NAME = "meta_train"

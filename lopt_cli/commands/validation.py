@@ -6,7 +6,7 @@ command's own ``check(cfg)`` then builds its objects to catch bad values and mis
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from hydra import compose, initialize_config_module
 from hydra._internal.utils import get_args_parser

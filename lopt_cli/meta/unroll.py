@@ -11,7 +11,8 @@ Everything here is pure and jittable; the caller vmaps over tasks and perturbati
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
