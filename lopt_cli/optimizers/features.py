@@ -173,15 +173,21 @@ def raw_param_features(ctx: ParamContext) -> jax.Array:
     return jnp.concatenate([fn(ctx) for _, fn in PARAM_FEATURES], axis=-1)
 
 
-def feature_scales(ctx: ParamContext, eps: float = NORM_EPS) -> jax.Array:
-    r"""Per-column normalisers :math:`(\mathrm{mean}_i\, x_{i,f}^2 + \epsilon)^{-1/2}`,
+def feature_moments(ctx: ParamContext) -> jax.Array:
+    r"""Per-column second moments :math:`\mathrm{mean}_i\, x_{i,f}^2` over the tensor,
     ``(F_p,)``, computed one feature function at a time so that XLA fuses each reduction with
     its producer and the ``(N, F_p)`` array is never materialised."""
     moments = []
     for _, fn in PARAM_FEATURES:
         column = fn(ctx)
         moments.append(jnp.mean(jnp.square(column).reshape(-1, column.shape[-1]), axis=0))
-    return jax.lax.rsqrt(jnp.concatenate(moments) + eps)
+    return jnp.concatenate(moments)
+
+
+def feature_scales(ctx: ParamContext, eps: float = NORM_EPS) -> jax.Array:
+    r"""Per-column normalisers :math:`(\mathrm{mean}_i\, x_{i,f}^2 + \epsilon)^{-1/2}`,
+    ``(F_p,)`` (see :func:`feature_moments`)."""
+    return jax.lax.rsqrt(feature_moments(ctx) + eps)
 
 
 def param_features(ctx: ParamContext) -> jax.Array:
@@ -248,6 +254,17 @@ def feature_widths(decays: Sequence[float]) -> dict[str, int]:
     for name, fn in TENSOR_FEATURES:
         widths[name] = jax.eval_shape(fn, tensor_ctx).shape[-1]
     return widths
+
+
+def param_feature_columns(decays: Sequence[float]) -> dict[str, slice]:
+    """Column range of every named per-parameter feature within :func:`param_features`."""
+    param_ctx, _ = _dummy_contexts(len(decays))
+    columns, start = {}, 0
+    for name, fn in PARAM_FEATURES:
+        width = jax.eval_shape(fn, param_ctx).shape[-1]
+        columns[name] = slice(start, start + width)
+        start += width
+    return columns
 
 
 def num_param_features(decays: Sequence[float]) -> int:

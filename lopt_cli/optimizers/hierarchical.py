@@ -57,6 +57,10 @@ class HierarchicalLOptState(NamedTuple):
       momentum: tree like the parameters, ``param.shape + (D,)``.
       rms: tree like the parameters, ``param.shape + (D,)``.
       grad_mean_sq: tree like the parameters, scalars (running mean square of the gradient).
+      moment_means: tree like the parameters, ``(2, D)``: the means over the tensor of
+        ``momentum`` and ``rms`` per decay. They follow the same linear recursions as the
+        accumulators (fed with the tensor means of ``g`` and ``g^2``), so the LSTM's tensor
+        statistics need no extra pass over the accumulators.
       lstm_carry: ``(c, h)``, each ``(T, lstm_hidden)``: one LSTM row per tensor, in the
         order of ``jax.tree.leaves(params)``.
       extra_means: ``(T, E)``: per-tensor means of the MLP's extra outputs (after ``tanh``).
@@ -68,6 +72,7 @@ class HierarchicalLOptState(NamedTuple):
     momentum: optax.Updates
     rms: optax.Updates
     grad_mean_sq: optax.Updates
+    moment_means: optax.Updates
     lstm_carry: tuple[jax.Array, jax.Array]
     extra_means: jax.Array
     cross_tensor: jax.Array
@@ -246,6 +251,8 @@ class HierarchicalLOpt:
             momentum=jax.tree.map(acc, params),
             rms=jax.tree.map(acc, params),
             grad_mean_sq=jax.tree.map(lambda _: jnp.zeros((), jnp.float32), params),
+            moment_means=jax.tree.map(lambda _: jnp.zeros((2, len(self.decays)), jnp.float32),
+                                      params),
             lstm_carry=self._zero_carry(num_tensors),
             extra_means=jnp.zeros((num_tensors, self.num_extra_outputs), jnp.float32),
             cross_tensor=jnp.zeros((self.cross_size,), jnp.float32),
@@ -275,7 +282,7 @@ class HierarchicalLOpt:
             state.loss_stats, extra_args.get("loss"), extra_args.get("valid_loss"),
             self.loss_decays)
         others = [treedef.flatten_up_to(t) for t in
-                  (params, state.momentum, state.rms, state.grad_mean_sq)]
+                  (params, state.momentum, state.rms, state.grad_mean_sq, state.moment_means)]
         prepared = [self._prepare_tensor(num_steps, state, loss_x, i, *args)
                     for i, args in enumerate(zip(leaves, *others))]
         lstm_x = jnp.stack([p["lstm_x"] for p in prepared])
@@ -292,29 +299,40 @@ class HierarchicalLOpt:
             momentum=treedef.unflatten([p["momentum"] for p in prepared]),
             rms=treedef.unflatten([p["rms"] for p in prepared]),
             grad_mean_sq=treedef.unflatten([p["mean_sq"] for p in prepared]),
+            moment_means=treedef.unflatten([p["moment_means"] for p in prepared]),
             lstm_carry=carry, extra_means=extra_means, cross_tensor=cross,
             loss_stats=loss_stats, count=count)
         return treedef.unflatten(steps), new_state
 
     def _prepare_tensor(self, num_steps, state, loss_x, index, grad, param, momentum, rms,
-                        mean_sq) -> dict:
+                        mean_sq, moment_means) -> dict:
         """Clipping, accumulators and every per-tensor quantity of one tensor (float32)."""
         g = jnp.asarray(grad, jnp.float32)
         p = jnp.asarray(param, jnp.float32)
         if g.size == 0:
             return {"lstm_x": jnp.zeros((self.num_lstm_features,)), "momentum": momentum,
-                    "rms": rms, "mean_sq": mean_sq}
+                    "rms": rms, "mean_sq": mean_sq, "moment_means": moment_means}
         g, mean_sq = feats.clip_by_running_rms(g, mean_sq, state.count, self.clip_mult,
                                                CLIP_DECAY)
-        momentum, rms = feats.accumulate(momentum, rms, g, jnp.asarray(self.decays, jnp.float32))
+        decays = jnp.asarray(self.decays, jnp.float32)
+        momentum, rms = feats.accumulate(momentum, rms, g, decays)
+        # Tensor means of the accumulators by the same (linear) recursions; their second
+        # moments are columns of the feature normalisers: no extra pass over the state.
+        g_means = jnp.stack([jnp.mean(g), jnp.mean(jnp.square(g))])[:, None]
+        moment_means = decays * moment_means + (1.0 - decays) * g_means
         ctx = feats.ParamContext(g, p, momentum, rms)
-        lstm_ctx = hfeats.LSTMContext(g, p, momentum, rms, state.count, num_steps, loss_x,
-                                      state.extra_means[index], state.cross_tensor)
+        moments = feats.feature_moments(ctx)
+        columns = feats.param_feature_columns(self.decays)
+        lstm_ctx = hfeats.LSTMContext(
+            g, p, moment_means[0], moments[columns["momentum"]], moment_means[1],
+            moments[columns["rms"]], state.count, num_steps, loss_x, state.extra_means[index],
+            state.cross_tensor)
         return {
             "lstm_x": hfeats.lstm_features(lstm_ctx),
-            "scales": feats.feature_scales(ctx),
+            "scales": jax.lax.rsqrt(moments + feats.NORM_EPS),  # = feats.feature_scales(ctx)
             "tensor_x": feats.tensor_features(feats.TensorContext(state.count, num_steps, g, p)),
             "ctx": ctx, "momentum": momentum, "rms": rms, "mean_sq": mean_sq,
+            "moment_means": moment_means,
         }
 
     def _step_tensor(self, theta, param, prep, z, log_scale):

@@ -75,12 +75,18 @@ class LossFeatures(NamedTuple):
 
 
 class LSTMContext(NamedTuple):
-    """Float32 inputs of one tensor's LSTM row (accumulators already updated)."""
+    """Float32 inputs of one tensor's LSTM row (accumulators already updated).
+
+    The accumulators enter through their first two moments over the tensor (per decay),
+    which the optimizer gets without extra passes over its state (see
+    :class:`~lopt_cli.optimizers.hierarchical.HierarchicalLOpt`)."""
 
     grad: jax.Array  # shape S, clipped
     param: jax.Array  # shape S
-    momentum: jax.Array  # S + (D,)
-    rms: jax.Array  # S + (D,)
+    momentum_mean: jax.Array  # (D,) mean over the tensor of m_beta
+    momentum_mean_sq: jax.Array  # (D,) mean over the tensor of m_beta^2
+    rms_mean: jax.Array  # (D,)
+    rms_mean_sq: jax.Array  # (D,)
     count: jax.Array  # int32 scalar, step number (0-based)
     num_steps: jax.Array  # scalar horizon, possibly traced
     loss: LossFeatures
@@ -156,29 +162,28 @@ def log_clip(x: jax.Array) -> jax.Array:
     return 0.1 * jnp.clip(jnp.log(jnp.abs(x) + feats.LOG_EPS), *LOG_CLIP)
 
 
-def _mean_var(x: jax.Array, columns: bool) -> tuple[jax.Array, jax.Array]:
-    """Mean and variance over the tensor (all axes, or all but the trailing decay axis), in
-    one fused pass (``E[x^2] - E[x]^2``, clamped at 0)."""
-    axes = tuple(range(x.ndim - 1)) if columns else None
-    mean = jnp.mean(x, axis=axes)
-    return mean, jnp.maximum(jnp.mean(jnp.square(x), axis=axes) - mean * mean, 0.0)
+def _variance(mean: jax.Array, mean_sq: jax.Array) -> jax.Array:
+    """``E[x^2] - E[x]^2``, clamped at 0."""
+    return jnp.maximum(mean_sq - mean * mean, 0.0)
 
 
 def momentum_feature(ctx: LSTMContext) -> jax.Array:
     """Per decay: ``lc(|mean m|)``, ``sign(mean m)``, ``lc(var m)``: ``(3D,)``."""
-    mean, var = _mean_var(ctx.momentum, columns=True)
-    return jnp.concatenate([log_clip(mean), jnp.sign(mean), log_clip(var)])
+    mean = ctx.momentum_mean
+    return jnp.concatenate([log_clip(mean), jnp.sign(mean),
+                            log_clip(_variance(mean, ctx.momentum_mean_sq))])
 
 
 def rms_feature(ctx: LSTMContext) -> jax.Array:
     """Per decay: ``lc(mean v)``, ``lc(var v)``: ``(2D,)``."""
-    mean, var = _mean_var(ctx.rms, columns=True)
-    return jnp.concatenate([log_clip(mean), log_clip(var)])
+    return jnp.concatenate([log_clip(ctx.rms_mean),
+                            log_clip(_variance(ctx.rms_mean, ctx.rms_mean_sq))])
 
 
 def value_feature(ctx: LSTMContext) -> jax.Array:
     """``lc(|mean p|)``, ``sign(mean p)``, ``lc(var p)``: ``(3,)``."""
-    mean, var = _mean_var(ctx.param, columns=False)
+    mean = jnp.mean(ctx.param)
+    var = _variance(mean, jnp.mean(jnp.square(ctx.param)))
     return jnp.stack([log_clip(mean), jnp.sign(mean), log_clip(var)])
 
 
@@ -255,8 +260,9 @@ def _dummy_context(num_decays: int, num_loss_decays: int, num_extra: int,
     scalar_i = jax.ShapeDtypeStruct((), jnp.int32)
     loss = LossFeatures(f32(num_loss_decays), f32(), f32(num_loss_decays),
                         f32(num_loss_decays), f32())
-    return LSTMContext(f32(2, 3), f32(2, 3), f32(2, 3, num_decays), f32(2, 3, num_decays),
-                       scalar_i, scalar_i, loss, f32(num_extra), f32(cross_size))
+    stats = [f32(num_decays)] * 4
+    return LSTMContext(f32(2, 3), f32(2, 3), *stats, scalar_i, scalar_i, loss, f32(num_extra),
+                       f32(cross_size))
 
 
 def lstm_feature_widths(num_decays: int, num_loss_decays: int, num_extra: int,

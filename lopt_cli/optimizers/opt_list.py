@@ -78,7 +78,7 @@ def normalise_final_losses(final: np.ndarray, initial: np.ndarray,
     return np.where(finite & np.isfinite(normalised), np.clip(normalised, 0.0, ceiling), ceiling)
 
 
-def learn_opt_list(losses: np.ndarray, length: int) -> list[int]:
+def learn_opt_list(losses: np.ndarray, length: int, tie_tolerance: float = 1e-9) -> list[int]:
     """Greedy ordered list of ``length`` candidate indices (rows of ``losses``; see module).
 
     Args:
@@ -86,7 +86,10 @@ def learn_opt_list(losses: np.ndarray, length: int) -> list[int]:
         non-finite entries count as worst.
       length: number of entries, at most ``num_candidates``.
 
-    Ties go to the lowest index.
+    Candidates whose objective is within ``tie_tolerance`` of the best tie; a tie goes to the
+    lowest mean loss on its own (the better single setting), then to the lowest index. Ties are
+    the rule once the list holds every task's best candidate (objective 0): later entries are
+    then the best remaining single settings rather than arbitrary ones.
 
     >>> learn_opt_list(np.array([[0.5, 0.5], [0.0, 1.0], [1.0, 0.0]]), 3)
     [0, 1, 2]
@@ -98,12 +101,16 @@ def learn_opt_list(losses: np.ndarray, length: int) -> list[int]:
     if not 1 <= length <= losses.shape[0]:
         raise LoptUserError(f"learn_opt_list: length={length} must be in [1, {losses.shape[0]}]")
     losses = np.where(np.isfinite(losses), losses, np.inf)
+    own = np.mean(losses, axis=1)
     chosen: list[int] = []
     best = np.full(losses.shape[1], np.inf)
     for _ in range(length):
         scores = np.mean(np.minimum(best[None, :], losses), axis=1)
         scores[chosen] = np.nan  # never twice; inf (all diverged) still beats nan
-        index = int(np.nanargmin(scores))
+        ties = np.flatnonzero(scores <= np.nanmin(scores) + tie_tolerance)
+        if ties.size == 0:  # every remaining candidate at inf
+            ties = np.flatnonzero(~np.isnan(scores))
+        index = int(ties[np.argmin(own[ties])])
         chosen.append(index)
         best = np.minimum(best, losses[index])
     return chosen
@@ -236,18 +243,31 @@ def opt_list(index: int, num_steps: int = 10_000, path: str | Path | None = None
 # ------------------------------------------------------------------ script
 
 
-def family_from_config(name: str):
-    """Builds the task family of ``conf/task_family/<name>.yaml``."""
-    import yaml
+BUILTIN_FAMILY = "quadratic+mlp_digits"
 
-    import conf
+
+def family_from_config(name: str):
+    """The task family to tune on: :data:`BUILTIN_FAMILY` (quadratic bowls and MLPs on digits,
+    weights 1 : 2), or any option ``name`` of the ``task_family`` config group (composed with
+    Hydra, so e.g. ``suite`` brings all its member families)."""
+    if name == BUILTIN_FAMILY:
+        from task_definitions.mlp import MLPFamily
+        from task_definitions.quadratic import QuadraticFamily
+        from task_definitions.suite import MixtureFamily
+
+        return MixtureFamily({"quadratic": QuadraticFamily(), "mlp_digits": MLPFamily()},
+                             weights={"quadratic": 1.0, "mlp_digits": 2.0})
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
     from lopt_cli.optimizers.storage import instantiate_plain
 
-    path = Path(conf.__file__).resolve().parent / "task_family" / f"{name}.yaml"
-    if not path.is_file():
-        options = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise LoptUserError(f"unknown task family {name!r}; choose one of {options}")
-    return instantiate_plain(yaml.safe_load(path.read_text()))
+    with initialize_config_module("conf", version_base="1.3"):
+        try:
+            node = compose("meta_train", overrides=[f"task_family={name}"]).task_family
+        except Exception as error:  # noqa: BLE001 - Hydra's many error types: one line
+            raise LoptUserError(f"task family {name!r}: {str(error).splitlines()[0]}") from None
+        return instantiate_plain(OmegaConf.to_container(node, resolve=True))
 
 
 def build_opt_list(args: argparse.Namespace, command: str) -> dict:
@@ -306,7 +326,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m lopt_cli.optimizers.opt_list",
         description="Learn an ordered list of NAdamW settings from tuning runs on a task suite.")
     parser.add_argument("--out", default=str(DATA_FILE), help="JSON file to write")
-    parser.add_argument("--task-family", default="suite", help="conf/task_family/<name>.yaml")
+    parser.add_argument("--task-family", default=BUILTIN_FAMILY,
+                        help=f"{BUILTIN_FAMILY} or an option of conf/task_family/")
     parser.add_argument("--num-tasks", type=int, default=24, help="tasks the list learns from")
     parser.add_argument("--held-out-tasks", type=int, default=8,
                         help="further tasks, only to report how the list generalises")
@@ -339,6 +360,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"opt_list: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     write_json_atomic(args.out, document)
+    Path(args.out).chmod(0o644)  # a shipped data file, readable by all
     meta = document["metadata"]
     print(f"wrote {len(document['settings'])} settings to {args.out} in {meta['seconds']}s; "
           f"mean normalised loss by length: {meta['mean_normalised_loss_by_length'][:5]} "

@@ -1,0 +1,221 @@
+r"""Per-step cost of every registered learned optimizer against Adam, at 1e4 / 1e5 / 1e6 params.
+
+For each parameter pytree (a two-layer MLP of width :math:`w`, :math:`P = 2(w^2 + w)`
+parameters) and each optimizer (``optax.adam`` and every entry of
+``registry.LEARNED_OPTIMIZERS``, freshly initialised), one jitted ``update`` is compiled and
+then timed ``reps`` times (fewer at 1e6 parameters); reported per row:
+
+* ``median_s`` and ``x_adam``, the ratio to Adam's median in the same run;
+* ``flops``: FLOPs of one update counted by XLA (``jax.jit(update).lower(...).cost_analysis()``,
+  the pre-optimisation HLO: every matmul as :math:`2mnk`, every elementwise op as one FLOP per
+  element; transcendentals are counted separately and not included). Learned optimizers that
+  run their MLP in blocks (``chunk_size``) are lowered with ``chunk_size=0`` for the count,
+  since XLA counts a loop body once;
+* ``analytic_flops_per_param`` as a cross-check, where known: the optimizer's own
+  ``flops_per_param`` if it defines one, else the per-parameter MLP matmuls
+  :math:`2\sum_l h_{l-1} h_l` read from the kernel shapes of ``theta`` plus an estimate of the
+  elementwise feature work (:func:`analytic_flops_per_param`); Adam: 13;
+* ``peak_flops_per_s``: median rate of a jitted 2048×2048 f32 matmul in the same run;
+  ``floor_s = flops / peak`` (the time the update would take at matmul peak) and
+  ``x_floor = median_s / floor_s``;
+* ``state_floats_per_param``: floating-point elements of the optimizer state over :math:`P`.
+
+Run: ``python -m benchmarks.optimizer_overhead [--sizes 1e4 1e5 1e6] [--reps 20]`` or
+``make bench``; results go to ``benchmarks/results/optimizer_overhead.json``. Timings on a
+shared machine are noisy; compare ratios within one run.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
+LARGE = 500_000  # at and above this many parameters, time fewer repetitions
+PER_TENSOR_MODULES = {"tensor_in", "lstm", "to_mlp", "to_step_scale", "to_cross"}
+ADAM_FLOPS_PER_PARAM = 13  # m: 3, v: 4, bias corrections 2, sqrt, +eps, divide, scale
+
+
+def mlp_params(num_params: int, key: jax.Array) -> dict:
+    """A two-layer MLP ``w → w → w`` with about ``num_params`` parameters."""
+    width = max(1, round(math.sqrt(num_params / 2)))
+    keys = jax.random.split(key, 4)
+    return {f"layer_{i}": {"w": jax.random.normal(keys[2 * i], (width, width)) / width**0.5,
+                           "b": 0.1 * jax.random.normal(keys[2 * i + 1], (width,))}
+            for i in range(2)}
+
+
+def peak_matmul_flops(size: int = 2048, reps: int = 10) -> float:
+    """Median FLOP/s of a jitted ``size × size`` f32 matmul on the default device."""
+    a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
+    matmul = jax.jit(lambda x, y: x @ y)
+    matmul(a, a).block_until_ready()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        matmul(a, a).block_until_ready()
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / float(np.median(times))
+
+
+def analytic_flops_per_param(lopt, theta) -> float | None:
+    """Per-parameter FLOPs of a learned optimizer's update, or None if unknown (see module).
+
+    Elementwise estimate for optimizers with ``decays`` (D timescales) and F_p per-parameter
+    features: accumulators 7D, rsqrt and m·rsqrt features 3D, feature normalisation 3F_p
+    (square, sum, scale), log|p| 2, clipping 3, hidden biases and ReLUs 2·Σh, output 6.
+    """
+    if hasattr(lopt, "flops_per_param"):
+        return float(lopt.flops_per_param)
+    params = theta.get("params", {}) if isinstance(theta, dict) else {}
+    kernels = [leaf["kernel"].shape for name, leaf in params.items()
+               if name not in PER_TENSOR_MODULES and isinstance(leaf, dict)
+               and getattr(leaf.get("kernel"), "ndim", 0) == 2]
+    decays = getattr(lopt, "decays", None)
+    if not kernels or decays is None:
+        return None
+    matmuls = sum(2 * a * b for a, b in kernels)
+    first_in = kernels[0][0]
+    hidden = sum(getattr(lopt, "hidden_sizes", ()))
+    elementwise = 10 * len(decays) + 3 * first_in + 2 + 3 + 2 * hidden + 6
+    return float(matmuls + elementwise)
+
+
+def count_float_elements(tree) -> int:
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree)
+               if jnp.issubdtype(jnp.result_type(x), jnp.floating))
+
+
+def time_calls(fn, args, reps: int) -> tuple[float, float]:
+    """(compile + first call seconds, median seconds of ``reps`` further calls)."""
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    compile_s = time.perf_counter() - start
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return compile_s, float(np.median(times))
+
+
+def optimizer_cases() -> list[tuple]:
+    """``(name, lopt, theta)`` for Adam (``lopt = theta = None``) and every learned optimizer."""
+    from lopt_cli.optimizers.registry import LEARNED_OPTIMIZERS
+
+    cases = [("adam", None, None)]
+    for name, factory in LEARNED_OPTIMIZERS.items():
+        lopt = factory()
+        cases.append((name, lopt, lopt.init(jax.random.PRNGKey(0))))
+    return cases
+
+
+def unchunked(lopt):
+    """``lopt`` with ``chunk_size=0`` if it has that field (one MLP block: countable FLOPs)."""
+    if dataclasses.is_dataclass(lopt) and "chunk_size" in {
+            f.name for f in dataclasses.fields(lopt)}:
+        return dataclasses.replace(lopt, chunk_size=0)
+    return lopt
+
+
+def update_step(lopt):
+    """``step(theta, grads, state, params) -> (updates, state)``; theta is an argument (as in
+    meta-training), not a baked-in constant."""
+    from lopt_cli.optimizers.registry import DEFAULT_NUM_STEPS
+
+    def step(theta, grads, state, params):
+        opt = optax.adam(1e-3) if lopt is None else lopt.transform(theta, DEFAULT_NUM_STEPS)
+        loss = jnp.float32(1.0)
+        return opt.update(grads, state, params, loss=loss, valid_loss=loss)
+
+    return step
+
+
+def measure(name: str, lopt, theta, params, reps: int) -> dict:
+    """One row: timing, FLOPs and state size of ``name`` on ``params``."""
+    from lopt_cli.optimizers.registry import DEFAULT_NUM_STEPS
+
+    num_params = count_float_elements(params)
+    grads = jax.tree.map(lambda p: 0.01 * jnp.ones_like(p), params)
+    opt = optax.adam(1e-3) if lopt is None else lopt.transform(theta, DEFAULT_NUM_STEPS)
+    state = opt.init(params)
+    args = (theta, grads, state, params)
+    compile_s, median = time_calls(jax.jit(update_step(lopt)), args, reps)
+    counting = None if lopt is None else unchunked(lopt)
+    cost = jax.jit(update_step(counting)).lower(*args).cost_analysis() or {}
+    flops = float(cost.get("flops", float("nan")))
+    analytic = ADAM_FLOPS_PER_PARAM if lopt is None else analytic_flops_per_param(lopt, theta)
+    return {"optimizer": name, "num_params": num_params, "reps": reps, "median_s": median,
+            "compile_s": compile_s, "flops": flops, "flops_per_param": flops / num_params,
+            "analytic_flops_per_param": analytic,
+            "state_floats_per_param": count_float_elements(state) / num_params}
+
+
+def run(sizes=DEFAULT_SIZES, reps: int = 20, names: list[str] | None = None,
+        peak_size: int = 2048) -> dict:
+    """All rows (see module docstring) for the given parameter counts."""
+    peak = peak_matmul_flops(peak_size)
+    cases = [c for c in optimizer_cases() if names is None or c[0] in names or c[0] == "adam"]
+    rows = []
+    for size in sizes:
+        params = mlp_params(int(size), jax.random.PRNGKey(1))
+        count = reps if int(size) < LARGE else max(3, reps // 4)
+        size_rows = [measure(*case, params, count) for case in cases]
+        adam = next(r for r in size_rows if r["optimizer"] == "adam")["median_s"]
+        for row in size_rows:
+            row["x_adam"] = row["median_s"] / adam
+            row["floor_s"] = row["flops"] / peak
+            row["x_floor"] = row["median_s"] / row["floor_s"]
+        rows += size_rows
+    return {"benchmark": "optimizer_overhead", "peak_flops_per_s": peak,
+            "peak_matmul_size": peak_size, "devices": [str(d) for d in jax.devices()],
+            "flops_source": "XLA cost_analysis of the lowered update (chunking off); "
+                            "analytic_flops_per_param as cross-check",
+            "rows": rows}
+
+
+def print_table(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"optimizer update overhead; peak {result['peak_flops_per_s'] / 1e9:.1f} "
+                        "GFLOP/s (f32 matmul)")
+    for column in ("params", "optimizer", "median ms", "× adam", "FLOPs/param (xla)",
+                   "analytic", "floor ms", "× floor", "state/param"):
+        table.add_column(column, justify="right")
+    for r in result["rows"]:
+        analytic = r["analytic_flops_per_param"]
+        table.add_row(f"{r['num_params']:,}", r["optimizer"], f"{1e3 * r['median_s']:.3f}",
+                      f"{r['x_adam']:.1f}", f"{r['flops_per_param']:,.0f}",
+                      "-" if analytic is None else f"{analytic:,.0f}",
+                      f"{1e3 * r['floor_s']:.4f}", f"{r['x_floor']:.1f}",
+                      f"{r['state_floats_per_param']:.2f}")
+    Console(width=140).print(table)
+
+
+def main(out_dir: str | Path = "benchmarks/results", sizes=DEFAULT_SIZES, reps: int = 20,
+         names: list[str] | None = None, peak_size: int = 2048) -> dict:
+    result = run(sizes, reps, names, peak_size)
+    print_table(result)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "optimizer_overhead.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=float, nargs="+", default=list(DEFAULT_SIZES))
+    parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--optimizers", nargs="+", default=None, help="learned ones to include")
+    parser.add_argument("--out-dir", default="benchmarks/results")
+    args = parser.parse_args()
+    main(args.out_dir, [int(s) for s in args.sizes], args.reps, args.optimizers)

@@ -1,0 +1,50 @@
+"""Smoke test of the optimizer-overhead benchmark: tiny size, few reps, every output field.
+No timing is asserted (timings on shared machines are noise)."""
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import sys
+from pathlib import Path
+
+from lopt_cli.optimizers.registry import LEARNED_OPTIMIZERS
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def benchmark_module(name: str):
+    """``benchmarks.<name>``; ``benchmarks`` is a top-level folder, not an installed package."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    return importlib.import_module(f"benchmarks.{name}")
+
+
+FIELDS = {"optimizer", "num_params", "reps", "median_s", "compile_s", "flops", "flops_per_param",
+          "analytic_flops_per_param", "state_floats_per_param", "x_adam", "floor_s", "x_floor"}
+
+
+def test_overhead_benchmark_rows_and_json(tmp_path):
+    result = benchmark_module("optimizer_overhead").main(tmp_path, sizes=(1000,), reps=3, peak_size=256)
+    written = json.loads((tmp_path / "optimizer_overhead.json").read_text())
+    assert written["rows"] == json.loads(json.dumps(result["rows"]))
+    assert result["peak_flops_per_s"] > 0
+    rows = {r["optimizer"]: r for r in result["rows"]}
+    assert set(rows) == {"adam", *LEARNED_OPTIMIZERS}
+    for row in rows.values():
+        assert FIELDS <= set(row)
+        assert 900 <= row["num_params"] <= 1100 and row["reps"] == 3
+        for key in ("median_s", "flops", "floor_s", "x_floor", "x_adam"):
+            assert math.isfinite(row[key]) and row[key] > 0, (row["optimizer"], key)
+    assert rows["adam"]["x_adam"] == 1.0
+    assert abs(rows["adam"]["state_floats_per_param"] - 2.0) < 0.01
+    if "mlp" in rows:  # MLPLOpt: 2 x 5 accumulators, a ~3.6 kFLOP MLP per parameter
+        assert 10.0 <= rows["mlp"]["state_floats_per_param"] < 10.1
+        assert 3000 < rows["mlp"]["flops_per_param"] < 5000
+        assert abs(rows["mlp"]["analytic_flops_per_param"] / rows["mlp"]["flops_per_param"]
+                   - 1) < 0.2
+
+
+def test_runner_discovers_benchmark_modules():
+    names = benchmark_module("run").benchmark_names()
+    assert "optimizer_overhead" in names and "run" not in names

@@ -1,0 +1,106 @@
+"""``lopt_cli.load_optimizer``: every kind of source, clear errors, and the user example run
+end to end (as a subprocess) against a saved learned optimizer."""
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+
+import lopt_cli
+from lopt_cli.errors import LoptUserError
+from lopt_cli.optimizers import storage
+from lopt_cli.optimizers.mlp_lopt import MLPLOpt
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "train_with_learned_optimizer.py"
+CONFIG = {"_target_": "lopt_cli.optimizers.mlp_lopt.MLPLOpt", "hidden_sizes": [8, 8]}
+
+
+@pytest.fixture
+def run_dir(tmp_path) -> Path:
+    """A run directory holding an (untrained) learned optimizer, as meta-train leaves it."""
+    directory = tmp_path / "outputs" / "meta-train" / "run"
+    theta = MLPLOpt(hidden_sizes=(8, 8)).init(jax.random.key(0))
+    storage.save_learned_optimizer(directory, CONFIG, theta)
+    return directory
+
+
+def one_step(opt: optax.GradientTransformationExtraArgs):
+    params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+    grads = jax.tree.map(lambda p: 0.1 * jnp.ones_like(p), params)
+    updates, _ = jax.jit(opt.update)(grads, opt.init(params), params, loss=jnp.float32(1.0))
+    assert jax.tree.structure(updates) == jax.tree.structure(params)
+    assert all(bool(jnp.all(jnp.isfinite(u))) for u in jax.tree.leaves(updates))
+    return updates
+
+
+def test_example_trains_with_a_saved_learned_optimizer(run_dir, lopt_env):
+    result = subprocess.run([sys.executable, str(EXAMPLE), str(run_dir), "60"], check=False,
+                            cwd=REPO, env=lopt_env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    losses = [float(v) for v in re.findall(r"loss\s+(\S+)", result.stdout)]
+    assert len(losses) == 3, result.stdout  # steps 0, 50 and 59
+    assert all(math.isfinite(v) for v in losses)
+
+
+def test_run_directory_and_weights_file(run_dir):
+    for source in (run_dir, str(run_dir), run_dir / storage.WEIGHTS_FILE):
+        opt = lopt_cli.load_optimizer(source, 100)
+        assert isinstance(opt, optax.GradientTransformationExtraArgs)
+        one_step(opt)
+
+
+def test_latest_and_shipped_names(run_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(run_dir.parent.parent.parent)  # outputs/ is below the cwd
+    one_step(lopt_cli.load_optimizer("latest", 100))
+    shipped = tmp_path / "pretrained"
+    storage.save_learned_optimizer(shipped / "tiny", CONFIG,
+                                   MLPLOpt(hidden_sizes=(8, 8)).init(jax.random.key(1)))
+    monkeypatch.setattr(storage, "PRETRAINED_DIR", shipped)
+    one_step(lopt_cli.load_optimizer("tiny", 100))
+
+
+def test_hand_designed_names_and_opt_list_entries():
+    for name in ("adam", "sgd", "adam8p", "nadamw", "opt_list:0"):
+        one_step(lopt_cli.load_optimizer(name, 100))
+    # The horizon reaches the schedule: NAdamW's default cosine decay ends at zero.
+    params, grads = {"x": jnp.ones(2)}, {"x": jnp.ones(2)}
+    opt = lopt_cli.load_optimizer("nadamw", 1)
+    state = opt.init(params)
+    _, state = opt.update(grads, state, params)
+    last, _ = opt.update(grads, state, params)
+    assert float(jnp.max(jnp.abs(last["x"]))) == 0.0
+
+
+@pytest.mark.parametrize("source, message", [
+    ("no/such/run", "unknown optimizer source 'no/such/run'"),
+    ("adamw_typo", "hand-designed optimizer"),
+    ("opt_list:x", "opt_list:<index>"),
+    ("opt_list:100000", "out of range"),
+])
+def test_bad_sources_are_one_line_user_errors(source, message):
+    with pytest.raises(LoptUserError, match=re.escape(message)) as error:
+        lopt_cli.load_optimizer(source, 100)
+    assert "\n" not in str(error.value)
+
+
+def test_broken_file_and_bad_horizon_are_user_errors(run_dir):
+    (run_dir / storage.WEIGHTS_FILE).write_bytes(b"not msgpack")
+    with pytest.raises(LoptUserError, match="not a learned optimizer"):
+        lopt_cli.load_optimizer(run_dir, 100)
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(LoptUserError, match="num_steps"):
+            lopt_cli.load_optimizer("adam", bad)
+
+
+def test_import_lopt_cli_stays_light():
+    code = ("import sys, lopt_cli; heavy = {'jax', 'flax', 'optax'} & set(sys.modules); "
+            "assert not heavy, heavy; assert callable(lopt_cli.load_optimizer)")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=120)
