@@ -104,3 +104,12 @@ def test_import_lopt_cli_stays_light():
     code = ("import sys, lopt_cli; heavy = {'jax', 'flax', 'optax'} & set(sys.modules); "
             "assert not heavy, heavy; assert callable(lopt_cli.load_optimizer)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=120)
+
+
+def test_readme_shows_the_example_that_runs():
+    """The README's drop-in example is the example file the test above runs."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    example = (root / "examples" / "train_with_learned_optimizer.py").read_text()
+    assert example[example.index("import sys"):] in (root / "README.md").read_text()
