@@ -13,8 +13,9 @@ scale) for one of
 * ``diagonal``: :math:`\tfrac12 (x - y)^2` (Metz et al. 2020's implicit-regularisation
   problem), zero on the whole line :math:`x = y`;
 
-each shifted so that its minimum value is 0. The function is a pytree *leaf* (an index into :data:`FUNCTION_NAMES`, evaluated with ``lax.switch``), so
-tasks of different functions share one shape and can be stacked and vmapped together.
+each shifted so that its minimum value is 0. The function is a pytree *leaf* (an index into
+:data:`FUNCTION_NAMES`, evaluated with ``lax.switch``), so tasks of different functions share
+one shape and can be stacked and vmapped together.
 
 The start point is drawn from the function's usual domain with ``config.seed`` (or given
 explicitly as ``config.start``); ``init(key)`` adds ``init_jitter`` Gaussian noise to it. With

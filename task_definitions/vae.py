@@ -121,7 +121,7 @@ class VAETask:
         return normalize_by_ceiling(loss - self.loss_offset, self.loss_scale, ceiling=2.0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def binarized(dataset: str) -> dict:
     """The dataset's inputs thresholded at 0.5 (binary data for the Bernoulli likelihood)."""
     return {split: {"x": (arrays["x"] >= 0.5).astype(np.float32)}
