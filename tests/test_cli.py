@@ -127,6 +127,15 @@ def test_multirun_sweeps_into_separate_directories(run_lopt, tmp_path):
     assert losses[0] != losses[1]
 
 
+def test_parallel_sweep_with_the_joblib_launcher(run_lopt, tmp_path):
+    run_lopt("meta-train", "--multirun", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+             "seed=3,4", *TINY_META_TRAIN, "compute.num_outer_steps=2")
+    sweep = only_run_dir(tmp_path / "outputs" / "multirun" / "meta-train")
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()) == ["0", "1"]
+    for job in ("0", "1"):
+        assert (sweep / job / "learned_optimizer.msgpack").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
