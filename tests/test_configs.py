@@ -34,8 +34,15 @@ def test_hydra_run_dirs_have_microsecond_timestamps():
         assert "%f}" in text and "name:" in text
 
 
-def test_evaluate_settings_from_config():
-    cfg = compose_config("evaluate", ["adam_lr.min=1e-3", "adam_lr.max=1e-1", "adam_lr.num=3"])
-    settings = evaluate.build_settings(cfg)
-    assert settings.learning_rates == pytest.approx((1e-3, 1e-2, 1e-1))
-    assert settings.first_task_id >= compose_config("meta_train").tasks.count
+def test_evaluate_spec_from_config():
+    cfg = compose_config("evaluate", ["budget=small", "max_trials=3", "trial_counts=[1,3]"])
+    spec = evaluate.build_spec(cfg)
+    assert set(spec.baselines) == {"AdamLR", "Adam8p", "opt_list"}
+    assert spec.max_trials == 3 and spec.trial_counts == (1, 3)
+    assert len(spec.splits["seen"]) == len(spec.splits["unseen"]) == 4
+    # unseen and tuning ids are never sampled by meta-training
+    meta = compose_config("meta_train")
+    assert min(spec.splits["unseen"]) >= meta.tasks.first_id + meta.tasks.count
+    assert min(spec.tuning_ids) > max(spec.splits["unseen"])
+    lrs = spec.baselines["AdamLR"].trials(7)["learning_rate"]
+    assert min(lrs) == pytest.approx(1e-4, rel=1e-5) and max(lrs) == pytest.approx(0.1, rel=1e-5)
