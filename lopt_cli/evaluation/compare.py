@@ -14,6 +14,8 @@ bounded when a baseline drives a loss to zero.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 
@@ -23,7 +25,8 @@ def final_value(curves: np.ndarray, final_fraction: float) -> np.ndarray:
     count = max(1, int(round(curves.shape[-1] * final_fraction)))
     tail = curves[..., -count:]
     tail = np.where(np.isfinite(tail), tail, np.nan)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN (diverged) runs
         per_seed = np.nanmean(tail, axis=-1)
         value = np.nanmean(per_seed, axis=-1)
     return np.where(np.isfinite(value), value, np.inf)
