@@ -1,11 +1,19 @@
-"""``lopt meta-train``: meta-train a learned optimizer and write its run directory."""
+"""``lopt meta-train``: meta-train a learned optimizer and write its run directory.
+
+``resume=<run dir>`` continues a killed run from its last checkpoint, in its directory and with
+the config it was started with (read from ``<run dir>/.hydra/config.yaml``); overrides given
+with it must agree with that config. ``resume=true`` does the same for the run in
+``hydra.run.dir=<run dir>``, or without one (like ``resume=latest``) for this command's newest
+resumable run under ``outputs/``.
+"""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lopt_cli.commands.common import (
     build,
@@ -19,6 +27,34 @@ from lopt_cli.commands.common import (
 from lopt_cli.errors import LoptUserError
 
 CONFIG_NAME = "meta_train"
+# Top-level keys build_job reads; a resumed run takes them from the run's saved config.
+JOB_KEYS = ("task_family", "optimizer", "estimator", "outer_optimizer", "compute", "seed",
+            "inner", "checkpoint_every", "resume", "curriculum", "heldout", "population", "tasks")
+
+
+def latest_resumable(root: Path) -> Path | None:
+    """The run directory under ``root`` with the newest checkpoint, if any."""
+    checkpoints = [(c.stat().st_mtime, run) for run in root.glob("*")
+                   if (run / ".hydra" / "config.yaml").is_file()
+                   for c in run.glob("**/checkpoint.msgpack")]
+    return max(checkpoints)[1] if checkpoints else None
+
+
+def _run_dir_resolver(resume: Any, fresh: str) -> str:
+    """``hydra.run.dir``: the run ``resume`` names (``true``: this command's newest resumable
+    run), else the ``fresh`` directory."""
+    if resume is True or resume == "latest":
+        return str(latest_resumable(Path(fresh).parent) or fresh)
+    return fresh if resume is None or resume is False else str(resume)
+
+
+def _hydra_subdir_resolver(resume: Any) -> str | None:
+    """A resumed run keeps the ``.hydra/`` of its first start (its config of record)."""
+    return None if resume else ".hydra"
+
+
+OmegaConf.register_new_resolver("lopt_run_dir", _run_dir_resolver, replace=True)
+OmegaConf.register_new_resolver("lopt_hydra_subdir", _hydra_subdir_resolver, replace=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +68,10 @@ class MetaTrainJob:
     settings: Any
     optimizer_config: dict
     checkpoint_every: int
+    heldout: Any = None  # a HeldOutEvaluator, or None
+    num_devices: int = 1
+    resume: bool = False  # continue from a checkpoint in the output directory when there is one
+    resume_dir: Path | None = None  # the run directory named by resume=<dir>
 
     @property
     def inner_steps_per_outer(self) -> int:
@@ -40,15 +80,101 @@ class MetaTrainJob:
         return self.settings.num_tasks * unrolls * self.estimator.truncation_length
 
 
+def _hydra_overrides() -> list[str]:
+    """The command line's overrides, when running under Hydra (none in the pre-run check)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def resume_directory(cfg: DictConfig) -> Path | None:
+    """The run directory a ``resume`` value names (None: fresh run, or not known yet)."""
+    value = cfg.get("resume")
+    if value is None or value is False:
+        return None
+    if value is True or value == "latest":  # Hydra's: hydra.run.dir, or the newest resumable
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            return None  # the pre-run check: known once Hydra has resolved it
+        path = run_dir()
+        if not (path / ".hydra" / "config.yaml").is_file():
+            _discard_if_empty(path)
+            raise LoptUserError(f"resume={value}: no resumable run under {path.parent}; pass "
+                                "resume=<run dir>")
+    else:
+        path = Path(str(value)).expanduser()
+    if not (path / ".hydra" / "config.yaml").is_file():
+        raise LoptUserError(f"resume={value}: not a run directory (no .hydra/config.yaml "
+                            "there); give the directory of the run to continue")
+    if not any(path.glob("**/checkpoint.msgpack")):
+        raise LoptUserError(f"resume={value}: no checkpoint.msgpack in {path}; nothing to resume "
+                            "(runs write one every checkpoint_every outer steps)")
+    return path
+
+
+def _discard_if_empty(path: Path) -> None:
+    """Removes a directory Hydra just made for nothing (at most empty log files in it)."""
+    entries = list(path.iterdir()) if path.is_dir() else []
+    if all(e.is_file() and e.suffix == ".log" and e.stat().st_size == 0 for e in entries):
+        for entry in entries:
+            entry.unlink()
+        for folder in (path, path.parent, path.parent.parent):  # outputs/<command>/<run>
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: stop
+                break
+
+
+def _value(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def resumed_config(cfg: DictConfig, directory: Path) -> DictConfig:
+    """The config ``directory``'s run was started with; overrides must agree with it."""
+    saved = OmegaConf.load(directory / ".hydra" / "config.yaml")
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overridden = [o.key_or_group.lstrip("+~") for o in
+                  OverridesParser.create().parse_overrides(_hydra_overrides())]
+    own_keys = [k for k in cfg if k not in JOB_KEYS]  # read by the command itself
+    for key in dict.fromkeys(overridden + own_keys):
+        if key == "resume" or key.startswith("hydra"):
+            continue
+        ours, theirs = _value(OmegaConf.select(cfg, key)), _value(OmegaConf.select(saved, key))
+        if ours != theirs:
+            fix = "drop the override" if key in overridden else f"pass {key}={theirs}"
+            raise LoptUserError(f"resume: the run in {directory} has {key}={theirs!r}, not "
+                                f"{ours!r}; a resumed run keeps the config it was started with "
+                                f"({fix})")
+    OmegaConf.set_struct(saved, False)
+    saved.resume = cfg.resume
+    return saved
+
+
 def build_job(cfg: DictConfig) -> MetaTrainJob:
     """The only function that reads the meta-train config."""
+    from lopt_cli.meta.curriculum import HorizonCurriculum
+    from lopt_cli.meta.heldout import HeldOutEvaluator
     from lopt_cli.meta.outer import MetaTrainSettings
     from lopt_cli.meta.problem import TruncatedProblem
+    from lopt_cli.meta.sharding import resolve_num_devices
+    from lopt_cli.optimizers.storage import instantiate_plain
 
+    resume_dir = resume_directory(cfg)
+    if resume_dir is not None:
+        cfg = resumed_config(cfg, resume_dir)
     for key in ("compute.num_outer_steps", "compute.num_tasks", "compute.resample_every",
                 "inner.min_horizon", "inner.max_horizon", "inner.valid_every",
-                "estimator.truncation_length", "tasks.count"):
+                "estimator.truncation_length", "tasks.count", "population.candidates"):
         positive_int(cfg, key)
+    try:
+        num_devices = resolve_num_devices(cfg.compute.num_devices)
+    except ValueError as error:
+        raise LoptUserError(f"compute.num_devices={error}") from None
+    if cfg.compute.num_tasks % num_devices:
+        raise LoptUserError(f"compute.num_tasks={cfg.compute.num_tasks} must be a multiple of "
+                            f"the {num_devices} devices of compute.num_devices")
     if cfg.inner.min_horizon > cfg.inner.max_horizon:
         raise LoptUserError(f"inner.min_horizon={cfg.inner.min_horizon} exceeds "
                             f"inner.max_horizon={cfg.inner.max_horizon}")
@@ -56,52 +182,136 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
         raise LoptUserError(f"estimator.truncation_length={cfg.estimator.truncation_length} must "
                             f"be a multiple of inner.valid_every={cfg.inner.valid_every}")
     lopt = build(cfg.optimizer, "optimizer")
+    family = build_family(cfg.task_family)
     outer = plain(cfg.outer_optimizer)
     if outer.get("_target_", "").endswith("make_outer_optimizer"):
         outer.setdefault("total_steps", cfg.compute.num_outer_steps)
-    from lopt_cli.optimizers.storage import instantiate_plain
-
+    settings = MetaTrainSettings(
+        cfg.compute.num_outer_steps, cfg.compute.num_tasks, cfg.compute.resample_every,
+        cfg.seed, cfg.tasks.first_id, cfg.tasks.count,
+        checkpoint_every=_non_negative(cfg, "checkpoint_every"),
+        curriculum=_curriculum(cfg, HorizonCurriculum),
+        mix_population=_mix(cfg, family), mix_candidates=cfg.population.candidates,
+    )
     return MetaTrainJob(
-        family=build_family(cfg.task_family),
+        family=family,
         problem=TruncatedProblem(lopt, cfg.inner.min_horizon, cfg.inner.max_horizon,
                                  cfg.inner.valid_every),
         estimator=build(cfg.estimator, "estimator"),
         outer_tx=instantiate_plain(outer),
-        settings=MetaTrainSettings(cfg.compute.num_outer_steps, cfg.compute.num_tasks,
-                                   cfg.compute.resample_every, cfg.seed, cfg.tasks.first_id,
-                                   cfg.tasks.count),
+        settings=settings,
         optimizer_config=plain(cfg.optimizer),
-        checkpoint_every=cfg.checkpoint_every,
+        checkpoint_every=settings.checkpoint_every,
+        heldout=_heldout(cfg, family, lopt, HeldOutEvaluator),
+        num_devices=num_devices,
+        resume=bool(cfg.resume),
+        resume_dir=resume_dir,
     )
+
+
+def _non_negative(cfg: DictConfig, key: str) -> int:
+    value = OmegaConf.select(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise LoptUserError(f"{key}={value!r}: expected an integer >= 0")
+    return value
+
+
+def _curriculum(cfg: DictConfig, curriculum_class):
+    start = cfg.curriculum.start_max_horizon
+    if start is None:
+        return None
+    positive_int(cfg, "curriculum.start_max_horizon")
+    if start > cfg.inner.max_horizon:
+        raise LoptUserError(f"curriculum.start_max_horizon={start} exceeds "
+                            f"inner.max_horizon={cfg.inner.max_horizon}")
+    steps = cfg.curriculum.steps
+    if steps is not None:
+        positive_int(cfg, "curriculum.steps")
+    return curriculum_class(start, cfg.inner.max_horizon, steps or cfg.compute.num_outer_steps)
+
+
+def _mix(cfg: DictConfig, family) -> bool:
+    from task_definitions.suite import MixtureFamily
+
+    mix = cfg.population.mix
+    if mix == "auto":
+        return isinstance(family, MixtureFamily)
+    if not isinstance(mix, bool):
+        raise LoptUserError(f"population.mix={mix!r}: expected true, false or auto")
+    return mix
+
+
+def _heldout(cfg: DictConfig, family, lopt, evaluator_class):
+    every = _non_negative(cfg, "heldout.every")
+    if not every:
+        return None
+    for key in ("heldout.num_tasks", "heldout.horizon", "heldout.num_seeds"):
+        positive_int(cfg, key)
+    if cfg.heldout.horizon % cfg.inner.valid_every:
+        raise LoptUserError(f"heldout.horizon={cfg.heldout.horizon} must be a multiple of "
+                            f"inner.valid_every={cfg.inner.valid_every}")
+    seen_end = cfg.tasks.first_id + cfg.tasks.count
+    if cfg.heldout.first_id < seen_end and cfg.heldout.first_id + cfg.heldout.num_tasks > \
+            cfg.tasks.first_id:
+        raise LoptUserError(f"heldout.first_id={cfg.heldout.first_id}: held-out task ids must "
+                            f"lie outside the seen ids [{cfg.tasks.first_id}, {seen_end})")
+    return evaluator_class(family, lopt, every, cfg.heldout.num_tasks, cfg.heldout.horizon,
+                           cfg.inner.valid_every, cfg.heldout.num_seeds, cfg.heldout.first_id,
+                           cfg.seed)
 
 
 def check(cfg: DictConfig) -> None:
     """Builds the job (no compilation) so that bad values fail before any output is written."""
-    build_job(cfg)
+    from lopt_cli.meta.checkpoint import has_checkpoint
+
+    job = build_job(cfg)
+    if job.resume_dir is not None and not has_checkpoint(job.resume_dir):
+        raise LoptUserError(f"resume={cfg.resume}: no checkpoint.msgpack in {job.resume_dir}")
 
 
 def run_meta_training(job: MetaTrainJob, out_dir, label: str = "meta-train"):
-    """Runs the job into ``out_dir``; returns ``(theta, history)``."""
+    """Runs the job into ``out_dir``; returns ``(theta, history)``.
+
+    With ``job.resume`` and a checkpoint in ``out_dir``, continues from it (``metrics.jsonl``
+    is cut back to the checkpoint's rows first); without one, starts afresh there.
+    """
     from lopt_cli.evaluation.plots import plot_meta_loss
     from lopt_cli.io import write_json_atomic
+    from lopt_cli.meta.checkpoint import has_checkpoint, load_checkpoint, remove_stale_temporaries
     from lopt_cli.meta.outer import meta_train
     from lopt_cli.meta.recorder import MetaTrainRecorder
+    from lopt_cli.meta.sharding import Placement
 
+    out_dir = Path(out_dir)
+    start, history = None, []  # a fresh start rewrites metrics.jsonl (a killed try's rows go)
+    if job.resume and has_checkpoint(out_dir):
+        remove_stale_temporaries(out_dir)
+        start, history = load_checkpoint(out_dir, job.family, job.problem, job.estimator,
+                                          job.outer_tx, job.settings)
     recorder = MetaTrainRecorder(out_dir, job.settings.num_outer_steps,
                                  job.inner_steps_per_outer, job.optimizer_config,
-                                 job.checkpoint_every, label=label)
+                                 job.checkpoint_every, label=label, heldout=job.heldout,
+                                 seed=job.settings.seed, history=history)
     with recorder:
         theta = meta_train(job.family, job.problem, job.estimator, job.outer_tx, job.settings,
-                           on_step=recorder)
-    plot_meta_loss({label: recorder.history}, out_dir / "meta_loss.png", "meta-training")
-    tail = recorder.history[-max(1, len(recorder.history) // 10):]
-    write_json_atomic(out_dir / "summary.json", {
-        "outer_steps": len(recorder.history),
-        "first_meta_loss": recorder.history[0]["meta_loss"],
+                           on_step=recorder, start=start, on_checkpoint=recorder.checkpoint,
+                           placement=Placement.create(job.num_devices))
+    history = recorder.history
+    plot_meta_loss({label: history}, out_dir / "meta_loss.png", "meta-training")
+    tail = history[-max(1, len(history) // 10):]
+    summary = {
+        "outer_steps": len(history),
+        "first_meta_loss": history[0]["meta_loss"],
         "final_meta_loss": sum(r["meta_loss"] for r in tail) / len(tail),
         "inner_steps_per_second": sorted(r["inner_steps_per_second"] for r in tail)[len(tail) // 2],
-    })
-    return theta, recorder.history
+        "num_devices": job.num_devices,
+        "resumed_at_step": start.step if start is not None else None,
+    }
+    heldout = [r["heldout_loss"] for r in history if "heldout_loss" in r]
+    if heldout:
+        summary["final_heldout_loss"] = heldout[-1]
+    write_json_atomic(out_dir / "summary.json", summary)
+    return theta, history
 
 
 @guarded
@@ -109,6 +319,12 @@ def run(cfg: DictConfig) -> None:
     configure_jax()
     job = build_job(cfg)
     out_dir = run_dir()
+    if job.resume:
+        from lopt_cli.meta.checkpoint import read_raw
+
+        if job.resume_dir is not None and job.resume_dir.resolve() != out_dir.resolve():
+            raise LoptUserError(f"resume={cfg.resume} but hydra.run.dir={out_dir}; give one")
+        read_raw(out_dir)  # a missing or unreadable checkpoint: one line, exit 2
     _, history = run_meta_training(job, out_dir)
     print(f"meta-loss {history[0]['meta_loss']:.4f} -> {history[-1]['meta_loss']:.4f}; "
           f"learned optimizer written to {out_dir}")

@@ -1,21 +1,38 @@
 """The outer loop: sample a population, estimate meta-gradients, update the meta-parameters.
 
 ``meta_train`` is a plain function of plain objects. It compiles one truncation per task shape
-(``AntitheticES.estimate`` is jitted) and one outer update, and leaves logging, progress bars and
-files to the caller through ``on_step``.
+(the estimators' ``estimate`` is jitted) and one outer update, and leaves logging, progress bars,
+held-out evaluation and files to the caller through ``on_step`` and ``on_checkpoint``.
+
+Reproducibility: every random draw of outer step ``t`` comes from ``fold_in(run_key, t)``, and
+the loop's whole state between two steps is a :class:`MetaTrainState` (meta-parameters, outer
+optimizer state, estimator states, and the population as ``(task id, seed offset)`` members,
+from which the tasks are rebuilt). A run restarted from a saved state therefore continues with
+the same numbers as one that never stopped (see :mod:`lopt_cli.meta.checkpoint`).
+
+Population: members that share array shapes are stacked and vmapped together. Plain families
+re-seed one sampled config; a mixture (``mix_population``) first draws a task id, then fills
+the population with other drawn ids of the same shape signature, re-seeding the first config
+only when too few match.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from lopt_cli.meta.problem import TruncatedProblem
+from lopt_cli.meta.curriculum import HorizonCurriculum, constant
+from lopt_cli.meta.problem import TruncatedProblem, with_horizon_cap
+from lopt_cli.meta.sharding import Placement
 from lopt_cli.optimizers.base import MetaParams
-from task_definitions.base import TaskFamily, stack_tasks, with_seed
+from task_definitions.base import Task, TaskFamily, shape_signature, stack_tasks, with_seed
+
+Member = tuple[int, int]  # (task id, seed offset): one population member, rebuildable anywhere
 
 
 def make_outer_optimizer(
@@ -46,17 +63,22 @@ def task_key(task_id: int) -> jax.Array:
     return jax.random.PRNGKey(task_id)
 
 
+def member_config(family: TaskFamily, member: Member):
+    """The config of ``member``: task ``task id``'s config with its seed moved by the offset."""
+    task_id, offset = member
+    config = family.sample(task_key(task_id))
+    return with_seed(config, config.seed + offset) if offset else config
+
+
+def build_members(family: TaskFamily, members) -> Task:
+    """The stacked tasks of ``members`` (all of one shape signature)."""
+    return stack_tasks([family.build(member_config(family, tuple(m))) for m in members])
+
+
 def sample_population(family: TaskFamily, task_id: int, num_tasks: int):
     """``num_tasks`` tasks of one shape: task ``task_id``'s config, re-seeded per member."""
-    config = family.sample(task_key(task_id))
-    configs = [with_seed(config, config.seed + i) for i in range(num_tasks)]
-    return stack_tasks([family.build(c) for c in configs]), config
-
-
-class OuterState(NamedTuple):
-    theta: MetaParams
-    opt_state: Any
-    step: int
+    members = [(task_id, i) for i in range(num_tasks)]
+    return build_members(family, members), family.sample(task_key(task_id))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +91,70 @@ class MetaTrainSettings:
     seed: int = 0
     first_task_id: int = 0  # meta-training draws task ids from [first, first + count)
     num_task_ids: int = 100_000
+    checkpoint_every: int = 0  # 0: never hand a state to ``on_checkpoint``
+    curriculum: HorizonCurriculum | None = None  # None: the problem's max_horizon throughout
+    mix_population: bool = False  # fill the population with other tasks of the same shapes
+    mix_candidates: int = 16  # task ids drawn per missing member when mixing
+
+
+def structure_key(config) -> tuple:
+    """A cheap guess at a config's shapes: its non-float fields except the seed (a suite
+    member's family name included). Equal keys usually mean equal shape signatures; the real
+    signature is still checked after building."""
+    if hasattr(config, "family") and hasattr(config, "config"):  # a suite member
+        return (config.family, structure_key(config.config))
+    if not dataclasses.is_dataclass(config):
+        return (type(config).__name__,)
+    return tuple((f.name, getattr(config, f.name)) for f in dataclasses.fields(config)
+                 if f.name != "seed" and not isinstance(getattr(config, f.name), float))
+
+
+def draw_population(family: TaskFamily, settings: MetaTrainSettings, key: jax.Array):
+    """The population of the outer step with key ``key``: ``(members, stacked tasks)``.
+
+    Mixing draws ``mix_candidates`` task ids per missing member, samples their configs (cheap),
+    builds only those whose :func:`structure_key` matches the first task's, and keeps the ones
+    whose shape signature matches; the rest of the population re-seeds the first task.
+    """
+    count, first_id = settings.num_task_ids, settings.first_task_id
+    first = first_id + int(jax.random.randint(jax.random.fold_in(key, 1), (), 0, count))
+    first_config = member_config(family, (first, 0))
+    built = {(first, 0): family.build(first_config)}
+    if settings.mix_population and settings.num_tasks > 1:
+        signature, structure = shape_signature(built[(first, 0)]), structure_key(first_config)
+        draws = settings.mix_candidates * (settings.num_tasks - 1)
+        ids = first_id + np.asarray(jax.random.randint(jax.random.fold_in(key, 3), (draws,), 0,
+                                                       count))
+        for task_id in dict.fromkeys(ids.tolist()):
+            if len(built) == settings.num_tasks:
+                break
+            config = member_config(family, (task_id, 0))
+            if (task_id, 0) in built or structure_key(config) != structure:
+                continue
+            task = family.build(config)
+            if shape_signature(task) == signature:
+                built[(task_id, 0)] = task
+    offset = 1
+    while len(built) < settings.num_tasks:
+        built[(first, offset)] = family.build(member_config(family, (first, offset)))
+        offset += 1
+    return tuple(built), stack_tasks(list(built.values()))
+
+
+class MetaTrainState(NamedTuple):
+    """Everything the loop carries from one outer step to the next."""
+
+    step: int  # the next outer step to run
+    theta: MetaParams
+    opt_state: Any
+    states: Any  # the estimator's per-member states (None before the first population)
+    members: tuple  # the population's identity, ``Member`` per row (empty before the first)
+
+
+def run_keys(seed: int) -> tuple[jax.Array, jax.Array]:
+    """``(run key, init key)`` of a run: step ``t`` draws from ``fold_in(run key, t)``."""
+    key, init_key = jax.random.split(jax.random.PRNGKey(seed))
+    return key, init_key
 
 
 def outer_update(outer_tx, grad, opt_state, theta, meta_loss):
@@ -79,6 +165,21 @@ def outer_update(outer_tx, grad, opt_state, theta, meta_loss):
     return optax.apply_updates(theta, updates), opt_state, grad_norm
 
 
+def initial_state(problem: TruncatedProblem, outer_tx, settings: MetaTrainSettings,
+                  theta: MetaParams | None = None) -> MetaTrainState:
+    """The state before step 0 (``theta`` defaults to the learned optimizer's init)."""
+    if theta is None:
+        theta = problem.lopt.init(run_keys(settings.seed)[1])
+    return MetaTrainState(0, theta, outer_tx.init(theta), None, ())
+
+
+def checkpoint_due(settings: MetaTrainSettings, step: int) -> bool:
+    """Whether the state after outer step ``step`` is handed to ``on_checkpoint``."""
+    done = step + 1
+    every = settings.checkpoint_every
+    return bool(every) and (done % every == 0 or done == settings.num_outer_steps)
+
+
 def meta_train(
     family: TaskFamily,
     problem: TruncatedProblem,
@@ -87,29 +188,49 @@ def meta_train(
     settings: MetaTrainSettings,
     on_step: Callable[[int, dict, MetaParams], None] = lambda step, metrics, theta: None,
     theta: MetaParams | None = None,
+    *,
+    start: MetaTrainState | None = None,
+    on_checkpoint: Callable[[MetaTrainState], None] | None = None,
+    placement: Placement | None = None,
 ) -> MetaParams:
     """Meta-trains ``problem.lopt`` and returns the final meta-parameters.
 
-    ``on_step(step, metrics, theta)`` is called after every outer step with host-side floats.
+    ``on_step(step, metrics, theta)`` is called after every outer step with host-side floats;
+    ``on_checkpoint(state)`` every ``settings.checkpoint_every`` steps and after the last one.
+    ``start`` continues from a saved :class:`MetaTrainState` (then ``theta`` is ignored);
+    ``placement`` spreads the population over devices (:mod:`lopt_cli.meta.sharding`).
     """
-    key = jax.random.PRNGKey(settings.seed)
-    key, init_key = jax.random.split(key)
-    if theta is None:
-        theta = problem.lopt.init(init_key)
-    opt_state = outer_tx.init(theta)
+    placement = placement or Placement()
+    state = start or initial_state(problem, outer_tx, settings, theta)
+    key, _ = run_keys(settings.seed)
+    curriculum = settings.curriculum or constant(problem.max_horizon)
+    theta = placement.replicate(state.theta)
+    opt_state = placement.replicate(state.opt_state)
+    members, states, tasks = state.members, state.states, None
+    if members:
+        tasks = placement.shard(build_members(family, members))
+        states = placement.shard(states)
     update = jax.jit(outer_update, static_argnums=0)
-    tasks = states = None
-    for step in range(settings.num_outer_steps):
+    capped, cap = None, None
+    for step in range(state.step, settings.num_outer_steps):
         step_key = jax.random.fold_in(key, step)
-        if step % settings.resample_every == 0:
-            task_id = settings.first_task_id + int(
-                jax.random.randint(jax.random.fold_in(step_key, 1), (), 0, settings.num_task_ids))
-            tasks, _ = sample_population(family, task_id, settings.num_tasks)
-            states = estimator.init_states(problem, theta, tasks, jax.random.fold_in(step_key, 2))
-        grad, states, metrics = estimator.estimate(problem, theta, tasks, states, step_key)
+        resample = tasks is None or step % settings.resample_every == 0
+        if resample:
+            members, tasks = draw_population(family, settings, step_key)
+            tasks, capped = placement.shard(tasks), None
+        if capped is None or curriculum.max_horizon(step) != cap:
+            cap = curriculum.max_horizon(step)
+            capped = placement.shard(with_horizon_cap(tasks, cap))
+        if resample:
+            states = placement.shard(estimator.init_states(
+                problem, theta, capped, jax.random.fold_in(step_key, 2)))
+        grad, states, metrics = estimator.estimate(problem, theta, capped, states, step_key)
         theta, opt_state, grad_norm = update(outer_tx, grad, opt_state, theta,
                                              metrics["meta_loss"])
         host = {name: float(value) for name, value in metrics.items()}
         host["grad_norm"] = float(grad_norm)
+        host["max_horizon"] = cap
         on_step(step, host, theta)
+        if on_checkpoint is not None and checkpoint_due(settings, step):
+            on_checkpoint(MetaTrainState(step + 1, theta, opt_state, states, members))
     return theta

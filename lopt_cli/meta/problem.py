@@ -8,6 +8,11 @@ Horizons are drawn log-uniformly from ``[min_horizon, max_horizon]``; a task who
 its horizon, or whose loss or parameters stop being finite, is restarted with a fresh
 initialisation and horizon at the start of the next truncation. The first life of every task is
 cut at a uniformly random point so that the population is not in lock-step.
+
+A curriculum grows the largest horizon over meta-training. ``TruncatedProblem`` is a static jit
+argument, so the current cap travels as data instead: :class:`PopulationTask` wraps a task with
+its ``max_horizon`` (an int32 leaf, one per member when stacked), and a growing cap reuses the
+compiled truncation.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+from flax import struct
 
 from lopt_cli.meta.unroll import (
     InnerState,
@@ -28,6 +34,36 @@ from lopt_cli.optimizers.base import LearnedOptimizer, MetaParams
 from task_definitions.base import Task
 
 
+@struct.dataclass
+class PopulationTask:
+    """A population member: ``task`` plus the curriculum's current horizon cap (traced).
+
+    It is itself a task (it forwards the task contract), so unrolls need not unwrap it.
+    """
+
+    task: Task
+    max_horizon: jax.Array  # int32: fresh lives get horizons <= this cap
+
+    def init(self, key: jax.Array):
+        return self.task.init(key)
+
+    def loss(self, params, batch, key: jax.Array) -> jax.Array:
+        return self.task.loss(params, batch, key)
+
+    def sample_batch(self, key: jax.Array, split: str):
+        return self.task.sample_batch(key, split)
+
+    def normalize(self, loss: jax.Array) -> jax.Array:
+        return self.task.normalize(loss)
+
+
+def with_horizon_cap(tasks: Task, max_horizon: int) -> PopulationTask:
+    """Stacked ``tasks`` (leading axis = member) wrapped with the cap ``max_horizon``."""
+    tasks = tasks.task if isinstance(tasks, PopulationTask) else tasks
+    num_tasks = jax.tree_util.tree_leaves(tasks)[0].shape[0]
+    return PopulationTask(tasks, jnp.full((num_tasks,), max_horizon, jnp.int32))
+
+
 @dataclasses.dataclass(frozen=True)
 class TruncatedProblem:
     """Static description of inner training; hashable, so it can be a static jit argument."""
@@ -37,17 +73,25 @@ class TruncatedProblem:
     max_horizon: int = 1000
     valid_every: int = 5
 
-    def sample_horizon(self, key: jax.Array) -> jax.Array:
-        """A horizon drawn log-uniformly from ``[min_horizon, max_horizon]``."""
-        log_h = jax.random.uniform(
-            key, minval=jnp.log(self.min_horizon), maxval=jnp.log(self.max_horizon + 1.0)
-        )
+    def sample_horizon(self, key: jax.Array, max_horizon: jax.Array | None = None) -> jax.Array:
+        """A horizon drawn log-uniformly from ``[min_horizon, max_horizon]``.
+
+        ``max_horizon`` (traced) overrides the static cap; ``min_horizon`` then shrinks to it.
+        """
+        if max_horizon is None:
+            low, high = jnp.log(self.min_horizon), jnp.log(self.max_horizon + 1.0)
+        else:
+            cap = jnp.asarray(max_horizon, jnp.float32)
+            low, high = jnp.log(jnp.minimum(float(self.min_horizon), cap)), jnp.log(cap + 1.0)
+        log_h = jax.random.uniform(key, minval=low, maxval=high)
         return jnp.floor(jnp.exp(log_h)).astype(jnp.int32)
 
     def fresh_state(self, theta: MetaParams, task: Task, key: jax.Array) -> InnerState:
-        """A newly initialised task with a freshly sampled horizon."""
+        """A newly initialised task with a freshly sampled horizon (capped for a
+        :class:`PopulationTask`)."""
         horizon_key, init_key = jax.random.split(key)
-        horizon = self.sample_horizon(horizon_key)
+        cap = task.max_horizon if isinstance(task, PopulationTask) else None
+        horizon = self.sample_horizon(horizon_key, cap)
         return init_inner_state(task, lambda h: self.lopt.transform(theta, h), init_key, horizon)
 
     def first_state(self, theta: MetaParams, task: Task, key: jax.Array) -> InnerState:

@@ -5,23 +5,35 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
-from lopt_cli.io import append_jsonl
+from lopt_cli.io import append_jsonl, write_jsonl_atomic
+from lopt_cli.meta.checkpoint import save_checkpoint
 from lopt_cli.optimizers.storage import save_learned_optimizer
 
 
 class MetaTrainRecorder:
-    """``on_step`` callback for :func:`lopt_cli.meta.outer.meta_train`.
+    """``on_step`` and ``on_checkpoint`` callbacks for :func:`lopt_cli.meta.outer.meta_train`.
 
     Each outer step appends a line to ``metrics.jsonl`` (flushed, so a crash loses nothing
-    already reported) and advances the progress bar; every ``checkpoint_every`` steps and at the
-    end the current learned optimizer is saved atomically into ``out_dir``.
+    already reported; with ``heldout_loss`` when the held-out evaluator is due) and advances the
+    progress bar; every ``checkpoint_every`` steps and at the end the current learned optimizer
+    is saved atomically into ``out_dir``, and ``checkpoint`` saves the loop's state with the
+    rows so far. A resumed run passes the checkpoint's rows as ``history``: ``metrics.jsonl`` is
+    rewritten to exactly those rows, so no line is duplicated.
     """
 
     def __init__(self, out_dir: Path, total_steps: int, inner_steps_per_outer: int,
                  optimizer_config: dict, checkpoint_every: int, label: str = "meta-train",
-                 console: Console | None = None):
+                 console: Console | None = None, heldout=None, seed: int = 0,
+                 history: list[dict] | None = None):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.out_dir / "metrics.jsonl"
@@ -29,7 +41,11 @@ class MetaTrainRecorder:
         self.inner_steps_per_outer = inner_steps_per_outer
         self.optimizer_config = optimizer_config
         self.checkpoint_every = checkpoint_every
-        self.history: list[dict] = []
+        self.heldout = heldout
+        self.seed = seed
+        self.history: list[dict] = list(history or [])
+        if history is not None:
+            write_jsonl_atomic(self.metrics_path, self.history)
         self.progress = Progress(
             TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("meta-loss {task.fields[meta_loss]:.4f}"),
@@ -37,11 +53,12 @@ class MetaTrainRecorder:
             TimeElapsedColumn(), TimeRemainingColumn(),
             console=console or Console(stderr=True),
         )
-        self.task_id = self.progress.add_task(label, total=total_steps, meta_loss=float("nan"),
-                                              rate=0.0)
+        last = self.history[-1]["meta_loss"] if self.history else float("nan")
+        self.task_id = self.progress.add_task(label, total=total_steps, meta_loss=last,
+                                              rate=0.0, completed=len(self.history))
         self._last_time = time.perf_counter()
 
-    def __enter__(self) -> "MetaTrainRecorder":
+    def __enter__(self) -> MetaTrainRecorder:
         self.progress.start()
         self._last_time = time.perf_counter()
         return self
@@ -52,9 +69,11 @@ class MetaTrainRecorder:
     def __call__(self, step: int, metrics: dict, theta) -> None:
         now = time.perf_counter()
         seconds = now - self._last_time
-        self._last_time = now
         row = {"step": step, **metrics, "seconds": seconds,
                "inner_steps_per_second": self.inner_steps_per_outer / max(seconds, 1e-9)}
+        if self.heldout is not None and self.heldout.due(step, self.total_steps):
+            row["heldout_loss"] = self.heldout(theta)
+            row["heldout_seconds"] = time.perf_counter() - now
         self.history.append(row)
         append_jsonl(self.metrics_path, row)
         self.progress.update(self.task_id, advance=1, meta_loss=metrics["meta_loss"],
@@ -62,3 +81,8 @@ class MetaTrainRecorder:
         last = step + 1 == self.total_steps
         if last or (self.checkpoint_every and (step + 1) % self.checkpoint_every == 0):
             save_learned_optimizer(self.out_dir, self.optimizer_config, theta)
+        self._last_time = time.perf_counter()  # held-out and file time is not step time
+
+    def checkpoint(self, state) -> None:
+        """Saves the loop's ``state`` (a ``MetaTrainState``) with the metrics rows so far."""
+        save_checkpoint(self.out_dir, state, self.seed, self.history)

@@ -27,10 +27,10 @@ Every step, for the tensors :math:`W_1 \dots W_T` of the model:
 
    with :math:`\lambda_1` = ``step_mult`` and :math:`\lambda_2` = ``exp_mult`` (1e-3 at init).
 
-Cost per parameter and step (default config): the MLP of MLPLOpt (about 3.6 kFLOPs), plus a
-32-wide reduction for the extra outputs; the LSTM costs about ``8 H (F_l + H)`` FLOPs *per
-tensor*. State: ``2 * len(decays)`` floats per parameter (10 by default) plus, per tensor,
-``2 H + E + 1`` floats, and ``C + 3 L + 2`` shared floats.
+Cost per parameter and step (default config): about 3.9 kFLOPs, the MLP of MLPLOpt plus a
+32-wide reduction for the extra outputs (:attr:`HierarchicalLOpt.flops_per_param`); the LSTM
+costs about ``8 H (F_l + H)`` FLOPs *per tensor*. State: ``2 D`` floats per parameter (10)
+plus ``2 H + E + 2 D + 1`` per tensor and ``C + 2 L + 1`` shared.
 """
 from __future__ import annotations
 
@@ -57,15 +57,14 @@ class HierarchicalLOptState(NamedTuple):
       momentum: tree like the parameters, ``param.shape + (D,)``.
       rms: tree like the parameters, ``param.shape + (D,)``.
       grad_mean_sq: tree like the parameters, scalars (running mean square of the gradient).
-      moment_means: tree like the parameters, ``(2, D)``: the means over the tensor of
-        ``momentum`` and ``rms`` per decay. They follow the same linear recursions as the
-        accumulators (fed with the tensor means of ``g`` and ``g^2``), so the LSTM's tensor
-        statistics need no extra pass over the accumulators.
+      moment_means: tree like the parameters, ``(2, D)``: tensor means of ``momentum`` and
+        ``rms``, by the accumulators' own linear recursions fed with the means of ``g`` and
+        ``g^2`` (the LSTM's tensor statistics need no extra pass over the accumulators).
       lstm_carry: ``(c, h)``, each ``(T, lstm_hidden)``: one LSTM row per tensor, in the
         order of ``jax.tree.leaves(params)``.
       extra_means: ``(T, E)``: per-tensor means of the MLP's extra outputs (after ``tanh``).
       cross_tensor: ``(C,)``: mean over tensors of the LSTM projection.
-      loss_stats: moving averages of the training loss and its square (``L`` decays).
+      loss_stats: exponentially weighted mean and variance of the training loss (``L``).
       count: int32 scalar, the number of updates taken.
     """
 
@@ -80,9 +79,9 @@ class HierarchicalLOptState(NamedTuple):
     count: jax.Array
 
 
-def _split_init(scale: float, share: float):
-    """LeCun-normal-like init of one part of a ``Dense`` split over its inputs."""
-    return nn.initializers.variance_scaling(scale * share, "fan_in", "truncated_normal")
+def _init(scale: float):
+    """LeCun-normal-like (truncated) init with variance ``scale / fan_in``."""
+    return nn.initializers.variance_scaling(scale, "fan_in", "truncated_normal")
 
 
 class HierarchicalNetwork(nn.Module):
@@ -103,26 +102,22 @@ class HierarchicalNetwork(nn.Module):
         self.to_mlp = nn.Dense(self.lstm_to_mlp)
         self.to_step_scale = nn.Dense(1)
         self.to_cross = nn.Dense(self.cross_size)
-        self.param_in = nn.Dense(self.hidden_sizes[0],
-                                 kernel_init=_split_init(1.0, self.param_share))
+        # First layer split over per-parameter / per-tensor inputs, initialised as one Dense.
+        self.param_in = nn.Dense(self.hidden_sizes[0], kernel_init=_init(self.param_share))
         self.tensor_in = nn.Dense(self.hidden_sizes[0], use_bias=False,
-                                  kernel_init=_split_init(1.0, 1.0 - self.param_share))
+                                  kernel_init=_init(1.0 - self.param_share))
         self.hidden = [nn.Dense(w) for w in self.hidden_sizes[1:]]
-        out_init = nn.initializers.variance_scaling(self.output_init_scale**2, "fan_in",
-                                                    "truncated_normal")
-        self.out = nn.Dense(2, kernel_init=out_init)
+        self.out = nn.Dense(2, kernel_init=_init(self.output_init_scale**2))
         self.extra = nn.Dense(self.num_extra_outputs)
 
     def per_tensor(self, carry, lstm_inputs: jax.Array):
-        """``(T, F_l)`` rows → new carry, ``z`` ``(T, lstm_to_mlp)``, ``s`` ``(T,)`` and the
-        cross-tensor vector ``(C,)``."""
+        """``(T, F_l)`` → carry, ``z (T, lstm_to_mlp)``, ``s (T,)``, cross vector ``(C,)``."""
         carry, h = self.lstm(carry, lstm_inputs)
         cross = jnp.mean(self.to_cross(h), axis=0)
         return carry, self.to_mlp(h), self.to_step_scale(h)[:, 0], cross
 
     def per_param(self, param_x: jax.Array, tensor_x: jax.Array):
-        """``(N, F_p)`` and ``(F_t + lstm_to_mlp,)`` → ``d``, ``a`` ``(N,)``, last hidden
-        activations ``(N, hidden_sizes[-1])``."""
+        """``(N, F_p)``, ``(F_t + lstm_to_mlp,)`` → ``d, a (N,)``, last hidden ``(N, H)``."""
         h = self.param_in(param_x) + self.tensor_in(tensor_x)
         for layer in self.hidden:
             h = layer(nn.relu(h))
@@ -214,6 +209,16 @@ class HierarchicalLOpt:
                                         self.num_extra_outputs, self.cross_size)
 
     @property
+    def flops_per_param(self) -> int:
+        """Analytic FLOPs per parameter: MLP matmuls, biases and ReLUs, the extra-output
+        reduction, and the elementwise estimate of ``benchmarks.optimizer_overhead`` for the
+        accumulators and features (``10 D + 3 F_p + 5``, step 6) plus 3 for the tracked means."""
+        widths = (self.num_param_features, *self.hidden_sizes, 2)
+        matmuls = sum(2 * a * b for a, b in zip(widths[:-1], widths[1:]))
+        elementwise = 10 * len(self.decays) + 3 * self.num_param_features + 5 + 6 + 3
+        return matmuls + 2 * sum(self.hidden_sizes) + self.hidden_sizes[-1] + elementwise
+
+    @property
     def network(self) -> HierarchicalNetwork:
         f_p, f_t = self.num_param_features, self.num_tensor_features
         return HierarchicalNetwork(self.hidden_sizes, self.lstm_hidden, self.lstm_to_mlp,
@@ -235,8 +240,7 @@ class HierarchicalLOpt:
             init=self.init_state, update=functools.partial(self.update, theta, num_steps))
 
     def _zero_carry(self, num_tensors: int) -> tuple[jax.Array, jax.Array]:
-        zeros = jnp.zeros((num_tensors, self.lstm_hidden), jnp.float32)
-        return zeros, zeros
+        return (jnp.zeros((num_tensors, self.lstm_hidden), jnp.float32),) * 2
 
     # ------------------------------------------------------------------ optimizer
 
@@ -283,7 +287,8 @@ class HierarchicalLOpt:
             self.loss_decays)
         others = [treedef.flatten_up_to(t) for t in
                   (params, state.momentum, state.rms, state.grad_mean_sq, state.moment_means)]
-        prepared = [self._prepare_tensor(num_steps, state, loss_x, i, *args)
+        columns = feats.param_feature_columns(self.decays)
+        prepared = [self._prepare_tensor(num_steps, state, loss_x, columns, i, *args)
                     for i, args in enumerate(zip(leaves, *others))]
         lstm_x = jnp.stack([p["lstm_x"] for p in prepared])
         net = self.network
@@ -304,8 +309,8 @@ class HierarchicalLOpt:
             loss_stats=loss_stats, count=count)
         return treedef.unflatten(steps), new_state
 
-    def _prepare_tensor(self, num_steps, state, loss_x, index, grad, param, momentum, rms,
-                        mean_sq, moment_means) -> dict:
+    def _prepare_tensor(self, num_steps, state, loss_x, columns, index, grad, param, momentum,
+                        rms, mean_sq, moment_means) -> dict:
         """Clipping, accumulators and every per-tensor quantity of one tensor (float32)."""
         g = jnp.asarray(grad, jnp.float32)
         p = jnp.asarray(param, jnp.float32)
@@ -322,7 +327,6 @@ class HierarchicalLOpt:
         moment_means = decays * moment_means + (1.0 - decays) * g_means
         ctx = feats.ParamContext(g, p, momentum, rms)
         moments = feats.feature_moments(ctx)
-        columns = feats.param_feature_columns(self.decays)
         lstm_ctx = hfeats.LSTMContext(
             g, p, moment_means[0], moments[columns["momentum"]], moment_means[1],
             moments[columns["rms"]], state.count, num_steps, loss_x, state.extra_means[index],

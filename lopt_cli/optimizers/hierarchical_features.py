@@ -24,11 +24,14 @@ name               k          value
                               LSTM outputs (the only channel between tensors)
 =================  =========  ===============================================================
 
-where ``lc(x) = 0.1 clip(log(|x| + 1e-8), -18, 5)`` ("log-clipped", in ``[-1.8, 0.5]``).
+where ``lc(x) = 0.1 clip(log(|x| + 1e-8), -18, 5)`` ("log-clipped", in ``[-1.8, 0.5]``) and
+``var x = max(E[x^2] - E[x]^2, 0) + 1e-4 E[x^2]`` (one pass; the relative floor hides float32
+cancellation noise).
 
-The loss features come from :func:`observe_losses`: exponential moving averages of the
-training loss and its square at several decays (bias-corrected), giving a mean :math:`\mu_\beta`
-and a standard deviation :math:`\sigma_\beta`. The training-loss feature is
+The loss features come from :func:`observe_losses`: exponentially weighted means
+:math:`\mu_\beta` and variances of the training loss at several decays
+(:func:`update_loss_stats`), giving standard deviations :math:`\sigma_\beta` (floored at
+``1e-3 |mu|``). The training-loss feature is
 :math:`\mathrm{clip}((\ell - \mu_\beta)/\sigma_\beta, \pm 5)` against the statistics *before*
 the current loss (so a spike stands out); the validation-loss feature is
 :math:`\mathrm{clip}((\ell_v - \mu_\beta)/\sigma_\beta, \pm 5)` and
@@ -53,14 +56,15 @@ from lopt_cli.optimizers import features as feats
 LOG_CLIP = (-18.0, 5.0)
 LOSS_CLIP = 5.0  # |z-score| and |relative gap| bound
 LOSS_STD_FLOOR = 1e-3  # sigma >= 1e-3 |mu| (+ 1e-8): a constant loss gives a finite z-score
+VAR_FLOOR = 1e-4  # relative floor of the one-pass tensor variances
 MAX_RANK = 4  # ranks >= MAX_RANK share the last one-hot column
 
 
 class LossStats(NamedTuple):
-    """Exponential moving averages of the training loss (one entry per decay), not debiased."""
+    """Exponentially weighted mean and variance of the training loss, one entry per decay."""
 
     mean: jax.Array  # (L,) float32
-    mean_sq: jax.Array  # (L,) float32
+    var: jax.Array  # (L,) float32
     count: jax.Array  # float32 scalar: number of finite losses seen
 
 
@@ -103,13 +107,26 @@ def init_loss_stats(num_decays: int) -> LossStats:
     return LossStats(zeros, zeros, jnp.zeros((), jnp.float32))
 
 
-def loss_moments(stats: LossStats, decays: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Bias-corrected mean and (floored) standard deviation per decay, each ``(L,)``."""
-    correction = 1.0 / jnp.maximum(1.0 - decays ** stats.count, 1e-12)
-    mean = stats.mean * correction
-    var = jnp.maximum(stats.mean_sq * correction - mean * mean, 0.0)
-    floor = LOSS_STD_FLOOR * jnp.abs(mean) + 1e-8
-    return mean, jnp.sqrt(var + floor * floor)
+def loss_moments(stats: LossStats) -> tuple[jax.Array, jax.Array]:
+    """Mean and (floored) standard deviation per decay, each ``(L,)``."""
+    floor = LOSS_STD_FLOOR * jnp.abs(stats.mean) + 1e-8
+    return stats.mean, jnp.sqrt(stats.var + floor * floor)
+
+
+def update_loss_stats(stats: LossStats, loss: jax.Array, decays: jax.Array) -> LossStats:
+    r"""Adds a (finite) loss with the numerically stable exponentially weighted recursion
+
+    .. math:: \delta = \ell - \mu, \quad \mu \leftarrow \mu + (1-b)\,\delta, \quad
+              \sigma^2 \leftarrow b\,(\sigma^2 + (1-b)\,\delta^2), \qquad
+              b = \min(\beta, n / (n + 1))
+
+    (``n`` losses seen before): the plain running mean and variance until ``1/(n+1)`` falls
+    below ``1 - beta``, so no bias correction is needed, and no ``E[l^2] - E[l]^2``
+    cancellation."""
+    b = jnp.minimum(decays, stats.count / (stats.count + 1.0))
+    delta = loss - stats.mean
+    return LossStats(stats.mean + (1.0 - b) * delta, b * (stats.var + (1.0 - b) * delta**2),
+                     stats.count + 1.0)
 
 
 def _as_float(value: Any) -> jax.Array:
@@ -128,21 +145,16 @@ def observe_losses(
     """
     decays = jnp.asarray(decays, jnp.float32)
     loss, valid_loss = _as_float(loss), _as_float(valid_loss)
-    seen = stats.count > 0
     loss_ok = jnp.isfinite(loss)
     safe_loss = jnp.where(loss_ok, loss, 0.0)
 
-    mean, std = loss_moments(stats, decays)
-    train_ok = loss_ok & seen
+    mean, std = loss_moments(stats)
+    train_ok = loss_ok & (stats.count > 0)
     train_z = jnp.where(train_ok, jnp.clip((safe_loss - mean) / std, -LOSS_CLIP, LOSS_CLIP), 0.0)
 
-    new_stats = LossStats(
-        mean=jnp.where(loss_ok, decays * stats.mean + (1.0 - decays) * safe_loss, stats.mean),
-        mean_sq=jnp.where(loss_ok, decays * stats.mean_sq + (1.0 - decays) * safe_loss**2,
-                          stats.mean_sq),
-        count=stats.count + loss_ok.astype(jnp.float32),
-    )
-    mean, std = loss_moments(new_stats, decays)
+    updated = update_loss_stats(stats, safe_loss, decays)
+    new_stats = jax.tree.map(lambda new, old: jnp.where(loss_ok, new, old), updated, stats)
+    mean, std = loss_moments(new_stats)
     valid_ok = jnp.isfinite(valid_loss) & (new_stats.count > 0)
     safe_valid = jnp.where(valid_ok, valid_loss, 0.0)
     gap = safe_valid - mean
@@ -163,8 +175,9 @@ def log_clip(x: jax.Array) -> jax.Array:
 
 
 def _variance(mean: jax.Array, mean_sq: jax.Array) -> jax.Array:
-    """``E[x^2] - E[x]^2``, clamped at 0."""
-    return jnp.maximum(mean_sq - mean * mean, 0.0)
+    """``max(E[x^2] - E[x]^2, 0) + VAR_FLOOR * E[x^2]``: the relative floor hides the
+    float32 cancellation noise of the one-pass formula (about 1e-7 E[x^2])."""
+    return jnp.maximum(mean_sq - mean * mean, 0.0) + VAR_FLOOR * mean_sq
 
 
 def momentum_feature(ctx: LSTMContext) -> jax.Array:

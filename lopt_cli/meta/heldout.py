@@ -1,0 +1,61 @@
+"""Held-out evaluation during meta-training: how does the current theta do on unseen tasks?
+
+Every ``every`` outer steps the recorder trains ``num_tasks`` fixed tasks that meta-training
+never samples (ids from ``first_id``, by default 1e6, above the seen range) from scratch for
+``horizon`` steps with the current learned optimizer, ``num_seeds`` seeds each, and logs
+
+.. math:: \\text{heldout\\_loss} = \\frac{1}{T}\\sum_{t=1}^{T}\\frac{1}{S}\\sum_{s=1}^{S}
+    \\mathrm{normalize}(\\ell_{\\text{valid}, t, s}(\\text{horizon})),
+
+the mean final normalised validation loss. The tasks are the same at every evaluation, and
+:func:`lopt_cli.evaluation.training.learned_curves` compiles once per task shape, so later
+evaluations only run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import numpy as np
+
+from lopt_cli.evaluation.training import learned_curves
+from lopt_cli.optimizers.base import LearnedOptimizer, MetaParams
+
+HELDOUT_FIRST_ID = 1_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldOutEvaluator:
+    """Trains the held-out tasks with a given theta; ``__call__`` returns ``heldout_loss``."""
+
+    family: object
+    lopt: LearnedOptimizer
+    every: int = 50  # evaluate after every ``every`` outer steps (and after the last one)
+    num_tasks: int = 2
+    horizon: int = 100
+    valid_every: int = 5
+    num_seeds: int = 2
+    first_id: int = HELDOUT_FIRST_ID
+    seed: int = 0
+
+    @functools.cached_property
+    def tasks(self) -> tuple:
+        """The held-out tasks, built once."""
+        from lopt_cli.meta.outer import task_key
+
+        return tuple(self.family.build(self.family.sample(task_key(self.first_id + i)))
+                     for i in range(self.num_tasks))
+
+    def due(self, step: int, num_outer_steps: int) -> bool:
+        """Whether to evaluate after outer step ``step``."""
+        done = step + 1
+        return bool(self.every) and (done % self.every == 0 or done == num_outer_steps)
+
+    def __call__(self, theta: MetaParams) -> float:
+        keys = jax.random.split(jax.random.PRNGKey(self.seed), self.num_seeds)
+        finals = []
+        for task in self.tasks:
+            curves = learned_curves(self.lopt, theta, task, keys, self.horizon, self.valid_every)
+            finals.append(np.asarray(curves.valid_loss[:, -1]))
+        return float(np.mean(finals))

@@ -1,0 +1,143 @@
+"""Resumable meta-training: a run killed with SIGKILL and resumed ends exactly where an
+uninterrupted run with the same seed ends (same learned-optimizer bytes, same metrics rows)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from flax import serialization
+from toy_lopt import LearnedLRSGD
+
+from lopt_cli.errors import LoptUserError
+from lopt_cli.meta.checkpoint import encode, load_checkpoint, save_checkpoint
+from lopt_cli.meta.es import AntitheticES
+from lopt_cli.meta.outer import MetaTrainSettings, make_outer_optimizer, meta_train
+from lopt_cli.meta.pes import PersistentES
+from lopt_cli.meta.problem import TruncatedProblem
+from task_definitions.quadratic import QuadraticFamily
+
+NUM_STEPS = 300
+RESUME_ARGS = (
+    "compute=smoke", f"compute.num_outer_steps={NUM_STEPS}", "compute.num_tasks=2",
+    "compute.resample_every=8", "checkpoint_every=7", "task_family=quadratic",
+    "task_family.dims=[8]", "heldout.every=50", "heldout.num_tasks=1", "heldout.num_seeds=1",
+    "curriculum.start_max_horizon=30", "curriculum.steps=200",
+)
+TIMING_KEYS = {"seconds", "inner_steps_per_second", "heldout_seconds"}
+FAMILY = QuadraticFamily(dims=(8,), condition_number=(1.0, 10.0), noise=(0.0,))
+PROBLEM = TruncatedProblem(LearnedLRSGD(), min_horizon=20, max_horizon=60, valid_every=5)
+
+
+def lopt_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "lopt_cli", "meta-train", *args]
+
+
+def rows_of(run_dir) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
+
+
+def kill_midway(args: list[str], run_dir, env, cwd, min_rows: int) -> int:
+    """Starts ``lopt meta-train``, SIGKILLs it once ``metrics.jsonl`` has ``min_rows`` rows."""
+    process = subprocess.Popen(lopt_command(*args), cwd=cwd, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if metrics.exists() and metrics.read_text().count("\n") >= min_rows:
+                os.kill(process.pid, signal.SIGKILL)
+                break
+            time.sleep(0.002)
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    return process.returncode
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(lopt_env, tmp_path):
+    full, resumed = tmp_path / "full", tmp_path / "outputs" / "meta-train" / "killed"
+    subprocess.run(lopt_command(*RESUME_ARGS, f"hydra.run.dir={full}"), cwd=tmp_path,
+                   env=lopt_env, check=True, capture_output=True, timeout=600)
+    code = kill_midway([*RESUME_ARGS, f"hydra.run.dir={resumed}"], resumed, lopt_env, tmp_path,
+                       min_rows=40)
+    assert code == -signal.SIGKILL, "the run finished before it could be killed"
+    partial = rows_of(resumed)
+    assert 40 <= len(partial) < NUM_STEPS
+    conflict = subprocess.run(lopt_command(f"resume={resumed}", "compute.num_tasks=4"),
+                              cwd=tmp_path, env=lopt_env, capture_output=True, text=True)
+    assert conflict.returncode == 2 and "compute.num_tasks=2, not 4" in conflict.stderr
+    assert rows_of(resumed) == partial  # the refused resume touched nothing
+    # resume=true: this command's newest resumable run under ./outputs, i.e. the killed one
+    result = subprocess.run(lopt_command("resume=true"), cwd=tmp_path, env=lopt_env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((resumed / "summary.json").read_text())
+    assert 0 < summary["resumed_at_step"] <= len(partial)
+    assert summary["resumed_at_step"] % 7 == 0
+    assert (resumed / "learned_optimizer.msgpack").read_bytes() == \
+        (full / "learned_optimizer.msgpack").read_bytes()
+    rows = rows_of(resumed)
+    assert [r["step"] for r in rows] == list(range(NUM_STEPS))  # no duplicates, no gaps
+    assert rows == rows_of(full)
+    assert sum("heldout_loss" in r for r in rows) == NUM_STEPS // 50
+    assert not list(resumed.glob(".*.tmp"))
+
+
+def test_resume_without_checkpoint_is_one_line(run_lopt, tmp_path):
+    run = tmp_path / "outputs" / "meta-train" / "empty"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    result = run_lopt("meta-train", f"resume={run}", check=False)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "no checkpoint.msgpack" in lines[0], result.stderr
+    result = run_lopt("meta-train", f"resume={tmp_path / 'nowhere'}", check=False)
+    assert result.returncode == 2 and "not a run directory" in result.stderr
+
+
+@pytest.mark.parametrize("estimator", [AntitheticES(sigma=0.05, truncation_length=10),
+                                       PersistentES(sigma=0.05, truncation_length=10)])
+def test_checkpoint_round_trip_continues_bitwise(tmp_path, estimator):
+    settings = MetaTrainSettings(num_outer_steps=9, num_tasks=3, resample_every=4, seed=5,
+                                 checkpoint_every=3)
+    outer_tx = make_outer_optimizer(learning_rate=0.1, warmup_steps=1, total_steps=9)
+    saved = {}
+    full = meta_train(FAMILY, PROBLEM, estimator, outer_tx, settings,
+                      on_checkpoint=lambda state: saved.setdefault(state.step, state))
+    assert sorted(saved) == [3, 6, 9]
+    rows = [{"step": i, "meta_loss": float(i)} for i in range(6)]
+    save_checkpoint(tmp_path, saved[6], settings.seed, rows)
+    start, restored_rows = load_checkpoint(tmp_path, FAMILY, PROBLEM, estimator, outer_tx,
+                                           settings)
+    assert start.step == 6 and restored_rows == rows and start.members == saved[6].members
+    for a, b in zip(jax.tree_util.tree_leaves(saved[6]), jax.tree_util.tree_leaves(start)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    resumed = meta_train(FAMILY, PROBLEM, estimator, outer_tx, settings, start=start)
+    assert serialization.to_bytes(resumed) == serialization.to_bytes(full)
+
+
+def test_incompatible_checkpoint_is_a_user_error(tmp_path):
+    estimator = AntitheticES(sigma=0.05, truncation_length=10)
+    settings = MetaTrainSettings(num_outer_steps=2, num_tasks=2, seed=1, checkpoint_every=1)
+    outer_tx = make_outer_optimizer(total_steps=2)
+    saved = []
+    meta_train(FAMILY, PROBLEM, estimator, outer_tx, settings, on_checkpoint=saved.append)
+    (tmp_path / "checkpoint.msgpack").write_bytes(encode(saved[0], settings.seed, []))
+    other_dims = QuadraticFamily(dims=(4,), noise=(0.0,))
+    with pytest.raises(LoptUserError, match="incompatible checkpoint"):
+        load_checkpoint(tmp_path, other_dims, PROBLEM, estimator, outer_tx, settings)
+    with pytest.raises(LoptUserError, match="another seed"):
+        load_checkpoint(tmp_path, FAMILY, PROBLEM, estimator, outer_tx,
+                        MetaTrainSettings(num_outer_steps=2, num_tasks=2, seed=2))
+    (tmp_path / "checkpoint.msgpack").write_bytes(b"garbage")
+    with pytest.raises(LoptUserError, match="unreadable checkpoint"):
+        load_checkpoint(tmp_path, FAMILY, PROBLEM, estimator, outer_tx, settings)
