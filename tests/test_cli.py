@@ -148,6 +148,7 @@ def test_parallel_sweep_with_the_joblib_launcher(run_lopt, tmp_path):
         (("evaluate", "horizon=45", "valid_every=10"), "must be a multiple of"),
         (("evaluate", "mode=bogus"), "mode='bogus'; choose one of"),
         (("evaluate", "splits.unseen.first_id=0"), "shares task ids"),
+        (("meta-train", "task_family.datasets=[mnist]"), "not available offline"),
         (("frobnicate",), "unknown command 'frobnicate'"),
     ],
 )

@@ -57,6 +57,23 @@ def build_family(node: DictConfig) -> Any:
         raise LoptUserError(f"task_family: {error}") from None
 
 
+def probe_family(family: Any, task_id: int) -> None:
+    """Builds task ``task_id`` (and, for a mixture, one task of every member) so that a task
+    that cannot be built — a missing dataset, a bad argument — fails before any output."""
+    import jax
+
+    members = [family, *(member for _, member in getattr(family, "families", ()))]
+    for member in members:
+        try:
+            member.build(member.sample(jax.random.PRNGKey(task_id)))
+        except LoptUserError:
+            raise
+        except (TypeError, ValueError, KeyError) as error:
+            name = getattr(member, "name", type(member).__name__)
+            raise LoptUserError(f"task_family {name}: cannot build task #{task_id}: "
+                                f"{str(error).splitlines()[0] if str(error) else error!r}") from None
+
+
 def positive_int(cfg: DictConfig, key: str) -> int:
     """``cfg[key]`` as an int > 0, or a LoptUserError naming the key."""
     value = OmegaConf.select(cfg, key)

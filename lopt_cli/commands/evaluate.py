@@ -11,6 +11,7 @@ from lopt_cli.commands.common import (
     guarded,
     plain,
     positive_int,
+    probe_family,
     run_dir,
 )
 from lopt_cli.errors import LoptUserError
@@ -73,8 +74,9 @@ def check(cfg: DictConfig) -> None:
     if cfg.mode == "implicit_regularization":
         probe_settings(cfg)
     else:
-        build_spec(cfg)
-        build_family(cfg.task_family)
+        spec = build_spec(cfg)
+        first = min(min(ids, default=spec.tuning_ids[0]) for ids in spec.splits.values())
+        probe_family(build_family(cfg.task_family), first)
     load_learned_optimizer(cfg.learned_optimizer)
 
 

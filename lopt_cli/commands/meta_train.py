@@ -22,6 +22,7 @@ from lopt_cli.commands.common import (
     guarded,
     plain,
     positive_int,
+    probe_family,
     run_dir,
 )
 from lopt_cli.errors import LoptUserError
@@ -267,6 +268,7 @@ def check(cfg: DictConfig) -> None:
     job = build_job(cfg)
     if job.resume_dir is not None and not has_checkpoint(job.resume_dir):
         raise LoptUserError(f"resume={cfg.resume}: no checkpoint.msgpack in {job.resume_dir}")
+    probe_family(job.family, job.settings.first_task_id)
 
 
 def run_meta_training(job: MetaTrainJob, out_dir, label: str = "meta-train"):
