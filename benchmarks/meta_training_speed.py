@@ -29,24 +29,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.optimizer_overhead import peak_matmul_flops
+
 NUM_TASKS = 8
 TRUNCATION = 50
 VALID_EVERY = 10
 BATCH = 128
 LAYERS = (64, 32, 10)
-
-
-def peak_matmul_flops(size: int = 1024, reps: int = 10) -> float:
-    """Median FLOP/s of a jitted ``size × size`` f32 matmul on the default device."""
-    a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
-    matmul = jax.jit(lambda x, y: x @ y)
-    matmul(a, a).block_until_ready()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        matmul(a, a).block_until_ready()
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / float(np.median(times))
 
 
 def digits_sized_task():
@@ -79,7 +68,6 @@ def analytic_flops_per_step(lopt) -> float:
 
 
 def measure(lopt, name: str, reps: int = 5) -> dict:
-    from lopt_cli.meta.outer import sample_population  # noqa: F401  (import check)
     from lopt_cli.meta.pes import PersistentES
     from lopt_cli.meta.problem import TruncatedProblem
     from task_definitions.base import stack_tasks
@@ -120,7 +108,7 @@ def main(out_dir: str | Path = "benchmarks/results") -> dict:
 
     from lopt_cli.optimizers.registry import LEARNED_OPTIMIZERS
 
-    peak = peak_matmul_flops()
+    peak = peak_matmul_flops(size=1024)
     rows = [measure(factory(), name) for name, factory in LEARNED_OPTIMIZERS.items()
             if name in ("mlp", "hierarchical")]
     for row in rows:
