@@ -38,18 +38,34 @@ def final_loss(history: list[dict]) -> float:
     return sum(row["meta_loss"] for row in tail) / len(tail)
 
 
+SOURCE_FILE = "outer_learned_optimizer.txt"
+
+
+def outer_source(requested: str, out_dir) -> str:
+    """The learned optimizer's file, resolved once per run and recorded in the run directory,
+    so that a resumed run keeps it even when ``requested`` is ``latest``."""
+    from lopt_cli.io import write_text_atomic
+    from lopt_cli.optimizers.storage import resolve_weights_path
+
+    record = out_dir / SOURCE_FILE
+    if record.is_file():
+        return record.read_text().strip()
+    source = str(resolve_weights_path(requested).resolve())
+    write_text_atomic(record, source + "\n")
+    return source
+
+
 @guarded
 def run(cfg: DictConfig) -> None:
     configure_jax()
     from lopt_cli.evaluation.plots import plot_meta_loss
     from lopt_cli.io import write_json_atomic
-    from lopt_cli.optimizers.storage import resolve_weights_path
 
-    source = str(resolve_weights_path(cfg.learned_optimizer).resolve())
+    out_dir = run_dir()
+    source = outer_source(cfg.learned_optimizer, out_dir)
     adam_job = build_job(cfg)
     learned_job = dataclasses.replace(
         adam_job, outer_tx=learned_outer_optimizer(source, adam_job.settings.num_outer_steps))
-    out_dir = run_dir()
     histories = {}
     for name, job in (("learned outer optimizer", learned_job), ("AdamW", adam_job)):
         folder = out_dir / ("learned_outer" if job is learned_job else "adam_outer")
