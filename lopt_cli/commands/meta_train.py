@@ -70,7 +70,8 @@ class MetaTrainJob:
     optimizer_config: dict
     checkpoint_every: int
     heldout: Any = None  # a HeldOutEvaluator, or None
-    num_devices: int = 1
+    num_devices: int = 1  # per process
+    num_processes: int = 1  # jax.distributed processes meta-training together
     resume: bool = False  # continue from a checkpoint in the output directory when there is one
     resume_dir: Path | None = None  # the run directory named by resume=<dir>
 
@@ -140,7 +141,7 @@ def resumed_config(cfg: DictConfig, directory: Path) -> DictConfig:
                   OverridesParser.create().parse_overrides(_hydra_overrides())]
     own_keys = [k for k in cfg if k not in JOB_KEYS]  # read by the command itself
     for key in dict.fromkeys(overridden + own_keys):
-        if key == "resume" or key.startswith("hydra"):
+        if key == "resume" or key.startswith(("hydra", "compute.distributed")):
             continue
         ours, theirs = _value(OmegaConf.select(cfg, key)), _value(OmegaConf.select(saved, key))
         if ours != theirs:
@@ -162,6 +163,7 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
     from lopt_cli.meta.sharding import resolve_num_devices
     from lopt_cli.optimizers.storage import instantiate_plain
 
+    num_processes = join_processes(cfg)  # before anything starts a JAX backend
     resume_dir = resume_directory(cfg)
     if resume_dir is not None:
         cfg = resumed_config(cfg, resume_dir)
@@ -173,9 +175,10 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
         num_devices = resolve_num_devices(cfg.compute.num_devices)
     except ValueError as error:
         raise LoptUserError(f"compute.num_devices={error}") from None
-    if cfg.compute.num_tasks % num_devices:
+    if cfg.compute.num_tasks % (num_devices * num_processes):
+        where = f" x {num_processes} processes" if num_processes > 1 else ""
         raise LoptUserError(f"compute.num_tasks={cfg.compute.num_tasks} must be a multiple of "
-                            f"the {num_devices} devices of compute.num_devices")
+                            f"the {num_devices} devices of compute.num_devices{where}")
     if cfg.inner.min_horizon > cfg.inner.max_horizon:
         raise LoptUserError(f"inner.min_horizon={cfg.inner.min_horizon} exceeds "
                             f"inner.max_horizon={cfg.inner.max_horizon}")
@@ -205,9 +208,23 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
         checkpoint_every=settings.checkpoint_every,
         heldout=_heldout(cfg, family, lopt, HeldOutEvaluator),
         num_devices=num_devices,
+        num_processes=num_processes,
         resume=bool(cfg.resume),
         resume_dir=resume_dir,
     )
+
+
+def join_processes(cfg: DictConfig) -> int:
+    """Joins the ``jax.distributed`` run ``compute.distributed`` (or ``LOPT_COORDINATOR``,
+    ``LOPT_NUM_PROCESSES``, ``LOPT_PROCESS_ID``) describes; returns the process count."""
+    from lopt_cli.meta.distributed import initialize_from, resolve_settings
+
+    try:
+        settings = resolve_settings(plain(OmegaConf.select(cfg, "compute.distributed")))
+    except ValueError as error:
+        raise LoptUserError(f"compute.distributed.{error}") from None
+    initialize_from(settings)
+    return settings.num_processes
 
 
 def _non_negative(cfg: DictConfig, key: str) -> int:
@@ -280,25 +297,42 @@ def run_meta_training(job: MetaTrainJob, out_dir, label: str = "meta-train"):
     from lopt_cli.evaluation.plots import plot_meta_loss
     from lopt_cli.io import write_json_atomic
     from lopt_cli.meta.checkpoint import has_checkpoint, load_checkpoint, remove_stale_temporaries
+    from lopt_cli.meta.distributed import QuietRecorder, is_main, is_multiprocess, to_host
     from lopt_cli.meta.outer import meta_train
     from lopt_cli.meta.recorder import MetaTrainRecorder
     from lopt_cli.meta.sharding import Placement
 
     out_dir = Path(out_dir)
+    main = is_main()
     start, history = None, []  # a fresh start rewrites metrics.jsonl (a killed try's rows go)
     if job.resume and has_checkpoint(out_dir):
-        remove_stale_temporaries(out_dir)
+        if main:
+            remove_stale_temporaries(out_dir)
         start, history = load_checkpoint(out_dir, job.family, job.problem, job.estimator,
                                           job.outer_tx, job.settings)
-    recorder = MetaTrainRecorder(out_dir, job.settings.num_outer_steps,
-                                 job.inner_steps_per_outer, job.optimizer_config,
-                                 job.checkpoint_every, label=label, heldout=job.heldout,
-                                 seed=job.settings.seed, history=history)
+    if main:
+        recorder = MetaTrainRecorder(out_dir, job.settings.num_outer_steps,
+                                     job.inner_steps_per_outer, job.optimizer_config,
+                                     job.checkpoint_every, label=label, heldout=job.heldout,
+                                     seed=job.settings.seed, history=history)
+    else:  # other processes of a multi-process run write nothing
+        recorder = QuietRecorder(history)
+    on_step, on_checkpoint = recorder, recorder.checkpoint
+    if is_multiprocess():  # the callbacks get host copies (gathering is collective: all call)
+        def on_step(step, metrics, theta):
+            recorder(step, metrics, to_host(theta))
+
+        def on_checkpoint(state):
+            recorder.checkpoint(state._replace(theta=to_host(state.theta),
+                                               opt_state=to_host(state.opt_state),
+                                               states=to_host(state.states)))
     with recorder:
         theta = meta_train(job.family, job.problem, job.estimator, job.outer_tx, job.settings,
-                           on_step=recorder, start=start, on_checkpoint=recorder.checkpoint,
+                           on_step=on_step, start=start, on_checkpoint=on_checkpoint,
                            placement=Placement.create(job.num_devices))
     history = recorder.history
+    if not main:
+        return theta, history
     plot_meta_loss({label: history}, out_dir / "meta_loss.png", "meta-training")
     tail = history[-max(1, len(history) // 10):]
     summary = {
@@ -307,6 +341,7 @@ def run_meta_training(job: MetaTrainJob, out_dir, label: str = "meta-train"):
         "final_meta_loss": sum(r["meta_loss"] for r in tail) / len(tail),
         "inner_steps_per_second": sorted(r["inner_steps_per_second"] for r in tail)[len(tail) // 2],
         "num_devices": job.num_devices,
+        "num_processes": job.num_processes,
         "resumed_at_step": start.step if start is not None else None,
     }
     heldout = [r["heldout_loss"] for r in history if "heldout_loss" in r]
@@ -327,7 +362,13 @@ def run(cfg: DictConfig) -> None:
         if job.resume_dir is not None and job.resume_dir.resolve() != out_dir.resolve():
             raise LoptUserError(f"resume={cfg.resume} but hydra.run.dir={out_dir}; give one")
         read_raw(out_dir)  # a missing or unreadable checkpoint: one line, exit 2
-    _, history = run_meta_training(job, out_dir)
+    theta, history = run_meta_training(job, out_dir)
+    if job.num_processes > 1:
+        from lopt_cli.meta.distributed import digest_line, is_main
+
+        print(digest_line(theta))
+        if not is_main():
+            return
     print(f"meta-loss {history[0]['meta_loss']:.4f} -> {history[-1]['meta_loss']:.4f}; "
           f"learned optimizer written to {out_dir}")
 

@@ -20,7 +20,8 @@ import os
 from typing import Any
 
 import jax
-from jax.sharding import NamedSharding, PartitionSpec
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 AXIS = "tasks"
 
@@ -77,7 +78,13 @@ class Placement:
 
     @classmethod
     def create(cls, num_devices: int) -> Placement:
-        """A 1-D ``("tasks",)`` mesh over the first ``num_devices`` local devices."""
+        """A 1-D ``("tasks",)`` mesh over the first ``num_devices`` local devices (of every
+        process, in process order, in a multi-process run: :mod:`lopt_cli.meta.distributed`)."""
+        if jax.process_count() > 1:
+            from lopt_cli.meta.distributed import global_devices
+
+            devices = np.array(global_devices(num_devices))
+            return cls(Mesh(devices, (AXIS,), axis_types=(jax.sharding.AxisType.Auto,)))
         if num_devices <= 1:
             return cls(None)
         mesh = jax.make_mesh((num_devices,), (AXIS,),
@@ -96,10 +103,24 @@ class Placement:
         split = NamedSharding(self.mesh, PartitionSpec(AXIS))
         whole = NamedSharding(self.mesh, PartitionSpec())
         return jax.tree_util.tree_map(
-            lambda x: jax.device_put(x, split if jax.numpy.ndim(x) else whole), tree)
+            lambda x: self._put(x, split if jax.numpy.ndim(x) else whole), tree)
 
     def replicate(self, tree: Any) -> Any:
         """Every leaf copied to every device of the mesh."""
         if self.mesh is None:
             return tree
-        return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec()))
+        whole = NamedSharding(self.mesh, PartitionSpec())
+        return jax.tree_util.tree_map(lambda x: self._put(x, whole), tree)
+
+    @property
+    def is_global(self) -> bool:
+        """Whether the mesh spans other processes' devices."""
+        return self.mesh is not None and not NamedSharding(self.mesh, PartitionSpec()) \
+            .is_fully_addressable
+
+    def _put(self, x: Any, sharding: NamedSharding) -> Any:
+        if self.is_global:
+            from lopt_cli.meta.distributed import to_global
+
+            return to_global(x, sharding)
+        return jax.device_put(x, sharding)
