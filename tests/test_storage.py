@@ -73,3 +73,15 @@ def test_broken_files_are_user_errors(tmp_path, mutate, message):
 def test_atomic_write_leaves_no_temporary_files(tmp_path):
     write_text_atomic(tmp_path / "x.txt", "hello")
     assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
+
+
+def test_shipped_optimizer_loads_by_name():
+    from lopt_cli.optimizers.storage import PRETRAINED_DIR
+
+    lopt, theta, config = load_learned_optimizer("mlp_digits")
+    assert config["_target_"].endswith("MLPLOpt")
+    assert (PRETRAINED_DIR / "mlp_digits" / "README.md").is_file()  # its model card
+    opt = lopt.transform(theta, 100)
+    params = {"w": jnp.ones((4, 3))}
+    updates, _ = opt.update(params, opt.init(params), params, loss=jnp.asarray(1.0))
+    assert jnp.all(jnp.isfinite(updates["w"]))
