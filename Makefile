@@ -34,7 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 
 lint: $(STAMP)
-	$(BIN)/ruff check lopt_cli task_definitions tests
+	$(BIN)/ruff check lopt_cli task_definitions tests benchmarks examples
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

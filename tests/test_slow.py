@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import only_run_dir
 
 pytestmark = pytest.mark.slow

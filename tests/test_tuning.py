@@ -75,3 +75,34 @@ def test_adam_lr_trials_are_nested_prefixes_covering_the_grid():
     assert sorted(seven) == pytest.approx(sorted(np.geomspace(1e-4, 1e-1, 7)), rel=1e-5)
     assert seven[0] == pytest.approx(np.geomspace(1e-4, 1e-1, 7)[3], rel=1e-5)
     assert sorted(coarse_to_fine_order(10)) == list(range(10))
+
+
+def test_suite_tuning_on_real_bowls_picks_the_known_best_rate():
+    """On well-conditioned bowls trained 40 steps, the largest rate of {1e-4, 3e-3, 0.1} is
+    best: global tuning must pick it, per-task with 1 trial must use the first (middle) one."""
+    import jax.numpy as jnp
+    from toy_lopt import LearnedLRSGD
+
+    from lopt_cli.evaluation.cache import RunCache
+    from lopt_cli.evaluation.runs import RunSettings
+    from lopt_cli.evaluation.suite import SuiteSpec, evaluate_suite
+    from task_definitions.quadratic import QuadraticFamily
+
+    family = QuadraticFamily(dims=(4,), condition_number=(1.0, 2.0), noise=(0.0,))
+    spec = SuiteSpec(splits={"seen": (0, 1), "unseen": (1000000,)}, tuning_ids=(2000000, 2000001),
+                     baselines={"AdamLR": AdamLR(1e-4, 1e-1)}, max_trials=3, trial_counts=(1, 3),
+                     run=RunSettings(horizon=40, valid_every=10, num_seeds=2, final_fraction=0.25))
+    rates = spec.baselines["AdamLR"].trials(3)["learning_rate"]
+    assert rates[2] == pytest.approx(0.1)
+    cache = RunCache(None)
+    choices, results = evaluate_suite(family, LearnedLRSGD(), {"log_lr": jnp.asarray(-1.0)},
+                                      "toy", spec, cache)
+    assert choices == {"AdamLR": {"valid": 2, "train": 2}}
+    assert cache.computed == 2 + 3 * 2  # tuning: baseline only; test tasks: learned + baseline
+    assert [r["split"] for r in results] == ["seen", "seen", "unseen"]
+    for result in results:
+        by_setting = {(c["setting"], c["metric"]): c for c in result["comparisons"]}
+        assert by_setting[("AdamLR per-task (1 trial)", "valid")]["trial"] == 0
+        assert by_setting[("AdamLR per-task (3 trials)", "valid")]["trial"] == 2
+        assert by_setting[("AdamLR global (3 trials)", "train")]["trial"] == 2
+        assert len(result["baselines"]["AdamLR"]["final_valid"]) == 3
