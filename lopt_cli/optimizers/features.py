@@ -173,6 +173,18 @@ def raw_param_features(ctx: ParamContext) -> jax.Array:
     return jnp.concatenate([fn(ctx) for _, fn in PARAM_FEATURES], axis=-1)
 
 
+def raw_param_columns(ctx: ParamContext) -> list[jax.Array]:
+    """The ``F_p`` columns of :func:`raw_param_features` as a list of arrays of shape ``S``
+    (same order, not normalised). Lets a consumer apply a first ``Dense`` as a sum of
+    column × kernel-row products, which XLA on CPU fuses into one elementwise loop instead of
+    materialising the ``S + (F_p,)`` concatenation (about 2x faster for the MLP optimizer)."""
+    columns = []
+    for _, fn in PARAM_FEATURES:
+        block = fn(ctx)
+        columns.extend(block[..., i] for i in range(block.shape[-1]))
+    return columns
+
+
 def feature_moments(ctx: ParamContext) -> jax.Array:
     r"""Per-column second moments :math:`\mathrm{mean}_i\, x_{i,f}^2` over the tensor,
     ``(F_p,)``, computed one feature function at a time so that XLA fuses each reduction with

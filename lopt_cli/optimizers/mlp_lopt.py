@@ -237,8 +237,8 @@ class MLPLOpt:
 
     def _step_rows(self, theta, scales, tensor_x, rows: feats.ParamContext) -> jax.Array:
         """``-step_mult * d * exp(exp_mult * a)`` for a block of rows (flattened parameters)."""
-        x = feats.raw_param_features(rows) * scales
-        direction, magnitude = self.network.apply(theta, x, tensor_x)
+        direction, magnitude = apply_from_columns(
+            theta, feats.raw_param_columns(rows), scales, tensor_x)
         return -self.step_mult * direction * jnp.exp(self.exp_mult * magnitude)
 
     def resolved_chunk_size(self) -> int:
@@ -247,6 +247,32 @@ class MLPLOpt:
         if self.chunk_size is not None:
             return int(self.chunk_size)
         return CPU_CHUNK_ROWS if jax.default_backend() == "cpu" else 0
+
+
+def apply_from_columns(
+    theta: MetaParams, columns: list[jax.Array], scales: jax.Array, tensor_x: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """:class:`PerParameterMLP` (same variables ``theta``) on the normalised features
+    ``concat(columns, -1) * scales``, without building that ``(..., F_p)`` array.
+
+    The first layer is ``b + x_t W_t + sum_j c_j (s_j W_p[j])``: the normalisers are folded into
+    the kernel rows and the per-tensor features into the bias, and each column ``c_j`` (shape
+    ``S``) multiplies one kernel row; XLA on CPU fuses these products with the feature maths
+    into one loop (minor-axis concatenation and a 23-deep matmul are slow there). Equal to
+    ``network.apply(theta, concat(columns) * scales, tensor_x)`` up to float rounding.
+    """
+    params = theta["params"]
+    first = params["param_in"]
+    kernel = first["kernel"] * scales[:, None]
+    h = first["bias"] + tensor_x @ params["tensor_in"]["kernel"]
+    for column, row in zip(columns, kernel):
+        h = h + column[..., None] * row
+    i = 1
+    while f"dense_{i}" in params:
+        layer = params[f"dense_{i}"]
+        h = nn.relu(h) @ layer["kernel"] + layer["bias"]
+        i += 1
+    return h[..., 0], h[..., 1]
 
 
 def map_rows(fn, rows: Any, chunk: int) -> jax.Array:
