@@ -46,6 +46,7 @@ def test_command_help_lists_config_groups(run_lopt):
 def test_meta_train_writes_run_directory(trained):
     rows = read_jsonl(trained / "metrics.jsonl")
     assert [r["step"] for r in rows] == [0, 1, 2, 3]
+    assert rows[0]["task_ids"] and rows[2]["task_ids"]  # recorded at each resample
     for row in rows:
         assert {"meta_loss", "grad_norm", "inner_steps_per_second", "resets"} <= set(row)
         assert row["meta_loss"] == row["meta_loss"]  # not NaN
@@ -60,8 +61,10 @@ def test_evaluate_writes_results_and_summary(run_lopt, trained, tmp_path):
     run = only_run_dir(tmp_path / "outputs" / "evaluate")
     rows = read_jsonl(run / "results.jsonl")
     learned = [r for r in rows if r["optimizer"] == "learned"]
-    assert sorted((r["split"], r["task_id"]) for r in learned) == [
-        ("seen", 0), ("seen", 1), ("unseen", 1000000)]
+    trained_ids = [i for row in read_jsonl(trained / "metrics.jsonl") for i in row.get("task_ids", [])]
+    seen = [r["task_id"] for r in learned if r["split"] == "seen"]
+    assert seen and set(seen) <= set(trained_ids)  # "seen" = tasks the run really trained on
+    assert [r["task_id"] for r in learned if r["split"] == "unseen"] == [1000000]
     assert all(len(r["valid_curve"]) == 4 for r in rows)
     settings = {r["optimizer"] for r in rows} - {"learned"}
     for baseline in ("AdamLR", "Adam8p", "opt_list"):
@@ -69,9 +72,10 @@ def test_evaluate_writes_results_and_summary(run_lopt, trained, tmp_path):
         assert f"{baseline} per-task (1 trial)" in settings
     summary = json.loads((run / "summary.json").read_text())
     assert summary["splits"] == ["seen", "unseen"]
+    assert summary["task_ids"]["seen"] == seen
     for row in summary["comparisons"]:
         assert row["tuned_on"] == row["compared_on"]
-        assert row["num_tasks"] == (2 if row["split"] == "seen" else 1)
+        assert row["num_tasks"] == (len(seen) if row["split"] == "seen" else 1)
         assert 0 <= row["wins"] <= row["num_tasks"]
     # the report's numbers are the results' numbers
     report = (run / "report.md").read_text()
@@ -148,6 +152,7 @@ def test_parallel_sweep_with_the_joblib_launcher(run_lopt, tmp_path):
         (("evaluate", "horizon=45", "valid_every=10"), "must be a multiple of"),
         (("evaluate", "mode=bogus"), "mode='bogus'; choose one of"),
         (("evaluate", "splits.unseen.first_id=0"), "shares task ids"),
+        (("evaluate", "splits.seen.from_run=maybe"), "from_run='maybe'; choose one of"),
         (("meta-train", "task_family.datasets=[mnist]"), "not available offline"),
         (("frobnicate",), "unknown command 'frobnicate'"),
     ],

@@ -40,6 +40,9 @@ def build_spec(cfg: DictConfig):
         if count < 0:
             raise LoptUserError(f"splits.{name}.count={count}: expected >= 0")
         splits[name] = tuple(range(int(split["first_id"]), int(split["first_id"]) + count))
+        trained = trained_task_ids(cfg, name, split.get("from_run", False))
+        if trained is not None:
+            splits[name] = trained[:count]
     tuning = plain(cfg.tuning)
     tuning_ids = tuple(range(int(tuning["first_id"]), int(tuning["first_id"]) + int(tuning["count"])))
     _check_disjoint(splits, tuning_ids)
@@ -51,6 +54,32 @@ def build_spec(cfg: DictConfig):
     run = RunSettings(cfg.horizon, cfg.valid_every, cfg.num_seeds, float(cfg.final_fraction),
                       cfg.seed)
     return SuiteSpec(splits, tuning_ids, baselines, cfg.max_trials, tuple(counts), run)
+
+
+def trained_task_ids(cfg: DictConfig, split: str, from_run) -> tuple | None:
+    """The task ids the learned optimizer's run trained on, in order of first use, when
+    ``from_run`` asks for them (``auto``: if its ``metrics.jsonl`` records any)."""
+    from lopt_cli.optimizers.storage import resolve_weights_path
+
+    if from_run not in (True, False, "auto"):
+        raise LoptUserError(f"splits.{split}.from_run={from_run!r}; choose one of: auto, true, false")
+    if from_run is False:
+        return None
+    try:
+        metrics = resolve_weights_path(cfg.learned_optimizer).parent / "metrics.jsonl"
+    except LoptUserError:
+        if from_run is True:
+            raise
+        return None  # reported when the learned optimizer is loaded
+    ids: list[int] = []
+    if metrics.is_file():
+        from lopt_cli.io import read_jsonl
+
+        for row in read_jsonl(metrics):
+            ids += [t for t in row.get("task_ids", []) if t not in ids]
+    if not ids and from_run is True:
+        raise LoptUserError(f"splits.{split}.from_run=true: {metrics} records no trained task ids")
+    return tuple(ids) or None
 
 
 def _check_disjoint(splits: dict, tuning_ids: tuple) -> None:
@@ -193,6 +222,7 @@ def run(cfg: DictConfig) -> None:
     summary = {"learned_optimizer": str(weights), "task_family": getattr(family, "name", "?"),
                "splits": list(spec.splits), "tasks_per_split": {k: len(v) for k, v in
                                                                 spec.splits.items()},
+               "task_ids": {k: list(v) for k, v in spec.splits.items()},
                "num_tuning_tasks": len(spec.tuning_ids), "horizon": spec.run.horizon,
                "num_seeds": spec.run.num_seeds, "final_fraction": spec.run.final_fraction,
                "baselines": list(spec.baselines), "max_trials": spec.max_trials,

@@ -83,6 +83,8 @@ def markdown_report(summary: dict, rows: list[dict]) -> str:
         f"- task family: `{summary['task_family']}`; test tasks per split: "
         + ", ".join(f"{s} {n}" for s, n in summary["tasks_per_split"].items())
         + f"; global tuning on {summary['num_tuning_tasks']} disjoint tasks",
+        *[f"- {split} task ids: {', '.join(map(str, ids))}"
+          for split, ids in summary.get("task_ids", {}).items()],
         f"- every run: {summary['horizon']} steps, {summary['num_seeds']} seeds; final value = "
         f"mean of the last {100 * summary['final_fraction']:.0f}% of the curve, over seeds; "
         "losses normalised per task",

@@ -230,6 +230,8 @@ def meta_train(
         host = {name: float(value) for name, value in metrics.items()}
         host["grad_norm"] = float(grad_norm)
         host["max_horizon"] = cap
+        if resample:  # which tasks were trained on: `lopt evaluate` reads them as "seen"
+            host["task_ids"] = sorted({int(member[0]) for member in members})
         on_step(step, host, theta)
         if on_checkpoint is not None and checkpoint_due(settings, step):
             on_checkpoint(MetaTrainState(step + 1, theta, opt_state, states, members))
