@@ -155,6 +155,7 @@ def test_parallel_sweep_with_the_joblib_launcher(run_lopt, tmp_path):
         (("evaluate", "splits.seen.from_run=maybe"), "from_run='maybe'; choose one of"),
         (("meta-train", "task_family.datasets=[mnist]"), "not available offline"),
         (("frobnicate",), "unknown command 'frobnicate'"),
+        (("tasks", "action=bogus"), "action='bogus'; choose one of: list, describe, run"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(run_lopt, tmp_path, args, expected):

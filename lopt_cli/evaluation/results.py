@@ -11,10 +11,6 @@ def steps_of(curve: list, valid_every: int) -> list[int]:
     return [valid_every * (i + 1) for i in range(len(curve))]
 
 
-def _pick(curves: list, trial: int) -> list:
-    return curves[trial]
-
-
 def result_rows(results: list[dict], valid_every: int) -> list[dict]:
     """``results.jsonl``: per task, one row for the learned optimizer and one per baseline
     setting and metric, with the chosen trial's hyperparameters, final loss and curves."""
@@ -39,8 +35,8 @@ def result_rows(results: list[dict], valid_every: int) -> list[dict]:
                 "learned_final": comparison["learned_final"],
                 "improvement": comparison["improvement"],
                 "steps": steps_of(runs["valid_curve"][trial], valid_every),
-                "valid_curve": _pick(runs["valid_curve"], trial),
-                "train_curve": _pick(runs["train_curve"], trial),
+                "valid_curve": runs["valid_curve"][trial],
+                "train_curve": runs["train_curve"][trial],
             })
     return rows
 

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -33,41 +34,47 @@ class SuiteSpec:
     run: RunSettings
 
 
-def _task(family, task_id: int):
-    config = family.sample(task_key(task_id))
-    return config, family.build(config)
+class TaskRef:
+    """Task ``task_id`` of ``family``: its description at once, the built task (datasets on the
+    device) only when a run that is not cached needs it, and then only once."""
+
+    def __init__(self, family, task_id: int):
+        self.family, self.task_id = family, task_id
+        self.config = family.sample(task_key(task_id))
+        self.description = {"task_id": task_id, **config_to_dict(
+            self.config, getattr(family, "name", None))}
+
+    @functools.cached_property
+    def task(self):
+        return self.family.build(self.config)
 
 
-def _describe(family, config, task_id: int) -> dict:
-    return {"task_id": task_id, **config_to_dict(config, getattr(family, "name", None))}
-
-
-def baseline_runs(family, task_id, name, space, spec: SuiteSpec, cache: RunCache) -> dict:
-    """All trials of baseline ``name`` on task ``task_id`` (cached)."""
-    config, task = _task(family, task_id)
+def baseline_runs(ref: TaskRef, space, spec: SuiteSpec, cache: RunCache) -> dict:
+    """All trials of a baseline's search space on one task (cached)."""
     hparams = space.trials(spec.max_trials, seed=spec.run.seed)
-    description = {"kind": "baseline", "task": _describe(family, config, task_id),
+    description = {"kind": "baseline", "task": ref.description,
                    "space": repr(space), "hparams": hparams, "run": dataclasses.asdict(spec.run)}
     return cache.get(description, lambda: {
-        **run_trials(space, hparams, task, spec.run),
+        **run_trials(space, hparams, ref.task, spec.run),
         "hparams": {k: np.asarray(v).tolist() for k, v in hparams.items()}})
 
 
-def learned_runs(family, task_id, lopt, theta, lopt_id: str, spec: SuiteSpec, cache: RunCache) -> dict:
-    """The learned optimizer on task ``task_id`` (cached by its weights' digest)."""
-    config, task = _task(family, task_id)
-    description = {"kind": "learned", "task": _describe(family, config, task_id),
+def learned_runs(ref: TaskRef, lopt, theta, lopt_id: str, spec: SuiteSpec,
+                 cache: RunCache) -> dict:
+    """The learned optimizer on one task (cached by its weights' digest)."""
+    description = {"kind": "learned", "task": ref.description,
                    "optimizer": lopt_id, "run": dataclasses.asdict(spec.run)}
-    return cache.get(description, lambda: run_learned(lopt, theta, task, spec.run))
+    return cache.get(description, lambda: run_learned(lopt, theta, ref.task, spec.run))
 
 
 def global_choices(family, spec: SuiteSpec, cache, advance: Callable) -> dict:
     """``{baseline: {metric: trial index}}`` chosen on the tuning tasks."""
+    refs = [TaskRef(family, task_id) for task_id in spec.tuning_ids]
     choices = {}
     for name, space in spec.baselines.items():
         runs = []
-        for task_id in spec.tuning_ids:
-            runs.append(baseline_runs(family, task_id, name, space, spec, cache))
+        for ref in refs:
+            runs.append(baseline_runs(ref, space, spec, cache))
             advance()
         choices[name] = {metric: choose_global([r[f"final_{metric}"] for r in runs])
                          for metric in METRICS}
@@ -76,11 +83,11 @@ def global_choices(family, spec: SuiteSpec, cache, advance: Callable) -> dict:
 
 def evaluate_task(family, task_id, split, lopt, theta, lopt_id, spec, choices, cache) -> dict:
     """One test task: every baseline setting against the learned optimizer, both metrics."""
-    config, _ = _task(family, task_id)
-    learned = learned_runs(family, task_id, lopt, theta, lopt_id, spec, cache)
+    ref = TaskRef(family, task_id)
+    learned = learned_runs(ref, lopt, theta, lopt_id, spec, cache)
     baselines, comparisons = {}, []
     for name, space in spec.baselines.items():
-        runs = baseline_runs(family, task_id, name, space, spec, cache)
+        runs = baseline_runs(ref, space, spec, cache)
         baselines[name] = runs
         for setting in settings_for(name, spec.trial_counts, spec.max_trials):
             for metric in METRICS:
@@ -89,7 +96,7 @@ def evaluate_task(family, task_id, split, lopt, theta, lopt_id, spec, choices, c
                 comparisons.append({"baseline": name, "setting": setting.label,
                                     "kind": setting.kind, "trials": setting.trials,
                                     "metric": metric, **result})
-    return {"task_id": task_id, "split": split, "task": _describe(family, config, task_id),
+    return {"task_id": task_id, "split": split, "task": ref.description,
             "learned": learned, "baselines": baselines, "comparisons": comparisons}
 
 

@@ -15,7 +15,6 @@ from collections.abc import Callable
 import jax
 import optax
 
-from lopt_cli.errors import LoptUserError
 from lopt_cli.optimizers import baselines
 from lopt_cli.optimizers.base import LearnedOptimizer
 from lopt_cli.optimizers.hierarchical import HierarchicalLOpt
@@ -46,10 +45,3 @@ OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformationExtraArgs]] = {
     "nadamw": functools.partial(baselines.nadamw, num_steps=DEFAULT_NUM_STEPS),
     **{name: functools.partial(ready_learned, name) for name in LEARNED_OPTIMIZERS},
 }
-
-
-def get_optimizer(name: str) -> optax.GradientTransformationExtraArgs:
-    """A ready optimizer by name; an unknown name is a :class:`LoptUserError`."""
-    if name not in OPTIMIZERS:
-        raise LoptUserError(f"unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}")
-    return OPTIMIZERS[name]()

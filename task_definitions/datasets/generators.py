@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from task_definitions.base import SPLITS
+
 Splits = dict[str, dict[str, np.ndarray]]
-SPLITS = ("train", "valid", "test")
 
 TEXT_SEQ_LEN = 65  # 64 inputs + 1 shifted target
 TEXT_VOCAB_SIZE = 256  # raw UTF-8 bytes
