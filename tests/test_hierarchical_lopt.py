@@ -16,7 +16,7 @@ from lopt_cli.errors import LoptUserError
 from lopt_cli.optimizers import features as feats
 from lopt_cli.optimizers import hierarchical_features as hfeats
 from lopt_cli.optimizers import small_lopt
-from lopt_cli.optimizers.hierarchical import HierarchicalLOpt
+from lopt_cli.optimizers.hierarchical import HierarchicalLOpt, apply_per_param_feature_major
 from lopt_cli.optimizers.small_lopt import SmallLOpt
 
 TARGET = {"w": 1.0, "b": -0.5, "s": 2.0}
@@ -149,7 +149,7 @@ def test_lstm_is_a_flax_lstm_cell_with_one_row_per_tensor():
     assert set(theta["params"]["lstm"]) == {"ii", "if", "ig", "io", "hi", "hf", "hg", "ho"}
     state = lopt.transform(theta, 10).init(make_params())
     assert all(c.shape == (3, 16) for c in state.lstm_carry)
-    assert state.momentum["w"].shape == (8, 4, len(lopt.decays))
+    assert state.momentum["w"].shape == (len(lopt.decays), 8, 4)
 
 
 def test_feature_counts_are_derived_and_follow_the_config():
@@ -183,12 +183,12 @@ def test_tracked_accumulator_means_equal_the_direct_means():
     _, state, _ = run_steps(lopt, theta, make_params(), [1.0] * 4, [jnp.nan] * 4)
     for name in ("w", "b"):
         np.testing.assert_allclose(state.moment_means[name][0],
-                                   jnp.mean(state.momentum[name].reshape(-1, 5), 0), rtol=1e-5)
+                                   jnp.mean(state.momentum[name].reshape(5, -1), 1), rtol=1e-5)
         np.testing.assert_allclose(state.moment_means[name][1],
-                                   jnp.mean(state.rms[name].reshape(-1, 5), 0), rtol=1e-5)
+                                   jnp.mean(state.rms[name].reshape(5, -1), 1), rtol=1e-5)
 
 
-def test_chunked_rows_match_one_block():
+def test_chunked_columns_match_one_block():
     params = {"w": 0.1 * jax.random.normal(jax.random.key(2), (37, 3))}
     grads = jax.tree.map(lambda p: 1.0 - p, params)
     theta = HierarchicalLOpt().init(jax.random.key(0))
@@ -203,6 +203,22 @@ def test_chunked_rows_match_one_block():
 
 
 # ------------------------------------------------------------------ SmallLOpt
+
+
+def test_feature_major_evaluation_equals_the_flax_per_param_module():
+    """The optimizer's transposed products compute exactly ``HierarchicalNetwork.per_param``."""
+    lopt = HierarchicalLOpt()
+    theta = lopt.init(jax.random.key(0))
+    key = jax.random.split(jax.random.key(1), 3)
+    x = jax.random.normal(key[0], (lopt.num_param_features, 37))
+    scales = jnp.exp(jax.random.normal(key[1], (lopt.num_param_features,)))
+    tensor_x = jax.random.normal(key[2], (lopt.num_tensor_features,))
+    d, a, hidden = apply_per_param_feature_major(theta, x, scales, tensor_x)
+    d_ref, a_ref, hidden_ref = lopt.network.apply(theta, (x * scales[:, None]).T, tensor_x,
+                                                  method="per_param")
+    np.testing.assert_allclose(d, d_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(a, a_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(hidden, hidden_ref.T, rtol=1e-5, atol=1e-5)
 
 
 def test_small_state_floats_per_parameter_as_documented():

@@ -19,7 +19,7 @@ import pytest
 from lopt_cli.optimizers import baselines
 from lopt_cli.optimizers import features as feats
 from lopt_cli.optimizers.base import LearnedOptimizer
-from lopt_cli.optimizers.mlp_lopt import MLPLOpt
+from lopt_cli.optimizers.mlp_lopt import MLPLOpt, apply_feature_major
 from lopt_cli.optimizers.registry import LEARNED_OPTIMIZERS, OPTIMIZERS
 
 DTYPES = [jnp.float32, jnp.bfloat16]
@@ -163,7 +163,7 @@ def test_mlp_feature_count_is_derived_from_feature_functions():
     opt = short.transform(short.init(jax.random.key(0)), 10)
     params = make_params()
     state = opt.init(params)
-    assert state.momentum["w"].shape == (8, 4, 2)
+    assert state.momentum["w"].shape == (2, 8, 4)
     updates, _ = jax.jit(opt.update)(jax.grad(quadratic)(params), state, params)
     assert shapes_and_dtypes(updates) == shapes_and_dtypes(params)
 
@@ -174,7 +174,7 @@ def test_mlp_state_layout_and_hashability():
         MLPLOpt())
     params = make_params(jnp.bfloat16)
     state = lopt.transform(lopt.init(jax.random.key(0)), 10).init(params)
-    assert state.momentum["w"].shape == (8, 4, 5) and state.rms["s"].shape == (5,)
+    assert state.momentum["w"].shape == (5, 8, 4) and state.rms["s"].shape == (5,)
     assert state.momentum["w"].dtype == jnp.float32 and state.count.dtype == jnp.int32
 
 
@@ -198,7 +198,7 @@ def test_mlp_can_represent_descent_with_the_right_sign():
     assert bool(jnp.all(jnp.diff(losses[:20]) < 0))
 
 
-def test_mlp_chunked_rows_match_one_block():
+def test_mlp_chunked_columns_match_one_block():
     """Blocks of 7 rows (the last one overlapping) give the same steps and meta-gradients."""
     params = make_params()
     grads = jax.grad(quadratic)(params)
@@ -216,15 +216,42 @@ def test_mlp_chunked_rows_match_one_block():
                  grad_a, grad_b)
 
 
+def test_mlp_feature_major_evaluation_equals_the_flax_module():
+    """The optimizer's transposed products compute exactly ``PerParameterMLP``."""
+    lopt = MLPLOpt()
+    theta = lopt.init(jax.random.key(0))
+    f_p = feats.num_param_features(lopt.decays)
+    key = jax.random.split(jax.random.key(1), 3)
+    x = jax.random.normal(key[0], (f_p, 37))
+    scales = jnp.exp(jax.random.normal(key[1], (f_p,)))
+    tensor_x = jax.random.normal(key[2], (feats.num_tensor_features(),))
+    got = apply_feature_major(theta, x, scales, tensor_x)
+    want = lopt.network.apply(theta, (x * scales[:, None]).T, tensor_x)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_feature_rows_are_stacked_in_declared_order():
+    ctx = feats.ParamContext(jnp.arange(3.0), 10 + jnp.arange(3.0), jnp.ones((2, 3)),
+                             2 * jnp.ones((2, 3)))
+    x = feats.raw_param_features(ctx)
+    rows = feats.param_feature_columns((0.5, 0.9))
+    assert x.shape == (sum(feats.feature_widths((0.5, 0.9))[n] for n in rows), 3)
+    np.testing.assert_array_equal(x[rows["grad"]], ctx.grad[None])
+    np.testing.assert_array_equal(x[rows["param"]], ctx.param[None])
+    np.testing.assert_array_equal(x[rows["momentum"]], ctx.momentum)
+    np.testing.assert_allclose(x[rows["rsqrt_rms"]], 2 ** -0.5 * jnp.ones((2, 3)), rtol=1e-6)
+
+
 def test_param_features_are_second_moment_normalised():
     key = jax.random.split(jax.random.key(3), 4)
     ctx = feats.ParamContext(jax.random.normal(key[0], (5, 3)), jax.random.normal(key[1], (5, 3)),
-                             jax.random.normal(key[2], (5, 3, 2)),
-                             jnp.abs(jax.random.normal(key[3], (5, 3, 2))))
+                             jax.random.normal(key[2], (2, 5, 3)),
+                             jnp.abs(jax.random.normal(key[3], (2, 5, 3))))
     x = feats.param_features(ctx)
     np.testing.assert_allclose(x, feats.second_moment_normalize(feats.raw_param_features(ctx)),
                                rtol=1e-5)
-    np.testing.assert_allclose(jnp.mean(jnp.square(x), axis=(0, 1)), 1.0, rtol=1e-4)
+    np.testing.assert_allclose(jnp.mean(jnp.square(x), axis=(1, 2)), 1.0, rtol=1e-4)
 
 
 def test_gradient_clipping_against_running_rms():

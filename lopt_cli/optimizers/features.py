@@ -2,7 +2,8 @@ r"""Named, pure input features of per-parameter learned optimizers (Metz et al. 
 
 Two kinds of features feed the per-parameter MLP of :class:`~lopt_cli.optimizers.mlp_lopt.MLPLOpt`:
 
-*Per-parameter* features, each a function ``f(ctx: ParamContext) -> param.shape + (k,)``:
+*Per-parameter* features, each a function ``f(ctx: ParamContext) -> (k,) + param.shape``
+(feature-major: one contiguous row per input of the MLP, see :func:`raw_param_features`):
 
 ============================  =====  ===================================================
 name                          k      value
@@ -16,8 +17,8 @@ name                          k      value
 ``momentum_rsqrt_rms``        D      :math:`m_\beta / \sqrt{v_\beta + \epsilon}`
 ============================  =====  ===================================================
 
-with one column per decay :math:`\beta` (``D = len(decays)``). The concatenated array is
-normalised column by column by its second moment over the tensor
+with one row per decay :math:`\beta` (``D = len(decays)``). The stacked ``(F_p,) + S`` array
+is normalised feature by feature by its second moment over the tensor
 (:func:`second_moment_normalize`), so the MLP sees unit-scale inputs whatever the tensor's scale.
 
 *Per-tensor* features, each ``f(ctx: TensorContext) -> (k,)``, identical for every parameter of a
@@ -54,8 +55,8 @@ class ParamContext(NamedTuple):
 
     grad: jax.Array  # shape S
     param: jax.Array  # shape S
-    momentum: jax.Array  # shape S + (D,)
-    rms: jax.Array  # shape S + (D,)
+    momentum: jax.Array  # shape (D,) + S
+    rms: jax.Array  # shape (D,) + S
 
 
 class TensorContext(NamedTuple):
@@ -70,16 +71,26 @@ class TensorContext(NamedTuple):
 # --------------------------------------------------------------------------- accumulators
 
 
+def inverse_sqrt(x: jax.Array) -> jax.Array:
+    r""":math:`1/\sqrt{x}` computed as ``sqrt(1/x)``.
+
+    Same value as ``jax.lax.rsqrt`` (to float32 rounding, for the ``x >= eps > 0`` it is used on)
+    but XLA on CPU vectorises it: on a ``(10^6, 5)`` array it measured 0.8 ms against 5.8 ms for
+    ``rsqrt`` (or ``1 / sqrt(x)``, which XLA rewrites into ``rsqrt``).
+    """
+    return jnp.sqrt(1.0 / x)
+
+
 def accumulate(
     momentum: jax.Array, rms: jax.Array, grad: jax.Array, decays: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-    r"""Updates all timescales at once (decays on the trailing axis, no bias correction).
+    r"""Updates all timescales at once (decays on the leading axis, no bias correction).
 
     .. math:: m_\beta \leftarrow \beta m_\beta + (1-\beta) g, \qquad
               v_\beta \leftarrow \beta v_\beta + (1-\beta) g^2
     """
-    g = grad[..., None]
-    return decays * momentum + (1.0 - decays) * g, decays * rms + (1.0 - decays) * g * g
+    beta = decays.reshape(decays.shape + (1,) * grad.ndim)
+    return beta * momentum + (1.0 - beta) * grad, beta * rms + (1.0 - beta) * grad * grad
 
 
 def clip_by_running_rms(
@@ -109,11 +120,11 @@ def clip_by_running_rms(
 
 
 def second_moment_normalize(x: jax.Array, eps: float = NORM_EPS) -> jax.Array:
-    r"""Normalises each feature column by its RMS over the tensor (all axes but the last).
+    r"""Normalises each feature (leading axis) by its RMS over the tensor (the other axes).
 
-    .. math:: \hat x_{i,f} = x_{i,f} \,/\, \sqrt{\mathrm{mean}_i\, x_{i,f}^2 + \epsilon}
+    .. math:: \hat x_{f,i} = x_{f,i} \,/\, \sqrt{\mathrm{mean}_i\, x_{f,i}^2 + \epsilon}
     """
-    axes = tuple(range(x.ndim - 1))
+    axes = tuple(range(1, x.ndim))
     return x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=axes, keepdims=True) + eps)
 
 
@@ -121,38 +132,38 @@ def second_moment_normalize(x: jax.Array, eps: float = NORM_EPS) -> jax.Array:
 
 
 def grad_feature(ctx: ParamContext) -> jax.Array:
-    """The (clipped) gradient, ``S + (1,)``."""
-    return ctx.grad[..., None]
+    """The (clipped) gradient, ``(1,) + S``."""
+    return ctx.grad[None]
 
 
 def param_feature(ctx: ParamContext) -> jax.Array:
-    """The parameter value, ``S + (1,)``."""
-    return ctx.param[..., None]
+    """The parameter value, ``(1,) + S``."""
+    return ctx.param[None]
 
 
 def log_abs_param_feature(ctx: ParamContext) -> jax.Array:
-    """``clip(log(|p| + eps), -18, 5)``, ``S + (1,)``."""
-    return jnp.clip(jnp.log(jnp.abs(ctx.param) + LOG_EPS), -18.0, 5.0)[..., None]
+    """``clip(log(|p| + eps), -18, 5)``, ``(1,) + S``."""
+    return jnp.clip(jnp.log(jnp.abs(ctx.param) + LOG_EPS), -18.0, 5.0)[None]
 
 
 def momentum_feature(ctx: ParamContext) -> jax.Array:
-    """Momentum at every decay, ``S + (D,)``."""
+    """Momentum at every decay, ``(D,) + S``."""
     return ctx.momentum
 
 
 def rms_feature(ctx: ParamContext) -> jax.Array:
-    """Second-moment accumulators at every decay, ``S + (D,)``."""
+    """Second-moment accumulators at every decay, ``(D,) + S``."""
     return ctx.rms
 
 
 def rsqrt_rms_feature(ctx: ParamContext) -> jax.Array:
-    """``1/sqrt(v + eps)`` at every decay, ``S + (D,)``."""
-    return jax.lax.rsqrt(ctx.rms + RMS_EPS)
+    """``1/sqrt(v + eps)`` at every decay, ``(D,) + S``."""
+    return inverse_sqrt(ctx.rms + RMS_EPS)
 
 
 def momentum_rsqrt_rms_feature(ctx: ParamContext) -> jax.Array:
-    """Adam-like ``m/sqrt(v + eps)`` at every decay, ``S + (D,)``."""
-    return ctx.momentum * jax.lax.rsqrt(ctx.rms + RMS_EPS)
+    """Adam-like ``m/sqrt(v + eps)`` at every decay, ``(D,) + S``."""
+    return ctx.momentum * inverse_sqrt(ctx.rms + RMS_EPS)
 
 
 ParamFeature = Callable[[ParamContext], jax.Array]
@@ -167,46 +178,50 @@ PARAM_FEATURES: tuple[tuple[str, ParamFeature], ...] = (
 )
 
 
+def stack_rows(blocks: Sequence[jax.Array]) -> jax.Array:
+    """Concatenates ``(k_i,) + S`` blocks along the leading axis into ``(sum k_i,) + S``.
+
+    Writes each block into its rows of one buffer (``dynamic_update_slice``) rather than using
+    ``jnp.concatenate``: XLA on CPU turns a concatenation into one loop that selects the source
+    block per element, which measured several times slower than these in-place row copies.
+    """
+    out = jnp.empty((sum(b.shape[0] for b in blocks),) + blocks[0].shape[1:], blocks[0].dtype)
+    row = 0
+    for block in blocks:
+        out = jax.lax.dynamic_update_slice_in_dim(out, block, row, 0)
+        row += block.shape[0]
+    return out
+
+
 def raw_param_features(ctx: ParamContext) -> jax.Array:
-    """All per-parameter features of a tensor (or of a chunk of its rows), concatenated and
-    *not* normalised: ``S + (F_p,)``."""
-    return jnp.concatenate([fn(ctx) for _, fn in PARAM_FEATURES], axis=-1)
-
-
-def raw_param_columns(ctx: ParamContext) -> list[jax.Array]:
-    """The ``F_p`` columns of :func:`raw_param_features` as a list of arrays of shape ``S``
-    (same order, not normalised). Lets a consumer apply a first ``Dense`` as a sum of
-    column × kernel-row products, which XLA on CPU fuses into one elementwise loop instead of
-    materialising the ``S + (F_p,)`` concatenation (about 2x faster for the MLP optimizer)."""
-    columns = []
-    for _, fn in PARAM_FEATURES:
-        block = fn(ctx)
-        columns.extend(block[..., i] for i in range(block.shape[-1]))
-    return columns
+    """All per-parameter features of a tensor (or of a block of its entries), stacked
+    feature-major and *not* normalised: ``(F_p,) + S``."""
+    return stack_rows([fn(ctx) for _, fn in PARAM_FEATURES])
 
 
 def feature_moments(ctx: ParamContext) -> jax.Array:
-    r"""Per-column second moments :math:`\mathrm{mean}_i\, x_{i,f}^2` over the tensor,
-    ``(F_p,)``, computed one feature function at a time so that XLA fuses each reduction with
-    its producer and the ``(N, F_p)`` array is never materialised."""
+    r"""Per-feature second moments :math:`\mathrm{mean}_i\, x_{f,i}^2` over the tensor,
+    ``(F_p,)``, computed one feature function at a time so that XLA fuses each reduction (over
+    contiguous rows) with its producer and the ``(F_p,) + S`` array is never materialised."""
     moments = []
     for _, fn in PARAM_FEATURES:
-        column = fn(ctx)
-        moments.append(jnp.mean(jnp.square(column).reshape(-1, column.shape[-1]), axis=0))
+        block = fn(ctx)
+        moments.append(jnp.mean(jnp.square(block).reshape(block.shape[0], -1), axis=1))
     return jnp.concatenate(moments)
 
 
 def feature_scales(ctx: ParamContext, eps: float = NORM_EPS) -> jax.Array:
-    r"""Per-column normalisers :math:`(\mathrm{mean}_i\, x_{i,f}^2 + \epsilon)^{-1/2}`,
+    r"""Per-feature normalisers :math:`(\mathrm{mean}_i\, x_{f,i}^2 + \epsilon)^{-1/2}`,
     ``(F_p,)`` (see :func:`feature_moments`)."""
     return jax.lax.rsqrt(feature_moments(ctx) + eps)
 
 
 def param_features(ctx: ParamContext) -> jax.Array:
-    """All per-parameter features of a tensor, concatenated and normalised: ``S + (F_p,)``.
+    """All per-parameter features of a tensor, stacked and normalised: ``(F_p,) + S``.
 
     Equal to ``second_moment_normalize(raw_param_features(ctx))``."""
-    return raw_param_features(ctx) * feature_scales(ctx)
+    x = raw_param_features(ctx)
+    return x * feature_scales(ctx).reshape((-1,) + (1,) * (x.ndim - 1))
 
 
 # ------------------------------------------------------------------------ per-tensor features
@@ -254,7 +269,7 @@ def tensor_features(ctx: TensorContext) -> jax.Array:
 
 def _dummy_contexts(num_decays: int) -> tuple[ParamContext, TensorContext]:
     vec = jax.ShapeDtypeStruct((2,), jnp.float32)
-    acc = jax.ShapeDtypeStruct((2, num_decays), jnp.float32)
+    acc = jax.ShapeDtypeStruct((num_decays, 2), jnp.float32)
     scalar_i = jax.ShapeDtypeStruct((), jnp.int32)
     return ParamContext(vec, vec, acc, acc), TensorContext(scalar_i, scalar_i, vec, vec)
 
@@ -262,18 +277,18 @@ def _dummy_contexts(num_decays: int) -> tuple[ParamContext, TensorContext]:
 def feature_widths(decays: Sequence[float]) -> dict[str, int]:
     """Width ``k`` of every named feature (per-parameter, then per-tensor), by shape inference."""
     param_ctx, tensor_ctx = _dummy_contexts(len(decays))
-    widths = {n: jax.eval_shape(fn, param_ctx).shape[-1] for n, fn in PARAM_FEATURES}
+    widths = {n: jax.eval_shape(fn, param_ctx).shape[0] for n, fn in PARAM_FEATURES}
     for name, fn in TENSOR_FEATURES:
         widths[name] = jax.eval_shape(fn, tensor_ctx).shape[-1]
     return widths
 
 
 def param_feature_columns(decays: Sequence[float]) -> dict[str, slice]:
-    """Column range of every named per-parameter feature within :func:`param_features`."""
+    """Row range of every named per-parameter feature within :func:`param_features`."""
     param_ctx, _ = _dummy_contexts(len(decays))
     columns, start = {}, 0
     for name, fn in PARAM_FEATURES:
-        width = jax.eval_shape(fn, param_ctx).shape[-1]
+        width = jax.eval_shape(fn, param_ctx).shape[0]
         columns[name] = slice(start, start + width)
         start += width
     return columns
@@ -282,7 +297,7 @@ def param_feature_columns(decays: Sequence[float]) -> dict[str, slice]:
 def num_param_features(decays: Sequence[float]) -> int:
     """``F_p``: width of :func:`param_features` for these decays (23 for five decays)."""
     param_ctx, _ = _dummy_contexts(len(decays))
-    return jax.eval_shape(param_features, param_ctx).shape[-1]
+    return jax.eval_shape(param_features, param_ctx).shape[0]
 
 
 def num_tensor_features() -> int:

@@ -44,18 +44,19 @@ import jax.numpy as jnp
 import optax
 
 from lopt_cli.errors import LoptUserError
+from lopt_cli.optimizers import columns as cols
 from lopt_cli.optimizers import features as feats
 from lopt_cli.optimizers import hierarchical_features as hfeats
 from lopt_cli.optimizers.base import MetaParams
-from lopt_cli.optimizers.mlp_lopt import CLIP_DECAY, CPU_CHUNK_ROWS
+from lopt_cli.optimizers.mlp_lopt import CLIP_DECAY
 
 
 class HierarchicalLOptState(NamedTuple):
     """State of :class:`HierarchicalLOpt` (all float32 except ``count``).
 
     Attributes:
-      momentum: tree like the parameters, ``param.shape + (D,)``.
-      rms: tree like the parameters, ``param.shape + (D,)``.
+      momentum: tree like the parameters, ``(D,) + param.shape``.
+      rms: tree like the parameters, ``(D,) + param.shape``.
       grad_mean_sq: tree like the parameters, scalars (running mean square of the gradient).
       moment_means: tree like the parameters, ``(2, D)``: tensor means of ``momentum`` and
         ``rms``, by the accumulators' own linear recursions fed with the means of ``g`` and
@@ -117,7 +118,10 @@ class HierarchicalNetwork(nn.Module):
         return carry, self.to_mlp(h), self.to_step_scale(h)[:, 0], cross
 
     def per_param(self, param_x: jax.Array, tensor_x: jax.Array):
-        """``(N, F_p)``, ``(F_t + lstm_to_mlp,)`` → ``d, a (N,)``, last hidden ``(N, H)``."""
+        """``(N, F_p)``, ``(F_t + lstm_to_mlp,)`` → ``d, a (N,)``, last hidden ``(N, H)``.
+
+        The reference definition; the optimizer evaluates the same function feature-major
+        (:func:`apply_per_param_feature_major`)."""
         h = self.param_in(param_x) + self.tensor_in(tensor_x)
         for layer in self.hidden:
             h = layer(nn.relu(h))
@@ -150,7 +154,7 @@ class HierarchicalLOpt:
       step_mult, exp_mult: :math:`\\lambda_1, \\lambda_2`.
       output_init_scale: initial scale of the MLP's output weights.
       clip_mult: gradients are clipped to ``clip_mult`` running RMS; ``0`` disables.
-      chunk_size: as :attr:`MLPLOpt.chunk_size` (rows per MLP block; ``None``: auto).
+      chunk_size: as :attr:`MLPLOpt.chunk_size` (parameters per MLP block; ``None``: auto).
 
     Example::
 
@@ -249,7 +253,7 @@ class HierarchicalLOpt:
         num_tensors = len(jax.tree.leaves(params))
 
         def acc(p):
-            return jnp.zeros(jnp.shape(p) + (len(self.decays),), jnp.float32)
+            return jnp.zeros((len(self.decays),) + jnp.shape(p), jnp.float32)
 
         return HierarchicalLOptState(
             momentum=jax.tree.map(acc, params),
@@ -311,21 +315,23 @@ class HierarchicalLOpt:
 
     def _prepare_tensor(self, num_steps, state, loss_x, columns, index, grad, param, momentum,
                         rms, mean_sq, moment_means) -> dict:
-        """Clipping, accumulators and every per-tensor quantity of one tensor (float32)."""
-        g = jnp.asarray(grad, jnp.float32)
-        p = jnp.asarray(param, jnp.float32)
-        if g.size == 0:
+        """Clipping, accumulators and every per-tensor quantity of one tensor (float32, on
+        flattened ``(n,)`` and ``(D, n)`` views)."""
+        n = jnp.size(grad)
+        if n == 0:
             return {"lstm_x": jnp.zeros((self.num_lstm_features,)), "momentum": momentum,
                     "rms": rms, "mean_sq": mean_sq, "moment_means": moment_means}
+        g = jnp.asarray(grad, jnp.float32).reshape(n)
+        p = jnp.asarray(param, jnp.float32).reshape(n)
         g, mean_sq = feats.clip_by_running_rms(g, mean_sq, state.count, self.clip_mult,
                                                CLIP_DECAY)
         decays = jnp.asarray(self.decays, jnp.float32)
-        momentum, rms = feats.accumulate(momentum, rms, g, decays)
+        m, v = feats.accumulate(momentum.reshape(-1, n), rms.reshape(-1, n), g, decays)
         # Tensor means of the accumulators by the same (linear) recursions; their second
         # moments are columns of the feature normalisers: no extra pass over the state.
         g_means = jnp.stack([jnp.mean(g), jnp.mean(jnp.square(g))])[:, None]
         moment_means = decays * moment_means + (1.0 - decays) * g_means
-        ctx = feats.ParamContext(g, p, momentum, rms)
+        ctx = feats.ParamContext(g, p, m, v)
         moments = feats.feature_moments(ctx)
         lstm_ctx = hfeats.LSTMContext(
             g, p, moment_means[0], moments[columns["momentum"]], moment_means[1],
@@ -335,7 +341,8 @@ class HierarchicalLOpt:
             "lstm_x": hfeats.lstm_features(lstm_ctx),
             "scales": jax.lax.rsqrt(moments + feats.NORM_EPS),  # = feats.feature_scales(ctx)
             "tensor_x": feats.tensor_features(feats.TensorContext(state.count, num_steps, g, p)),
-            "ctx": ctx, "momentum": momentum, "rms": rms, "mean_sq": mean_sq,
+            "ctx": ctx, "momentum": m.reshape(momentum.shape), "rms": v.reshape(rms.shape),
+            "mean_sq": mean_sq,
             "moment_means": moment_means,
         }
 
@@ -343,51 +350,39 @@ class HierarchicalLOpt:
         """Step of one tensor and the mean of the MLP's last hidden layer over it."""
         if jnp.size(param) == 0:
             return jnp.zeros_like(param), jnp.zeros((self.hidden_sizes[-1],), jnp.float32)
-        ctx = prep["ctx"]
-        n = ctx.grad.size
-        rows = feats.ParamContext(*(a.reshape((n,) + a.shape[ctx.grad.ndim:]) for a in ctx))
         tensor_x = jnp.concatenate([prep["tensor_x"], z])
-        fn = functools.partial(self._step_rows, theta, prep["scales"], tensor_x, log_scale)
-        step, hidden_sum = map_rows_with_sum(fn, rows, self.resolved_chunk_size())
+        fn = functools.partial(self._step_columns, theta, prep["scales"], tensor_x, log_scale)
+        step, hidden_sum = cols.map_columns_with_sum(fn, prep["ctx"], self.resolved_chunk_size())
         step = step.reshape(jnp.shape(param)).astype(jnp.result_type(param))
-        return step, hidden_sum / n
+        return step, hidden_sum / jnp.size(param)
 
-    def _step_rows(self, theta, scales, tensor_x, log_scale, rows: feats.ParamContext):
-        """Steps of a block of rows and their last hidden activations."""
-        x = feats.raw_param_features(rows) * scales
-        d, a, hidden = self.network.apply(theta, x, tensor_x, method="per_param")
+    def _step_columns(self, theta, scales, tensor_x, log_scale, block: feats.ParamContext):
+        """Steps of a block of ``b`` parameters and their last hidden activations ``(H, b)``."""
+        d, a, hidden = apply_per_param_feature_major(
+            theta, feats.raw_param_features(block), scales, tensor_x)
         return -self.step_mult * d * jnp.exp(self.exp_mult * (a + log_scale)), hidden
 
     def resolved_chunk_size(self) -> int:
-        """Rows per MLP block (see :meth:`MLPLOpt.resolved_chunk_size`)."""
+        """Parameters per MLP block (see :meth:`MLPLOpt.resolved_chunk_size`)."""
         if self.chunk_size is not None:
             return int(self.chunk_size)
-        return CPU_CHUNK_ROWS if jax.default_backend() == "cpu" else 0
+        return cols.CPU_CHUNK_COLUMNS if jax.default_backend() == "cpu" else 0
 
 
-def map_rows_with_sum(fn, rows: Any, chunk: int) -> tuple[jax.Array, jax.Array]:
-    """Like :func:`~lopt_cli.optimizers.mlp_lopt.map_rows` for ``fn(rows) -> (out, extra)``
-    with ``out`` ``(b, ...)`` and ``extra`` ``(b, k)``: returns ``out`` for all ``n`` rows and
-    the sum of ``extra`` over them (each row counted once: the rows that the shifted last block
-    rewrites are masked out of its sum)."""
-    n = jax.tree.leaves(rows)[0].shape[0]
-    if chunk <= 0 or n <= 2 * chunk:
-        out, extra = fn(rows)
-        return out, jnp.sum(extra, axis=0)
-    num_blocks = -(-n // chunk)
-    size = -(-n // num_blocks)
-    out_type, extra_type = jax.eval_shape(fn, jax.tree.map(lambda a: a[:size], rows))
-
-    def block(carry, i):
-        out, total = carry
-        start = jnp.minimum(i * size, n - size)
-        part, extra = fn(jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, size),
-                                      rows))
-        fresh = (start + jnp.arange(size) >= i * size).astype(extra.dtype)
-        total = total + fresh @ extra
-        return (jax.lax.dynamic_update_slice_in_dim(out, part, start, 0), total), None
-
-    init = (jnp.zeros((n,) + out_type.shape[1:], out_type.dtype),
-            jnp.zeros(extra_type.shape[1:], extra_type.dtype))
-    (out, total), _ = jax.lax.scan(block, init, jnp.arange(num_blocks))
-    return out, total
+def apply_per_param_feature_major(
+    theta: MetaParams, x: jax.Array, scales: jax.Array, tensor_x: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``HierarchicalNetwork.per_param`` on the raw feature-major block ``x`` ``(F_p, b)``
+    normalised by ``scales``: ``d, a (b,)`` and the last hidden layer ``(H, b)``. Equal to
+    ``network.apply(theta, (x * scales[:, None]).T, tensor_x, method="per_param")`` (hidden
+    transposed) up to float rounding."""
+    params = theta["params"]
+    first = params["param_in"]
+    bias = first["bias"] + tensor_x @ params["tensor_in"]["kernel"]
+    h = cols.first_layer(first["kernel"], bias, scales, x)
+    layers = []
+    while f"hidden_{len(layers)}" in params:
+        layers.append(params[f"hidden_{len(layers)}"])
+    hidden = nn.relu(cols.hidden_stack(layers, h))
+    out = cols.dense(params["out"], hidden)
+    return out[0], out[1], hidden

@@ -23,10 +23,11 @@ per tensor). This is exactly a ``Dense`` on the tiled and concatenated ``(..., F
 initialised like one (LeCun normal with fan-in ``F``), but costs ``F_p`` rather than ``F``
 multiply-adds per parameter and unit.
 
-On CPU, tensors of more than ``2 * CPU_CHUNK_ROWS`` parameters run through the MLP in blocks
-(:func:`map_rows`): the ``(rows, 32)`` activations then stay small instead of becoming
-tensor-sized temporaries (measured 2-3x faster at 1e6 parameters). The tensor-wide feature
-normalisers are computed first, in fused reductions (``features.feature_scales``).
+The update evaluates that network feature-major (:mod:`lopt_cli.optimizers.columns`): the
+features of a tensor are ``(F_p, n)`` rows, the normalisers are folded into the first kernel,
+and tensors of more than ``2 * CPU_CHUNK_COLUMNS`` parameters run in blocks on CPU. The
+tensor-wide normalisers are computed first, in fused row reductions
+(``features.feature_scales``).
 
 Cost per parameter and step, default config: about ``2 (23·32 + 32·32 + 32·2) ≈ 3.6`` kFLOPs in
 the MLP, and ``2·5`` floats of state per parameter plus one per tensor (float32, whatever
@@ -44,19 +45,19 @@ import jax.numpy as jnp
 import optax
 
 from lopt_cli.errors import LoptUserError
+from lopt_cli.optimizers import columns as cols
 from lopt_cli.optimizers import features as feats
 from lopt_cli.optimizers.base import MetaParams
 
 CLIP_DECAY = 0.99  # decay of the per-tensor running mean square used for gradient clipping
-CPU_CHUNK_ROWS = 65536  # rows per MLP block on CPU (see map_rows)
 
 
 class MLPLOptState(NamedTuple):
     """State of :class:`MLPLOpt`; every tree mirrors the parameters, all float32.
 
     Attributes:
-      momentum: per tensor, ``param.shape + (len(decays),)``, one column per decay.
-      rms: per tensor, ``param.shape + (len(decays),)``: second-moment accumulators.
+      momentum: per tensor, ``(len(decays),) + param.shape``, one row per decay.
+      rms: per tensor, ``(len(decays),) + param.shape``: second-moment accumulators.
       grad_mean_sq: per tensor, a scalar: running mean of the squared clipped gradient.
       count: int32 scalar, the number of updates taken.
     """
@@ -70,6 +71,9 @@ class MLPLOptState(NamedTuple):
 class PerParameterMLP(nn.Module):
     """Maps per-parameter features ``(N, F_p)`` and per-tensor features ``(F_t,)`` to a
     direction and a log-magnitude, each ``(N,)``.
+
+    This module defines the variables and their initialisation; the optimizer evaluates the
+    same function feature-major (:func:`apply_feature_major`).
 
     Attributes:
       hidden_sizes: widths of the hidden ReLU layers.
@@ -120,8 +124,9 @@ class MLPLOpt:
       clip_mult: gradients are clipped to ``clip_mult`` times their tensor's running RMS
         before entering the accumulators; ``0`` disables clipping.
       chunk_size: tensors of more than twice this many parameters run through the MLP in
-        blocks of at most this many (:func:`map_rows`); ``None`` picks ``CPU_CHUNK_ROWS`` on CPU
-        and one block on accelerators; ``0``: always one block. Does not change the maths.
+        blocks of at most this many (:func:`~lopt_cli.optimizers.columns.map_columns`);
+        ``None`` picks ``CPU_CHUNK_COLUMNS`` on CPU and one block on accelerators; ``0``:
+        always one block. Does not change the maths.
 
     Example::
 
@@ -182,9 +187,9 @@ class MLPLOpt:
     # ------------------------------------------------------------------ optimizer
 
     def init_state(self, params: optax.Params) -> MLPLOptState:
-        """Zero accumulators (float32, decays on a trailing axis) and ``count = 0``."""
+        """Zero accumulators (float32, decays on a leading axis) and ``count = 0``."""
         def acc(p):
-            return jnp.zeros(jnp.shape(p) + (len(self.decays),), jnp.float32)
+            return jnp.zeros((len(self.decays),) + jnp.shape(p), jnp.float32)
 
         return MLPLOptState(
             momentum=jax.tree.map(acc, params),
@@ -220,85 +225,51 @@ class MLPLOpt:
         return steps, MLPLOptState(momentum, rms, mean_sq, count)
 
     def _update_tensor(self, theta, num_steps, count, grad, param, momentum, rms, mean_sq):
-        """Step and new state of one tensor; all maths in float32."""
+        """Step and new state of one tensor; all maths in float32 on flattened ``(n,)`` and
+        ``(D, n)`` views."""
         if jnp.size(param) == 0:
             return jnp.zeros_like(param), momentum, rms, mean_sq
-        g = jnp.asarray(grad, jnp.float32)
-        p = jnp.asarray(param, jnp.float32)
+        n = jnp.size(param)
+        g = jnp.asarray(grad, jnp.float32).reshape(n)
+        p = jnp.asarray(param, jnp.float32).reshape(n)
         g, mean_sq = feats.clip_by_running_rms(g, mean_sq, count, self.clip_mult, CLIP_DECAY)
-        momentum, rms = feats.accumulate(momentum, rms, g, jnp.asarray(self.decays, jnp.float32))
-        ctx = feats.ParamContext(g, p, momentum, rms)
+        m, v = feats.accumulate(momentum.reshape(-1, n), rms.reshape(-1, n), g,
+                                jnp.asarray(self.decays, jnp.float32))
+        ctx = feats.ParamContext(g, p, m, v)
         scales = feats.feature_scales(ctx)  # tensor-wide normalisers, (F_p,)
         tensor_x = feats.tensor_features(feats.TensorContext(count, num_steps, g, p))
-        rows = feats.ParamContext(*(a.reshape((g.size,) + a.shape[g.ndim:]) for a in ctx))
-        step_rows = functools.partial(self._step_rows, theta, scales, tensor_x)
-        step = map_rows(step_rows, rows, self.resolved_chunk_size())
-        return step.reshape(jnp.shape(param)).astype(jnp.result_type(param)), momentum, rms, mean_sq
+        step_columns = functools.partial(self._step_columns, theta, scales, tensor_x)
+        step = cols.map_columns(step_columns, ctx, self.resolved_chunk_size())
+        return (step.reshape(jnp.shape(param)).astype(jnp.result_type(param)),
+                m.reshape(momentum.shape), v.reshape(rms.shape), mean_sq)
 
-    def _step_rows(self, theta, scales, tensor_x, rows: feats.ParamContext) -> jax.Array:
-        """``-step_mult * d * exp(exp_mult * a)`` for a block of rows (flattened parameters)."""
-        direction, magnitude = apply_from_columns(
-            theta, feats.raw_param_columns(rows), scales, tensor_x)
+    def _step_columns(self, theta, scales, tensor_x, block: feats.ParamContext) -> jax.Array:
+        """``-step_mult * d * exp(exp_mult * a)`` for a block of ``b`` parameters."""
+        direction, magnitude = apply_feature_major(
+            theta, feats.raw_param_features(block), scales, tensor_x)
         return -self.step_mult * direction * jnp.exp(self.exp_mult * magnitude)
 
     def resolved_chunk_size(self) -> int:
-        """Rows per MLP block: ``chunk_size``, or when None ``CPU_CHUNK_ROWS`` on CPU and no
-        chunking on accelerators."""
+        """Parameters per MLP block: ``chunk_size``, or when None ``CPU_CHUNK_COLUMNS`` on CPU
+        and no chunking on accelerators."""
         if self.chunk_size is not None:
             return int(self.chunk_size)
-        return CPU_CHUNK_ROWS if jax.default_backend() == "cpu" else 0
+        return cols.CPU_CHUNK_COLUMNS if jax.default_backend() == "cpu" else 0
 
 
-def apply_from_columns(
-    theta: MetaParams, columns: list[jax.Array], scales: jax.Array, tensor_x: jax.Array
+def apply_feature_major(
+    theta: MetaParams, x: jax.Array, scales: jax.Array, tensor_x: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-    """:class:`PerParameterMLP` (same variables ``theta``) on the normalised features
-    ``concat(columns, -1) * scales``, without building that ``(..., F_p)`` array.
-
-    The first layer is ``b + x_t W_t + sum_j c_j (s_j W_p[j])``: the normalisers are folded into
-    the kernel rows and the per-tensor features into the bias, and each column ``c_j`` (shape
-    ``S``) multiplies one kernel row; XLA on CPU fuses these products with the feature maths
-    into one loop (minor-axis concatenation and a 23-deep matmul are slow there). Equal to
-    ``network.apply(theta, concat(columns) * scales, tensor_x)`` up to float rounding.
-    """
+    """:class:`PerParameterMLP` (variables ``theta``) on the raw feature-major block ``x``
+    ``(F_p, b)`` normalised by ``scales`` ``(F_p,)``, with per-tensor features ``tensor_x``:
+    ``(d, a)``, each ``(b,)``. Equal to ``network.apply(theta, (x * scales[:, None]).T,
+    tensor_x)`` up to float rounding; the per-tensor features enter as a first-layer bias."""
     params = theta["params"]
     first = params["param_in"]
-    kernel = first["kernel"] * scales[:, None]
-    h = first["bias"] + tensor_x @ params["tensor_in"]["kernel"]
-    for column, row in zip(columns, kernel):
-        h = h + column[..., None] * row
-    i = 1
-    while f"dense_{i}" in params:
-        layer = params[f"dense_{i}"]
-        h = nn.relu(h) @ layer["kernel"] + layer["bias"]
-        i += 1
-    return h[..., 0], h[..., 1]
-
-
-def map_rows(fn, rows: Any, chunk: int) -> jax.Array:
-    """``fn(rows)`` for a pytree of arrays sharing a leading axis ``n``, in blocks of at most
-    ``chunk`` rows.
-
-    The ``k = ceil(n / chunk)`` blocks have equal size ``b = ceil(n / k)`` and are visited by a
-    ``lax.scan`` that slices the inputs in place and writes each block's result into one output
-    buffer; the last block is shifted back to end at ``n`` (overlapping its predecessor by fewer
-    than ``k`` rows, which it rewrites with the same values), so nothing is padded or copied.
-    Small blocks keep the MLP's ``(b, 32)`` activations in cache on CPU instead of tensor-sized
-    temporaries. ``chunk <= 0`` or ``n <= 2 * chunk`` applies ``fn`` once (two blocks cost
-    more in loop overhead than they save). Differentiable and vmappable.
-    """
-    n = jax.tree.leaves(rows)[0].shape[0]
-    if chunk <= 0 or n <= 2 * chunk:
-        return fn(rows)
-    num_blocks = -(-n // chunk)
-    size = -(-n // num_blocks)
-    out_type = jax.eval_shape(fn, jax.tree.map(lambda a: a[:size], rows))
-
-    def block(out, i):
-        start = jnp.minimum(i * size, n - size)
-        part = fn(jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, size), rows))
-        return jax.lax.dynamic_update_slice_in_dim(out, part, start, 0), None
-
-    init = jnp.zeros((n,) + out_type.shape[1:], out_type.dtype)
-    out, _ = jax.lax.scan(block, init, jnp.arange(num_blocks))
-    return out
+    bias = first["bias"] + tensor_x @ params["tensor_in"]["kernel"]
+    h = cols.first_layer(first["kernel"], bias, scales, x)
+    layers = []
+    while f"dense_{len(layers) + 1}" in params:
+        layers.append(params[f"dense_{len(layers) + 1}"])
+    out = cols.hidden_stack(layers, h)
+    return out[0], out[1]
