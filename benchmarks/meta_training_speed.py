@@ -67,7 +67,7 @@ def analytic_flops_per_step(lopt) -> float:
     return float(task + validation + optimizer)
 
 
-def measure(lopt, name: str, reps: int = 5) -> dict:
+def measure(lopt, name: str, reps: int = 10) -> dict:
     from lopt_cli.meta.pes import PersistentES
     from lopt_cli.meta.problem import TruncatedProblem
     from task_definitions.base import stack_tasks

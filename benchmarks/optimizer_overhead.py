@@ -18,7 +18,16 @@ then timed ``reps`` times (fewer at 1e6 parameters); reported per row:
 * ``peak_flops_per_s``: median rate of a jitted 2048×2048 f32 matmul in the same run;
   ``floor_s = flops / peak`` (the time the update would take at matmul peak) and
   ``x_floor = median_s / floor_s``;
-* ``state_floats_per_param``: floating-point elements of the optimizer state over :math:`P`.
+* ``state_floats_per_param``: floating-point elements of the optimizer state over :math:`P`;
+* ``bytes``: the least memory traffic of an update (read gradients, parameters and state; write
+  state and updates); ``stream_s``: the median time, in the same run, of a jitted elementwise
+  pass (``x * 2``) that reads and writes that many bytes (so the same level of the cache
+  hierarchy is exercised); ``roofline_s = max(floor_s, stream_s)`` and ``x_roofline``: for
+  memory-bound updates (Adam, ``small``) the FLOP floor is unreachable and this is the bar;
+* a reference row per learned optimizer, ``<name>:matmuls``: only its per-parameter MLP's
+  matrix products (and biases, ReLUs), feature-major and in the same column blocks, on
+  precomputed features. Its ``x_floor`` is what XLA's own matmuls reach on these shapes: no
+  implementation of the update built from them can beat it.
 
 Run: ``python -m benchmarks.optimizer_overhead [--sizes 1e4 1e5 1e6] [--reps 20]`` or
 ``make bench``; results go to ``benchmarks/results/optimizer_overhead.json``. Timings on a
@@ -28,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -39,7 +49,7 @@ import numpy as np
 import optax
 
 DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
-LARGE = 500_000  # at and above this many parameters, time fewer repetitions
+LARGE = 500_000  # at and above this many parameters, time fewer repetitions (reps // 2)
 PER_TENSOR_MODULES = {"tensor_in", "lstm", "to_mlp", "to_step_scale", "to_cross"}
 ADAM_FLOPS_PER_PARAM = 13  # m: 3, v: 4, bias corrections 2, sqrt, +eps, divide, scale
 
@@ -64,6 +74,19 @@ def peak_matmul_flops(size: int = 2048, reps: int = 10) -> float:
         matmul(a, a).block_until_ready()
         times.append(time.perf_counter() - start)
     return 2 * size**3 / float(np.median(times))
+
+
+@functools.cache
+def stream_seconds(num_bytes: int, reps: int = 10) -> float:
+    """Median seconds of a jitted ``x * 2`` over f32 ``x`` of ``num_bytes / 8`` elements: it
+    reads and writes ``num_bytes`` in all."""
+    x = jnp.ones((max(1, num_bytes // 8),), jnp.float32)
+    _, median = time_calls(jax.jit(lambda a: a * 2.0), (x,), reps)
+    return median
+
+
+def tree_bytes(tree) -> int:
+    return sum(int(np.prod(x.shape)) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
 
 
 def analytic_flops_per_param(lopt, theta) -> float | None:
@@ -153,10 +176,58 @@ def measure(name: str, lopt, theta, params, reps: int) -> dict:
     cost = jax.jit(update_step(counting)).lower(*args).cost_analysis() or {}
     flops = float(cost.get("flops", float("nan")))
     analytic = ADAM_FLOPS_PER_PARAM if lopt is None else analytic_flops_per_param(lopt, theta)
+    traffic = 2 * tree_bytes(state) + 2 * tree_bytes(params) + tree_bytes(grads)
     return {"optimizer": name, "num_params": num_params, "reps": reps, "median_s": median,
             "compile_s": compile_s, "flops": flops, "flops_per_param": flops / num_params,
-            "analytic_flops_per_param": analytic,
+            "analytic_flops_per_param": analytic, "bytes": traffic,
             "state_floats_per_param": count_float_elements(state) / num_params}
+
+
+def measure_matmuls(name: str, lopt, theta, params, reps: int) -> dict | None:
+    """The reference row ``<name>:matmuls`` (see module docstring), or None for optimizers
+    without a feature-major per-parameter MLP (``param_in`` + hidden/output ``Dense``)."""
+    from lopt_cli.optimizers import columns as cols
+
+    layers = per_param_layers(theta)
+    if layers is None or not hasattr(lopt, "resolved_chunk_size"):
+        return None
+    num_params = count_float_elements(params)
+    sizes = [int(np.prod(p.shape)) for p in jax.tree.leaves(params)]
+    in_width = layers[0]["kernel"].shape[0]
+    features = [jax.random.normal(jax.random.PRNGKey(i), (in_width, n)) for i, n in
+                enumerate(sizes)]
+    chunk = lopt.resolved_chunk_size()
+
+    def mlp(layers, features):
+        def block(x):
+            h = cols.dense(layers[0], x)
+            return cols.hidden_stack(layers[1:], h)[0]
+        return [cols.map_columns(block, x, chunk) for x in features]
+
+    _, median = time_calls(jax.jit(mlp), (layers, features), reps)
+    flops = float(sum(2 * n * sum(np.prod(layer["kernel"].shape) for layer in layers)
+                      for n in sizes))
+    return {"optimizer": f"{name}:matmuls", "num_params": num_params, "reps": reps,
+            "median_s": median, "compile_s": float("nan"), "flops": flops,
+            "flops_per_param": flops / num_params, "analytic_flops_per_param": None,
+            "bytes": tree_bytes(features) + 4 * num_params, "state_floats_per_param": 0.0}
+
+
+def per_param_layers(theta) -> list[dict] | None:
+    """The per-parameter MLP's ``Dense`` variables in order (first layer, hidden layers,
+    output), read from ``theta``'s names, or None if it has no ``param_in`` layer."""
+    params = theta.get("params", {}) if isinstance(theta, dict) else {}
+    if "param_in" not in params:
+        return None
+    layers = [params["param_in"]]
+    for prefix, start in (("dense_", 1), ("hidden_", 0)):
+        i = start
+        while f"{prefix}{i}" in params:
+            layers.append(params[f"{prefix}{i}"])
+            i += 1
+    if "out" in params:
+        layers.append(params["out"])
+    return layers
 
 
 def run(sizes=DEFAULT_SIZES, reps: int = 20, names: list[str] | None = None,
@@ -167,13 +238,21 @@ def run(sizes=DEFAULT_SIZES, reps: int = 20, names: list[str] | None = None,
     rows = []
     for size in sizes:
         params = mlp_params(int(size), jax.random.PRNGKey(1))
-        count = reps if int(size) < LARGE else max(3, reps // 4)
-        size_rows = [measure(*case, params, count) for case in cases]
+        count = reps if int(size) < LARGE else max(3, reps // 2)
+        size_rows = []
+        for case in cases:
+            size_rows.append(measure(*case, params, count))
+            if case[1] is not None:
+                reference = measure_matmuls(*case, params, count)
+                size_rows += [reference] if reference is not None else []
         adam = next(r for r in size_rows if r["optimizer"] == "adam")["median_s"]
         for row in size_rows:
             row["x_adam"] = row["median_s"] / adam
             row["floor_s"] = row["flops"] / peak
             row["x_floor"] = row["median_s"] / row["floor_s"]
+            row["stream_s"] = stream_seconds(int(row["bytes"]))
+            row["roofline_s"] = max(row["floor_s"], row["stream_s"])
+            row["x_roofline"] = row["median_s"] / row["roofline_s"]
         rows += size_rows
     return {"benchmark": "optimizer_overhead", "peak_flops_per_s": peak,
             "peak_matmul_size": peak_size, "devices": [str(d) for d in jax.devices()],
@@ -189,7 +268,7 @@ def print_table(result: dict) -> None:
     table = Table(title=f"optimizer update overhead; peak {result['peak_flops_per_s'] / 1e9:.1f} "
                         "GFLOP/s (f32 matmul)")
     for column in ("params", "optimizer", "median ms", "× adam", "FLOPs/param (xla)",
-                   "analytic", "floor ms", "× floor", "state/param"):
+                   "analytic", "floor ms", "× floor", "× roofline", "state/param"):
         table.add_column(column, justify="right")
     for r in result["rows"]:
         analytic = r["analytic_flops_per_param"]
@@ -197,8 +276,8 @@ def print_table(result: dict) -> None:
                       f"{r['x_adam']:.1f}", f"{r['flops_per_param']:,.0f}",
                       "-" if analytic is None else f"{analytic:,.0f}",
                       f"{1e3 * r['floor_s']:.4f}", f"{r['x_floor']:.1f}",
-                      f"{r['state_floats_per_param']:.2f}")
-    Console(width=140).print(table)
+                      f"{r['x_roofline']:.1f}", f"{r['state_floats_per_param']:.2f}")
+    Console(width=150).print(table)
 
 
 def main(out_dir: str | Path = "benchmarks/results", sizes=DEFAULT_SIZES, reps: int = 20,

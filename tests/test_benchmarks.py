@@ -21,7 +21,8 @@ def benchmark_module(name: str):
 
 
 FIELDS = {"optimizer", "num_params", "reps", "median_s", "compile_s", "flops", "flops_per_param",
-          "analytic_flops_per_param", "state_floats_per_param", "x_adam", "floor_s", "x_floor"}
+          "analytic_flops_per_param", "state_floats_per_param", "x_adam", "floor_s", "x_floor",
+          "bytes", "stream_s", "roofline_s", "x_roofline"}
 
 
 def test_overhead_benchmark_rows_and_json(tmp_path):
@@ -30,11 +31,13 @@ def test_overhead_benchmark_rows_and_json(tmp_path):
     assert written["rows"] == json.loads(json.dumps(result["rows"]))
     assert result["peak_flops_per_s"] > 0
     rows = {r["optimizer"]: r for r in result["rows"]}
-    assert set(rows) == {"adam", *LEARNED_OPTIMIZERS}
+    # Every per-parameter MLP optimizer gets a bare-matmul reference row; small has no such MLP.
+    assert set(rows) == {"adam", *LEARNED_OPTIMIZERS, "mlp:matmuls", "hierarchical:matmuls"}
     for row in rows.values():
         assert FIELDS <= set(row)
         assert 900 <= row["num_params"] <= 1100 and row["reps"] == 3
-        for key in ("median_s", "flops", "floor_s", "x_floor", "x_adam"):
+        assert row["roofline_s"] >= row["floor_s"] and row["bytes"] > 0
+        for key in ("median_s", "flops", "floor_s", "x_floor", "x_adam", "x_roofline"):
             assert math.isfinite(row[key]) and row[key] > 0, (row["optimizer"], key)
     assert rows["adam"]["x_adam"] == 1.0
     assert abs(rows["adam"]["state_floats_per_param"] - 2.0) < 0.01
@@ -43,6 +46,9 @@ def test_overhead_benchmark_rows_and_json(tmp_path):
         assert 3000 < rows["mlp"]["flops_per_param"] < 5000
         assert abs(rows["mlp"]["analytic_flops_per_param"] / rows["mlp"]["flops_per_param"]
                    - 1) < 0.2
+        # The reference row counts exactly the MLP's matmuls: 2 (23·32 + 32·32 + 32·2).
+        assert rows["mlp:matmuls"]["flops_per_param"] == 2 * (23 * 32 + 32 * 32 + 32 * 2)
+        assert rows["mlp:matmuls"]["flops_per_param"] < rows["mlp"]["flops_per_param"]
 
 
 def test_runner_discovers_benchmark_modules():
