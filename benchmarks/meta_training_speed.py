@@ -4,6 +4,11 @@ Fixed configuration (issue "meta-training engine"): a learned optimizer, PES, 8 
 50, antithetic pairs, an MLP 64→32→10 at batch 128 on digits-sized data. One inner task-step is
 one task forward+backward plus one learned-optimizer update; each ± particle counts.
 
+The population is placed as ``lopt meta-train compute=cpu`` places it (``compute.num_devices:
+auto``): on a CPU-only machine, one XLA host device per core, the tasks split over them
+(:func:`lopt_cli.meta.sharding.resolve_num_devices`); ``--devices 1`` measures one device that
+uses every core per op instead.
+
 Reported after compilation: task-steps/s, compile time, peak memory (process max RSS and XLA's
 temporary buffer size), and achieved FLOP/s as a fraction of the machine's peak, measured in the
 same run by a large jitted f32 matmul. FLOPs are counted analytically:
@@ -67,16 +72,16 @@ def analytic_flops_per_step(lopt) -> float:
     return float(task + validation + optimizer)
 
 
-def measure(lopt, name: str, reps: int = 10) -> dict:
+def measure(lopt, name: str, placement, reps: int = 10) -> dict:
     from lopt_cli.meta.pes import PersistentES
     from lopt_cli.meta.problem import TruncatedProblem
     from task_definitions.base import stack_tasks
 
     problem = TruncatedProblem(lopt, min_horizon=1000, max_horizon=2000, valid_every=VALID_EVERY)
     estimator = PersistentES(sigma=0.01, truncation_length=TRUNCATION)
-    theta = lopt.init(jax.random.PRNGKey(0))
-    tasks = stack_tasks([digits_sized_task()] * NUM_TASKS)
-    states = estimator.init_states(problem, theta, tasks, jax.random.PRNGKey(1))
+    theta = placement.replicate(lopt.init(jax.random.PRNGKey(0)))
+    tasks = placement.shard(stack_tasks([digits_sized_task()] * NUM_TASKS))
+    states = placement.shard(estimator.init_states(problem, theta, tasks, jax.random.PRNGKey(1)))
     start = time.perf_counter()
     lowered = estimator.estimate.lower(estimator, problem, theta, tasks, states,
                                        jax.random.PRNGKey(2))
@@ -102,14 +107,16 @@ def measure(lopt, name: str, reps: int = 10) -> dict:
             "achieved_flops_per_second": flops / seconds}
 
 
-def main(out_dir: str | Path = "benchmarks/results") -> dict:
+def main(out_dir: str | Path = "benchmarks/results", devices: int | str = "auto") -> dict:
     from rich.console import Console
     from rich.table import Table
 
+    from lopt_cli.meta.sharding import Placement, resolve_num_devices
     from lopt_cli.optimizers.registry import LEARNED_OPTIMIZERS
 
+    placement = Placement.create(resolve_num_devices(devices, NUM_TASKS))
     peak = peak_matmul_flops(size=1024)
-    rows = [measure(factory(), name) for name, factory in LEARNED_OPTIMIZERS.items()
+    rows = [measure(factory(), name, placement) for name, factory in LEARNED_OPTIMIZERS.items()
             if name in ("mlp", "hierarchical")]
     for row in rows:
         row["fraction_of_peak"] = row["achieved_flops_per_second"] / peak
@@ -117,10 +124,12 @@ def main(out_dir: str | Path = "benchmarks/results") -> dict:
               "devices": [str(d) for d in jax.devices()],
               "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
               "config": {"num_tasks": NUM_TASKS, "truncation": TRUNCATION, "batch": BATCH,
-                         "layers": LAYERS, "estimator": "pes", "valid_every": VALID_EVERY},
+                         "layers": LAYERS, "estimator": "pes", "valid_every": VALID_EVERY,
+                         "num_devices": placement.num_devices},
               "rows": rows}
     table = Table(title=f"meta-training throughput (PES, {NUM_TASKS} tasks × 2, truncation "
-                        f"{TRUNCATION}, MLP {LAYERS} batch {BATCH}); peak {peak / 1e9:.1f} GFLOP/s")
+                        f"{TRUNCATION}, MLP {LAYERS} batch {BATCH}, {placement.num_devices} "
+                        f"device(s)); peak {peak / 1e9:.1f} GFLOP/s")
     for column in ("optimizer", "task-steps/s", "compile s", "GFLOP/s", "of peak"):
         table.add_column(column, justify="right")
     for row in rows:
@@ -136,4 +145,10 @@ def main(out_dir: str | Path = "benchmarks/results") -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", default="auto", help="'auto' (as compute=cpu) or a count")
+    parser.add_argument("--out-dir", default="benchmarks/results")
+    args = parser.parse_args()
+    main(args.out_dir, args.devices if args.devices == "auto" else int(args.devices))

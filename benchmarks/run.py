@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 import time
@@ -34,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.names) - set(benchmark_names()))
     if unknown:
         parser.error(f"unknown benchmarks {unknown}; choose from {benchmark_names()}")
+    # Host devices must be requested before any benchmark starts JAX: the meta-training one
+    # places its population like `compute=cpu` (one device per core on a CPU-only machine).
+    from lopt_cli.meta.sharding import request_cpu_devices
+
+    request_cpu_devices(os.cpu_count() or 1)
     failed = []
     for name in args.names or benchmark_names():
         print(f"== {name}", flush=True)

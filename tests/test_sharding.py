@@ -17,6 +17,7 @@ from tests_support import compose_config
 
 from lopt_cli.commands.meta_train import build_job
 from lopt_cli.meta.outer import MetaTrainSettings, build_members, draw_population
+from lopt_cli.meta.sharding import largest_divisor_at_most
 from task_definitions.base import shape_signature
 from task_definitions.quadratic import QuadraticFamily
 from task_definitions.suite import MixtureFamily
@@ -75,6 +76,21 @@ def test_num_devices_from_the_command_line(run_lopt, tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["num_devices"] == 2 and summary["outer_steps"] == 3
     assert "final_heldout_loss" in summary
+
+
+def test_auto_devices_on_cpu_split_the_population_over_the_cores(run_lopt, tmp_path):
+    """compute=cpu's num_devices=auto: one host device per core, the most dividing num_tasks."""
+    run_lopt("meta-train", "compute=smoke", "compute.num_outer_steps=2", "compute.num_tasks=4",
+             "compute.num_devices=auto", "task_family=quadratic", "task_family.dims=[8]",
+             "heldout.every=0")
+    run = only_run_dir(tmp_path / "outputs" / "meta-train")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["num_devices"] == largest_divisor_at_most(4, os.cpu_count() or 1)
+
+
+def test_largest_divisor_at_most():
+    assert [largest_divisor_at_most(8, k) for k in (1, 2, 3, 4, 16)] == [1, 2, 2, 4, 8]
+    assert largest_divisor_at_most(3, 2) == 1 and largest_divisor_at_most(5, 0) == 1
 
 
 @pytest.mark.parametrize(("args", "expected"), [

@@ -172,7 +172,7 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
                 "estimator.truncation_length", "tasks.count", "population.candidates"):
         positive_int(cfg, key)
     try:
-        num_devices = resolve_num_devices(cfg.compute.num_devices)
+        num_devices = resolve_num_devices(cfg.compute.num_devices, cfg.compute.num_tasks)
     except ValueError as error:
         raise LoptUserError(f"compute.num_devices={error}") from None
     if cfg.compute.num_tasks % (num_devices * num_processes):
