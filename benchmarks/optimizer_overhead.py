@@ -2,8 +2,12 @@ r"""Per-step cost of every registered learned optimizer against Adam, at 1e4 / 1
 
 For each parameter pytree (a two-layer MLP of width :math:`w`, :math:`P = 2(w^2 + w)`
 parameters) and each optimizer (``optax.adam`` and every entry of
-``registry.LEARNED_OPTIMIZERS``, freshly initialised), one jitted ``update`` is compiled and
-then timed ``reps`` times (fewer at 1e6 parameters); reported per row:
+``registry.LEARNED_OPTIMIZERS``, freshly initialised), one jitted ``update`` is compiled; then
+all the rows of that size are timed together, ``reps`` rounds (half as many at 1e6
+parameters) each calling every row once, so that the machine's load drifts alike for all of
+them (:func:`time_interleaved`). As in a training loop, each update's new state is the next
+call's state (donated, so XLA updates it in place rather than allocating a fresh one: with
+fresh buffers, page faults made 1e6-parameter timings swing by 2x); reported per row:
 
 * ``median_s`` and ``x_adam``, the ratio to Adam's median in the same run;
 * ``flops``: FLOPs of one update counted by XLA (``jax.jit(update).lower(...).cost_analysis()``,
@@ -37,10 +41,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -78,13 +82,11 @@ def peak_matmul_flops(size: int = 2048, reps: int = 10) -> float:
     return 2 * size**3 / float(np.min(times))
 
 
-@functools.cache
-def stream_seconds(num_bytes: int, reps: int = 10) -> float:
-    """Median seconds of a jitted ``x * 2`` over f32 ``x`` of ``num_bytes / 8`` elements: it
+def stream_call(num_bytes: int) -> Call:
+    """A jitted in-place ``x * 2`` (donated) over f32 ``x`` of ``num_bytes / 8`` elements: it
     reads and writes ``num_bytes`` in all."""
     x = jnp.ones((max(1, num_bytes // 8),), jnp.float32)
-    _, median = time_calls(jax.jit(lambda a: a * 2.0), (x,), reps)
-    return median
+    return Call(jax.jit(lambda a: a * 2.0, donate_argnums=0), (x,), lambda args, out: (out,))
 
 
 def tree_bytes(tree) -> int:
@@ -119,19 +121,6 @@ def count_float_elements(tree) -> int:
                if jnp.issubdtype(jnp.result_type(x), jnp.floating))
 
 
-def time_calls(fn, args, reps: int) -> tuple[float, float]:
-    """(compile + first call seconds, median seconds of ``reps`` further calls)."""
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    compile_s = time.perf_counter() - start
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return compile_s, float(np.median(times))
-
-
 def optimizer_cases() -> list[tuple]:
     """``(name, lopt, theta)`` for Adam (``lopt = theta = None``) and every learned optimizer."""
     from lopt_cli.optimizers.registry import LEARNED_OPTIMIZERS
@@ -164,30 +153,33 @@ def update_step(lopt):
     return step
 
 
-def measure(name: str, lopt, theta, params, reps: int) -> dict:
-    """One row: timing, FLOPs and state size of ``name`` on ``params``."""
+def prepare(name: str, lopt, theta, params) -> tuple[dict, Call]:
+    """One row of ``name`` on ``params`` without its timing (FLOPs, bytes, state size), and the
+    jitted update to time."""
     from lopt_cli.optimizers.registry import DEFAULT_NUM_STEPS
 
     num_params = count_float_elements(params)
     grads = jax.tree.map(lambda p: 0.01 * jnp.ones_like(p), params)
     opt = optax.adam(1e-3) if lopt is None else lopt.transform(theta, DEFAULT_NUM_STEPS)
-    state = opt.init(params)
+    # Distinct buffers for every leaf: init may share one zero scalar, which donation forbids.
+    state = jax.tree.map(lambda x: jnp.array(x, copy=True), opt.init(params))
     args = (theta, grads, state, params)
-    compile_s, median = time_calls(jax.jit(update_step(lopt)), args, reps)
     counting = None if lopt is None else unchunked(lopt)
     cost = jax.jit(update_step(counting)).lower(*args).cost_analysis() or {}
     flops = float(cost.get("flops", float("nan")))
     analytic = ADAM_FLOPS_PER_PARAM if lopt is None else analytic_flops_per_param(lopt, theta)
     traffic = 2 * tree_bytes(state) + 2 * tree_bytes(params) + tree_bytes(grads)
-    return {"optimizer": name, "num_params": num_params, "reps": reps, "median_s": median,
-            "compile_s": compile_s, "flops": flops, "flops_per_param": flops / num_params,
-            "analytic_flops_per_param": analytic, "bytes": traffic,
-            "state_floats_per_param": count_float_elements(state) / num_params}
+    row = {"optimizer": name, "num_params": num_params, "flops": flops,
+           "flops_per_param": flops / num_params, "analytic_flops_per_param": analytic,
+           "bytes": traffic, "state_floats_per_param": count_float_elements(state) / num_params}
+    # As in a training loop: the new state replaces the old one (donated, updated in place).
+    return row, Call(jax.jit(update_step(lopt), donate_argnums=2), args,
+                     lambda args, out: (*args[:2], out[1], args[3]))
 
 
-def measure_matmuls(name: str, lopt, theta, params, reps: int) -> dict | None:
-    """The reference row ``<name>:matmuls`` (see module docstring), or None for optimizers
-    without a feature-major per-parameter MLP (``param_in`` + hidden/output ``Dense``)."""
+def prepare_matmuls(name: str, lopt, theta, params) -> tuple[dict, Call] | None:
+    """The reference row ``<name>:matmuls`` (see module docstring) as :func:`prepare` does, or
+    None for optimizers without a feature-major per-parameter MLP (``param_in`` + ``Dense``s)."""
     from lopt_cli.optimizers import columns as cols
 
     layers = per_param_layers(theta)
@@ -206,13 +198,45 @@ def measure_matmuls(name: str, lopt, theta, params, reps: int) -> dict | None:
             return cols.hidden_stack(layers[1:], h)[0]
         return [cols.map_columns(block, x, chunk) for x in features]
 
-    _, median = time_calls(jax.jit(mlp), (layers, features), reps)
     flops = float(sum(2 * n * sum(np.prod(layer["kernel"].shape) for layer in layers)
                       for n in sizes))
-    return {"optimizer": f"{name}:matmuls", "num_params": num_params, "reps": reps,
-            "median_s": median, "compile_s": float("nan"), "flops": flops,
-            "flops_per_param": flops / num_params, "analytic_flops_per_param": None,
-            "bytes": tree_bytes(features) + 4 * num_params, "state_floats_per_param": 0.0}
+    row = {"optimizer": f"{name}:matmuls", "num_params": num_params, "flops": flops,
+           "flops_per_param": flops / num_params, "analytic_flops_per_param": None,
+           "bytes": tree_bytes(features) + 4 * num_params, "state_floats_per_param": 0.0}
+    return row, Call(jax.jit(mlp), (layers, features))
+
+
+@dataclasses.dataclass
+class Call:
+    """A jitted function, its arguments, and how the arguments of the next call follow from
+    this call's (``thread(args, out)``; None: the same arguments again)."""
+
+    fn: Callable
+    args: tuple
+    thread: Callable | None = None
+
+    def __call__(self) -> None:
+        out = jax.block_until_ready(self.fn(*self.args))
+        if self.thread is not None:
+            self.args = self.thread(self.args, out)
+
+
+def time_interleaved(calls: list[Call], reps: int) -> list[tuple[float, float]]:
+    """``(compile + first call seconds, median seconds)`` of each call, timed in ``reps``
+    rounds that call each one once in turn: a change in the machine's load during the
+    measurement then affects every call alike, so ratios within one round stay meaningful."""
+    compile_s = []
+    for call in calls:
+        start = time.perf_counter()
+        call()
+        compile_s.append(time.perf_counter() - start)
+    times = [[] for _ in calls]
+    for _ in range(reps):
+        for call, record in zip(calls, times):
+            start = time.perf_counter()
+            call()
+            record.append(time.perf_counter() - start)
+    return [(c, float(np.median(t))) for c, t in zip(compile_s, times)]
 
 
 def per_param_layers(theta) -> list[dict] | None:
@@ -241,18 +265,25 @@ def run(sizes=DEFAULT_SIZES, reps: int = 20, names: list[str] | None = None,
     for size in sizes:
         params = mlp_params(int(size), jax.random.PRNGKey(1))
         count = reps if int(size) < LARGE else max(3, reps // 2)
-        size_rows = []
+        prepared = []
         for case in cases:
-            size_rows.append(measure(*case, params, count))
+            prepared.append(prepare(*case, params))
             if case[1] is not None:
-                reference = measure_matmuls(*case, params, count)
-                size_rows += [reference] if reference is not None else []
+                reference = prepare_matmuls(*case, params)
+                prepared += [reference] if reference is not None else []
+        size_rows = [row for row, _ in prepared]
+        streams = sorted({int(row["bytes"]) for row in size_rows})
+        calls = [call for _, call in prepared] + [stream_call(b) for b in streams]
+        timed = time_interleaved(calls, count)
+        stream_s = dict(zip(streams, (median for _, median in timed[len(prepared):])))
+        for row, (compile_s, median) in zip(size_rows, timed):
+            row.update(reps=count, median_s=median, compile_s=compile_s)
         adam = next(r for r in size_rows if r["optimizer"] == "adam")["median_s"]
         for row in size_rows:
             row["x_adam"] = row["median_s"] / adam
             row["floor_s"] = row["flops"] / peak
             row["x_floor"] = row["median_s"] / row["floor_s"]
-            row["stream_s"] = stream_seconds(int(row["bytes"]))
+            row["stream_s"] = stream_s[int(row["bytes"])]
             row["roofline_s"] = max(row["floor_s"], row["stream_s"])
             row["x_roofline"] = row["median_s"] / row["roofline_s"]
         rows += size_rows
