@@ -5,9 +5,8 @@ parameters) and each optimizer (``optax.adam`` and every entry of
 ``registry.LEARNED_OPTIMIZERS``, freshly initialised), one jitted ``update`` is compiled; then
 all the rows of that size are timed together, ``reps`` rounds (half as many at 1e6
 parameters) each calling every row once, so that the machine's load drifts alike for all of
-them (:func:`time_interleaved`). As in a training loop, each update's new state is the next
-call's state (donated, so XLA updates it in place rather than allocating a fresh one: with
-fresh buffers, page faults made 1e6-parameter timings swing by 2x); reported per row:
+them (:func:`time_interleaved`); as in a training loop, each update's new state is the next
+call's state. Reported per row:
 
 * ``median_s`` and ``x_adam``, the ratio to Adam's median in the same run;
 * ``flops``: FLOPs of one update counted by XLA (``jax.jit(update).lower(...).cost_analysis()``,
@@ -161,8 +160,7 @@ def prepare(name: str, lopt, theta, params) -> tuple[dict, Call]:
     num_params = count_float_elements(params)
     grads = jax.tree.map(lambda p: 0.01 * jnp.ones_like(p), params)
     opt = optax.adam(1e-3) if lopt is None else lopt.transform(theta, DEFAULT_NUM_STEPS)
-    # Distinct buffers for every leaf: init may share one zero scalar, which donation forbids.
-    state = jax.tree.map(lambda x: jnp.array(x, copy=True), opt.init(params))
+    state = opt.init(params)
     args = (theta, grads, state, params)
     counting = None if lopt is None else unchunked(lopt)
     cost = jax.jit(update_step(counting)).lower(*args).cost_analysis() or {}
@@ -172,8 +170,8 @@ def prepare(name: str, lopt, theta, params) -> tuple[dict, Call]:
     row = {"optimizer": name, "num_params": num_params, "flops": flops,
            "flops_per_param": flops / num_params, "analytic_flops_per_param": analytic,
            "bytes": traffic, "state_floats_per_param": count_float_elements(state) / num_params}
-    # As in a training loop: the new state replaces the old one (donated, updated in place).
-    return row, Call(jax.jit(update_step(lopt), donate_argnums=2), args,
+    # As in a training loop, each call's new state is the next call's state.
+    return row, Call(jax.jit(update_step(lopt)), args,
                      lambda args, out: (*args[:2], out[1], args[3]))
 
 
