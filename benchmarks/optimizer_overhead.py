@@ -240,18 +240,13 @@ def time_interleaved(calls: list[Call], reps: int) -> list[tuple[float, float]]:
 def per_param_layers(theta) -> list[dict] | None:
     """The per-parameter MLP's ``Dense`` variables in order (first layer, hidden layers,
     output), read from ``theta``'s names, or None if it has no ``param_in`` layer."""
+    from lopt_cli.optimizers.columns import numbered_layers
+
     params = theta.get("params", {}) if isinstance(theta, dict) else {}
     if "param_in" not in params:
         return None
-    layers = [params["param_in"]]
-    for prefix, start in (("dense_", 1), ("hidden_", 0)):
-        i = start
-        while f"{prefix}{i}" in params:
-            layers.append(params[f"{prefix}{i}"])
-            i += 1
-    if "out" in params:
-        layers.append(params["out"])
-    return layers
+    hidden = numbered_layers(params, "dense_", 1) + numbered_layers(params, "hidden_", 0)
+    return [params["param_in"], *hidden, *([params["out"]] if "out" in params else [])]
 
 
 def run(sizes=DEFAULT_SIZES, reps: int = 20, names: list[str] | None = None,

@@ -33,6 +33,23 @@ def first_layer(kernel: jax.Array, bias: jax.Array, scales: jax.Array, x: jax.Ar
     return (kernel * scales[:, None]).T @ x + bias[:, None]
 
 
+def input_layer(params: dict, x: jax.Array, scales: jax.Array, tensor_x: jax.Array) -> jax.Array:
+    """The per-parameter MLPs' split first layer, feature-major: ``Dense`` ``param_in`` on the
+    raw features ``x`` ``(F_p, b)`` normalised by ``scales``, plus the bias-free ``tensor_in``
+    on the per-tensor features ``tensor_x`` (one bias for the whole block): ``(h, b)``."""
+    first = params["param_in"]
+    bias = first["bias"] + tensor_x @ params["tensor_in"]["kernel"]
+    return first_layer(first["kernel"], bias, scales, x)
+
+
+def numbered_layers(params: dict, prefix: str, start: int) -> list[dict]:
+    """The variables of flax layers ``<prefix><start>``, ``<prefix><start + 1>``, … in order."""
+    layers = []
+    while f"{prefix}{start + len(layers)}" in params:
+        layers.append(params[f"{prefix}{start + len(layers)}"])
+    return layers
+
+
 def dense(layer: dict, h: jax.Array) -> jax.Array:
     """A flax ``Dense`` layer's variables ``{"kernel": (i, o), "bias": (o,)}`` applied to a
     feature-major ``(i, n)`` block: ``(o, n)``."""

@@ -377,12 +377,7 @@ def apply_per_param_feature_major(
     ``network.apply(theta, (x * scales[:, None]).T, tensor_x, method="per_param")`` (hidden
     transposed) up to float rounding."""
     params = theta["params"]
-    first = params["param_in"]
-    bias = first["bias"] + tensor_x @ params["tensor_in"]["kernel"]
-    h = cols.first_layer(first["kernel"], bias, scales, x)
-    layers = []
-    while f"hidden_{len(layers)}" in params:
-        layers.append(params[f"hidden_{len(layers)}"])
-    hidden = nn.relu(cols.hidden_stack(layers, h))
+    h = cols.input_layer(params, x, scales, tensor_x)
+    hidden = nn.relu(cols.hidden_stack(cols.numbered_layers(params, "hidden_", 0), h))
     out = cols.dense(params["out"], hidden)
     return out[0], out[1], hidden

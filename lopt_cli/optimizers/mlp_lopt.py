@@ -265,11 +265,6 @@ def apply_feature_major(
     ``(d, a)``, each ``(b,)``. Equal to ``network.apply(theta, (x * scales[:, None]).T,
     tensor_x)`` up to float rounding; the per-tensor features enter as a first-layer bias."""
     params = theta["params"]
-    first = params["param_in"]
-    bias = first["bias"] + tensor_x @ params["tensor_in"]["kernel"]
-    h = cols.first_layer(first["kernel"], bias, scales, x)
-    layers = []
-    while f"dense_{len(layers) + 1}" in params:
-        layers.append(params[f"dense_{len(layers) + 1}"])
-    out = cols.hidden_stack(layers, h)
+    h = cols.input_layer(params, x, scales, tensor_x)
+    out = cols.hidden_stack(cols.numbered_layers(params, "dense_", 1), h)
     return out[0], out[1]
