@@ -205,3 +205,25 @@ def test_every_estimator_config_builds_and_round_trips_its_state(option):
     for old, new in zip(jax.tree_util.tree_leaves(states), jax.tree_util.tree_leaves(new_states)):
         assert old.shape == new.shape and old.dtype == new.dtype
     assert {"meta_loss", "resets", "diverged"} <= set(metrics)
+
+
+def test_antithetic_pairs_unroll_each_particle_from_its_own_state():
+    """``unroll_antithetic`` (a vmap over tasks of a vmap over the sign) equals unrolling the
+    positive particles with theta + delta and the negative ones with theta - delta apart."""
+    from lopt_cli.meta.es import unroll_antithetic
+
+    theta = lr(-2.0)
+    tasks, pos = fresh_population(3, theta)
+    neg = jax.tree_util.tree_map(lambda x: x, pos)._replace(
+        params=jax.tree_util.tree_map(lambda x: 0.5 * x, pos.params))
+    delta = {"log_lr": jnp.asarray([0.3, -0.2, 0.1], jnp.float32)}
+    new_pos, new_neg, metrics = unroll_antithetic(PROBLEM, theta, delta, tasks, pos, neg, 10)
+    assert metrics.valid_loss.shape == (3, 2, 2)
+    apart = jax.vmap(PROBLEM.unroll, in_axes=(0, 0, 0, None))
+    for sign, start, got, column in ((1.0, pos, new_pos, 0), (-1.0, neg, new_neg, 1)):
+        thetas = {"log_lr": theta["log_lr"] + sign * delta["log_lr"]}
+        want_states, want_metrics = apart(thetas, tasks, start, 10)
+        np.testing.assert_allclose(metrics.valid_loss[:, column], want_metrics.valid_loss,
+                                   rtol=1e-6)
+        for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want_states)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)

@@ -85,3 +85,25 @@ def test_meta_training_is_deterministic():
         )
 
     assert float(run()["log_lr"]) == float(run()["log_lr"])
+
+
+def test_truncation_keys_are_distinct_and_the_next_key_is_fresh():
+    """One split gives every step of a truncation its own batch and loss keys."""
+    from lopt_cli.meta.unroll import truncation_keys
+
+    next_key, keys = truncation_keys(jax.random.PRNGKey(0), 3, 4)
+    assert keys.shape == (3, 5, 2, 2)
+    rows = {tuple(k) for k in np.asarray(keys).reshape(-1, 2).tolist()}
+    assert len(rows) == 3 * 5 * 2
+    assert tuple(np.asarray(next_key).tolist()) not in rows
+
+
+def test_batches_draw_every_row_roughly_uniformly():
+    """``sample_from_arrays`` keeps rows aligned across arrays and covers them evenly."""
+    from task_definitions.base import sample_from_arrays
+
+    arrays = {"x": jnp.arange(7.0)[:, None] * jnp.ones((1, 3)), "y": jnp.arange(7)}
+    batch = jax.jit(lambda k: sample_from_arrays(k, arrays, 7000))(jax.random.PRNGKey(3))
+    np.testing.assert_array_equal(np.asarray(batch["x"][:, 0]), np.asarray(batch["y"]))
+    counts = np.bincount(np.asarray(batch["y"]), minlength=7)
+    assert counts.min() > 850 and counts.max() < 1150, counts

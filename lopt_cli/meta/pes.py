@@ -37,7 +37,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from lopt_cli.meta.es import perturbations
+from lopt_cli.meta.es import perturbations, unroll_antithetic
 from lopt_cli.meta.problem import TruncatedProblem, initial_states
 from lopt_cli.meta.unroll import InnerState, select_state
 from lopt_cli.optimizers.base import MetaParams
@@ -55,18 +55,6 @@ class PESState(NamedTuple):
     pos: InnerState
     neg: InnerState
     accumulated: MetaParams
-
-
-def _concat(a, b):
-    """Leaf-wise concatenation along the leading (task) axis: ``[a; b]``."""
-    return jax.tree_util.tree_map(lambda x, y: jnp.concatenate([x, y]), a, b)
-
-
-def _split(tree, num_tasks: int):
-    """Inverse of :func:`_concat` for two halves of ``num_tasks`` rows."""
-    first = jax.tree_util.tree_map(lambda x: x[:num_tasks], tree)
-    second = jax.tree_util.tree_map(lambda x: x[num_tasks:], tree)
-    return first, second
 
 
 def reset_pair(
@@ -146,16 +134,10 @@ class PersistentES:
             lambda e: self.sigma * e, perturbations(theta, noise_key, num_tasks)
         )
         accumulated = jax.tree_util.tree_map(jnp.add, states.accumulated, delta)
-        signed = _concat(delta, jax.tree_util.tree_map(jnp.negative, delta))
-        thetas = jax.tree_util.tree_map(lambda t, d: t + d, theta, signed)
-        new_states, metrics = jax.vmap(problem.unroll, in_axes=(0, 0, 0, None))(
-            thetas, _concat(tasks, tasks), _concat(states.pos, states.neg),
-            self.truncation_length,
-        )
-        losses = jnp.mean(metrics.valid_loss, axis=1)  # [2N]: positive particles, then negative
-        grad, dropped = pes_gradient(losses[:num_tasks] - losses[num_tasks:], accumulated,
-                                     self.sigma)
-        pos, neg = _split(new_states, num_tasks)
+        pos, neg, metrics = unroll_antithetic(
+            problem, theta, delta, tasks, states.pos, states.neg, self.truncation_length)
+        losses = jnp.mean(metrics.valid_loss, axis=-1)  # [N, 2]: positive, negative particle
+        grad, dropped = pes_gradient(losses[:, 0] - losses[:, 1], accumulated, self.sigma)
         summary = {
             "meta_loss": jnp.mean(losses),
             "train_loss": jnp.mean(metrics.train_loss),
