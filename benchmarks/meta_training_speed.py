@@ -16,10 +16,15 @@ same run by a large jitted f32 matmul. FLOPs are counted analytically:
 .. math::
     F_\text{step} = \underbrace{3 \cdot 2 B \textstyle\sum_l n_{l-1} n_l}_{\text{task fwd+bwd}}
       + \underbrace{2 P \big(F_p h_1 + \textstyle\sum_k h_k h_{k+1}\big)}_{\text{optimizer MLP}}
+      + \underbrace{2 T K_\text{tensor}}_{\text{per-tensor}}
       + \underbrace{2 B_v \textstyle\sum_l n_{l-1} n_l / v}_{\text{validation}}
 
-with :math:`P` the task's parameter count and :math:`v` the validation interval. Elementwise
-feature work is not counted, so the fraction is a lower bound on the hardware's utilisation.
+with :math:`P` the task's parameter count, :math:`T` its number of tensors, :math:`v` the
+validation interval and :math:`K_\text{tensor}` the number of meta-parameter kernel entries
+outside the per-parameter MLP: each of those kernels is applied once per tensor and step (the
+first layer's per-tensor half; for the hierarchical optimizer also its LSTM and heads).
+Elementwise feature work is not counted, so the fraction is a lower bound on the hardware's
+utilisation.
 
 Run: ``python -m benchmarks.meta_training_speed`` (or ``make bench``).
 """
@@ -60,16 +65,27 @@ def digits_sized_task():
 
 
 def analytic_flops_per_step(lopt) -> float:
-    """Task fwd+bwd, learned-optimizer MLP and amortised validation FLOPs of one inner step."""
+    """Task fwd+bwd, learned-optimizer and amortised validation FLOPs of one inner step."""
     from lopt_cli.optimizers import features
 
     macs = sum(a * b for a, b in zip(LAYERS[:-1], LAYERS[1:]))
     params = macs + sum(LAYERS[1:])
+    num_tensors = 2 * (len(LAYERS) - 1)  # a kernel and a bias per layer
     task = 3 * 2 * BATCH * macs
     validation = 2 * BATCH * macs / VALID_EVERY
     widths = (features.num_param_features(lopt.decays), *lopt.hidden_sizes, 2)
-    optimizer = 2 * params * sum(a * b for a, b in zip(widths[:-1], widths[1:]))
-    return float(task + validation + optimizer)
+    per_param_macs = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+    optimizer = 2 * params * per_param_macs
+    per_tensor = 2 * num_tensors * (kernel_entries(lopt) - per_param_macs)
+    return float(task + validation + optimizer + per_tensor)
+
+
+def kernel_entries(lopt) -> int:
+    """Entries of every ``kernel`` among the optimizer's meta-parameters."""
+    shapes = jax.eval_shape(lopt.init, jax.random.PRNGKey(0))
+    leaves = jax.tree_util.tree_leaves_with_path(shapes)
+    return sum(int(np.prod(leaf.shape)) for path, leaf in leaves
+               if getattr(path[-1], "key", None) == "kernel")
 
 
 def measure(lopt, name: str, placement, reps: int = 10) -> dict:

@@ -54,3 +54,22 @@ def test_overhead_benchmark_rows_and_json(tmp_path):
 def test_runner_discovers_benchmark_modules():
     names = benchmark_module("run").benchmark_names()
     assert "optimizer_overhead" in names and "run" not in names
+
+
+def test_meta_training_flops_count_every_product_once():
+    """The analytic FLOPs of one inner step, by hand for the MLP 64→32→10 at batch 128: task
+    fwd+bwd, amortised validation, the per-parameter MLP on its 2410 parameters, and each
+    per-tensor kernel (the MLP's ``tensor_in``; the hierarchical LSTM and heads) once per tensor."""
+    from benchmarks.meta_training_speed import analytic_flops_per_step
+    from lopt_cli.optimizers.hierarchical import HierarchicalLOpt
+    from lopt_cli.optimizers.mlp_lopt import MLPLOpt
+
+    macs, params, tensors = 64 * 32 + 32 * 10, 64 * 32 + 32 + 32 * 10 + 10, 4
+    shared = 6 * 128 * macs + 2 * 128 * macs / 10 + 2 * params * (23 * 32 + 32 * 32 + 32 * 2)
+    assert analytic_flops_per_step(MLPLOpt()) == shared + 2 * tensors * 15 * 32
+
+    lopt = HierarchicalLOpt()
+    f_l, hidden = lopt.num_lstm_features, lopt.lstm_hidden
+    per_tensor = (4 * (f_l + hidden) * hidden + hidden * (lopt.lstm_to_mlp + 1 + lopt.cross_size)
+                  + (lopt.num_tensor_features) * 32 + 32 * lopt.num_extra_outputs)
+    assert analytic_flops_per_step(lopt) == shared + 2 * tensors * per_tensor

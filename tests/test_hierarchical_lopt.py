@@ -221,6 +221,27 @@ def test_feature_major_evaluation_equals_the_flax_per_param_module():
     np.testing.assert_allclose(hidden, hidden_ref.T, rtol=1e-5, atol=1e-5)
 
 
+def test_fused_per_tensor_network_equals_the_flax_lstm_and_heads():
+    """``fused_lstm.per_tensor`` (two products) computes ``HierarchicalNetwork.per_tensor``
+    (flax's eight-Dense LSTMCell and three heads), on random variables and carry."""
+    from lopt_cli.optimizers import fused_lstm
+
+    lopt = HierarchicalLOpt()
+    theta = lopt.init(jax.random.key(0))
+    leaves, treedef = jax.tree.flatten(theta)
+    keys = jax.random.split(jax.random.key(3), len(leaves) + 3)
+    theta = treedef.unflatten([0.5 * jax.random.normal(k, x.shape)
+                               for k, x in zip(keys, leaves)])
+    carry = (jax.random.normal(keys[-3], (5, lopt.lstm_hidden)),
+             jax.random.normal(keys[-2], (5, lopt.lstm_hidden)))
+    x = jax.random.normal(keys[-1], (5, lopt.num_lstm_features))
+    got = fused_lstm.per_tensor(theta["params"], carry, x)
+    want = lopt.network.apply(theta, carry, x, method="per_tensor")
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_small_state_floats_per_parameter_as_documented():
     lopt = SmallLOpt()
     params = {"w": jnp.zeros((256, 128)), "b": jnp.zeros((128,)), "k": jnp.zeros((3, 3, 8, 16))}

@@ -46,6 +46,7 @@ import optax
 from lopt_cli.errors import LoptUserError
 from lopt_cli.optimizers import columns as cols
 from lopt_cli.optimizers import features as feats
+from lopt_cli.optimizers import fused_lstm
 from lopt_cli.optimizers import hierarchical_features as hfeats
 from lopt_cli.optimizers.base import MetaParams
 from lopt_cli.optimizers.mlp_lopt import CLIP_DECAY
@@ -296,8 +297,8 @@ class HierarchicalLOpt:
                     for i, args in enumerate(zip(leaves, *others))]
         lstm_x = jnp.stack([p["lstm_x"] for p in prepared])
         net = self.network
-        carry, z, log_scale, cross = net.apply(theta, state.lstm_carry, lstm_x,
-                                               method="per_tensor")
+        carry, z, log_scale, cross = fused_lstm.per_tensor(theta["params"], state.lstm_carry,
+                                                           lstm_x)
         steps, hidden_means = [], []
         for i, (param, prep) in enumerate(zip(treedef.flatten_up_to(params), prepared)):
             step, hidden_mean = self._step_tensor(theta, param, prep, z[i], log_scale[i])
