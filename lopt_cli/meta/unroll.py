@@ -61,9 +61,8 @@ def truncation_keys(key: jax.Array, num_chunks: int, valid_every: int) -> tuple:
     ``keys`` of shape ``(num_chunks, valid_every + 1, 2)`` (per chunk: the training steps, then
     the validation batch; per step a batch key and a loss key).
 
-    One split of ``2 C (V + 1) + 1`` keys costs one threefry pass; splitting the state's key at
-    every step instead costs one (small, sequential) pass per step, which on CPU measured several
-    percent of a meta-training step.
+    One split of ``2 C (V + 1) + 1`` keys costs one threefry pass instead of one small pass per
+    step (on 2 CPU cores an interleaved A/B of a meta-training truncation measured 0-2% faster).
     """
     keys = jax.random.split(key, 2 * num_chunks * (valid_every + 1) + 1)
     return keys[-1], keys[:-1].reshape((num_chunks, valid_every + 1, 2) + keys.shape[1:])

@@ -2,9 +2,8 @@ r"""The hierarchical optimizer's per-tensor network with its small products fuse
 
 flax's ``nn.LSTMCell`` applies eight ``Dense`` layers per step (``ii, if, ig, io`` on the input,
 ``hi, hf, hg, ho`` with biases on the hidden state), and the three heads on the LSTM output are
-three more. In a meta-training step these tiny products run one after another between the
-per-tensor statistics and the per-parameter MLP, on the critical path of every inner step. Here
-the same variables are applied as two products:
+three more: eleven tiny products per inner step between the per-tensor statistics and the
+per-parameter MLP. Here the same variables are applied as two products:
 
 .. math::
     (z_i, z_f, z_g, z_o) &= [x, h] \begin{bmatrix} W_{ii} & W_{if} & W_{ig} & W_{io} \\
@@ -14,7 +13,8 @@ the same variables are applied as two products:
 
 (the weight concatenations depend only on :math:`\theta`, so inside an unroll XLA computes them
 once, outside the loop). Equal to ``HierarchicalNetwork.per_tensor`` up to float rounding
-(tested); on 2 CPU cores it measured about 10% of a hierarchical meta-training step.
+(tested). On 2 CPU cores, interleaved A/Bs of a hierarchical meta-training truncation measured
+it 0-7% faster than the flax module, never slower.
 """
 from __future__ import annotations
 
