@@ -213,12 +213,18 @@ def test_feature_major_evaluation_equals_the_flax_per_param_module():
     x = jax.random.normal(key[0], (lopt.num_param_features, 37))
     scales = jnp.exp(jax.random.normal(key[1], (lopt.num_param_features,)))
     tensor_x = jax.random.normal(key[2], (lopt.num_tensor_features,))
-    d, a, hidden = apply_per_param_feature_major(theta, x, scales, tensor_x)
+    d, a, extra = apply_per_param_feature_major(theta, x, scales, tensor_x)
     d_ref, a_ref, hidden_ref = lopt.network.apply(theta, (x * scales[:, None]).T, tensor_x,
                                                   method="per_param")
+    extra_ref = hidden_ref @ theta["params"]["extra"]["kernel"] + theta["params"]["extra"]["bias"]
     np.testing.assert_allclose(d, d_ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(a, a_ref, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(hidden, hidden_ref.T, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(extra, extra_ref.T, rtol=1e-5, atol=1e-5)
+    # The tensor mean of the extra head equals the head of the mean hidden layer.
+    np.testing.assert_allclose(
+        jnp.tanh(jnp.mean(extra, axis=1)),
+        lopt.network.apply(theta, jnp.mean(hidden_ref, axis=0), method="extra_outputs"),
+        rtol=1e-5, atol=1e-6)
 
 
 def test_fused_per_tensor_network_equals_the_flax_lstm_and_heads():

@@ -19,17 +19,19 @@ Every step, for the tensors :math:`W_1 \dots W_T` of the model:
    parameter (implemented as a per-tensor bias of the first layer: the same maths, a fraction
    of the cost). It outputs a direction :math:`d` and a magnitude :math:`a`, and
    ``num_extra_outputs`` extra channels whose mean over the tensor feeds the LSTM at the next
-   step (computed as the extra head applied to the tensor-mean of the last hidden layer, which
-   is exactly the mean of the per-parameter linear outputs, for a 32-wide reduction per
-   parameter instead of a matmul). The step is
+   step (the extra head is linear, so the tensor mean of its per-parameter outputs is the head
+   of the tensor-mean hidden layer; it runs in the same product as the output layer). The
+   step is
 
    .. math:: \Delta p = -\lambda_1\, d\, \exp\big(\lambda_2 (a + s_t)\big)
 
    with :math:`\lambda_1` = ``step_mult`` and :math:`\lambda_2` = ``exp_mult`` (1e-3 at init).
 
-Cost per parameter and step (default config): about 3.9 kFLOPs, the MLP of MLPLOpt plus a
-32-wide reduction for the extra outputs (:attr:`HierarchicalLOpt.flops_per_param`); the LSTM
-costs about ``8 H (F_l + H)`` FLOPs *per tensor*. State: ``2 D`` floats per parameter (10)
+Cost per parameter and step (default config): about 3.9 kFLOPs, the MLP of MLPLOpt plus the
+extra outputs, counted as the 32-wide reduction they need
+(:attr:`HierarchicalLOpt.flops_per_param`; computing them in the output product spends
+``2 H E`` instead, at no measurable extra time); the LSTM costs about ``8 H (F_l + H)`` FLOPs
+*per tensor*. State: ``2 D`` floats per parameter (10)
 plus ``2 H + E + 2 D + 1`` per tensor and ``C + 2 L + 1`` shared.
 """
 from __future__ import annotations
@@ -296,15 +298,14 @@ class HierarchicalLOpt:
         prepared = [self._prepare_tensor(num_steps, state, loss_x, columns, i, *args)
                     for i, args in enumerate(zip(leaves, *others))]
         lstm_x = jnp.stack([p["lstm_x"] for p in prepared])
-        net = self.network
         carry, z, log_scale, cross = fused_lstm.per_tensor(theta["params"], state.lstm_carry,
                                                            lstm_x)
-        steps, hidden_means = [], []
+        steps, extra_means = [], []
         for i, (param, prep) in enumerate(zip(treedef.flatten_up_to(params), prepared)):
-            step, hidden_mean = self._step_tensor(theta, param, prep, z[i], log_scale[i])
+            step, extra_mean = self._step_tensor(theta, param, prep, z[i], log_scale[i])
             steps.append(step)
-            hidden_means.append(hidden_mean)
-        extra_means = net.apply(theta, jnp.stack(hidden_means), method="extra_outputs")
+            extra_means.append(extra_mean)
+        extra_means = jnp.tanh(jnp.stack(extra_means))
         new_state = HierarchicalLOptState(
             momentum=treedef.unflatten([p["momentum"] for p in prepared]),
             rms=treedef.unflatten([p["rms"] for p in prepared]),
@@ -348,20 +349,22 @@ class HierarchicalLOpt:
         }
 
     def _step_tensor(self, theta, param, prep, z, log_scale):
-        """Step of one tensor and the mean of the MLP's last hidden layer over it."""
+        """Step of one tensor and the tensor mean of the extra head's pre-activation ``(E,)``
+        (the extra head of the mean hidden layer: the head is linear)."""
         if jnp.size(param) == 0:
-            return jnp.zeros_like(param), jnp.zeros((self.hidden_sizes[-1],), jnp.float32)
+            return jnp.zeros_like(param), theta["params"]["extra"]["bias"]
         tensor_x = jnp.concatenate([prep["tensor_x"], z])
         fn = functools.partial(self._step_columns, theta, prep["scales"], tensor_x, log_scale)
-        step, hidden_sum = cols.map_columns_with_sum(fn, prep["ctx"], self.resolved_chunk_size())
+        step, extra_sum = cols.map_columns_with_sum(fn, prep["ctx"], self.resolved_chunk_size())
         step = step.reshape(jnp.shape(param)).astype(jnp.result_type(param))
-        return step, hidden_sum / jnp.size(param)
+        return step, extra_sum / jnp.size(param)
 
     def _step_columns(self, theta, scales, tensor_x, log_scale, block: feats.ParamContext):
-        """Steps of a block of ``b`` parameters and their last hidden activations ``(H, b)``."""
-        d, a, hidden = apply_per_param_feature_major(
+        """Steps of a block of ``b`` parameters and their extra-head pre-activations
+        ``(E, b)``."""
+        d, a, extra = apply_per_param_feature_major(
             theta, feats.raw_param_features(block), scales, tensor_x)
-        return -self.step_mult * d * jnp.exp(self.exp_mult * (a + log_scale)), hidden
+        return -self.step_mult * d * jnp.exp(self.exp_mult * (a + log_scale)), extra
 
     def resolved_chunk_size(self) -> int:
         """Parameters per MLP block (see :meth:`MLPLOpt.resolved_chunk_size`)."""
@@ -374,11 +377,16 @@ def apply_per_param_feature_major(
     theta: MetaParams, x: jax.Array, scales: jax.Array, tensor_x: jax.Array
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """``HierarchicalNetwork.per_param`` on the raw feature-major block ``x`` ``(F_p, b)``
-    normalised by ``scales``: ``d, a (b,)`` and the last hidden layer ``(H, b)``. Equal to
-    ``network.apply(theta, (x * scales[:, None]).T, tensor_x, method="per_param")`` (hidden
-    transposed) up to float rounding."""
+    normalised by ``scales``: ``d, a (b,)`` and the extra head (``extra``, before its ``tanh``)
+    on every column's last hidden layer, ``(E, b)``. The output and extra heads run as one
+    ``(2 + E, H) @ (H, b)`` product: on 2 CPU cores it takes the time of the 2-row output
+    product alone, while summing the ``(H, b)`` hidden layer instead was a further pass over
+    it. Equal to ``network.apply(theta, (x * scales[:, None]).T, tensor_x, method="per_param")``
+    (with the extra head applied to its hidden layer) up to float rounding."""
     params = theta["params"]
     h = cols.input_layer(params, x, scales, tensor_x)
     hidden = nn.relu(cols.hidden_stack(cols.numbered_layers(params, "hidden_", 0), h))
-    out = cols.dense(params["out"], hidden)
-    return out[0], out[1], hidden
+    heads = {name: jnp.concatenate([params["out"][name], params["extra"][name]], axis=-1)
+             for name in ("kernel", "bias")}
+    out = cols.dense(heads, hidden)
+    return out[0], out[1], out[2:]
