@@ -7,7 +7,8 @@ one task forward+backward plus one learned-optimizer update; each ± particle co
 The population is placed as ``lopt meta-train compute=cpu`` places it (``compute.num_devices:
 auto``): on a CPU-only machine, one XLA host device per core, the tasks split over them
 (:func:`lopt_cli.meta.sharding.resolve_num_devices`); ``--devices 1`` measures one device that
-uses every core per op instead.
+uses every core per op instead. The inner optimizers run their per-parameter MLP in blocks sized
+for that population, as ``lopt meta-train`` runs them (:func:`lopt_cli.meta.problem.for_population`).
 
 Reported after compilation: task-steps/s, compile time, peak memory (process max RSS and XLA's
 temporary buffer size), and achieved FLOP/s as a fraction of the machine's peak, measured in the
@@ -90,11 +91,14 @@ def kernel_entries(lopt) -> int:
 
 def measure(lopt, name: str, placement, reps: int = 10) -> dict:
     from lopt_cli.meta.pes import PersistentES
-    from lopt_cli.meta.problem import TruncatedProblem
+    from lopt_cli.meta.problem import TruncatedProblem, cpu_cores_per_device, for_population
     from task_definitions.base import stack_tasks
 
-    problem = TruncatedProblem(lopt, min_horizon=1000, max_horizon=2000, valid_every=VALID_EVERY)
     estimator = PersistentES(sigma=0.01, truncation_length=TRUNCATION)
+    particles = NUM_TASKS * estimator.unrolls_per_task // placement.num_devices
+    inner_lopt = for_population(lopt, particles, cpu_cores_per_device(placement.num_devices))
+    problem = TruncatedProblem(inner_lopt, min_horizon=1000, max_horizon=2000,
+                               valid_every=VALID_EVERY)
     theta = placement.replicate(lopt.init(jax.random.PRNGKey(0)))
     tasks = placement.shard(stack_tasks([digits_sized_task()] * NUM_TASKS))
     states = placement.shard(estimator.init_states(problem, theta, tasks, jax.random.PRNGKey(1)))
@@ -117,7 +121,8 @@ def measure(lopt, name: str, placement, reps: int = 10) -> dict:
     seconds = float(np.median(times))
     steps = NUM_TASKS * 2 * TRUNCATION
     flops = analytic_flops_per_step(lopt) * steps
-    return {"optimizer": name, "inner_task_steps_per_second": steps / seconds,
+    return {"optimizer": name, "chunk_size": getattr(inner_lopt, "chunk_size", None),
+            "inner_task_steps_per_second": steps / seconds,
             "seconds_per_truncation": seconds, "compile_seconds": compile_seconds,
             "xla_temp_bytes": temp_bytes, "analytic_flops_per_truncation": flops,
             "achieved_flops_per_second": flops / seconds}

@@ -107,3 +107,48 @@ def test_batches_draw_every_row_roughly_uniformly():
     np.testing.assert_array_equal(np.asarray(batch["x"][:, 0]), np.asarray(batch["y"]))
     counts = np.bincount(np.asarray(batch["y"]), minlength=7)
     assert counts.min() > 850 and counts.max() < 1150, counts
+
+
+def test_population_blocks_split_a_per_core_budget_over_the_particles():
+    from lopt_cli.optimizers import columns as cols
+
+    budget = cols.CPU_POPULATION_COLUMNS_PER_CORE
+    assert cols.population_chunk_size(8, 1) == budget // 8
+    assert cols.population_chunk_size(8, 2) == 2 * budget // 8
+    assert cols.population_chunk_size(1, 1) == budget
+    assert cols.population_chunk_size(10**6, 1) == cols.MIN_CHUNK_COLUMNS
+    assert cols.population_chunk_size(0, 0) == budget  # degenerate counts read as 1
+
+
+def test_for_population_sets_only_an_unset_chunk_size_of_a_chunked_optimizer():
+    from lopt_cli.meta.problem import for_population
+    from lopt_cli.optimizers import columns as cols
+    from lopt_cli.optimizers.hierarchical import HierarchicalLOpt
+    from lopt_cli.optimizers.mlp_lopt import MLPLOpt
+
+    for lopt in (MLPLOpt(), HierarchicalLOpt()):
+        tuned = for_population(lopt, 16, 1)
+        assert tuned.chunk_size == cols.population_chunk_size(16, 1)
+        assert tuned.resolved_chunk_size() == tuned.chunk_size
+        assert tuned.init(jax.random.key(0)).keys() == lopt.init(jax.random.key(0)).keys()
+    assert for_population(MLPLOpt(chunk_size=0), 16, 1).chunk_size == 0  # the user's choice
+    toy = LearnedLRSGD()  # no chunk_size field: returned as is
+    assert for_population(toy, 16, 1) is toy
+
+
+def test_meta_train_job_sizes_inner_blocks_for_its_population():
+    """``lopt meta-train`` hands the truncations an optimizer whose MLP blocks are sized for
+    the particles each device vmaps (PES: two per task); the saved config keeps ``None``."""
+    from tests_support import compose_config
+
+    from lopt_cli.commands.meta_train import build_job
+    from lopt_cli.meta.problem import cpu_cores_per_device
+    from lopt_cli.optimizers import columns as cols
+
+    cfg = compose_config("meta_train", ["compute=cpu", "compute.num_devices=1",
+                                        "estimator=pes"])
+    job = build_job(cfg)
+    particles = cfg.compute.num_tasks * 2
+    assert job.problem.lopt.chunk_size == cols.population_chunk_size(
+        particles, cpu_cores_per_device(1))
+    assert job.optimizer_config.get("chunk_size") is None

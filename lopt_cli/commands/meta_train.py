@@ -159,7 +159,7 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
     from lopt_cli.meta.curriculum import HorizonCurriculum
     from lopt_cli.meta.heldout import HeldOutEvaluator
     from lopt_cli.meta.outer import MetaTrainSettings
-    from lopt_cli.meta.problem import TruncatedProblem
+    from lopt_cli.meta.problem import TruncatedProblem, cpu_cores_per_device, for_population
     from lopt_cli.meta.sharding import resolve_num_devices
     from lopt_cli.optimizers.storage import instantiate_plain
 
@@ -197,11 +197,15 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
         curriculum=_curriculum(cfg, HorizonCurriculum),
         mix_population=_mix(cfg, family), mix_candidates=cfg.population.candidates,
     )
+    estimator = build(cfg.estimator, "estimator")
+    particles = cfg.compute.num_tasks * getattr(estimator, "unrolls_per_task", 1)
+    inner_lopt = for_population(lopt, particles // (num_devices * num_processes),
+                                cpu_cores_per_device(num_devices))
     return MetaTrainJob(
         family=family,
-        problem=TruncatedProblem(lopt, cfg.inner.min_horizon, cfg.inner.max_horizon,
+        problem=TruncatedProblem(inner_lopt, cfg.inner.min_horizon, cfg.inner.max_horizon,
                                  cfg.inner.valid_every),
-        estimator=build(cfg.estimator, "estimator"),
+        estimator=estimator,
         outer_tx=instantiate_plain(outer),
         settings=settings,
         optimizer_config=plain(cfg.optimizer),
