@@ -32,6 +32,7 @@ Run: ``python -m benchmarks.meta_training_speed`` (or ``make bench``).
 from __future__ import annotations
 
 import json
+import os
 import resource
 import time
 from pathlib import Path
@@ -143,6 +144,7 @@ def main(out_dir: str | Path = "benchmarks/results", devices: int | str = "auto"
         row["fraction_of_peak"] = row["achieved_flops_per_second"] / peak
     result = {"benchmark": "meta_training_speed", "peak_matmul_flops_per_second": peak,
               "devices": [str(d) for d in jax.devices()],
+              "xla_flags": os.environ.get("XLA_FLAGS", ""),
               "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
               "config": {"num_tasks": NUM_TASKS, "truncation": TRUNCATION, "batch": BATCH,
                          "layers": LAYERS, "estimator": "pes", "valid_every": VALID_EVERY,

@@ -73,3 +73,47 @@ def test_meta_training_flops_count_every_product_once():
     per_tensor = (4 * (f_l + hidden) * hidden + hidden * (lopt.lstm_to_mlp + 1 + lopt.cross_size)
                   + (lopt.num_tensor_features) * 32 + 32 * lopt.num_extra_outputs)
     assert analytic_flops_per_step(lopt) == shared + 2 * tensors * per_tensor
+
+
+def test_interleaved_ab_compiles_every_variant_afresh():
+    """Two variants of one jitted function with equal static arguments still get their own
+    executables: a value read while tracing differs between them (without clearing JAX's
+    caches, the second variant would silently reuse the first one's trace)."""
+    import jax
+    import jax.numpy as jnp
+    import pytest
+
+    ab = benchmark_module("_ab")
+    setting = {"scale": 1.0}
+
+    def scaled(static, x):
+        return x * setting["scale"]
+
+    jitted = jax.jit(scaled, static_argnums=0)
+
+    def builder(scale):
+        def build():
+            setting["scale"] = scale
+            x = jnp.ones(3)
+            compiled = jitted.lower(("same",), x).compile()
+            return lambda index: compiled(x)
+        return build
+
+    result = ab.interleaved({"one": builder(1.0), "two": builder(2.0)}, rounds=3)
+    assert float(result["one"]["last"][0]) == 1.0
+    assert float(result["two"]["last"][0]) == 2.0
+    assert result["one"]["speedup"] == 1.0 and result["two"]["median_s"] > 0
+    with pytest.raises(ValueError, match="rounds"):
+        ab.interleaved({"one": builder(1.0)}, rounds=1)
+
+
+def test_ab_overrides_are_python_literals():
+    import pytest
+
+    ab = benchmark_module("_ab")
+    assert ab.parse_override("chunk_size=512") == ("chunk_size", 512)
+    assert ab.parse_override("chunk_size=None") == ("chunk_size", None)
+    assert ab.parse_override("hidden_sizes=(16, 16)") == ("hidden_sizes", (16, 16))
+    for bad in ("chunk_size", "=3", "decays=[0.9"):
+        with pytest.raises(ValueError):
+            ab.parse_override(bad)

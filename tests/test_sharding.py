@@ -127,3 +127,29 @@ def test_population_mixing_is_on_for_mixtures_by_default():
     assert not build_job(compose_config("meta_train")).settings.mix_population
     job = build_job(compose_config("meta_train", ["population.mix=true"]))
     assert job.settings.mix_population and job.settings.mix_candidates == 16
+
+
+def test_wide_vectors_are_requested_only_on_avx512_before_jax_starts(monkeypatch):
+    from lopt_cli.meta import sharding
+
+    monkeypatch.setattr(sharding, "_backends_initialized", lambda: False)
+    monkeypatch.setattr(sharding, "cpu_has_avx512", lambda: True)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    sharding.prefer_wide_vectors()
+    assert os.environ["XLA_FLAGS"] == ("--xla_force_host_platform_device_count=2 "
+                                       + sharding.WIDE_VECTOR_FLAG)
+    sharding.prefer_wide_vectors()  # idempotent
+    assert os.environ["XLA_FLAGS"].count("prefer_vector_width") == 1
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_prefer_vector_width=256")  # the user's choice
+    sharding.prefer_wide_vectors()
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_prefer_vector_width=256"
+
+    monkeypatch.delenv("XLA_FLAGS")
+    monkeypatch.setattr(sharding, "cpu_has_avx512", lambda: False)
+    sharding.prefer_wide_vectors()
+    assert "XLA_FLAGS" not in os.environ
+    monkeypatch.setattr(sharding, "cpu_has_avx512", lambda: True)
+    monkeypatch.setattr(sharding, "_backends_initialized", lambda: True)  # too late: no-op
+    sharding.prefer_wide_vectors()
+    assert "XLA_FLAGS" not in os.environ
