@@ -52,8 +52,7 @@ def prefer_wide_vectors() -> None:
     not started yet and ``XLA_FLAGS`` does not choose a width. The elementwise and reduction
     kernels around the learned optimizers' products then use the full registers: on 2 AVX-512
     cores, interleaved A/Bs of the hierarchical meta-training truncation (population-sized MLP
-    blocks) measured +3-6%. The
-    matrix products (library calls) are unaffected."""
+    blocks) measured +3-6%. The matrix products (library calls) are unaffected."""
     flags = os.environ.get("XLA_FLAGS", "")
     if _backends_initialized() or "xla_cpu_prefer_vector_width" in flags or not cpu_has_avx512():
         return
