@@ -22,7 +22,6 @@ from __future__ import annotations
 import ast
 import contextlib
 import dataclasses
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -59,26 +58,14 @@ def interleaved(builders: dict[str, Callable[[], Runner]], rounds: int = 12) -> 
 
 def truncation_builder(lopt, placement, patch: Callable[[], Any] = contextlib.nullcontext):
     """A builder for :func:`interleaved`: compiles the meta-training benchmark's truncation for
-    ``lopt`` (inside the context ``patch()``, so trace-time changes apply) and returns a runner
-    of one truncation with fresh keys per round."""
-    from benchmarks import meta_training_speed as bench
-    from lopt_cli.meta.pes import PersistentES
-    from lopt_cli.meta.problem import TruncatedProblem, cpu_cores_per_device, for_population
-    from task_definitions.base import stack_tasks
+    ``lopt`` (:func:`benchmarks.meta_training_speed.compile_truncation`, inside the context
+    ``patch()`` so trace-time changes apply) and returns a runner of one truncation with fresh
+    keys per round."""
+    from benchmarks.meta_training_speed import compile_truncation
 
     def build() -> Runner:
-        estimator = PersistentES(sigma=0.01, truncation_length=bench.TRUNCATION)
-        particles = bench.NUM_TASKS * estimator.unrolls_per_task // placement.num_devices
-        inner = for_population(lopt, particles, cpu_cores_per_device(placement.num_devices))
-        problem = TruncatedProblem(inner, min_horizon=1000, max_horizon=2000,
-                                   valid_every=bench.VALID_EVERY)
         with patch():
-            theta = placement.replicate(lopt.init(jax.random.PRNGKey(0)))
-            tasks = placement.shard(stack_tasks([bench.digits_sized_task()] * bench.NUM_TASKS))
-            states = placement.shard(
-                estimator.init_states(problem, theta, tasks, jax.random.PRNGKey(1)))
-            compiled = estimator.estimate.lower(
-                estimator, problem, theta, tasks, states, jax.random.PRNGKey(2)).compile()
+            compiled, theta, tasks, states = compile_truncation(lopt, placement)[:4]
         return lambda index: compiled(theta, tasks, states, jax.random.PRNGKey(3 + index))[0]
 
     return build
@@ -99,7 +86,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     import argparse
 
     from benchmarks.meta_training_speed import NUM_TASKS, TRUNCATION
-    from lopt_cli.meta.sharding import Placement, request_cpu_devices, resolve_num_devices
+    from lopt_cli.errors import LoptUserError
+    from lopt_cli.meta.sharding import Placement, resolve_num_devices
     from lopt_cli.optimizers.registry import LEARNED_OPTIMIZERS
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks._ab", description=__doc__)
@@ -108,13 +96,19 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=3, help="independent A/Bs to print")
     args = parser.parse_args(argv)
-    request_cpu_devices(os.cpu_count() or 1)  # as `make bench`: before JAX starts
-    placement = Placement.create(resolve_num_devices("auto", NUM_TASKS))
     base = LEARNED_OPTIMIZERS[args.optimizer]()
     variants = {"base": base}
     for text in args.overrides:
-        field, value = parse_override(text)
-        variants[text] = dataclasses.replace(base, **{field: value})
+        try:
+            field, value = parse_override(text)
+        except ValueError as error:
+            parser.error(str(error))
+        try:
+            variants[text] = dataclasses.replace(base, **{field: value})
+        except (TypeError, LoptUserError) as error:  # an unknown field, a bad value
+            parser.error(f"{text!r}: {error}")
+    # As `make bench`: one host device per core, asked for before JAX starts.
+    placement = Placement.create(resolve_num_devices("auto", NUM_TASKS))
     steps = NUM_TASKS * 2 * TRUNCATION
     result = {}
     for _ in range(args.repeats):

@@ -133,8 +133,9 @@ def optimizer_cases() -> list[tuple]:
 
 def unchunked(lopt):
     """``lopt`` with ``chunk_size=0`` if it has that field (one MLP block: countable FLOPs)."""
-    if dataclasses.is_dataclass(lopt) and "chunk_size" in {
-            f.name for f in dataclasses.fields(lopt)}:
+    from lopt_cli.optimizers.columns import has_chunk_size
+
+    if has_chunk_size(lopt):
         return dataclasses.replace(lopt, chunk_size=0)
     return lopt
 

@@ -117,3 +117,15 @@ def test_ab_overrides_are_python_literals():
     for bad in ("chunk_size", "=3", "decays=[0.9"):
         with pytest.raises(ValueError):
             ab.parse_override(bad)
+
+
+def test_ab_command_rejects_a_bad_override_in_one_line(capsys):
+    import pytest
+
+    ab = benchmark_module("_ab")
+    for bad in ("chunk_size", "no_such_field=1", "hidden_sizes=(-1,)"):
+        with pytest.raises(SystemExit) as exit_info:
+            ab.main(["--optimizer", "mlp", bad])
+        assert exit_info.value.code == 2
+        message = capsys.readouterr().err.strip().splitlines()[-1]
+        assert bad in message or repr(bad) in message

@@ -132,8 +132,7 @@ def for_population(lopt: LearnedOptimizer, particles_per_device: int,
     (:func:`~lopt_cli.optimizers.columns.population_chunk_size`). Unchanged off CPU, for an
     optimizer without ``chunk_size``, or where the configuration sets one. The block size
     never changes the maths, only the speed."""
-    fields = {f.name for f in dataclasses.fields(lopt)} if dataclasses.is_dataclass(lopt) else ()
-    if "chunk_size" not in fields or lopt.chunk_size is not None:
+    if not columns.has_chunk_size(lopt) or lopt.chunk_size is not None:
         return lopt
     if jax.default_backend() != "cpu":
         return lopt

@@ -14,6 +14,7 @@ stay in cache instead of becoming tensor-sized temporaries.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -63,6 +64,19 @@ def numbered_layers(params: dict, prefix: str, start: int) -> list[dict]:
     while f"{prefix}{start + len(layers)}" in params:
         layers.append(params[f"{prefix}{start + len(layers)}"])
     return layers
+
+
+def concat_dense(layers: list[dict]) -> dict:
+    """Several flax ``Dense`` layers that read the same input, as one layer: kernels and biases
+    concatenated along the output axis (one product instead of one per layer)."""
+    return {name: jnp.concatenate([layer[name] for layer in layers], axis=-1)
+            for name in ("kernel", "bias")}
+
+
+def has_chunk_size(lopt: Any) -> bool:
+    """Whether ``lopt`` is a dataclass with a ``chunk_size`` field (runs its MLP in blocks)."""
+    return dataclasses.is_dataclass(lopt) and "chunk_size" in {
+        field.name for field in dataclasses.fields(lopt)}
 
 
 def dense(layer: dict, h: jax.Array) -> jax.Array:

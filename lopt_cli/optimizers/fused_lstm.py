@@ -22,6 +22,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from lopt_cli.optimizers import columns as cols
+
 GATES = ("i", "f", "g", "o")  # flax LSTMCell's gate order and variable suffixes
 
 
@@ -43,9 +45,8 @@ def lstm_cell(lstm: dict, carry: tuple[jax.Array, jax.Array], x: jax.Array):
 def dense_heads(layers: list[dict], x: jax.Array) -> list[jax.Array]:
     """Several flax ``Dense`` layers applied to the same ``x`` as one product; their outputs
     in order."""
-    kernel = jnp.concatenate([layer["kernel"] for layer in layers], axis=1)
-    bias = jnp.concatenate([layer["bias"] for layer in layers])
-    out = x @ kernel + bias
+    merged = cols.concat_dense(layers)
+    out = x @ merged["kernel"] + merged["bias"]
     bounds = [0]
     for layer in layers:
         bounds.append(bounds[-1] + layer["bias"].shape[0])

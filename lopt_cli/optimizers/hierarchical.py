@@ -386,7 +386,5 @@ def apply_per_param_feature_major(
     params = theta["params"]
     h = cols.input_layer(params, x, scales, tensor_x)
     hidden = nn.relu(cols.hidden_stack(cols.numbered_layers(params, "hidden_", 0), h))
-    heads = {name: jnp.concatenate([params["out"][name], params["extra"][name]], axis=-1)
-             for name in ("kernel", "bias")}
-    out = cols.dense(heads, hidden)
+    out = cols.dense(cols.concat_dense([params["out"], params["extra"]]), hidden)
     return out[0], out[1], out[2:]
