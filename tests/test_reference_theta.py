@@ -1,0 +1,71 @@
+"""Behaviour guard for refactors: a short meta-training run gives the θ it gave before.
+
+``tests/data/reference_theta.npz`` holds, for each case below, θ at initialisation and after
+``OUTER_STEPS`` outer steps of the real ``lopt meta-train`` job (``compute=smoke``, seed 0),
+as produced by the code of the commit that added the file. A change of shape (moving code,
+fusing kernels) must reproduce it to within float32 reordering: the initial θ to 1e-6 and the
+meta-learned change ``θ_T − θ_0`` to 1% of its norm. Regenerate only for an intended change of
+behaviour: ``python tests/test_reference_theta.py --write``.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from tests_support import compose_config
+
+REFERENCE = Path(__file__).parent / "data" / "reference_theta.npz"
+OUTER_STEPS = 4
+CASES = {
+    "mlp-es": ["optimizer=mlp", "estimator=es"],
+    "hierarchical-es": ["optimizer=hierarchical", "estimator=es"],
+    "small-es": ["optimizer=small", "estimator=es"],
+    "mlp-pes": ["optimizer=mlp", "estimator=pes"],
+    "mlp-tbptt": ["optimizer=mlp", "estimator=tbptt"],
+}
+COMMON = ["compute=smoke", f"compute.num_outer_steps={OUTER_STEPS}", "heldout.every=0",
+          "checkpoint_every=0", "seed=0"]
+
+
+def flat(theta) -> dict[str, np.ndarray]:
+    """θ as ``{path: array}``."""
+    leaves = jax.tree_util.tree_flatten_with_path(theta)[0]
+    return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
+
+
+def run_case(overrides: list[str]) -> tuple[dict, dict]:
+    """(θ_0, θ_T) of the composed job, meta-trained in-process."""
+    from lopt_cli.commands.meta_train import build_job
+    from lopt_cli.meta.outer import initial_state, meta_train
+
+    job = build_job(compose_config("meta_train", COMMON + overrides))
+    theta0 = initial_state(job.problem, job.outer_tx, job.settings, None).theta
+    theta = meta_train(job.family, job.problem, job.estimator, job.outer_tx, job.settings)
+    return flat(theta0), flat(theta)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_short_meta_training_reproduces_the_stored_theta(case):
+    stored = np.load(REFERENCE)
+    theta0, theta = run_case(CASES[case])
+    for path in theta0:
+        ref0, ref = stored[f"{case}|0|{path}"], stored[f"{case}|T|{path}"]
+        np.testing.assert_allclose(theta0[path], ref0, rtol=1e-6, atol=1e-7, err_msg=path)
+        change, ref_change = theta[path] - theta0[path], ref - ref0
+        assert np.linalg.norm(change - ref_change) <= 1e-2 * np.linalg.norm(ref_change) + 1e-7, (
+            case, path, float(np.linalg.norm(change - ref_change)), float(np.linalg.norm(ref_change)))
+    assert {k.split("|", 2)[2] for k in stored.files if k.startswith(case + "|0|")} == set(theta0)
+
+
+if __name__ == "__main__" and "--write" in sys.argv:
+    arrays = {}
+    for name, overrides in CASES.items():
+        theta0, theta = run_case(overrides)
+        arrays.update({f"{name}|0|{p}": v for p, v in theta0.items()})
+        arrays.update({f"{name}|T|{p}": v for p, v in theta.items()})
+    REFERENCE.parent.mkdir(exist_ok=True)
+    np.savez_compressed(REFERENCE, **arrays)
+    print(f"wrote {REFERENCE} ({len(arrays)} arrays)")
