@@ -72,7 +72,7 @@ def run_one(cfg: DictConfig, family, console) -> None:
     import numpy as np
 
     from lopt_cli.evaluation.plots import plot_learning_curves
-    from lopt_cli.evaluation.training import adam_grid_curves
+    from lopt_cli.inner.curves import adam_grid_curves
     from lopt_cli.io import write_json_atomic
     from task_definitions.describe import describe_task
 

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from lopt_cli.evaluation.compare import final_value
-from lopt_cli.evaluation.training import learned_curves, train_curve
+from lopt_cli.inner.curves import learned_curves, train_curve
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,7 @@ never samples (ids from ``first_id``, by default 1e6, above the seen range) from
     \\mathrm{normalize}(\\ell_{\\text{valid}, t, s}(\\text{horizon})),
 
 the mean final normalised validation loss. The tasks are the same at every evaluation, and
-:func:`lopt_cli.evaluation.training.learned_curves` compiles once per task shape, so later
+:func:`lopt_cli.inner.curves.learned_curves` compiles once per task shape, so later
 evaluations only run.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import functools
 import jax
 import numpy as np
 
-from lopt_cli.evaluation.training import learned_curves
+from lopt_cli.inner.curves import learned_curves
 from lopt_cli.optimizers.base import LearnedOptimizer, MetaParams
 
 HELDOUT_FIRST_ID = 1_000_000

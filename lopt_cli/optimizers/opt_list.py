@@ -149,7 +149,7 @@ class TuningResult:
 def candidate_curves(task, hparams: dict, key, horizon: int, valid_every: int):
     """Raw validation curves ``[num_candidates, horizon // valid_every]`` of NAdamW settings
     (leading axis of every ``hparams`` array) trained on ``task`` from one initialisation."""
-    from lopt_cli.evaluation.training import train_curve
+    from lopt_cli.inner.curves import train_curve
     from lopt_cli.optimizers.baselines import nadamw
 
     def one(h):

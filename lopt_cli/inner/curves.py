@@ -1,6 +1,6 @@
 """Inner training to a horizon for evaluation: many seeds and hyperparameters in one jit.
 
-Every function returns per-chunk curves (see :class:`lopt_cli.meta.unroll.UnrollMetrics`):
+Every function returns per-chunk curves (see :class:`lopt_cli.inner.unroll.UnrollMetrics`):
 ``valid_every`` training steps, then one validation batch. Seeds, and for Adam the learning
 rate grid, are vmapped, so one task shape costs one compilation per optimizer kind.
 """
@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lopt_cli.meta.unroll import UnrollMetrics, init_inner_state, unroll
+from lopt_cli.inner.unroll import UnrollMetrics, init_inner_state, unroll
 from lopt_cli.optimizers.base import LearnedOptimizer, MetaParams
 from lopt_cli.optimizers.baselines import adam_with_lr
 from task_definitions.base import Task

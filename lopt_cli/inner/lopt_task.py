@@ -11,7 +11,7 @@ inner validation losses recorded every ``valid_every`` steps,
           \mathrm{normalize}_\tau\big(\ell^{\text{valid}}_\tau(w_{c \cdot \text{valid\_every}})\big),
           \qquad C = K / \text{valid\_every}.
 
-The unroll is the meta-trainer's own (:func:`lopt_cli.meta.unroll.unroll`), so
+The unroll is the meta-trainer's own (:func:`lopt_cli.inner.unroll.unroll`), so
 :math:`\nabla_\theta L` is exact truncated backprop through the :math:`K` inner steps and any
 optimizer, Adam or a learned one, can train :math:`\theta`.
 
@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from lopt_cli.meta.unroll import init_inner_state, unroll
+from lopt_cli.inner.unroll import init_inner_state, unroll
 from lopt_cli.optimizers.mlp_lopt import MLPLOpt
 from task_definitions.base import SPLITS, normalize_by_ceiling, stack_tasks, with_seed
 from task_definitions.quadratic import QuadraticFamily
