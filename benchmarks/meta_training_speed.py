@@ -8,7 +8,7 @@ The population is placed as ``lopt meta-train compute=cpu`` places it (``compute
 auto``): on a CPU-only machine, one XLA host device per core, the tasks split over them
 (:func:`lopt_cli.meta.sharding.resolve_num_devices`); ``--devices 1`` measures one device that
 uses every core per op instead. The inner optimizers run their per-parameter MLP in blocks sized
-for that population, as ``lopt meta-train`` runs them (:func:`lopt_cli.meta.problem.for_population`).
+for that population, as ``lopt meta-train`` runs them (:func:`lopt_cli.meta.cpu_tuning.for_population`).
 
 Reported after compilation: task-steps/s, compile time, peak memory (process max RSS and XLA's
 temporary buffer size), and achieved FLOP/s as a fraction of the machine's peak, measured in the
@@ -105,8 +105,9 @@ class Truncation(NamedTuple):
 def compile_truncation(lopt, placement) -> Truncation:
     """PES over the fixed population, placed on ``placement``, with the inner optimizers sized
     for it as ``lopt meta-train`` sizes them; lowered and compiled once."""
+    from lopt_cli.meta.cpu_tuning import cpu_cores_per_device, for_population
     from lopt_cli.meta.pes import PersistentES
-    from lopt_cli.meta.problem import TruncatedProblem, cpu_cores_per_device, for_population
+    from lopt_cli.meta.problem import TruncatedProblem
     from task_definitions.base import stack_tasks
 
     estimator = PersistentES(sigma=0.01, truncation_length=TRUNCATION)

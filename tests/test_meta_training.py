@@ -89,7 +89,7 @@ def test_meta_training_is_deterministic():
 
 def test_truncation_keys_are_distinct_and_the_next_key_is_fresh():
     """One split gives every step of a truncation its own batch and loss keys."""
-    from lopt_cli.meta.unroll import truncation_keys
+    from lopt_cli.inner.unroll import truncation_keys
 
     next_key, keys = truncation_keys(jax.random.PRNGKey(0), 3, 4)
     assert keys.shape == (3, 5, 2, 2)
@@ -121,7 +121,7 @@ def test_population_blocks_split_a_per_core_budget_over_the_particles():
 
 
 def test_for_population_sets_only_an_unset_chunk_size_of_a_chunked_optimizer():
-    from lopt_cli.meta.problem import for_population
+    from lopt_cli.meta.cpu_tuning import for_population
     from lopt_cli.optimizers import columns as cols
     from lopt_cli.optimizers.hierarchical import HierarchicalLOpt
     from lopt_cli.optimizers.mlp_lopt import MLPLOpt
@@ -142,7 +142,7 @@ def test_meta_train_job_sizes_inner_blocks_for_its_population():
     from tests_support import compose_config
 
     from lopt_cli.commands.meta_train import build_job
-    from lopt_cli.meta.problem import cpu_cores_per_device
+    from lopt_cli.meta.cpu_tuning import cpu_cores_per_device
     from lopt_cli.optimizers import columns as cols
 
     cfg = compose_config("meta_train", ["compute=cpu", "compute.num_devices=1",

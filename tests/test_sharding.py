@@ -130,26 +130,26 @@ def test_population_mixing_is_on_for_mixtures_by_default():
 
 
 def test_wide_vectors_are_requested_only_on_avx512_before_jax_starts(monkeypatch):
-    from lopt_cli.meta import sharding
+    from lopt_cli.meta import cpu_tuning
 
-    monkeypatch.setattr(sharding, "_backends_initialized", lambda: False)
-    monkeypatch.setattr(sharding, "cpu_has_avx512", lambda: True)
+    monkeypatch.setattr(cpu_tuning, "backends_initialized", lambda: False)
+    monkeypatch.setattr(cpu_tuning, "cpu_has_avx512", lambda: True)
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
-    sharding.prefer_wide_vectors()
+    cpu_tuning.prefer_wide_vectors()
     assert os.environ["XLA_FLAGS"] == ("--xla_force_host_platform_device_count=2 "
-                                       + sharding.WIDE_VECTOR_FLAG)
-    sharding.prefer_wide_vectors()  # idempotent
+                                       + cpu_tuning.WIDE_VECTOR_FLAG)
+    cpu_tuning.prefer_wide_vectors()  # idempotent
     assert os.environ["XLA_FLAGS"].count("prefer_vector_width") == 1
 
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_prefer_vector_width=256")  # the user's choice
-    sharding.prefer_wide_vectors()
+    cpu_tuning.prefer_wide_vectors()
     assert os.environ["XLA_FLAGS"] == "--xla_cpu_prefer_vector_width=256"
 
     monkeypatch.delenv("XLA_FLAGS")
-    monkeypatch.setattr(sharding, "cpu_has_avx512", lambda: False)
-    sharding.prefer_wide_vectors()
+    monkeypatch.setattr(cpu_tuning, "cpu_has_avx512", lambda: False)
+    cpu_tuning.prefer_wide_vectors()
     assert "XLA_FLAGS" not in os.environ
-    monkeypatch.setattr(sharding, "cpu_has_avx512", lambda: True)
-    monkeypatch.setattr(sharding, "_backends_initialized", lambda: True)  # too late: no-op
-    sharding.prefer_wide_vectors()
+    monkeypatch.setattr(cpu_tuning, "cpu_has_avx512", lambda: True)
+    monkeypatch.setattr(cpu_tuning, "backends_initialized", lambda: True)  # too late: no-op
+    cpu_tuning.prefer_wide_vectors()
     assert "XLA_FLAGS" not in os.environ

@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from task_definitions.char_rnn import CharRNNConfig, build_char_rnn, sample_crops
 from lopt_cli.inner.lopt_task import LoptMetaConfig, LoptMetaFamily
+from task_definitions.char_rnn import CharRNNConfig, build_char_rnn, sample_crops
 from task_definitions.quadratic import QuadraticConfig
 from task_definitions.transformer import TransformerConfig, build_transformer_lm
 

@@ -156,10 +156,11 @@ def resumed_config(cfg: DictConfig, directory: Path) -> DictConfig:
 
 def build_job(cfg: DictConfig) -> MetaTrainJob:
     """The only function that reads the meta-train config."""
+    from lopt_cli.meta.cpu_tuning import cpu_cores_per_device, for_population
     from lopt_cli.meta.curriculum import HorizonCurriculum
     from lopt_cli.meta.heldout import HeldOutEvaluator
     from lopt_cli.meta.outer import MetaTrainSettings
-    from lopt_cli.meta.problem import TruncatedProblem, cpu_cores_per_device, for_population
+    from lopt_cli.meta.problem import TruncatedProblem
     from lopt_cli.meta.sharding import resolve_num_devices
     from lopt_cli.optimizers.storage import instantiate_plain
 
@@ -298,12 +299,12 @@ def run_meta_training(job: MetaTrainJob, out_dir, label: str = "meta-train"):
     With ``job.resume`` and a checkpoint in ``out_dir``, continues from it (``metrics.jsonl``
     is cut back to the checkpoint's rows first); without one, starts afresh there.
     """
+    from lopt_cli.commands.recorder import MetaTrainRecorder
     from lopt_cli.evaluation.plots import plot_meta_loss
     from lopt_cli.io import write_json_atomic
     from lopt_cli.meta.checkpoint import has_checkpoint, load_checkpoint, remove_stale_temporaries
     from lopt_cli.meta.distributed import QuietRecorder, is_main, is_multiprocess, to_host
     from lopt_cli.meta.outer import meta_train
-    from lopt_cli.meta.recorder import MetaTrainRecorder
     from lopt_cli.meta.sharding import Placement
 
     out_dir = Path(out_dir)

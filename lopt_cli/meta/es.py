@@ -18,8 +18,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from lopt_cli.meta.problem import TruncatedProblem, initial_states
 from lopt_cli.inner.unroll import InnerState, UnrollMetrics
+from lopt_cli.meta.problem import TruncatedProblem, initial_states
 from lopt_cli.optimizers.base import MetaParams
 from task_definitions.base import Task
 

@@ -37,9 +37,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from lopt_cli.inner.unroll import InnerState, select_state
 from lopt_cli.meta.es import perturbations, unroll_antithetic
 from lopt_cli.meta.problem import TruncatedProblem, initial_states
-from lopt_cli.inner.unroll import InnerState, select_state
 from lopt_cli.optimizers.base import MetaParams
 from task_definitions.base import Task
 

@@ -17,13 +17,12 @@ compiled truncation.
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
-from lopt_cli.meta.unroll import (
+from lopt_cli.inner.unroll import (
     InnerState,
     UnrollMetrics,
     has_diverged,
@@ -31,7 +30,6 @@ from lopt_cli.meta.unroll import (
     select_state,
     unroll,
 )
-from lopt_cli.optimizers import columns
 from lopt_cli.optimizers.base import LearnedOptimizer, MetaParams
 from task_definitions.base import Task
 
@@ -123,27 +121,6 @@ class TruncatedProblem:
             )
         opt = self.lopt.transform(theta, state.horizon)
         return unroll(task, opt, state, truncation_length // self.valid_every, self.valid_every)
-
-
-def for_population(lopt: LearnedOptimizer, particles_per_device: int,
-                   cores_per_device: int) -> LearnedOptimizer:
-    """``lopt`` with its MLP block size (``chunk_size``) set for ``particles_per_device``
-    vmapped inner optimizers on ``cores_per_device`` CPU cores
-    (:func:`~lopt_cli.optimizers.columns.population_chunk_size`). Unchanged off CPU, for an
-    optimizer without ``chunk_size``, or where the configuration sets one. The block size
-    never changes the maths, only the speed."""
-    if not columns.has_chunk_size(lopt) or lopt.chunk_size is not None:
-        return lopt
-    if jax.default_backend() != "cpu":
-        return lopt
-    return dataclasses.replace(
-        lopt, chunk_size=columns.population_chunk_size(particles_per_device, cores_per_device))
-
-
-def cpu_cores_per_device(num_devices: int) -> int:
-    """This process's usable CPU cores divided among its ``num_devices`` devices (at least 1)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // max(1, num_devices))
 
 
 def initial_states(

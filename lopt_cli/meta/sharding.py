@@ -23,55 +23,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from lopt_cli.meta.cpu_tuning import prefer_wide_vectors, request_cpu_devices
+
 AXIS = "tasks"
-
-
-def _backends_initialized() -> bool:
-    try:
-        from jax._src import xla_bridge
-
-        return bool(xla_bridge.backends_are_initialized())
-    except (ImportError, AttributeError):  # a private helper; assume the worst
-        return True
-
-
-WIDE_VECTOR_FLAG = "--xla_cpu_prefer_vector_width=512"
-
-
-def cpu_has_avx512() -> bool:
-    """Whether this (Linux) machine's CPU reports AVX-512 (``avx512f`` in ``/proc/cpuinfo``)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            return any(line.startswith("flags") and " avx512f" in line for line in cpuinfo)
-    except OSError:
-        return False
-
-
-def prefer_wide_vectors() -> None:
-    """On an AVX-512 CPU, asks XLA for 512-bit vector code (its default is 256 bits) if JAX has
-    not started yet and ``XLA_FLAGS`` does not choose a width. The elementwise and reduction
-    kernels around the learned optimizers' products then use the full registers: on 2 AVX-512
-    cores, interleaved A/Bs of the hierarchical meta-training truncation (population-sized MLP
-    blocks) measured +3-6%. The matrix products (library calls) are unaffected."""
-    flags = os.environ.get("XLA_FLAGS", "")
-    if _backends_initialized() or "xla_cpu_prefer_vector_width" in flags or not cpu_has_avx512():
-        return
-    os.environ["XLA_FLAGS"] = f"{flags} {WIDE_VECTOR_FLAG}".strip()
-
-
-def request_cpu_devices(count: int) -> None:
-    """Asks for ``count`` host (CPU) devices if JAX has not started yet and none were set.
-
-    On a CPU-only machine this turns ``compute.num_devices=2`` into two XLA host devices
-    (like ``XLA_FLAGS=--xla_force_host_platform_device_count=2``), at most one per core;
-    elsewhere it is harmless. Also asks for wide vector code (:func:`prefer_wide_vectors`).
-    """
-    prefer_wide_vectors()
-    if count <= 1 or _backends_initialized():
-        return
-    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
-        return
-    jax.config.update("jax_num_cpu_devices", min(count, os.cpu_count() or 1))
 
 
 def resolve_num_devices(requested: int | str, num_tasks: int | None = None) -> int:

@@ -22,8 +22,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from lopt_cli.meta.problem import TruncatedProblem, initial_states
 from lopt_cli.inner.unroll import InnerState
+from lopt_cli.meta.problem import TruncatedProblem, initial_states
 from lopt_cli.optimizers.base import MetaParams
 from task_definitions.base import Task
 
