@@ -17,12 +17,13 @@ from toy_lopt import LearnedLRSGD
 
 from lopt_cli.commands.common import build
 from lopt_cli.meta.es import AntitheticES
-from lopt_cli.meta.outer import sample_population, task_key
+from lopt_cli.meta.outer import sample_population
 from lopt_cli.meta.pes import PersistentES, PESState, reset_pair
 from lopt_cli.meta.problem import TruncatedProblem, initial_states
 from lopt_cli.meta.tbptt import TruncatedBackprop
 from task_definitions.base import stack_tasks
 from task_definitions.quadratic import QuadraticFamily
+from task_definitions.task_ids import task_key
 
 FAMILY = QuadraticFamily(dims=(8,), condition_number=(1.0, 10.0), noise=(0.0,))
 PROBLEM = TruncatedProblem(LearnedLRSGD(), min_horizon=200, max_horizon=400, valid_every=5)

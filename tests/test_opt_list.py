@@ -14,7 +14,9 @@ import pytest
 from lopt_cli.errors import LoptUserError
 from lopt_cli.optimizers import baselines
 from lopt_cli.optimizers import opt_list as ol
+from lopt_cli.scripts import build_opt_list
 from task_definitions.quadratic import QuadraticFamily
+from task_definitions.task_ids import OPT_LIST_FIRST_ID
 
 # Candidate 1 is the best single setting; 0 and 3 are specialists that together cover every
 # task, so the greedy list is [1, 0, 3, 2] although sorting by mean loss gives [1, 2, 0, 3].
@@ -73,11 +75,11 @@ def test_normalisation_between_best_candidate_and_initial_loss():
 
 
 def test_tuning_run_gives_a_candidates_by_tasks_matrix():
-    result = ol.run_tuning(QuadraticFamily(dims=(4,)), num_tasks=2, num_candidates=5, horizon=20,
+    result = build_opt_list.run_tuning(QuadraticFamily(dims=(4,)), num_tasks=2, num_candidates=5, horizon=20,
                            valid_every=10, log=lambda _: None)
     assert result.final.shape == (5, 2) and result.initial.shape == (2,)
     assert set(result.hparams) == set(baselines.sample_nadamw(0, 1))
-    assert result.task_ids == [ol.FIRST_TASK_ID, ol.FIRST_TASK_ID + 1]
+    assert result.task_ids == [OPT_LIST_FIRST_ID, OPT_LIST_FIRST_ID + 1]
     assert all(c["family"] == "quadratic" for c in result.task_configs)
     assert np.all(ol.normalise_final_losses(result.final, result.initial) >= 0)
 

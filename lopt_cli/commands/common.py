@@ -11,8 +11,8 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from lopt_cli.config import instantiate_plain
 from lopt_cli.errors import LoptUserError
-from lopt_cli.optimizers.storage import instantiate_plain
 
 
 def configure_jax() -> None:

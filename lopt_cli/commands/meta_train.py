@@ -156,13 +156,13 @@ def resumed_config(cfg: DictConfig, directory: Path) -> DictConfig:
 
 def build_job(cfg: DictConfig) -> MetaTrainJob:
     """The only function that reads the meta-train config."""
+    from lopt_cli.config import instantiate_plain
     from lopt_cli.meta.cpu_tuning import cpu_cores_per_device, for_population
     from lopt_cli.meta.curriculum import HorizonCurriculum
     from lopt_cli.meta.heldout import HeldOutEvaluator
     from lopt_cli.meta.outer import MetaTrainSettings
     from lopt_cli.meta.problem import TruncatedProblem
     from lopt_cli.meta.sharding import resolve_num_devices
-    from lopt_cli.optimizers.storage import instantiate_plain
 
     num_processes = join_processes(cfg)  # before anything starts a JAX backend
     resume_dir = resume_directory(cfg)

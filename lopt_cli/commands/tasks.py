@@ -31,7 +31,7 @@ def list_families(console) -> None:
     from rich.table import Table
 
     from lopt_cli.commands.validation import all_group_configs
-    from lopt_cli.optimizers.storage import instantiate_plain
+    from lopt_cli.config import instantiate_plain
     from task_definitions.describe import family_ranges
 
     table = Table(title="task families (`task_family=NAME`)")

@@ -18,8 +18,8 @@ import numpy as np
 from lopt_cli.evaluation.cache import RunCache
 from lopt_cli.evaluation.runs import RunSettings, run_learned, run_trials
 from lopt_cli.evaluation.tuning import METRICS, choose_global, compare_task, settings_for
-from lopt_cli.meta.outer import task_key
 from task_definitions.base import config_to_dict
+from task_definitions.task_ids import task_key
 
 
 @dataclasses.dataclass(frozen=True)

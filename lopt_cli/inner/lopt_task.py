@@ -1,8 +1,10 @@
 r"""Meta-training a small learned optimizer, posed as a task of its own ("train themselves").
 
-The parameters of this task are the meta-parameters :math:`\theta` of a small per-parameter MLP
-learned optimizer (:class:`~lopt_cli.optimizers.mlp_lopt.MLPLOpt` with one hidden layer of 4-8
-units). Its loss is the truncated meta-loss of that optimizer on a fixed inner task :math:`\tau`:
+The parameters of this task are the meta-parameters :math:`\theta` of a small learned optimizer
+(by default the registry's ``mlp``, a per-parameter MLP with one hidden layer of 4-8 units; the
+family takes any factory ``(hidden_sizes=, step_mult=, exp_mult=) -> LearnedOptimizer`` as
+``learned_optimizer``, so this module imports no concrete optimizer). Its loss is the truncated
+meta-loss of that optimizer on a fixed inner task :math:`\tau`:
 starting from a fresh initialisation :math:`w_0 \sim \tau.\mathrm{init}`, train :math:`K` inner
 steps :math:`w_{k+1} = w_k + U_\theta(\nabla \ell_\tau(w_k), \dots)` and average the normalised
 inner validation losses recorded every ``valid_every`` steps,
@@ -23,6 +25,7 @@ of ``loss``. Meta-generalisation is measured on the ``valid``/``test`` inner tas
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -30,7 +33,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from lopt_cli.inner.unroll import init_inner_state, unroll
-from lopt_cli.optimizers.mlp_lopt import MLPLOpt
+from lopt_cli.optimizers.base import LearnedOptimizer
 from task_definitions.base import SPLITS, normalize_by_ceiling, stack_tasks, with_seed
 from task_definitions.quadratic import QuadraticFamily
 from task_definitions.sampling import choice, generator_from_key, log_uniform, task_seed
@@ -68,7 +71,7 @@ class LoptMetaTask:
     """The meta-loss of a learned optimizer; the three inner tasks are stacked leaves."""
 
     inner_tasks: Any  # one inner task per split, stacked along a leading axis of size 3
-    lopt: MLPLOpt = struct.field(pytree_node=False)
+    lopt: LearnedOptimizer = struct.field(pytree_node=False)
     unroll_length: int = struct.field(pytree_node=False)
     valid_every: int = struct.field(pytree_node=False)
 
@@ -116,6 +119,8 @@ class LoptMetaFamily:
       exp_mult: log-uniform range of :math:`\\lambda_2` (the scale of the log-magnitude).
       unroll_lengths: inner steps per meta-loss evaluation (multiples of ``valid_every``).
       valid_every: inner steps between the validation losses that make the meta-loss.
+      learned_optimizer: factory ``(hidden_sizes=, step_mult=, exp_mult=) -> LearnedOptimizer``
+        of the optimizer being meta-trained (None: the registry's ``mlp``).
     """
 
     inner_families: Any = DEFAULT_INNER
@@ -125,6 +130,7 @@ class LoptMetaFamily:
     unroll_lengths: tuple = (10, 20)
     valid_every: int = 5
     name: str = "lopt_meta"
+    learned_optimizer: Callable[..., LearnedOptimizer] | None = None
 
     def __post_init__(self):
         families = self.inner_families
@@ -134,6 +140,14 @@ class LoptMetaFamily:
         if bad:
             raise ValueError(f"unroll_lengths {bad} are not positive multiples of "
                              f"valid_every={self.valid_every}")
+
+    def make_learned_optimizer(self) -> Callable[..., LearnedOptimizer]:
+        """The factory of the meta-trained optimizer (the registry's ``mlp`` by default)."""
+        if self.learned_optimizer is not None:
+            return self.learned_optimizer
+        from lopt_cli.optimizers.registry import LEARNED_OPTIMIZERS
+
+        return LEARNED_OPTIMIZERS["mlp"]
 
     def inner_family(self, name: str):
         families = dict(self.inner_families)
@@ -160,8 +174,9 @@ class LoptMetaFamily:
         family = self.inner_family(config.inner_family)
         inner_tasks = [family.build(with_seed(config.inner, inner_seed(config.seed, i)))
                        for i in range(len(SPLITS))]
-        lopt = MLPLOpt(hidden_sizes=(config.hidden_size,), step_mult=config.step_mult,
-                       exp_mult=config.exp_mult)
+        lopt = self.make_learned_optimizer()(hidden_sizes=(config.hidden_size,),
+                                             step_mult=config.step_mult,
+                                             exp_mult=config.exp_mult)
         return LoptMetaTask(
             inner_tasks=stack_tasks(inner_tasks),
             lopt=lopt,

@@ -21,8 +21,7 @@ import numpy as np
 
 from lopt_cli.inner.curves import learned_curves
 from lopt_cli.optimizers.base import LearnedOptimizer, MetaParams
-
-HELDOUT_FIRST_ID = 1_000_000
+from task_definitions.task_ids import UNSEEN_FIRST_ID, task_key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,14 +35,12 @@ class HeldOutEvaluator:
     horizon: int = 100
     valid_every: int = 5
     num_seeds: int = 2
-    first_id: int = HELDOUT_FIRST_ID
+    first_id: int = UNSEEN_FIRST_ID
     seed: int = 0
 
     @functools.cached_property
     def tasks(self) -> tuple:
         """The held-out tasks, built once."""
-        from lopt_cli.meta.outer import task_key
-
         return tuple(self.family.build(self.family.sample(task_key(self.first_id + i)))
                      for i in range(self.num_tasks))
 

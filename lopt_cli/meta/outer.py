@@ -31,6 +31,7 @@ from lopt_cli.meta.problem import TruncatedProblem, with_horizon_cap
 from lopt_cli.meta.sharding import Placement
 from lopt_cli.optimizers.base import MetaParams
 from task_definitions.base import Task, TaskFamily, shape_signature, stack_tasks, with_seed
+from task_definitions.task_ids import task_key
 
 Member = tuple[int, int]  # (task id, seed offset): one population member, rebuildable anywhere
 
@@ -56,11 +57,6 @@ def make_outer_optimizer(
         optax.clip_by_global_norm(clip_norm),
         optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay),
     ))
-
-
-def task_key(task_id: int) -> jax.Array:
-    """The key that samples task ``task_id`` of a family: the same task on every machine."""
-    return jax.random.PRNGKey(task_id)
 
 
 def member_config(family: TaskFamily, member: Member):

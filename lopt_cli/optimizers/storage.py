@@ -3,7 +3,6 @@ meta-parameters) with ``learned_optimizer.yaml`` beside it (the architecture con
 ``_target_``, needed to rebuild the module)."""
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import jax
 import yaml
 from flax import serialization
 
+from lopt_cli.config import instantiate_plain
 from lopt_cli.errors import LoptUserError
 from lopt_cli.io import write_bytes_atomic, write_text_atomic
 from lopt_cli.optimizers.base import LearnedOptimizer, MetaParams
@@ -27,37 +27,6 @@ def as_hashable(value: Any) -> Any:
         return tuple(as_hashable(v) for v in value)
     if isinstance(value, dict):
         return {k: as_hashable(v) for k, v in value.items()}
-    return value
-
-
-def import_object(dotted: str) -> Any:
-    """The object at ``package.module.Name`` (LoptUserError, one line, if there is none)."""
-    module_name, _, attribute = dotted.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError, ValueError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise LoptUserError(f"cannot import _target_ {dotted!r} ({reason})") from None
-
-
-def instantiate_plain(config: dict) -> Any:
-    """Calls ``config['_target_']`` with the other entries; nested ``_target_`` dicts are
-    instantiated first and lists become tuples (hashable configs can be static jit arguments)."""
-    kwargs = {k: _instantiate_nested(v) for k, v in config.items() if k != "_target_"}
-    target = import_object(str(config.get("_target_")))
-    try:
-        return target(**kwargs)
-    except TypeError as error:
-        raise LoptUserError(f"bad arguments for {config['_target_']}: {error}") from None
-
-
-def _instantiate_nested(value: Any) -> Any:
-    if isinstance(value, dict):
-        if "_target_" in value:
-            return instantiate_plain(value)
-        return {k: _instantiate_nested(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return tuple(_instantiate_nested(v) for v in value)
     return value
 
 

@@ -1,0 +1,1 @@
+"""Scripts of the command layer that are not ``lopt`` subcommands (run with ``python -m``)."""

@@ -1,0 +1,42 @@
+"""Task ids: how an id becomes a task, and the id ranges every command reserves (defined once).
+
+Task ``i`` of a family is ``family.sample(task_key(i))``: the same task on every machine. The
+ranges keep the tasks each use draws apart:
+
+==========  ==============  ===============================================================
+range       first id        used by
+==========  ==============  ===============================================================
+seen        0               meta-training's sampled tasks (``tasks.first_id``), seen split
+unseen      1,000,000       the held-out check and ``lopt evaluate``'s unseen split
+tuning      2,000,000       ``lopt evaluate``'s global tuning of the baselines
+opt_list    3,000,000       the tuning runs that learn the shipped opt_list
+==========  ==============  ===============================================================
+
+The configs read them through the ``lopt_task_ids`` resolver (``${lopt_task_ids:unseen}``).
+"""
+from __future__ import annotations
+
+import jax
+
+TASK_ID_RANGES: dict[str, int] = {
+    "seen": 0,
+    "unseen": 1_000_000,
+    "tuning": 2_000_000,
+    "opt_list": 3_000_000,
+}
+SEEN_FIRST_ID = TASK_ID_RANGES["seen"]
+UNSEEN_FIRST_ID = TASK_ID_RANGES["unseen"]
+TUNING_FIRST_ID = TASK_ID_RANGES["tuning"]
+OPT_LIST_FIRST_ID = TASK_ID_RANGES["opt_list"]
+
+
+def task_key(task_id: int) -> jax.Array:
+    """The key that samples task ``task_id`` of a family: the same task on every machine."""
+    return jax.random.PRNGKey(task_id)
+
+
+def first_task_id(range_name: str) -> int:
+    """The first id of the reserved range ``range_name`` (a ValueError names the ranges)."""
+    if range_name not in TASK_ID_RANGES:
+        raise ValueError(f"task id range {range_name!r}: expected one of {list(TASK_ID_RANGES)}")
+    return TASK_ID_RANGES[range_name]
