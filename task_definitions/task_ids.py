@@ -16,7 +16,10 @@ The configs read them through the ``lopt_task_ids`` resolver (``${lopt_task_ids:
 """
 from __future__ import annotations
 
-import jax
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    import jax
 
 TASK_ID_RANGES: dict[str, int] = {
     "seen": 0,
@@ -32,6 +35,8 @@ OPT_LIST_FIRST_ID = TASK_ID_RANGES["opt_list"]
 
 def task_key(task_id: int) -> jax.Array:
     """The key that samples task ``task_id`` of a family: the same task on every machine."""
+    import jax  # here, so that the configs' resolver of the id ranges stays cheap to import
+
     return jax.random.PRNGKey(task_id)
 
 

@@ -1,6 +1,8 @@
 """Every option of every config group composes and instantiates; primary configs compose."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from tests_support import compose_config, group_options
 
@@ -26,12 +28,52 @@ def test_primary_configs_compose_with_job_names(module):
     assert cfg is not None
 
 
-def test_hydra_run_dirs_have_microsecond_timestamps():
-    from pathlib import Path
+JOB_NAMES = {"meta_train": "meta-train", "evaluate": "evaluate", "self_train": "self-train",
+             "tasks": "tasks"}
 
-    for name in ("meta_train", "evaluate", "self_train", "tasks"):
-        text = (Path(__file__).resolve().parent.parent / "conf" / f"{name}.yaml").read_text()
-        assert "%f}" in text and "name:" in text
+
+@pytest.mark.parametrize("name", sorted(JOB_NAMES))
+def test_every_command_shares_one_run_and_sweep_block(name):
+    """One hydra/output/lopt.yaml: microsecond run and sweep dirs under outputs/<command>."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("conf", version_base="1.3"):
+        hydra_cfg = compose(name, return_hydra_config=True).hydra
+    assert hydra_cfg.runtime.choices["hydra/output"] == "lopt"
+    assert hydra_cfg.job.name == JOB_NAMES[name]
+    assert hydra_cfg.run.dir.startswith(f"outputs/{JOB_NAMES[name]}/")
+    assert hydra_cfg.run.dir.rsplit("_", 1)[1].isdigit()  # %f: microseconds
+    assert hydra_cfg.sweep.dir.startswith(f"outputs/multirun/{JOB_NAMES[name]}/")
+
+
+def test_no_primary_config_copies_the_run_block():
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    copies = [p.name for p in conf.glob("*.yaml") if "sweep:" in p.read_text()
+              or "%f" in p.read_text()]
+    assert copies == []
+
+
+def test_self_train_composes_meta_train():
+    """self-train is meta-train's config plus its own key: nothing copied, nothing lost."""
+    meta, self_cfg = compose_config("meta_train"), compose_config("self_train")
+    assert set(self_cfg) - set(meta) == {"learned_optimizer"}
+    assert all(self_cfg[k] == meta[k] for k in meta)
+    text = (Path(__file__).resolve().parent.parent / "conf" / "self_train.yaml").read_text()
+    assert "- meta_train" in text and "inner:" not in text
+
+
+def test_reserved_task_id_ranges_come_from_one_module():
+    from task_definitions.task_ids import TASK_ID_RANGES
+
+    meta, ev = compose_config("meta_train"), compose_config("evaluate")
+    assert meta.tasks.first_id == ev.splits.seen.first_id == TASK_ID_RANGES["seen"]
+    assert meta.heldout.first_id == ev.splits.unseen.first_id == TASK_ID_RANGES["unseen"]
+    assert ev.tuning.first_id == TASK_ID_RANGES["tuning"]
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    literal = [p.name for p in conf.rglob("*.yaml")
+               if any(f"{n:_}" in p.read_text() or str(n) in p.read_text()
+                      for n in list(TASK_ID_RANGES.values())[1:])]
+    assert literal == []
 
 
 def test_evaluate_spec_from_config():

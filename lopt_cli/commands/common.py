@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+import lopt_cli.commands.resolvers  # noqa: F401  (registers the configs' resolvers)
 from lopt_cli.config import instantiate_plain
 from lopt_cli.errors import LoptUserError
 

@@ -33,31 +33,6 @@ JOB_KEYS = ("task_family", "optimizer", "estimator", "outer_optimizer", "compute
             "inner", "checkpoint_every", "resume", "curriculum", "heldout", "population", "tasks")
 
 
-def latest_resumable(root: Path) -> Path | None:
-    """The run directory under ``root`` with the newest checkpoint, if any."""
-    checkpoints = [(c.stat().st_mtime, run) for run in root.glob("*")
-                   if (run / ".hydra" / "config.yaml").is_file()
-                   for c in run.glob("**/checkpoint.msgpack")]
-    return max(checkpoints)[1] if checkpoints else None
-
-
-def _run_dir_resolver(resume: Any, fresh: str) -> str:
-    """``hydra.run.dir``: the run ``resume`` names (``true``: this command's newest resumable
-    run), else the ``fresh`` directory."""
-    if resume is True or resume == "latest":
-        return str(latest_resumable(Path(fresh).parent) or fresh)
-    return fresh if resume is None or resume is False else str(resume)
-
-
-def _hydra_subdir_resolver(resume: Any) -> str | None:
-    """A resumed run keeps the ``.hydra/`` of its first start (its config of record)."""
-    return None if resume else ".hydra"
-
-
-OmegaConf.register_new_resolver("lopt_run_dir", _run_dir_resolver, replace=True)
-OmegaConf.register_new_resolver("lopt_hydra_subdir", _hydra_subdir_resolver, replace=True)
-
-
 @dataclasses.dataclass(frozen=True)
 class MetaTrainJob:
     """Everything a meta-training run needs, as plain objects."""
