@@ -9,7 +9,8 @@ from tests_support import compose_config, group_options
 from lopt_cli.commands import evaluate, meta_train, self_train, tasks
 from lopt_cli.commands.common import build
 
-GROUPS = ("task_family", "optimizer", "estimator", "outer_optimizer", "compute")
+GROUPS = ("task_family", "optimizer", "estimator", "outer_optimizer", "compute", "meta_budget",
+          "hardware")
 
 
 @pytest.mark.parametrize(
@@ -18,7 +19,7 @@ def test_every_option_builds_a_meta_training_job(group, option):
     cfg = compose_config("meta_train", [f"{group}={option}"])
     job = meta_train.build_job(cfg)
     assert job.settings.num_outer_steps > 0
-    if group != "compute":
+    if group not in ("compute", "meta_budget", "hardware"):
         assert build(cfg[group], option) is not None
 
 
@@ -88,3 +89,26 @@ def test_evaluate_spec_from_config():
     assert min(spec.tuning_ids) > max(spec.splits["unseen"])
     lrs = spec.baselines["AdamLR"].trials(7)["learning_rate"]
     assert min(lrs) == pytest.approx(1e-4, rel=1e-5) and max(lrs) == pytest.approx(0.1, rel=1e-5)
+
+
+PRESETS = {"smoke": ("smoke", "one_device"), "cpu": ("cpu", "all_devices"),
+           "gpu": ("gpu", "one_device"), "multi_gpu": ("multi_gpu", "all_devices")}
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_compute_presets_select_a_budget_and_a_hardware(preset):
+    budget, hardware = PRESETS[preset]
+    chosen = compose_config("meta_train", [f"meta_budget={budget}", f"hardware={hardware}"])
+    assert compose_config("meta_train", [f"compute={preset}"]).compute == chosen.compute
+
+
+def test_budget_and_hardware_stay_apart_and_the_command_line_wins_over_a_preset():
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    budget_keys = {"num_outer_steps", "num_tasks", "truncation_length", "min_horizon",
+                   "max_horizon", "resample_every", "heldout_every", "heldout_horizon"}
+    for option in group_options("meta_budget"):
+        assert set(compose_config("meta_train", [f"meta_budget={option}"]).compute) >= budget_keys
+    for path in (conf / "hardware").glob("*.yaml"):
+        assert not budget_keys & set(path.read_text().replace(":", " ").split())
+    cfg = compose_config("meta_train", ["compute=smoke", "hardware=all_devices"])
+    assert cfg.compute.num_devices == "auto" and cfg.compute.num_outer_steps == 30
