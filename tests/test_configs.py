@@ -112,3 +112,41 @@ def test_budget_and_hardware_stay_apart_and_the_command_line_wins_over_a_preset(
         assert not budget_keys & set(path.read_text().replace(":", " ").split())
     cfg = compose_config("meta_train", ["compute=smoke", "hardware=all_devices"])
     assert cfg.compute.num_devices == "auto" and cfg.compute.num_outer_steps == 30
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("compute.num_outer_steps=0", "compute.num_outer_steps=0: expected a positive integer"),
+    ("inner.valid_every=-1", "inner.valid_every=-1: expected a positive integer"),
+    ("tasks.count=many", "tasks.count='many': expected a positive integer"),
+    ("seed=1.5", "seed=1.5: expected an integer"),
+    ("checkpoint_every=-1", "checkpoint_every=-1: expected an integer >= 0"),
+    ("population.mix=maybe", "population.mix='maybe': expected true, false or auto"),
+    ("heldout.num_seeds=0", "heldout.num_seeds=0: expected a positive integer"),
+    ("curriculum.start_max_horizon=99999", "curriculum.start_max_horizon=99999 exceeds"),
+    ("estimator.truncation_length=7", "estimator.truncation_length=7 must be a multiple of"),
+    ("inner.min_horizon=500", "inner.min_horizon=500 exceeds inner.max_horizon=400"),
+])
+def test_typed_meta_train_config_names_the_bad_value(override, expected):
+    from lopt_cli.errors import LoptUserError
+
+    with pytest.raises(LoptUserError) as error:
+        meta_train.build_job(compose_config("meta_train", [override]))
+    assert str(error.value).startswith(expected) and "\n" not in str(error.value)
+
+
+def test_meta_train_config_is_typed_end_to_end():
+    from lopt_cli.commands.meta_train_config import MetaTrainConfig, parse_meta_train
+
+    config = parse_meta_train(compose_config("meta_train", ["compute=smoke"]))
+    assert isinstance(config, MetaTrainConfig) and config.compute.num_tasks == 4
+    assert config.heldout.first_id == 1_000_000 and config.population.mix == "auto"
+    assert meta_train.JOB_KEYS == tuple(f for f in MetaTrainConfig.__dataclass_fields__)
+    assert not [name for name, hint in meta_train.MetaTrainJob.__annotations__.items()
+                if hint == "Any"]
+
+
+def test_an_outer_optimizer_with_a_schedule_gets_the_run_length_by_its_signature():
+    job = meta_train.build_job(compose_config("meta_train", ["compute=smoke"]))
+    assert job.outer_tx is not None
+    source = Path(meta_train.__file__).read_text()
+    assert "make_outer_optimizer" not in source  # no _target_ matched as text

@@ -9,8 +9,9 @@ resumable run under ``outputs/``.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -21,30 +22,42 @@ from lopt_cli.commands.common import (
     configure_jax,
     guarded,
     plain,
-    positive_int,
     probe_family,
     run_dir,
 )
+from lopt_cli.commands.meta_train_config import MetaTrainConfig, parse_meta_train
 from lopt_cli.errors import LoptUserError
 
 CONFIG_NAME = "meta_train"
 # Top-level keys build_job reads; a resumed run takes them from the run's saved config.
-JOB_KEYS = ("task_family", "optimizer", "estimator", "outer_optimizer", "compute", "seed",
-            "inner", "checkpoint_every", "resume", "curriculum", "heldout", "population", "tasks")
+JOB_KEYS = tuple(field.name for field in dataclasses.fields(MetaTrainConfig))
+
+if TYPE_CHECKING:  # pragma: no cover
+    import optax
+
+    from lopt_cli.meta.es import AntitheticES
+    from lopt_cli.meta.heldout import HeldOutEvaluator
+    from lopt_cli.meta.outer import MetaTrainSettings
+    from lopt_cli.meta.pes import PersistentES
+    from lopt_cli.meta.problem import TruncatedProblem
+    from lopt_cli.meta.tbptt import TruncatedBackprop
+    from task_definitions.base import TaskFamily
+
+    Estimator = AntitheticES | PersistentES | TruncatedBackprop
 
 
 @dataclasses.dataclass(frozen=True)
 class MetaTrainJob:
     """Everything a meta-training run needs, as plain objects."""
 
-    family: Any
-    problem: Any
-    estimator: Any
-    outer_tx: Any
-    settings: Any
+    family: TaskFamily
+    problem: TruncatedProblem
+    estimator: Estimator
+    outer_tx: optax.GradientTransformationExtraArgs
+    settings: MetaTrainSettings
     optimizer_config: dict
     checkpoint_every: int
-    heldout: Any = None  # a HeldOutEvaluator, or None
+    heldout: HeldOutEvaluator | None = None
     num_devices: int = 1  # per process
     num_processes: int = 1  # jax.distributed processes meta-training together
     resume: bool = False  # continue from a checkpoint in the output directory when there is one
@@ -130,66 +143,68 @@ def resumed_config(cfg: DictConfig, directory: Path) -> DictConfig:
 
 
 def build_job(cfg: DictConfig) -> MetaTrainJob:
-    """The only function that reads the meta-train config."""
-    from lopt_cli.config import instantiate_plain
+    """The meta-training job of a composed config: typed and validated
+    (:func:`~lopt_cli.commands.meta_train_config.parse_meta_train`), then built."""
+    from lopt_cli.config import import_object, instantiate_plain
     from lopt_cli.meta.cpu_tuning import cpu_cores_per_device, for_population
     from lopt_cli.meta.curriculum import HorizonCurriculum
     from lopt_cli.meta.heldout import HeldOutEvaluator
     from lopt_cli.meta.outer import MetaTrainSettings
     from lopt_cli.meta.problem import TruncatedProblem
     from lopt_cli.meta.sharding import resolve_num_devices
+    from task_definitions.suite import MixtureFamily
 
     num_processes = join_processes(cfg)  # before anything starts a JAX backend
     resume_dir = resume_directory(cfg)
     if resume_dir is not None:
         cfg = resumed_config(cfg, resume_dir)
-    for key in ("compute.num_outer_steps", "compute.num_tasks", "compute.resample_every",
-                "inner.min_horizon", "inner.max_horizon", "inner.valid_every",
-                "estimator.truncation_length", "tasks.count", "population.candidates"):
-        positive_int(cfg, key)
+    config = parse_meta_train(cfg)
+    compute, inner = config.compute, config.inner
     try:
-        num_devices = resolve_num_devices(cfg.compute.num_devices, cfg.compute.num_tasks)
+        num_devices = resolve_num_devices(compute.num_devices, compute.num_tasks)
     except ValueError as error:
         raise LoptUserError(f"compute.num_devices={error}") from None
-    if cfg.compute.num_tasks % (num_devices * num_processes):
+    if compute.num_tasks % (num_devices * num_processes):
         where = f" x {num_processes} processes" if num_processes > 1 else ""
-        raise LoptUserError(f"compute.num_tasks={cfg.compute.num_tasks} must be a multiple of "
+        raise LoptUserError(f"compute.num_tasks={compute.num_tasks} must be a multiple of "
                             f"the {num_devices} devices of compute.num_devices{where}")
-    if cfg.inner.min_horizon > cfg.inner.max_horizon:
-        raise LoptUserError(f"inner.min_horizon={cfg.inner.min_horizon} exceeds "
-                            f"inner.max_horizon={cfg.inner.max_horizon}")
-    if cfg.estimator.truncation_length % cfg.inner.valid_every:
-        raise LoptUserError(f"estimator.truncation_length={cfg.estimator.truncation_length} must "
-                            f"be a multiple of inner.valid_every={cfg.inner.valid_every}")
-    lopt = build(cfg.optimizer, "optimizer")
-    family = build_family(cfg.task_family)
-    outer = plain(cfg.outer_optimizer)
-    if outer.get("_target_", "").endswith("make_outer_optimizer"):
-        outer.setdefault("total_steps", cfg.compute.num_outer_steps)
+    lopt = build(config.optimizer, "optimizer")
+    family = build_family(config.task_family)
+    outer = dict(config.outer_optimizer)
+    if "total_steps" in inspect.signature(import_object(str(outer.get("_target_")))).parameters:
+        outer.setdefault("total_steps", compute.num_outer_steps)  # a schedule over the run
+    mix = config.population.mix
+    curriculum = config.curriculum
     settings = MetaTrainSettings(
-        cfg.compute.num_outer_steps, cfg.compute.num_tasks, cfg.compute.resample_every,
-        cfg.seed, cfg.tasks.first_id, cfg.tasks.count,
-        checkpoint_every=_non_negative(cfg, "checkpoint_every"),
-        curriculum=_curriculum(cfg, HorizonCurriculum),
-        mix_population=_mix(cfg, family), mix_candidates=cfg.population.candidates,
+        compute.num_outer_steps, compute.num_tasks, compute.resample_every,
+        config.seed, config.tasks.first_id, config.tasks.count,
+        checkpoint_every=config.checkpoint_every,
+        curriculum=None if curriculum.start_max_horizon is None else HorizonCurriculum(
+            curriculum.start_max_horizon, inner.max_horizon,
+            curriculum.steps or compute.num_outer_steps),
+        mix_population=isinstance(family, MixtureFamily) if mix == "auto" else mix,
+        mix_candidates=config.population.candidates,
     )
-    estimator = build(cfg.estimator, "estimator")
-    particles = cfg.compute.num_tasks * getattr(estimator, "unrolls_per_task", 1)
+    estimator = build(config.estimator, "estimator")
+    particles = compute.num_tasks * getattr(estimator, "unrolls_per_task", 1)
     inner_lopt = for_population(lopt, particles // (num_devices * num_processes),
                                 cpu_cores_per_device(num_devices))
+    heldout = config.heldout
     return MetaTrainJob(
         family=family,
-        problem=TruncatedProblem(inner_lopt, cfg.inner.min_horizon, cfg.inner.max_horizon,
-                                 cfg.inner.valid_every),
+        problem=TruncatedProblem(inner_lopt, inner.min_horizon, inner.max_horizon,
+                                 inner.valid_every),
         estimator=estimator,
         outer_tx=instantiate_plain(outer),
         settings=settings,
-        optimizer_config=plain(cfg.optimizer),
+        optimizer_config=dict(config.optimizer),
         checkpoint_every=settings.checkpoint_every,
-        heldout=_heldout(cfg, family, lopt, HeldOutEvaluator),
+        heldout=HeldOutEvaluator(family, lopt, heldout.every, heldout.num_tasks,
+                                 heldout.horizon, inner.valid_every, heldout.num_seeds,
+                                 heldout.first_id, config.seed) if heldout.every else None,
         num_devices=num_devices,
         num_processes=num_processes,
-        resume=bool(cfg.resume),
+        resume=bool(config.resume),
         resume_dir=resume_dir,
     )
 
@@ -205,57 +220,6 @@ def join_processes(cfg: DictConfig) -> int:
         raise LoptUserError(f"compute.distributed.{error}") from None
     initialize_from(settings)
     return settings.num_processes
-
-
-def _non_negative(cfg: DictConfig, key: str) -> int:
-    value = OmegaConf.select(cfg, key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise LoptUserError(f"{key}={value!r}: expected an integer >= 0")
-    return value
-
-
-def _curriculum(cfg: DictConfig, curriculum_class):
-    start = cfg.curriculum.start_max_horizon
-    if start is None:
-        return None
-    positive_int(cfg, "curriculum.start_max_horizon")
-    if start > cfg.inner.max_horizon:
-        raise LoptUserError(f"curriculum.start_max_horizon={start} exceeds "
-                            f"inner.max_horizon={cfg.inner.max_horizon}")
-    steps = cfg.curriculum.steps
-    if steps is not None:
-        positive_int(cfg, "curriculum.steps")
-    return curriculum_class(start, cfg.inner.max_horizon, steps or cfg.compute.num_outer_steps)
-
-
-def _mix(cfg: DictConfig, family) -> bool:
-    from task_definitions.suite import MixtureFamily
-
-    mix = cfg.population.mix
-    if mix == "auto":
-        return isinstance(family, MixtureFamily)
-    if not isinstance(mix, bool):
-        raise LoptUserError(f"population.mix={mix!r}: expected true, false or auto")
-    return mix
-
-
-def _heldout(cfg: DictConfig, family, lopt, evaluator_class):
-    every = _non_negative(cfg, "heldout.every")
-    if not every:
-        return None
-    for key in ("heldout.num_tasks", "heldout.horizon", "heldout.num_seeds"):
-        positive_int(cfg, key)
-    if cfg.heldout.horizon % cfg.inner.valid_every:
-        raise LoptUserError(f"heldout.horizon={cfg.heldout.horizon} must be a multiple of "
-                            f"inner.valid_every={cfg.inner.valid_every}")
-    seen_end = cfg.tasks.first_id + cfg.tasks.count
-    if cfg.heldout.first_id < seen_end and cfg.heldout.first_id + cfg.heldout.num_tasks > \
-            cfg.tasks.first_id:
-        raise LoptUserError(f"heldout.first_id={cfg.heldout.first_id}: held-out task ids must "
-                            f"lie outside the seen ids [{cfg.tasks.first_id}, {seen_end})")
-    return evaluator_class(family, lopt, every, cfg.heldout.num_tasks, cfg.heldout.horizon,
-                           cfg.inner.valid_every, cfg.heldout.num_seeds, cfg.heldout.first_id,
-                           cfg.seed)
 
 
 def check(cfg: DictConfig) -> None:
