@@ -1,6 +1,8 @@
 """``lopt tasks``: list families, describe sampled tasks, or train one briefly with Adam."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import hydra
 from omegaconf import DictConfig
 
@@ -12,6 +14,9 @@ from lopt_cli.commands.common import (
     run_dir,
 )
 from lopt_cli.errors import LoptUserError
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 CONFIG_NAME = "tasks"
 ACTIONS = ("list", "describe", "run")
@@ -64,7 +69,7 @@ def _short(value) -> str:
     return text if len(text) < 60 else text[:57] + "..."
 
 
-def describe_table(family, records: list[dict], first_id: int):
+def describe_table(family, records: list[dict], first_id: int) -> Table:
     """One row per task: id, family, dataset, parameters, batch size, then the family's own
     fields compactly (``hidden=32,32 act=gelu``); the full records go to ``tasks.jsonl``."""
     from rich.table import Table
