@@ -3,7 +3,7 @@
 Every ``import`` of every module in ``lopt_cli/`` and ``task_definitions/`` is read from its AST
 (imports inside functions included) and mapped to a layer. Lowest first:
 
-0. utilities: ``lopt_cli.errors``, ``lopt_cli.io``, ``lopt_cli.config``
+0. utilities: ``lopt_cli.errors``, ``lopt_cli.io``, ``lopt_cli.config``, ``lopt_cli.console``
 1. tasks: ``task_definitions``
 2. optimizers: ``lopt_cli.optimizers`` (and the ``lopt_cli`` package facade, ``load_optimizer``)
 3. inner training: ``lopt_cli.inner`` (the unroll, curves, the lopt-as-task family)
@@ -27,6 +27,7 @@ LAYERS = (
     ("lopt_cli.errors", "utilities", 0),
     ("lopt_cli.io", "utilities", 0),
     ("lopt_cli.config", "utilities", 0),
+    ("lopt_cli.console", "utilities", 0),
     ("task_definitions", "tasks", 1),
     ("lopt_cli", "optimizers", 2),  # the package facade: lopt_cli.load_optimizer
     ("lopt_cli.optimizers", "optimizers", 2),
