@@ -28,7 +28,13 @@ def options(group: str) -> list[str]:
 def own_groups(config_name: str) -> set[str]:
     """The groups named in a command's defaults list (read from its YAML, not composed)."""
     defaults = OmegaConf.to_container(OmegaConf.load(CONF / f"{config_name}.yaml").defaults)
-    return {key.split("@")[0] for entry in defaults if isinstance(entry, dict) for key in entry}
+    groups = set()
+    for entry in defaults:
+        if isinstance(entry, str) and (CONF / f"{entry}.yaml").is_file():
+            groups |= own_groups(entry)  # a composed primary config (self_train: meta_train)
+        elif isinstance(entry, dict):  # `override hydra/...` entries pick Hydra's own groups
+            groups |= {key.split("@")[0] for key in entry if not key.startswith("override ")}
+    return groups
 
 
 def test_lopt_tasks_without_arguments_lists_every_family(run_lopt):
