@@ -1,0 +1,53 @@
+"""Integrity of what lopt writes: checksummed checkpoints, strict JSON."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_storage import flip_middle_bytes
+
+from lopt_cli.errors import LoptUserError
+from lopt_cli.io import append_jsonl, read_jsonl, write_json_atomic
+from lopt_cli.meta.checkpoint import checkpoint_path, read_raw, save_checkpoint
+from lopt_cli.meta.outer import MetaTrainState
+
+
+def small_checkpoint(directory):
+    state = MetaTrainState(3, {"w": np.arange(256, dtype=np.float32)}, {}, {}, ((7, 0), (7, 1)))
+    save_checkpoint(directory, state, seed=0, rows=[{"meta_loss": 1.0}] * 3)
+    return checkpoint_path(directory)
+
+
+def test_checkpoint_round_trips_through_its_checksum(tmp_path):
+    small_checkpoint(tmp_path)
+    raw = read_raw(tmp_path)
+    assert raw["step"] == 3
+    np.testing.assert_array_equal(raw["theta"]["w"], np.arange(256, dtype=np.float32))
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty"])
+def test_damaged_checkpoints_are_one_line_errors(tmp_path, damage):
+    path = small_checkpoint(tmp_path)
+    if damage == "flip":  # same length: only the checksum can tell
+        flip_middle_bytes(path)
+    elif damage == "truncate":
+        path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    else:
+        path.write_bytes(b"")
+    with pytest.raises(LoptUserError) as caught:
+        read_raw(tmp_path)
+    message = str(caught.value)
+    assert "\n" not in message and str(path) in message
+    assert ("corrupt checkpoint" in message) if damage == "flip" else ("checkpoint" in message)
+
+
+def test_json_outputs_are_strict(tmp_path):
+    value = {"a": float("nan"), "b": [1.0, float("inf")], "c": np.float32("-inf"), "d": 2.5}
+    write_json_atomic(tmp_path / "x.json", value)
+    append_jsonl(tmp_path / "x.jsonl", value)
+    for text in ((tmp_path / "x.json").read_text(), (tmp_path / "x.jsonl").read_text()):
+        assert "NaN" not in text and "Infinity" not in text
+        parsed = json.loads(text, parse_constant=lambda token: pytest.fail(f"bare {token}"))
+        assert parsed == {"a": None, "b": [1.0, None], "c": None, "d": 2.5}
+    assert read_jsonl(tmp_path / "x.jsonl")[0]["a"] is None
