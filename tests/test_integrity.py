@@ -51,3 +51,36 @@ def test_json_outputs_are_strict(tmp_path):
         parsed = json.loads(text, parse_constant=lambda token: pytest.fail(f"bare {token}"))
         assert parsed == {"a": None, "b": [1.0, None], "c": None, "d": 2.5}
     assert read_jsonl(tmp_path / "x.jsonl")[0]["a"] is None
+
+
+CACHE_WRITER = """
+import json, sys, time
+from lopt_cli.evaluation.cache import RunCache
+cache = RunCache(sys.argv[1])
+values = []
+for i in range(60):
+    def compute(i=i):
+        time.sleep(0.002)
+        return {"task": i, "curve": [float(i)] * 500}
+    values.append(cache.get({"task": i, "optimizer": "adam"}, compute)["task"])
+print(json.dumps({"values": values, "hits": cache.hits, "computed": cache.computed}))
+"""
+
+
+def test_evaluation_cache_is_consistent_under_concurrent_writers(tmp_path):
+    """Two processes fill the same cache entries at once: every entry ends complete and
+    readable, each process sees the right values, and no temporary file is left behind."""
+    import subprocess
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-c", CACHE_WRITER, str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    for result in results:
+        assert result["values"] == list(range(60))
+        assert result["hits"] + result["computed"] == 60
+    entries = sorted(tmp_path.iterdir())
+    assert len(entries) == 60 and not [p for p in entries if p.suffix != ".json"]
+    for entry in entries:
+        assert len(json.loads(entry.read_text())["curve"]) == 500
