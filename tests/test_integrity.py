@@ -84,3 +84,51 @@ def test_evaluation_cache_is_consistent_under_concurrent_writers(tmp_path):
     assert len(entries) == 60 and not [p for p in entries if p.suffix != ".json"]
     for entry in entries:
         assert len(json.loads(entry.read_text())["curve"]) == 500
+
+
+def test_non_finite_outer_updates_are_skipped_counted_and_stop_the_run():
+    """An infinite outer learning rate: every update is skipped (θ stays the finite initial
+    one), each is counted in the metrics, and the run stops after ``max_skipped_updates``."""
+    import jax
+    import optax
+    from test_meta_training import FAMILY, PROBLEM
+
+    from lopt_cli.meta.es import AntitheticES
+    from lopt_cli.meta.outer import DivergedMetaTraining, MetaTrainSettings, meta_train
+
+    settings = MetaTrainSettings(num_outer_steps=20, num_tasks=2, max_skipped_updates=3)
+    rows, thetas = [], []
+    with pytest.raises(DivergedMetaTraining, match="3 consecutive outer updates"):
+        meta_train(FAMILY, PROBLEM, AntitheticES(sigma=0.01, truncation_length=10),
+                   optax.with_extra_args_support(optax.sgd(float("inf"))), settings,
+                   on_step=lambda step, m, theta: (rows.append(m), thetas.append(theta)))
+    assert [r["skipped_update"] for r in rows] == [True, True, True]
+    initial = PROBLEM.lopt.init(None)
+    for theta in thetas:
+        jax.tree_util.tree_map(np.testing.assert_array_equal, theta, initial)
+
+
+def test_every_budget_checkpoints_before_its_end():
+    from tests_support import compose_config
+
+    from lopt_cli.commands.meta_train import build_job
+
+    for compute in ("smoke", "cpu", "gpu"):
+        job = build_job(compose_config("meta_train", [f"compute={compute}",
+                                                      "compute.num_devices=1"]))
+        every, total = job.settings.checkpoint_every, job.settings.num_outer_steps
+        assert 0 < every < total and every <= 50, (compute, every, total)
+
+
+def test_population_memory_estimate_accepts_the_default_and_refuses_a_huge_population():
+    from tests_support import compose_config
+
+    from lopt_cli.commands.meta_train import build_job, check_population_memory, population_bytes
+
+    job = build_job(compose_config("meta_train", ["compute.num_devices=1"]))
+    assert 0 < population_bytes(job) < 2**30
+    check_population_memory(job)
+    huge = build_job(compose_config("meta_train", ["compute.num_devices=1",
+                                                   "compute.num_tasks=100000000"]))
+    with pytest.raises(LoptUserError, match=r"compute.num_tasks=100000000: .* GiB"):
+        check_population_memory(huge)
