@@ -80,8 +80,8 @@ class MetaTrainJob:
     @property
     def inner_steps_per_outer(self) -> int:
         """Inner task-steps per outer step: tasks × unrolls per task × truncation length."""
-        unrolls = getattr(self.estimator, "unrolls_per_task", 1)
-        return self.settings.num_tasks * unrolls * self.estimator.truncation_length
+        estimator = self.estimator
+        return self.settings.num_tasks * estimator.unrolls_per_task * estimator.truncation_length
 
 
 def _hydra_overrides() -> list[str]:
@@ -159,6 +159,7 @@ def resumed_config(cfg: DictConfig, directory: Path) -> DictConfig:
 def build_job(cfg: DictConfig) -> MetaTrainJob:
     """The only function that reads the meta-train config."""
     from lopt_cli.meta.curriculum import HorizonCurriculum
+    from lopt_cli.meta.estimator import checked_estimator
     from lopt_cli.meta.heldout import HeldOutEvaluator
     from lopt_cli.meta.outer import MetaTrainSettings
     from lopt_cli.meta.problem import TruncatedProblem, cpu_cores_per_device, for_population
@@ -203,8 +204,8 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
         curriculum=_curriculum(cfg, HorizonCurriculum),
         mix_population=_mix(cfg, family), mix_candidates=cfg.population.candidates,
     )
-    estimator = build(cfg.estimator, "estimator")
-    particles = cfg.compute.num_tasks * getattr(estimator, "unrolls_per_task", 1)
+    estimator = checked_estimator(build(cfg.estimator, "estimator"))
+    particles = cfg.compute.num_tasks * estimator.unrolls_per_task
     inner_lopt = for_population(lopt, particles // (num_devices * num_processes),
                                 cpu_cores_per_device(num_devices))
     return MetaTrainJob(

@@ -29,6 +29,7 @@ import optax
 
 from lopt_cli.errors import LoptUserError
 from lopt_cli.meta.curriculum import HorizonCurriculum, constant
+from lopt_cli.meta.estimator import GradientEstimator, host_metrics
 from lopt_cli.meta.problem import TruncatedProblem, with_horizon_cap
 from lopt_cli.meta.sharding import Placement
 from lopt_cli.optimizers.base import MetaParams
@@ -204,7 +205,7 @@ def checkpoint_due(settings: MetaTrainSettings, step: int) -> bool:
 def meta_train(
     family: TaskFamily,
     problem: TruncatedProblem,
-    estimator,
+    estimator: GradientEstimator,
     outer_tx: optax.GradientTransformationExtraArgs,
     settings: MetaTrainSettings,
     on_step: Callable[[int, dict, MetaParams], None] = lambda step, metrics, theta: None,
@@ -216,7 +217,9 @@ def meta_train(
 ) -> MetaParams:
     """Meta-trains ``problem.lopt`` and returns the final meta-parameters.
 
-    ``on_step(step, metrics, theta)`` is called after every outer step with host-side floats;
+    ``on_step(step, metrics, theta)`` is called after every outer step with host-side floats
+    (the fields of :class:`~lopt_cli.meta.estimator.EstimatorMetrics`, ``grad_norm``,
+    ``max_horizon``, and ``task_ids`` when the population was drawn);
     ``on_checkpoint(state)`` every ``settings.checkpoint_every`` steps and after the last one.
     ``start`` continues from a saved :class:`MetaTrainState` (then ``theta`` is ignored);
     ``placement`` spreads the population over devices (:mod:`lopt_cli.meta.sharding`).
@@ -247,8 +250,8 @@ def meta_train(
                 problem, theta, capped, jax.random.fold_in(step_key, 2)))
         grad, states, metrics = estimator.estimate(problem, theta, capped, states, step_key)
         theta, opt_state, grad_norm, skipped = update(outer_tx, grad, opt_state, theta,
-                                                      metrics["meta_loss"])
-        host = {name: float(value) for name, value in metrics.items()}
+                                                      metrics.meta_loss)
+        host = host_metrics(metrics)
         host["grad_norm"] = float(grad_norm)
         host["skipped_update"] = bool(skipped)
         skipped_in_a_row = skipped_in_a_row + 1 if host["skipped_update"] else 0
