@@ -297,7 +297,7 @@ def test_every_estimator_reports_the_same_metrics_to_on_step(name):
                MetaTrainSettings(num_outer_steps=1, num_tasks=2),
                on_step=lambda step, metrics, theta: rows.append(metrics))
     assert set(rows[0]) == set(EstimatorMetrics._fields) | {"grad_norm", "max_horizon",
-                                                            "task_ids"}
+                                                            "task_ids", "skipped_update"}
     assert all(isinstance(rows[0][field], float) for field in EstimatorMetrics._fields)
 
 
