@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import hydra
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from lopt_cli.commands.common import (
@@ -35,15 +36,11 @@ JOB_KEYS = tuple(field.name for field in dataclasses.fields(MetaTrainConfig))
 if TYPE_CHECKING:  # pragma: no cover
     import optax
 
-    from lopt_cli.meta.es import AntitheticES
+    from lopt_cli.meta.estimator import GradientEstimator
     from lopt_cli.meta.heldout import HeldOutEvaluator
     from lopt_cli.meta.outer import MetaTrainSettings
-    from lopt_cli.meta.pes import PersistentES
     from lopt_cli.meta.problem import TruncatedProblem
-    from lopt_cli.meta.tbptt import TruncatedBackprop
     from task_definitions.base import TaskFamily
-
-    Estimator = AntitheticES | PersistentES | TruncatedBackprop
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +49,7 @@ class MetaTrainJob:
 
     family: TaskFamily
     problem: TruncatedProblem
-    estimator: Estimator
+    estimator: GradientEstimator
     outer_tx: optax.GradientTransformationExtraArgs
     settings: MetaTrainSettings
     optimizer_config: dict
@@ -66,8 +63,8 @@ class MetaTrainJob:
     @property
     def inner_steps_per_outer(self) -> int:
         """Inner task-steps per outer step: tasks × unrolls per task × truncation length."""
-        unrolls = getattr(self.estimator, "unrolls_per_task", 1)
-        return self.settings.num_tasks * unrolls * self.estimator.truncation_length
+        estimator = self.estimator
+        return self.settings.num_tasks * estimator.unrolls_per_task * estimator.truncation_length
 
 
 def _hydra_overrides() -> list[str]:
@@ -148,6 +145,7 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
     from lopt_cli.config import import_object, instantiate_plain
     from lopt_cli.meta.cpu_tuning import cpu_cores_per_device, for_population
     from lopt_cli.meta.curriculum import HorizonCurriculum
+    from lopt_cli.meta.estimator import checked_estimator
     from lopt_cli.meta.heldout import HeldOutEvaluator
     from lopt_cli.meta.outer import MetaTrainSettings
     from lopt_cli.meta.problem import TruncatedProblem
@@ -178,15 +176,16 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
     settings = MetaTrainSettings(
         compute.num_outer_steps, compute.num_tasks, compute.resample_every,
         config.seed, config.tasks.first_id, config.tasks.count,
-        checkpoint_every=config.checkpoint_every,
+        checkpoint_every=checkpoint_interval(config),
+        max_skipped_updates=config.max_skipped_updates,
         curriculum=None if curriculum.start_max_horizon is None else HorizonCurriculum(
             curriculum.start_max_horizon, inner.max_horizon,
             curriculum.steps or compute.num_outer_steps),
         mix_population=isinstance(family, MixtureFamily) if mix == "auto" else mix,
         mix_candidates=config.population.candidates,
     )
-    estimator = build(config.estimator, "estimator")
-    particles = compute.num_tasks * getattr(estimator, "unrolls_per_task", 1)
+    estimator = checked_estimator(build(config.estimator, "estimator"))
+    particles = compute.num_tasks * estimator.unrolls_per_task
     inner_lopt = for_population(lopt, particles // (num_devices * num_processes),
                                 cpu_cores_per_device(num_devices))
     heldout = config.heldout
@@ -222,6 +221,14 @@ def join_processes(cfg: DictConfig) -> int:
     return settings.num_processes
 
 
+def checkpoint_interval(config: MetaTrainConfig) -> int:
+    """``checkpoint_every``; ``auto``: a tenth of the run, at most 50 steps, at least 1, so
+    every budget (``compute=smoke`` included) checkpoints before its end."""
+    if config.checkpoint_every == "auto":
+        return min(50, max(1, config.compute.num_outer_steps // 10))
+    return config.checkpoint_every
+
+
 def check(cfg: DictConfig) -> None:
     """Builds the job (no compilation) so that bad values fail before any output is written."""
     from lopt_cli.meta.checkpoint import has_checkpoint
@@ -230,6 +237,60 @@ def check(cfg: DictConfig) -> None:
     if job.resume_dir is not None and not has_checkpoint(job.resume_dir):
         raise LoptUserError(f"resume={cfg.resume}: no checkpoint.msgpack in {job.resume_dir}")
     probe_family(job.family, job.settings.first_task_id)
+    check_population_memory(job)
+
+
+# Device memory of one particle ≈ this many copies of its inner state (parameters and
+# optimizer state): the state itself, its gradients, the perturbed twin's, and activations.
+STATE_COPIES = 4
+
+
+def population_bytes(job: MetaTrainJob) -> int:
+    """An estimate of the population's memory: ``STATE_COPIES`` inner states per particle plus
+    each member's task arrays (datasets live on the device)."""
+    import jax
+
+    from lopt_cli.meta.outer import build_members
+
+    task = build_members(job.family, [(job.settings.first_task_id, 0)])
+    theta = jax.eval_shape(job.problem.lopt.init, jax.random.PRNGKey(0))
+    state = jax.eval_shape(lambda th, k: jax.vmap(job.problem.fresh_state, (None, 0, None))(
+        th, task, k), theta, jax.random.PRNGKey(0))
+
+    def size(tree) -> int:
+        return sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
+                   for x in jax.tree_util.tree_leaves(tree) if hasattr(x, "dtype"))
+
+    particles = job.settings.num_tasks * job.estimator.unrolls_per_task
+    return particles * STATE_COPIES * size(state) + job.settings.num_tasks * size(task)
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable of /proc/meminfo (None where there is none)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_population_memory(job: MetaTrainJob) -> None:
+    """A one-line error when the population clearly cannot fit in this machine's memory (CPU
+    runs; on accelerators XLA reports its own out-of-memory)."""
+    import jax
+
+    available = available_memory_bytes()
+    if available is None or jax.default_backend() != "cpu":
+        return
+    needed = population_bytes(job)
+    if needed > 0.8 * available:
+        gib = 2.0**30
+        raise LoptUserError(
+            f"compute.num_tasks={job.settings.num_tasks}: the population needs an estimated "
+            f"{needed / gib:,.1f} GiB but {available / gib:,.1f} GiB are available; lower "
+            "compute.num_tasks (or the task's batch size)")
 
 
 def run_meta_training(job: MetaTrainJob, out_dir, label: str = "meta-train"):

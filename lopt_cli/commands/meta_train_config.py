@@ -11,6 +11,7 @@ plain ``_target_`` dicts, instantiated by the command.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +33,18 @@ def positive(value: Any) -> str | None:
 
 def non_negative(value: Any) -> str | None:
     return None if _is_int(value) and value >= 0 else "expected an integer >= 0"
+
+
+def auto_or_non_negative(value: Any) -> str | None:
+    if isinstance(value, str):
+        return None if value == "auto" else "expected auto or an integer >= 0"
+    return non_negative(value)
+
+
+def positive_finite(value: Any) -> str | None:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return None if number and math.isfinite(value) and value > 0 else \
+        "expected a finite number > 0"
 
 
 def integer(value: Any) -> str | None:
@@ -112,7 +125,8 @@ class MetaTrainConfig:
     """Every key of ``conf/meta_train.yaml`` that ``build_job`` reads, typed."""
 
     seed: int = rule(integer)
-    checkpoint_every: int = rule(non_negative)
+    checkpoint_every: int | str = rule(auto_or_non_negative)  # auto: see build_job
+    max_skipped_updates: int = rule(positive)
     resume: Any = rule(anything)
     compute: ComputeConfig = rule(anything)
     inner: InnerConfig = rule(anything)
@@ -190,4 +204,8 @@ def parse_meta_train(cfg: DictConfig) -> MetaTrainConfig:
     if (problem := positive(truncation)) is not None:
         raise LoptUserError(f"estimator.truncation_length={truncation!r}: {problem}")
     check_relations(config, truncation)
+    for group, key in (("outer_optimizer", "learning_rate"), ("estimator", "sigma")):
+        value = getattr(config, group).get(key)
+        if value is not None and (problem := positive_finite(value)) is not None:
+            raise LoptUserError(f"{group}.{key}={value!r}: {problem}")
     return config
