@@ -37,8 +37,8 @@ def plain(node: Any) -> Any:
     return node
 
 
-def build(node: DictConfig, what: str) -> Any:
-    """Instantiates a config-group node (``_target_`` + arguments) as a plain object; any
+def build(node: DictConfig | dict, what: str) -> Any:
+    """Instantiates a config-group node or plain dict (``_target_`` + arguments); any
     exception raised by the target (a user's own factory included) becomes one line."""
     try:
         return instantiate_plain(plain(node))
@@ -48,7 +48,7 @@ def build(node: DictConfig, what: str) -> Any:
         key = getattr(error, "full_key", "") or what
         raise LoptUserError(f"{key} is not set; give it on the command line ({key}=...)") from None
     except Exception as error:  # noqa: BLE001 - code behind a _target_, often the user's
-        target = OmegaConf.select(node, "_target_", default="?") if isinstance(node, DictConfig) \
+        target = plain(node).get("_target_", "?") if isinstance(node, (DictConfig, dict)) \
             else "?"
         raise LoptUserError(f"{what}: _target_ {target} raised {one_line(error)}") from None
 
