@@ -318,12 +318,19 @@ def run_benchmark_command(cfg: DictConfig) -> None:
     spec = built[0]
     candidates = benchmark_candidates(cfg, built)
     cache = RunCache(default_cache_dir() if cfg.cache else None)
-    with Progress(console=Console(stderr=True)) as progress:
+    console = Console(stderr=True)
+    with Progress(console=console) as progress:
         bar = progress.add_task(f"{spec.name}: task × optimizer",
                                 total=total_runs(spec, len(candidates)))
 
         def advance(label: str) -> None:
             progress.update(bar, advance=1, description=f"{spec.name}: {label}")
+            if not console.is_terminal:  # a log file: one line per finished run, with the ETA
+                done = progress.tasks[0]
+                eta = done.time_remaining
+                console.print(f"{spec.name}: {int(done.completed)}/{int(done.total)} {label}; "
+                              f"elapsed {done.elapsed or 0:.0f} s, ETA "
+                              f"{'?' if eta is None else f'{eta:.0f} s'}", highlight=False)
 
         results = run_benchmark(spec, candidates, cache, advance)
     names = [c.name for c in candidates]
