@@ -1,4 +1,5 @@
-"""``lopt evaluate``: a learned optimizer against tuned baselines on seen and unseen tasks."""
+"""``lopt evaluate``: a learned optimizer against tuned baselines on seen and unseen tasks, or
+(``benchmark=NAME``) a leaderboard of optimizers on a named benchmark's held-out tasks."""
 from __future__ import annotations
 
 import hydra
@@ -327,10 +328,10 @@ def run_benchmark_command(cfg: DictConfig) -> None:
             progress.update(bar, advance=1, description=f"{spec.name}: {label}")
             if not console.is_terminal:  # a log file: one line per finished run, with the ETA
                 done = progress.tasks[0]
-                eta = done.time_remaining
+                elapsed = done.elapsed or 0.0
+                eta = elapsed * (done.total - done.completed) / max(done.completed, 1)
                 console.print(f"{spec.name}: {int(done.completed)}/{int(done.total)} {label}; "
-                              f"elapsed {done.elapsed or 0:.0f} s, ETA "
-                              f"{'?' if eta is None else f'{eta:.0f} s'}", highlight=False)
+                              f"elapsed {elapsed:.0f} s, ETA {eta:.0f} s", highlight=False)
 
         results = run_benchmark(spec, candidates, cache, advance)
     names = [c.name for c in candidates]

@@ -71,7 +71,9 @@ def markdown_leaderboard(summary: dict) -> str:
         "its minimum",
         "- diverged trials: " + ", ".join(
             f"{name} {c['diverged']}/{c['trials']}" for name, c in summary["diverged"].items()),
-        "", "## Headline", "", *_table(HEADLINE_COLUMNS, headline_rows(summary)),
+        "", f"## Headline: vs {summary['reference_setting']}, {summary['num_seeds']} seeds, "
+        f"candidates {summary['trials']['candidates']} trials", "",
+        *_table(HEADLINE_COLUMNS, headline_rows(summary)),
     ]
     for comparison in COMPARISONS:
         lines += [f"## {comparison.capitalize()}: {COMPARISON_TEXT[comparison]}", ""]
@@ -79,7 +81,11 @@ def markdown_leaderboard(summary: dict) -> str:
         for label in labels:
             rows = [[name, *metric_cells(per[comparison]["settings"][label])]
                     for name, per in summary["leaderboard"].items()]
-            lines += [f"### vs {label}", "", *_table(("optimizer", *COLUMNS), rows)]
+            some = next(iter(summary["leaderboard"].values()))[comparison]["settings"][label]
+            lines += [f"### vs {label}", "",
+                      f"{summary['num_tasks']} tasks, {summary['num_seeds']} seeds; candidates "
+                      f"tuned the same way with {some['candidate_trials']} trials", "",
+                      *_table(("optimizer", *COLUMNS), rows)]
     lines += ["## Horizon generalisation (training loss rises after its minimum)", "",
               *_table(("optimizer", "long-horizon tasks rising"),
                       [[name, f"{100 * value:.0f}%"]
