@@ -26,6 +26,24 @@ def group_options(group: str) -> list[str]:
     return sorted(loader.get_group_options(group))
 
 
+def command_groups(config_name: str) -> dict[str, list[str]]:
+    """The config groups a command's defaults list selects from, with their options (from the
+    composed config's ``hydra.runtime.choices``; Hydra's own ``hydra/...`` groups left out)."""
+    choices = compose(config_name, return_hydra_config=True).hydra.runtime.choices
+    return {group: group_options(group) for group in sorted(choices)
+            if "@" not in group and not group.startswith("hydra/")}
+
+
+def missing_group_message(config_name: str, group: str, value: str) -> str:
+    """One line for ``group=value`` given to a command whose config has no such group."""
+    groups = command_groups(config_name)
+    command = config_name.replace("_", "-")
+    takes = ", ".join(f"{name}={'|'.join(options)}" for name, options in groups.items())
+    guesses = [f"{name}={value}" for name, options in groups.items() if value in options]
+    hint = f" (did you mean {' or '.join(guesses)}?)" if guesses else ""
+    return f"`lopt {command}` does not take {group}{hint}; its config groups: {takes or 'none'}"
+
+
 def all_group_configs(group: str) -> dict[str, dict]:
     """Every option of a config group, composed and resolved, as plain dicts."""
     def compose_all() -> dict[str, dict]:
@@ -45,6 +63,8 @@ def explain(error: Exception, override_text: str, config_name: str) -> str:
     value = override_text.split("=", 1)[1] if "=" in override_text else ""
     loader = GlobalHydra.instance().config_loader()
     if key in loader.list_groups(""):
+        if key not in command_groups(config_name):
+            return missing_group_message(config_name, key, value)
         options = ", ".join(group_options(key))
         return f"unknown option {value!r} for {key}; choose one of: {options}"
     if isinstance(error, OverrideParseException):
