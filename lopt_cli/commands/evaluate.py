@@ -308,9 +308,9 @@ def benchmark_candidates(cfg: DictConfig, built) -> list:
 
 def run_benchmark_command(cfg: DictConfig) -> None:
     """``benchmark=NAME``: every optimizer on the benchmark's tasks, the leaderboard written."""
-    from rich.console import Console
     from rich.progress import Progress
 
+    from lopt_cli.console import output_console
     from lopt_cli.evaluation.benchmark import run_benchmark, total_runs
     from lopt_cli.evaluation.benchmark_outputs import benchmark_summary, write_benchmark
     from lopt_cli.evaluation.cache import RunCache, default_cache_dir
@@ -320,7 +320,7 @@ def run_benchmark_command(cfg: DictConfig) -> None:
     spec = built[0]
     candidates = benchmark_candidates(cfg, built)
     cache = RunCache(default_cache_dir() if cfg.cache else None)
-    console = Console(stderr=True)
+    console = output_console(stderr=True)
     with Progress(console=console) as progress:
         bar = progress.add_task(f"{spec.name}: task × optimizer",
                                 total=total_runs(spec, len(candidates)))
@@ -340,7 +340,7 @@ def run_benchmark_command(cfg: DictConfig) -> None:
     summary["runs"] = {"computed": cache.computed, "from_cache": cache.hits}
     out_dir = run_dir()
     write_benchmark(out_dir, summary, rows)
-    Console().print(terminal_table(summary))
+    output_console().print(terminal_table(summary))
     print(f"results written to {out_dir} (leaderboard.md, leaderboard.png, summary.json, "
           "results.jsonl, horizon.png)")
 
