@@ -48,6 +48,7 @@ def test_rise_flags_a_curve_that_climbs_back_and_not_one_that_settles():
     assert not rises([1.0, 0.5, 0.3, 0.2, 0.205])  # within 5% of the minimum
     assert not rises([1.0, 0.8, 0.6, 0.4])
     assert rises([1.0, 0.5, None])  # diverged at the end
+    assert not rises([1.0, 1e-13, 1e-12])  # float noise near zero
 
 
 # ---------------------------------------------------------------- tuning never reads the test split

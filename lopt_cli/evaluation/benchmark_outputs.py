@@ -34,7 +34,10 @@ def benchmark_summary(spec, results: dict, candidates: list[str],
         "eval_batches": spec.measure.eval_batches, "final_fraction": spec.measure.final_fraction,
         "long_horizon": spec.long_horizon, "trials": dict(spec.trials),
         "lr_multiplier": list(lr_multiplier), "baselines": list(spec.baselines),
-        "reference_setting": reference, "leaderboard": leaderboard, "horizon_rise": rise,
+        "reference_setting": reference, "leaderboard": leaderboard,
+        "horizon": {"rise": rise, "rising_tasks": {
+            name: [r["task"] for r in rows if r["record"] == "horizon"
+                   and r["optimizer"] == name and r["rises"]] for name in rise}},
         "diverged": divergence_counts(results),
         **{key: {name: headline(leaderboard, rise, name, key) for name in candidates}
            for key in HEADLINE_KEYS},

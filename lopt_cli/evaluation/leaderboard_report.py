@@ -68,7 +68,7 @@ def markdown_leaderboard(summary: dict) -> str:
         "never); Δ = (baseline − candidate) / max ∈ [−1, 1]; IQM = mean of the middle 50%",
         f"- headline baseline: **{summary['reference_setting']}**; horizon rise = share of "
         f"tasks of ≥ {summary['long_horizon']} steps whose final training loss exceeds 1.05 × "
-        "its minimum",
+        "its minimum (by more than 1e-6, normalised)",
         "- diverged trials: " + ", ".join(
             f"{name} {c['diverged']}/{c['trials']}" for name, c in summary["diverged"].items()),
         "", f"## Headline: vs {summary['reference_setting']}, {summary['num_seeds']} seeds, "
@@ -84,12 +84,14 @@ def markdown_leaderboard(summary: dict) -> str:
             some = next(iter(summary["leaderboard"].values()))[comparison]["settings"][label]
             lines += [f"### vs {label}", "",
                       f"{summary['num_tasks']} tasks, {summary['num_seeds']} seeds; candidates "
-                      f"tuned the same way with {some['candidate_trials']} trials", "",
+                      f"tuned the same way with {some['candidate_trials']} "
+                      f"trial{'s' * (some['candidate_trials'] > 1)}", "",
                       *_table(("optimizer", *COLUMNS), rows)]
     lines += ["## Horizon generalisation (training loss rises after its minimum)", "",
-              *_table(("optimizer", "long-horizon tasks rising"),
-                      [[name, f"{100 * value:.0f}%"]
-                       for name, value in summary["horizon_rise"].items()]),
+              *_table(("optimizer", "long-horizon tasks rising", "which"),
+                      [[name, f"{100 * value:.0f}%",
+                        ", ".join(summary["horizon"]["rising_tasks"][name]) or "-"]
+                       for name, value in summary["horizon"]["rise"].items()]),
               "![leaderboard](leaderboard.png)", "", "![horizon](horizon.png)", ""]
     return "\n".join(lines)
 

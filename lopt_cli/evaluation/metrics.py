@@ -8,13 +8,15 @@ r"""The field's summary metrics of an optimizer against a tuned baseline, over t
   :math:`\text{speedup} = s_b / s_c`; a candidate that never reaches :math:`\ell^*` scores 0.
 * **IQM**: the interquartile mean, the mean of the middle 50% of the values (sorted; the
   lowest and highest quarter dropped, as in ``rliable``).
-* **Rise** of a training curve (horizon generalisation): final value > 1.05 × its minimum.
+* **Rise** of a training curve (horizon generalisation): final value > 1.05 × its minimum
+  (and above it by more than 1e-6 of the normalised loss).
 """
 from __future__ import annotations
 
 import numpy as np
 
 RISE_TOLERANCE = 1.05
+RISE_FLOOR = 1e-6  # normalised loss: smaller changes are float noise
 LOSS_FLOOR = 1e-8  # keeps a ratio finite when a loss reaches exactly 0
 
 
@@ -66,10 +68,13 @@ def speedup(baseline_curve, candidate_curve, steps, baseline_final: float) -> fl
     return float(baseline_steps / candidate_steps)
 
 
-def rises(curve, tolerance: float = RISE_TOLERANCE) -> bool:
-    """Whether the curve's last value exceeds ``tolerance`` × its minimum (diverged: rises)."""
+def rises(curve, tolerance: float = RISE_TOLERANCE, floor: float = RISE_FLOOR) -> bool:
+    """Whether the curve's last value exceeds ``tolerance`` × its minimum, and by more than
+    ``floor`` (a normalised loss going from 1e-13 to 1e-12 is float noise, not a rise);
+    a diverged curve rises."""
     values = np.asarray([np.nan if v is None else v for v in curve], float)
     finite = values[np.isfinite(values)]
     if finite.size == 0 or not np.isfinite(values[-1]):
         return True
-    return bool(values[-1] > tolerance * finite.min())
+    low = finite.min()
+    return bool(values[-1] > tolerance * low and values[-1] - low > floor)
