@@ -302,7 +302,9 @@ def test_cli_leaderboard_matches_results_and_reuses_the_cache(run_lopt, tmp_path
 @pytest.mark.parametrize("override, message", [
     ("benchmark.horizon_override=45", "expected a multiple of benchmark.num_points=40"),
     ("benchmark.trials.candidates=0", "benchmark.trials.candidates=0: expected a positive int"),
-    ("benchmark.lr_multiplier=[2.0,1.0]", "expected 0 < min <= max"),
+    ("benchmark.lr_multiplier=[2.0,1.0]", "expected [min, max] with 0 < min <= max"),
+    ("benchmark.lr_multiplier=[1.0]", "expected [min, max] with 0 < min <= max"),
+    ("benchmark.select=mlp_deep_digits", "choose task names among"),
     ("learned_optimizer=[adam,adam]", "an optimizer is named twice"),
 ])
 def test_bad_benchmark_settings_are_user_errors(override, message):

@@ -263,13 +263,19 @@ def build_benchmark_spec(cfg: DictConfig):
     counts = plain(node.trial_counts)
     if not isinstance(counts, list) or not all(isinstance(n, int) and n > 0 for n in counts):
         raise LoptUserError(f"benchmark.trial_counts={counts}: expected a list of positive ints")
-    low, high = (float(v) for v in plain(node.lr_multiplier))
-    if not 0 < low <= high:
-        raise LoptUserError(f"benchmark.lr_multiplier={[low, high]}: expected 0 < min <= max")
+    bounds = plain(node.lr_multiplier)
+    if (not isinstance(bounds, list) or len(bounds) != 2
+            or not all(isinstance(v, (int, float)) for v in bounds)
+            or not 0 < bounds[0] <= bounds[1]):
+        raise LoptUserError(f"benchmark.lr_multiplier={bounds}: expected [min, max] with "
+                            "0 < min <= max")
+    low, high = (float(v) for v in bounds)
+    if not baselines:
+        raise LoptUserError("baselines: name at least one baseline")
     names = list(node.tasks)
     select = plain(node.select)
     if select is not None:
-        unknown = [n for n in select if n not in names]
+        unknown = [n for n in select if n not in names] if isinstance(select, list) else [select]
         if unknown or not select:
             raise LoptUserError(f"benchmark.select={select}: choose task names among: "
                                 f"{', '.join(names)}")
