@@ -352,9 +352,10 @@ def run_benchmark_command(cfg: DictConfig) -> None:
 
 
 def list_override(argv: list[str]) -> list[str]:
-    """``learned_optimizer=a,b`` without ``--multirun`` means the list ``[a,b]`` (a leaderboard),
-    not a sweep Hydra would refuse."""
-    if {"-m", "--multirun"}.intersection(argv):
+    """With ``benchmark=NAME`` and without ``--multirun``, ``learned_optimizer=a,b`` means the
+    list ``[a,b]`` (a leaderboard), not a sweep Hydra would refuse."""
+    if {"-m", "--multirun"}.intersection(argv) or not any(
+            a.startswith("benchmark=") for a in argv):
         return argv
     out = []
     for arg in argv:
