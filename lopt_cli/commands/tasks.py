@@ -10,6 +10,7 @@ from lopt_cli.commands.common import (
     build_family,
     configure_jax,
     guarded,
+    positive_finite,
     positive_int,
     run_dir,
 )
@@ -27,6 +28,7 @@ def check(cfg: DictConfig) -> None:
         raise LoptUserError(f"action={cfg.action!r}; choose one of: {', '.join(ACTIONS)}")
     for key in ("count", "steps"):
         positive_int(cfg, key)
+    positive_finite(cfg, "learning_rate")
     for key in ("task_id", "first_id", "seed"):
         value = cfg[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:

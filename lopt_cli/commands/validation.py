@@ -6,7 +6,9 @@ command's own ``check(cfg)`` then builds its objects to catch bad values and mis
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 from hydra import compose, initialize_config_module
 from hydra._internal.utils import get_args_parser
@@ -112,9 +114,16 @@ def _fails_alone(config_name: str, override: str) -> bool:
 def validate_overrides(
     config_name: str, argv: list[str], check: Callable[[DictConfig], None]
 ) -> None:
-    """Raises LoptUserError for the first bad override or value in ``argv``."""
-    args = get_args_parser().parse_args(argv)
+    """Raises LoptUserError for the first bad flag, override or value in ``argv``, or for a
+    run directory that cannot be created."""
+    args, unknown = get_args_parser().parse_known_args(argv)
+    flags = [arg for arg in unknown if arg.startswith("-")]
+    if unknown:
+        bad = flags[0] if flags else unknown[0]
+        raise LoptUserError(f"unknown flag {bad!r}; lopt takes key=value overrides and the flags "
+                            "--multirun (-m), --help (-h), --cfg job, --info")
     overrides = list(args.overrides)
+    check_run_directory(overrides, multirun=bool(args.multirun))
     with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
         try:
             combinations = expand(overrides)
@@ -125,7 +134,32 @@ def validate_overrides(
             ) from None
         for combination in combinations:
             cfg = compose_checked(config_name, combination)
+            check_seed(cfg)
             check(cfg)
+
+
+def check_seed(cfg: DictConfig) -> None:
+    """Every command's ``seed``, when it has one, is a non-negative integer."""
+    seed = cfg.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise LoptUserError(f"seed={seed!r}: expected a non-negative integer")
+
+
+def check_run_directory(overrides: list[str], multirun: bool) -> None:
+    """A one-line error when the run directory's nearest existing ancestor is not a writable
+    directory (a path through a regular file, a read-only file system)."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    given = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+") == key]
+    target = Path(given[-1] if given and "${" not in given[-1] else "outputs").expanduser()
+    ancestor = target.absolute()
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise LoptUserError(f"cannot create the run directory {str(target)!r}: {ancestor} is a "
+                            f"file, not a directory; choose another {key}")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise LoptUserError(f"cannot create the run directory {str(target)!r}: {ancestor} is not "
+                            f"writable; choose another {key} (e.g. {key}=/tmp/lopt-run)")
 
 
 def _unparsable(override: str) -> bool:
