@@ -323,3 +323,34 @@ def test_a_bad_benchmark_override_fails_in_one_line(run_lopt):
     assert result.returncode == 2, result.stderr
     assert "benchmark.select=['nope']: choose task names among" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_same_shape_tasks_run_stacked_in_one_call_with_the_same_results(monkeypatch):
+    from lopt_cli.evaluation import benchmark
+    from lopt_cli.evaluation.cache import RunCache
+    from lopt_cli.evaluation.candidates import resolve_candidate
+    from lopt_cli.evaluation.search_spaces import AdamLR
+    from task_definitions.quadratic import QuadraticConfig, QuadraticFamily
+
+    def task(name, dim, seed):
+        return BenchmarkTask(name, QuadraticFamily(), QuadraticConfig(dim, 10.0, 0.0, 1.0, seed), 8)
+
+    tasks = (task("a", 4, 1), task("b", 8, 2), task("c", 4, 3))
+    spec = BenchmarkSpec("tiny", tasks, {"AdamLR": AdamLR()}, {"AdamLR": 2, "candidates": 2},
+                         (1,), MeasureSettings(1, 2, 1, 0.5), long_horizon=8)
+    candidates = [resolve_candidate("adam", 0.1, 10.0)]
+    calls = []
+    stacked = benchmark.stacked_trial_curves
+    monkeypatch.setattr(benchmark, "stacked_trial_curves",
+                        lambda *a, **k: calls.append(a[3]) or stacked(*a, **k))
+    cache = RunCache(None)
+    together = benchmark.run_benchmark(spec, candidates, cache)
+    assert len(calls) == 2 and cache.computed == 6  # a and c stacked, for each optimizer
+    alone = benchmark.run_benchmark(
+        BenchmarkSpec("tiny", (tasks[2],), *[getattr(spec, f) for f in (
+            "baselines", "trials", "trial_counts", "measure", "long_horizon")]),
+        candidates, RunCache(None))
+    for group in ("baselines", "candidates"):
+        for name, runs in alone["c"][group].items():
+            np.testing.assert_allclose(together["c"][group][name]["final"]["train"],
+                                       runs["final"]["train"], rtol=1e-5)

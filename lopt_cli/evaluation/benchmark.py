@@ -7,26 +7,27 @@ keys that are the same for every optimizer, trial and seed — so the curves com
 not batch noise. Per split it records the normalised curve (mean over seeds) and the final
 value (mean of the last ``final_fraction`` of the curve, over seeds).
 
-All trials and seeds of one optimizer on one task are one jitted, vmapped call, and its small
-summary is cached on disk (:mod:`cache`) under everything that determines it.
+All trials and seeds of one optimizer on all tasks of one shape and horizon are one jitted,
+vmapped call, and each task's small summary is cached on disk (:mod:`cache`) under everything
+that determines it.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lopt_cli.evaluation.cache import RunCache
+from lopt_cli.evaluation.cache import RunCache, cache_key
 from lopt_cli.evaluation.candidates import make_optimizer
 from lopt_cli.evaluation.compare import final_value
 from lopt_cli.evaluation.runs import mean_over_seeds
 from lopt_cli.meta.unroll import init_inner_state, train_step
-from task_definitions.base import config_to_dict
+from task_definitions.base import config_to_dict, shape_signature, stack_tasks
 
 EVAL_SPLITS = ("train", "valid", "test")
 
@@ -140,38 +141,90 @@ def summarize_curves(curves: dict, measure: MeasureSettings, horizon: int) -> di
     }
 
 
-def space_runs(task: BenchmarkTask, space, shared, identity: str, num_trials: int,
-               spec: BenchmarkSpec, cache: RunCache) -> dict:
-    """All trials of a search space (a baseline's or a candidate's) on one task (cached)."""
-    hparams = space.trials(num_trials, seed=spec.measure.seed)
-    description = {"kind": "benchmark-run", "task": task.description, "optimizer": identity,
-                   "hparams": hparams, "measure": dataclasses.asdict(spec.measure)}
+@functools.partial(jax.jit, static_argnames=("space", "horizon", "num_points"))
+def stacked_trial_curves(space, shared, hparams: dict, tasks, keys, eval_keys, horizon: int,
+                         num_points: int) -> dict:
+    """:func:`trial_curves` of same-shape tasks stacked on a leading axis, in one call."""
+    return jax.vmap(lambda task: trial_curves(space, shared, hparams, task, keys, eval_keys,
+                                              horizon, num_points))(tasks)
 
-    def compute() -> dict:
-        curves = trial_curves(space, shared, hparams, task.task, spec.measure.keys(),
-                              spec.measure.eval_keys(), task.horizon, spec.measure.num_points)
-        return {**summarize_curves(curves, spec.measure, task.horizon),
-                "hparams": {k: np.asarray(v).tolist() for k, v in hparams.items()}}
 
-    return cache.get(description, compute)
+class Optimizer(NamedTuple):
+    """A baseline or a candidate as the benchmark runs it."""
+
+    group: str  # "baselines" or "candidates"
+    name: str
+    space: Any
+    shared: Any
+    identity: str
+    num_trials: int
+
+
+def run_description(task: BenchmarkTask, optimizer: Optimizer, spec: BenchmarkSpec) -> dict:
+    """Everything that determines an optimizer's runs on a task: the cache key."""
+    return {"kind": "benchmark-run", "task": task.description, "optimizer": optimizer.identity,
+            "hparams": optimizer.space.trials(optimizer.num_trials, seed=spec.measure.seed),
+            "measure": dataclasses.asdict(spec.measure)}
+
+
+def compute_runs(tasks: list, optimizer: Optimizer, spec: BenchmarkSpec) -> list[dict]:
+    """All trials × seeds of ``optimizer`` on tasks of one shape and horizon: one call."""
+    m = spec.measure
+    hparams = optimizer.space.trials(optimizer.num_trials, seed=m.seed)
+    args = (m.keys(), m.eval_keys(), tasks[0].horizon, m.num_points)
+    if len(tasks) == 1:
+        curves = [trial_curves(optimizer.space, optimizer.shared, hparams, tasks[0].task, *args)]
+    else:
+        stacked = stacked_trial_curves(optimizer.space, optimizer.shared, hparams,
+                                       stack_tasks([t.task for t in tasks]), *args)
+        curves = [jax.tree_util.tree_map(lambda x, i=i: x[i], stacked)
+                  for i in range(len(tasks))]
+    plain_hparams = {k: np.asarray(v).tolist() for k, v in hparams.items()}
+    return [{**summarize_curves(c, m, t.horizon), "hparams": plain_hparams}
+            for c, t in zip(curves, tasks)]
+
+
+def same_shape(task: BenchmarkTask, others: list) -> list:
+    """``task`` and those of ``others`` that stack with it (same horizon, config kind, shapes)."""
+    stackable = [t for t in others if t.horizon == task.horizon
+                 and type(t.config) is type(task.config)]
+    if not stackable:
+        return [task]
+    signature = shape_signature(task.task)
+    return [task, *(t for t in stackable if shape_signature(t.task) == signature)]
+
+
+def optimizers_of(spec: BenchmarkSpec, candidates: list) -> list[Optimizer]:
+    return [*(Optimizer("baselines", name, space, None, repr(space), spec.trials[name])
+              for name, space in spec.baselines.items()),
+            *(Optimizer("candidates", c.name, c.space, c.shared, c.identity,
+                        spec.trials["candidates"]) for c in candidates)]
 
 
 def run_benchmark(spec: BenchmarkSpec, candidates: list, cache: RunCache,
                   advance: Callable[[str], Any] = lambda _: None) -> dict:
     """``{task name: {"task": description, "baselines": {name: runs},
-    "candidates": {name: runs}}}``; ``advance(label)`` after every task × optimizer."""
+    "candidates": {name: runs}}}``; ``advance(label)`` after every task × optimizer.
+
+    A run missing from the cache is computed together with the later tasks of the same shape
+    and horizon that miss it too (stacked and vmapped in one call)."""
+    fresh: dict = {}  # cache key -> runs computed alongside an earlier task
     results = {}
-    for task in spec.tasks:
+    for index, task in enumerate(spec.tasks):
         entry = {"task": task.description, "baselines": {}, "candidates": {}}
-        for name, space in spec.baselines.items():
-            entry["baselines"][name] = space_runs(task, space, None, repr(space),
-                                                  spec.trials[name], spec, cache)
-            advance(f"{task.name}: {name}")
-        for candidate in candidates:
-            entry["candidates"][candidate.name] = space_runs(
-                task, candidate.space, candidate.shared, candidate.identity,
-                spec.trials["candidates"], spec, cache)
-            advance(f"{task.name}: {candidate.name}")
+        for optimizer in optimizers_of(spec, candidates):
+            key = cache_key(run_description(task, optimizer, spec))
+            runs = fresh.pop(key, None) or cache.lookup(run_description(task, optimizer, spec))
+            if runs is None:
+                later = [t for t in spec.tasks[index + 1:]
+                         if not cache.contains(run_description(t, optimizer, spec))]
+                group = same_shape(task, later)
+                for member, value in zip(group, compute_runs(group, optimizer, spec)):
+                    description = run_description(member, optimizer, spec)
+                    fresh[cache_key(description)] = cache.store(description, value)
+                runs = fresh.pop(key)
+            entry[optimizer.group][optimizer.name] = runs
+            advance(f"{task.name}: {optimizer.name}")
         results[task.name] = entry
     return results
 
