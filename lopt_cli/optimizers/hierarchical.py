@@ -42,7 +42,6 @@ so it overrides ``step_tensors``.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, NamedTuple
 
 import jax

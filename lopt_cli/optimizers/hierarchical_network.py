@@ -108,6 +108,11 @@ class HierarchicalNetwork(nn.Module):
         return (LSTM, TO_MLP, TO_STEP_SCALE, TO_CROSS, PARAM_IN, TENSOR_IN,
                 *self.hidden_names(), OUT, EXTRA)
 
+    def per_param_chain(self) -> tuple[str, ...]:
+        """The layers of the per-parameter product chain, in order (first layer's per-parameter
+        half, hidden layers, output layer)."""
+        return (PARAM_IN, *self.hidden_names(), OUT)
+
     def _layers(self) -> dict:
         return fm.declared_layers(self.variables["params"], self.layer_names(),
                                   "HierarchicalNetwork")

@@ -106,6 +106,10 @@ class PerParameterMLP(nn.Module):
         return (PARAM_IN, TENSOR_IN,
                 *(dense_name(i) for i in range(1, len(self.hidden_sizes) + 1)))
 
+    def per_param_chain(self) -> tuple[str, ...]:
+        """The layers of the per-parameter product chain, in order (without ``tensor_in``)."""
+        return (PARAM_IN, *self.layer_names()[2:])
+
     @nn.compact
     def __call__(
         self, param_features: jax.Array, tensor_features: jax.Array
