@@ -28,7 +28,7 @@ call's state. Reported per row:
   hierarchy is exercised); ``roofline_s = max(floor_s, stream_s)`` and ``x_roofline``: for
   memory-bound updates (Adam, ``small``) the FLOP floor is unreachable and this is the bar;
 * a reference row per learned optimizer, ``<name>:matmuls``: only its per-parameter MLP's
-  matrix products (and biases, ReLUs), feature-major and in the same column blocks, on
+  matrix products (and biases, ReLUs), feature-major and in the same blocks of parameters, on
   precomputed features. Its ``x_floor`` is what XLA's own matmuls reach on these shapes: no
   implementation of the update built from them can beat it.
 
