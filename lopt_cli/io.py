@@ -1,7 +1,13 @@
-"""Atomic file writing and small run-directory helpers (DESIGN §4, §5)."""
+"""Atomic file writing, strict JSON and content checksums (DESIGN §4, §5).
+
+JSON files written by lopt are strict: a non-finite number (NaN, ±inf) is written as ``null``,
+so any JSON parser reads them (Python's ``json`` alone would write the invalid token ``NaN``).
+"""
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable
@@ -37,18 +43,36 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def finite_or_none(value: Any) -> Any:
+    """``value`` with every non-finite float (also inside dicts, lists and tuples) as ``None``."""
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "dtype") and getattr(value, "ndim", None) == 0 and value.dtype.kind == "f":
+        return float(value) if math.isfinite(float(value)) else None
+    return value
+
+
+def json_line(value: Any, **kwargs: Any) -> str:
+    """Strict JSON text of ``value`` (non-finite numbers as ``null``)."""
+    return json.dumps(finite_or_none(value), allow_nan=False, **kwargs)
+
+
 def write_json_atomic(path: str | os.PathLike, value: Any) -> Path:
-    return write_text_atomic(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+    return write_text_atomic(path, json_line(value, indent=2, sort_keys=True) + "\n")
 
 
 def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
-    return write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in rows))
+    return write_text_atomic(path, "".join(json_line(row) + "\n" for row in rows))
 
 
 def append_jsonl(path: str | os.PathLike, row: dict) -> None:
     """Appends one JSON object as a line and flushes it to disk (a crash loses no earlier line)."""
     with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(row) + "\n")
+        handle.write(json_line(row) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
 
@@ -56,3 +80,8 @@ def append_jsonl(path: str | os.PathLike, row: dict) -> None:
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     with open(path, encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+def sha256_hex(data: bytes) -> str:
+    """The SHA-256 of ``data``, as 64 hex digits (the checksum of checkpoints and weights)."""
+    return hashlib.sha256(data).hexdigest()

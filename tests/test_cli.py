@@ -48,7 +48,7 @@ def test_meta_train_writes_run_directory(trained):
     assert [r["step"] for r in rows] == [0, 1, 2, 3]
     assert rows[0]["task_ids"] and rows[2]["task_ids"]  # recorded at each resample
     for row in rows:
-        assert {"meta_loss", "grad_norm", "inner_steps_per_second", "resets"} <= set(row)
+        assert {"meta_loss", "grad_norm", "inner_steps_per_second", "resets", "dropped"} <= set(row)
         assert row["meta_loss"] == row["meta_loss"]  # not NaN
     assert (trained / "learned_optimizer.msgpack").stat().st_size > 1000
     assert "_target_" in (trained / "learned_optimizer.yaml").read_text()

@@ -93,7 +93,7 @@ def test_bad_sources_are_one_line_user_errors(source, message):
 
 def test_broken_file_and_bad_horizon_are_user_errors(run_dir):
     (run_dir / storage.WEIGHTS_FILE).write_bytes(b"not msgpack")
-    with pytest.raises(LoptUserError, match="not a learned optimizer"):
+    with pytest.raises(LoptUserError, match="corrupt weights"):
         lopt_cli.load_optimizer(run_dir, 100)
     for bad in (0, -5, 2.5, True):
         with pytest.raises(LoptUserError, match="num_steps"):

@@ -1,4 +1,5 @@
-"""Meta-gradient estimators: correctness against finite differences, resets, divergence.
+"""Meta-gradient estimators: correctness against finite differences, resets, divergence, the
+shared contract (Protocol, metrics record) and the one NaN policy.
 
 Tiny problem throughout: the one-parameter :class:`LearnedLRSGD` on deterministic 8-dim
 quadratic bowls of condition number 1-10. Statistical checks compare a mean of independent
@@ -12,17 +13,32 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import struct
 from tests_support import compose_config, group_options
 from toy_lopt import LearnedLRSGD
 
 from lopt_cli.commands.common import build
+from lopt_cli.errors import LoptUserError
 from lopt_cli.meta.es import AntitheticES
-from lopt_cli.meta.outer import sample_population, task_key
+from lopt_cli.meta.estimator import (
+    EstimatorMetrics,
+    EstimatorOutput,
+    GradientEstimator,
+    checked_estimator,
+    finite_mean,
+)
+from lopt_cli.meta.outer import (
+    MetaTrainSettings,
+    make_outer_optimizer,
+    meta_train,
+    sample_population,
+    task_key,
+)
 from lopt_cli.meta.pes import PersistentES, PESState, reset_pair
 from lopt_cli.meta.problem import TruncatedProblem, initial_states
 from lopt_cli.meta.tbptt import TruncatedBackprop
 from task_definitions.base import stack_tasks
-from task_definitions.quadratic import QuadraticFamily
+from task_definitions.quadratic import QuadraticFamily, QuadraticTask
 
 FAMILY = QuadraticFamily(dims=(8,), condition_number=(1.0, 10.0), noise=(0.0,))
 PROBLEM = TruncatedProblem(LearnedLRSGD(), min_horizon=200, max_horizon=400, valid_every=5)
@@ -85,8 +101,8 @@ def test_tbptt_matches_finite_differences_of_the_truncated_meta_loss():
     assert expected < 0
     np.testing.assert_allclose(grad["log_lr"], expected, rtol=2e-3)
     np.testing.assert_array_equal(new_states.step, states.step + 10)
-    assert metrics["dropped"] == 0 and np.isclose(
-        metrics["meta_loss"], total_meta_loss(theta, tasks, states, 10, 1), rtol=1e-5)
+    assert metrics.dropped == 0 and np.isclose(
+        metrics.meta_loss, total_meta_loss(theta, tasks, states, 10, 1), rtol=1e-5)
 
 
 def test_pes_is_unbiased_over_the_whole_unroll_where_truncated_es_is_not():
@@ -132,7 +148,7 @@ def test_pes_accumulator_zeroes_on_reset():
     junk = {"log_lr": jnp.full(16, 5.0)}
     _, after, metrics = pes.estimate(PROBLEM, theta, tasks, PESState(finished, finished, junk),
                                      key)
-    assert metrics["resets"] == 8
+    assert metrics.resets == 8
     delta = np.asarray(from_zero.accumulated["log_lr"])  # this truncation's perturbations
     np.testing.assert_allclose(after.accumulated["log_lr"], np.where(done, delta, 5.0 + delta),
                                rtol=1e-6)
@@ -178,9 +194,9 @@ def test_diverging_tasks_never_poison_the_gradient(name, step_size):
         grad, states, metrics = estimator.estimate(PROBLEM, theta, tasks, states,
                                                    jax.random.PRNGKey(step))
         assert np.isfinite(grad["log_lr"]), (name, step)
-        assert np.isfinite(metrics["meta_loss"])
-        diverged += int(metrics["diverged"])
-        dropped += int(metrics.get("dropped", 0))
+        assert np.isfinite(metrics.meta_loss)
+        diverged += int(metrics.diverged)
+        dropped += int(metrics.dropped)
         grads.append(float(grad["log_lr"]))
     assert diverged > 0  # the divergence path was exercised
     if step_size < 2:
@@ -194,17 +210,95 @@ def test_every_estimator_config_builds_and_round_trips_its_state(option):
     """Conformance over the real ``estimator`` group: the outer loop can feed states back."""
     cfg = compose_config("meta_train", [f"estimator={option}", "compute.truncation_length=10"])
     estimator = build(cfg.estimator, option)
+    assert isinstance(estimator, GradientEstimator)
     assert estimator.truncation_length == 10 and estimator.unrolls_per_task >= 1
     theta = lr(-3.0)
     tasks, _ = sample_population(FAMILY, 3, 16)
     states = estimator.init_states(PROBLEM, theta, tasks, jax.random.PRNGKey(0))
-    grad, new_states, metrics = estimator.estimate(PROBLEM, theta, tasks, states,
-                                                   jax.random.PRNGKey(1))
+    out = estimator.estimate(PROBLEM, theta, tasks, states, jax.random.PRNGKey(1))
+    assert isinstance(out, EstimatorOutput) and isinstance(out.metrics, EstimatorMetrics)
+    grad, new_states, metrics = out
     assert jax.tree_util.tree_structure(grad) == jax.tree_util.tree_structure(theta)
     assert jax.tree_util.tree_structure(new_states) == jax.tree_util.tree_structure(states)
     for old, new in zip(jax.tree_util.tree_leaves(states), jax.tree_util.tree_leaves(new_states)):
         assert old.shape == new.shape and old.dtype == new.dtype
-    assert {"meta_loss", "resets", "diverged"} <= set(metrics)
+    assert all(isinstance(v, jax.Array) and v.shape == () for v in metrics)  # still on device
+
+
+def test_an_object_without_the_estimator_contract_is_a_user_error():
+    assert checked_estimator(ESTIMATORS["pes"]) is ESTIMATORS["pes"]
+    with pytest.raises(LoptUserError, match="QuadraticFamily is not a gradient estimator"):
+        checked_estimator(FAMILY)
+
+
+def test_finite_mean_drops_non_finite_pairs_and_counts_them():
+    weights = jnp.asarray([1.0, jnp.nan, 2.0, 3.0])
+    vectors = {"a": jnp.asarray([[1.0, 1.0], [5.0, 5.0], [2.0, jnp.inf], [1.0, 0.0]]),
+               "b": jnp.asarray([1.0, 2.0, 3.0, 4.0])}
+    mean, dropped = finite_mean(weights, vectors)  # pairs 1 (weight) and 2 (vector) dropped
+    assert int(dropped) == 2
+    np.testing.assert_allclose(mean["a"], [2.0, 0.5])
+    np.testing.assert_allclose(mean["b"], 6.5)
+
+    finite = jnp.asarray([1.0, -1.0, 2.0, 3.0])  # nothing dropped: the plain mean, exactly
+    mean, dropped = finite_mean(finite, vectors["b"])
+    assert int(dropped) == 0 and mean == jnp.tensordot(finite, vectors["b"], axes=1) / 4
+    mean, dropped = finite_mean(jnp.full(4, jnp.nan), vectors)
+    assert int(dropped) == 4 and float(mean["b"]) == 0.0
+
+
+@struct.dataclass
+class ScaledBowl:
+    """A bowl whose loss is multiplied by ``scale`` and normalised without a ceiling: scale 0 is
+    a task whose loss is 0 whatever θ does (its pair contributes exactly nothing), NaN a task
+    whose pair is not finite."""
+
+    bowl: QuadraticTask
+    scale: jax.Array
+
+    def init(self, key):
+        return self.bowl.init(key)
+
+    def sample_batch(self, key, split):
+        return self.bowl.sample_batch(key, split)
+
+    def loss(self, params, batch, key):
+        return self.scale * self.bowl.loss(params, batch, key)
+
+    def normalize(self, loss):
+        return loss / self.bowl.loss_scale
+
+
+@pytest.mark.parametrize("name", sorted(ESTIMATORS))
+def test_every_estimator_drops_a_non_finite_pair_the_same_way(name):
+    """One NaN policy: with member 3 of 8 non-finite, the estimate is the mean over the 7 others
+    (so 8/7 of the estimate where member 3 contributes exactly zero) and one pair is counted as
+    dropped, for ES, PES and TBPTT alike."""
+    estimator, theta, num_tasks, bad = ESTIMATORS[name], lr(-3.0), 8, 3
+    bowls, _ = sample_population(FAMILY, 3, num_tasks)
+
+    def population(value):
+        return ScaledBowl(bowls, jnp.ones(num_tasks).at[bad].set(value))
+
+    states = estimator.init_states(PROBLEM, theta, population(0.0), jax.random.PRNGKey(1))
+    key = jax.random.PRNGKey(2)
+    silent = estimator.estimate(PROBLEM, theta, population(0.0), states, key)
+    broken = estimator.estimate(PROBLEM, theta, population(jnp.nan), states, key)
+    assert int(silent.metrics.dropped) == 0 and int(broken.metrics.dropped) == 1
+    assert float(silent.grad["log_lr"]) != 0.0 and np.isfinite(broken.grad["log_lr"])
+    np.testing.assert_allclose(broken.grad["log_lr"] * (num_tasks - 1),
+                               silent.grad["log_lr"] * num_tasks, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(ESTIMATORS))
+def test_every_estimator_reports_the_same_metrics_to_on_step(name):
+    rows = []
+    meta_train(FAMILY, PROBLEM, ESTIMATORS[name], make_outer_optimizer(warmup_steps=1),
+               MetaTrainSettings(num_outer_steps=1, num_tasks=2),
+               on_step=lambda step, metrics, theta: rows.append(metrics))
+    assert set(rows[0]) == set(EstimatorMetrics._fields) | {"grad_norm", "max_horizon",
+                                                            "task_ids", "skipped_update"}
+    assert all(isinstance(rows[0][field], float) for field in EstimatorMetrics._fields)
 
 
 def test_antithetic_pairs_unroll_each_particle_from_its_own_state():

@@ -42,7 +42,7 @@ def test_es_estimate_matches_finite_differences():
     finite_difference = (plus - minus) / (2 * h)
     assert finite_difference < 0  # a larger step size trains faster here
     np.testing.assert_allclose(grad["log_lr"], finite_difference, rtol=0.25)
-    assert np.isfinite(metrics["meta_loss"])
+    assert np.isfinite(metrics.meta_loss)
 
 
 def test_finished_and_diverged_tasks_are_reset():
@@ -51,10 +51,10 @@ def test_finished_and_diverged_tasks_are_reset():
     es = AntitheticES(sigma=0.01, truncation_length=20)
     _, states, _ = es.estimate(PROBLEM, theta, tasks, states, jax.random.PRNGKey(0))
     _, states, metrics = es.estimate(PROBLEM, theta, tasks, states, jax.random.PRNGKey(1))
-    assert metrics["diverged"] == 4 and metrics["resets"] == 4
+    assert metrics.diverged == 4 and metrics.resets == 4
     assert np.all(np.asarray(states.step) == 20)  # restarted, then trained one truncation
     grad, _, metrics = es.estimate(PROBLEM, theta, tasks, states, jax.random.PRNGKey(2))
-    assert np.isfinite(metrics["meta_loss"]) and np.isfinite(grad["log_lr"])
+    assert np.isfinite(metrics.meta_loss) and np.isfinite(grad["log_lr"])
 
 
 def test_population_starts_out_of_lock_step():

@@ -54,9 +54,12 @@ def test_latest_finds_newest_run(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda d: (d / WEIGHTS_FILE).unlink(), "no such file"),
+        (lambda d: (d / WEIGHTS_FILE).unlink(), "directory holds no learned_optimizer.msgpack"),
         (lambda d: (d / CONFIG_FILE).unlink(), "missing"),
-        (lambda d: (d / WEIGHTS_FILE).write_bytes(b"\x00garbage"), "not a learned optimizer"),
+        (lambda d: (d / WEIGHTS_FILE).write_bytes(b"\x00garbage"), "corrupt weights"),
+        (lambda d: ((d / CONFIG_FILE).unlink(), (d / WEIGHTS_FILE).write_bytes(b"")),
+         "unreadable weights file"),
+        (lambda d: (d / CONFIG_FILE).write_text("_target_: [unclosed\n"), "unreadable YAML"),
         (lambda d: (d / CONFIG_FILE).write_text("_target_: nowhere.Nothing\n"), "cannot import"),
         (lambda d: (d / CONFIG_FILE).write_text(
             "_target_: lopt_cli.optimizers.mlp_lopt.MLPLOpt\nhidden_sizes: [4]\n"),
@@ -68,6 +71,43 @@ def test_broken_files_are_user_errors(tmp_path, mutate, message):
     mutate(tmp_path)
     with pytest.raises(LoptUserError, match=message):
         load_learned_optimizer(tmp_path)
+
+
+def flip_middle_bytes(path, count: int = 64) -> None:
+    """Inverts ``count`` bytes in the middle of ``path`` (same length)."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    for i in range(middle, min(middle + count, len(data))):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_flipped_weight_bytes_are_detected_by_the_checksum(tmp_path):
+    saved(tmp_path)
+    flip_middle_bytes(tmp_path / WEIGHTS_FILE)
+    with pytest.raises(LoptUserError, match="corrupt weights.*SHA-256") as caught:
+        load_learned_optimizer(tmp_path)
+    assert "\n" not in str(caught.value)
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    from lopt_cli.optimizers.mlp_lopt import MLPLOpt
+
+    theta = MLPLOpt(hidden_sizes=(8, 8)).init(jax.random.PRNGKey(0))
+    theta = jax.tree_util.tree_map(lambda x: x * jnp.nan, theta)
+    save_learned_optimizer(tmp_path, CONFIG, theta)  # checksum matches: the values are the fault
+    with pytest.raises(LoptUserError, match="NaN or infinite"):
+        load_learned_optimizer(tmp_path)
+
+
+def test_files_without_a_checksum_still_load(tmp_path):
+    theta = saved(tmp_path)
+    config_path = tmp_path / CONFIG_FILE
+    lines = [line for line in config_path.read_text().splitlines() if "sha256" not in line]
+    config_path.write_text("\n".join(lines) + "\n")
+    _, loaded, config = load_learned_optimizer(tmp_path)
+    assert config == CONFIG
+    jax.tree_util.tree_map(np.testing.assert_array_equal, theta, loaded)
 
 
 def test_atomic_write_leaves_no_temporary_files(tmp_path):

@@ -37,7 +37,8 @@ def plain(node: Any) -> Any:
 
 
 def build(node: DictConfig, what: str) -> Any:
-    """Instantiates a config-group node (``_target_`` + arguments) as a plain object."""
+    """Instantiates a config-group node (``_target_`` + arguments) as a plain object; any
+    exception raised by the target (a user's own factory included) becomes one line."""
     try:
         return instantiate_plain(plain(node))
     except LoptUserError as error:
@@ -45,6 +46,27 @@ def build(node: DictConfig, what: str) -> Any:
     except MissingMandatoryValue as error:
         key = getattr(error, "full_key", "") or what
         raise LoptUserError(f"{key} is not set; give it on the command line ({key}=...)") from None
+    except Exception as error:  # noqa: BLE001 - code behind a _target_, often the user's
+        target = OmegaConf.select(node, "_target_", default="?") if isinstance(node, DictConfig) \
+            else "?"
+        raise LoptUserError(f"{what}: _target_ {target} raised {one_line(error)}") from None
+
+
+def one_line(error: BaseException) -> str:
+    """``Type: first line of the message`` of an exception."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def positive_finite(cfg: DictConfig, key: str) -> float:
+    """``cfg[key]`` as a finite float > 0, or a LoptUserError naming the key."""
+    import math
+
+    value = OmegaConf.select(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            math.isfinite(value) and value > 0):
+        raise LoptUserError(f"{key}={value!r}: expected a finite number > 0")
+    return float(value)
 
 
 def build_family(node: DictConfig) -> Any:
@@ -68,10 +90,10 @@ def probe_family(family: Any, task_id: int) -> None:
             member.build(member.sample(jax.random.PRNGKey(task_id)))
         except LoptUserError:
             raise
-        except (TypeError, ValueError, KeyError) as error:
+        except Exception as error:  # noqa: BLE001 - a user's task code may raise anything
             name = getattr(member, "name", type(member).__name__)
             raise LoptUserError(f"task_family {name}: cannot build task #{task_id}: "
-                                f"{str(error).splitlines()[0] if str(error) else error!r}") from None
+                                f"{one_line(error)}") from None
 
 
 def positive_int(cfg: DictConfig, key: str) -> int:

@@ -123,9 +123,9 @@ def probe_settings(cfg: DictConfig) -> dict:
 
 def run_probe(cfg: DictConfig, lopt, theta, source: str) -> None:
     """``experiment=implicit_regularization``: trajectories.png, summary.json, report.md."""
-    from rich.console import Console
     from rich.table import Table
 
+    from lopt_cli.console import output_console
     from lopt_cli.evaluation.implicit_regularization import run_probe as probe
     from lopt_cli.evaluation.plots import plot_trajectories
     from lopt_cli.io import write_json_atomic, write_text_atomic
@@ -158,7 +158,7 @@ def run_probe(cfg: DictConfig, lopt, theta, source: str) -> None:
         lines.append(f"| {name} | {distance:.3f} | {loss_text} |")
     write_text_atomic(out_dir / "report.md", "\n".join([*lines, "",
                                                          "![trajectories](trajectories.png)", ""]))
-    Console().print(table)
+    output_console().print(table)
     print(f"written to {out_dir}")
 
 
@@ -199,6 +199,7 @@ def run(cfg: DictConfig) -> None:
     from rich.console import Console
     from rich.progress import Progress
 
+    from lopt_cli.console import output_console
     from lopt_cli.evaluation.cache import RunCache, default_cache_dir, file_digest
     from lopt_cli.evaluation.report import summary_table
     from lopt_cli.evaluation.results import result_rows, summary_rows
@@ -231,7 +232,7 @@ def run(cfg: DictConfig) -> None:
                "runs": {"computed": cache.computed, "from_cache": cache.hits}}
     out_dir = run_dir()
     write_outputs(out_dir, summary, results, rows)
-    console = Console()
+    console = output_console()
     console.print(summary_table(summary, "valid"))
     console.print(f"results written to {out_dir} (report.md, improvement.png, curves.png)")
 

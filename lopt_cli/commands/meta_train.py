@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from lopt_cli.commands.common import (
@@ -21,6 +22,7 @@ from lopt_cli.commands.common import (
     configure_jax,
     guarded,
     plain,
+    positive_finite,
     positive_int,
     probe_family,
     run_dir,
@@ -78,8 +80,8 @@ class MetaTrainJob:
     @property
     def inner_steps_per_outer(self) -> int:
         """Inner task-steps per outer step: tasks × unrolls per task × truncation length."""
-        unrolls = getattr(self.estimator, "unrolls_per_task", 1)
-        return self.settings.num_tasks * unrolls * self.estimator.truncation_length
+        estimator = self.estimator
+        return self.settings.num_tasks * estimator.unrolls_per_task * estimator.truncation_length
 
 
 def _hydra_overrides() -> list[str]:
@@ -157,6 +159,7 @@ def resumed_config(cfg: DictConfig, directory: Path) -> DictConfig:
 def build_job(cfg: DictConfig) -> MetaTrainJob:
     """The only function that reads the meta-train config."""
     from lopt_cli.meta.curriculum import HorizonCurriculum
+    from lopt_cli.meta.estimator import checked_estimator
     from lopt_cli.meta.heldout import HeldOutEvaluator
     from lopt_cli.meta.outer import MetaTrainSettings
     from lopt_cli.meta.problem import TruncatedProblem, cpu_cores_per_device, for_population
@@ -185,6 +188,9 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
     if cfg.estimator.truncation_length % cfg.inner.valid_every:
         raise LoptUserError(f"estimator.truncation_length={cfg.estimator.truncation_length} must "
                             f"be a multiple of inner.valid_every={cfg.inner.valid_every}")
+    for key in ("outer_optimizer.learning_rate", "estimator.sigma"):
+        if OmegaConf.select(cfg, key) is not None:
+            positive_finite(cfg, key)
     lopt = build(cfg.optimizer, "optimizer")
     family = build_family(cfg.task_family)
     outer = plain(cfg.outer_optimizer)
@@ -193,12 +199,13 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
     settings = MetaTrainSettings(
         cfg.compute.num_outer_steps, cfg.compute.num_tasks, cfg.compute.resample_every,
         cfg.seed, cfg.tasks.first_id, cfg.tasks.count,
-        checkpoint_every=_non_negative(cfg, "checkpoint_every"),
+        checkpoint_every=checkpoint_interval(cfg),
+        max_skipped_updates=positive_int(cfg, "max_skipped_updates"),
         curriculum=_curriculum(cfg, HorizonCurriculum),
         mix_population=_mix(cfg, family), mix_candidates=cfg.population.candidates,
     )
-    estimator = build(cfg.estimator, "estimator")
-    particles = cfg.compute.num_tasks * getattr(estimator, "unrolls_per_task", 1)
+    estimator = checked_estimator(build(cfg.estimator, "estimator"))
+    particles = cfg.compute.num_tasks * estimator.unrolls_per_task
     inner_lopt = for_population(lopt, particles // (num_devices * num_processes),
                                 cpu_cores_per_device(num_devices))
     return MetaTrainJob(
@@ -229,6 +236,17 @@ def join_processes(cfg: DictConfig) -> int:
         raise LoptUserError(f"compute.distributed.{error}") from None
     initialize_from(settings)
     return settings.num_processes
+
+
+def checkpoint_interval(cfg: DictConfig) -> int:
+    """``checkpoint_every``; ``auto``: a tenth of the run, at most 50 steps, at least 1, so
+    every budget (``compute=smoke`` included) checkpoints before its end."""
+    if cfg.checkpoint_every == "auto":
+        return min(50, max(1, cfg.compute.num_outer_steps // 10))
+    if isinstance(cfg.checkpoint_every, str):
+        raise LoptUserError(f"checkpoint_every={cfg.checkpoint_every!r}: expected auto or an "
+                            "integer >= 0")
+    return _non_negative(cfg, "checkpoint_every")
 
 
 def _non_negative(cfg: DictConfig, key: str) -> int:
@@ -290,6 +308,60 @@ def check(cfg: DictConfig) -> None:
     if job.resume_dir is not None and not has_checkpoint(job.resume_dir):
         raise LoptUserError(f"resume={cfg.resume}: no checkpoint.msgpack in {job.resume_dir}")
     probe_family(job.family, job.settings.first_task_id)
+    check_population_memory(job)
+
+
+# Device memory of one particle ≈ this many copies of its inner state (parameters and
+# optimizer state): the state itself, its gradients, the perturbed twin's, and activations.
+STATE_COPIES = 4
+
+
+def population_bytes(job: MetaTrainJob) -> int:
+    """An estimate of the population's memory: ``STATE_COPIES`` inner states per particle plus
+    each member's task arrays (datasets live on the device)."""
+    import jax
+
+    from lopt_cli.meta.outer import build_members
+
+    task = build_members(job.family, [(job.settings.first_task_id, 0)])
+    theta = jax.eval_shape(job.problem.lopt.init, jax.random.PRNGKey(0))
+    state = jax.eval_shape(lambda th, k: jax.vmap(job.problem.fresh_state, (None, 0, None))(
+        th, task, k), theta, jax.random.PRNGKey(0))
+
+    def size(tree) -> int:
+        return sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
+                   for x in jax.tree_util.tree_leaves(tree) if hasattr(x, "dtype"))
+
+    particles = job.settings.num_tasks * job.estimator.unrolls_per_task
+    return particles * STATE_COPIES * size(state) + job.settings.num_tasks * size(task)
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable of /proc/meminfo (None where there is none)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_population_memory(job: MetaTrainJob) -> None:
+    """A one-line error when the population clearly cannot fit in this machine's memory (CPU
+    runs; on accelerators XLA reports its own out-of-memory)."""
+    import jax
+
+    available = available_memory_bytes()
+    if available is None or jax.default_backend() != "cpu":
+        return
+    needed = population_bytes(job)
+    if needed > 0.8 * available:
+        gib = 2.0**30
+        raise LoptUserError(
+            f"compute.num_tasks={job.settings.num_tasks}: the population needs an estimated "
+            f"{needed / gib:,.1f} GiB but {available / gib:,.1f} GiB are available; lower "
+            "compute.num_tasks (or the task's batch size)")
 
 
 def run_meta_training(job: MetaTrainJob, out_dir, label: str = "meta-train"):

@@ -1,6 +1,8 @@
 """``lopt tasks``: list families, describe sampled tasks, or train one briefly with Adam."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import hydra
 from omegaconf import DictConfig
 
@@ -8,10 +10,14 @@ from lopt_cli.commands.common import (
     build_family,
     configure_jax,
     guarded,
+    positive_finite,
     positive_int,
     run_dir,
 )
 from lopt_cli.errors import LoptUserError
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 CONFIG_NAME = "tasks"
 ACTIONS = ("list", "describe", "run")
@@ -22,25 +28,41 @@ def check(cfg: DictConfig) -> None:
         raise LoptUserError(f"action={cfg.action!r}; choose one of: {', '.join(ACTIONS)}")
     for key in ("count", "steps"):
         positive_int(cfg, key)
-    if not isinstance(cfg.task_id, int) or cfg.task_id < 0:
-        raise LoptUserError(f"task_id={cfg.task_id!r}: expected a non-negative integer")
-    build_family(cfg.task_family)
+    positive_finite(cfg, "learning_rate")
+    for key in ("task_id", "first_id", "seed"):
+        value = cfg[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise LoptUserError(f"{key}={value!r}: expected a non-negative integer")
+    if cfg.action != "list":
+        build_family(cfg.task_family)
+
+
+USER_TEMPLATE_TEXT = "your own Task/TaskFamily via `task_family._target_=...`"
+
+
+def is_template(node: dict) -> bool:
+    """A family config the user completes on the command line (``_target_: ???``)."""
+    return node.get("_target_") == "???"
 
 
 def list_families(console) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     from lopt_cli.commands.validation import all_group_configs
     from lopt_cli.optimizers.storage import instantiate_plain
     from task_definitions.describe import family_ranges
 
     table = Table(title="task families (`task_family=NAME`)")
-    table.add_column("name")
+    table.add_column("name", no_wrap=True)
     table.add_column("sampled ranges")
     for name, node in all_group_configs("task_family").items():
+        if is_template(node):
+            table.add_row(name, Text(USER_TEMPLATE_TEXT))
+            continue
         family = instantiate_plain(node)
         ranges = "; ".join(f"{k}={_short(v)}" for k, v in family_ranges(family).items())
-        table.add_row(name, ranges)
+        table.add_row(name, Text(ranges))
     console.print(table)
 
 
@@ -49,22 +71,32 @@ def _short(value) -> str:
     return text if len(text) < 60 else text[:57] + "..."
 
 
-def describe(cfg: DictConfig, family, console) -> None:
+def describe_table(family, records: list[dict], first_id: int) -> Table:
+    """One row per task: id, family, dataset, parameters, batch size, then the family's own
+    fields compactly (``hidden=32,32 act=gelu``); the full records go to ``tasks.jsonl``."""
     from rich.table import Table
+    from rich.text import Text
 
+    from task_definitions.describe import COMMON_COLUMNS, task_row
+
+    table = Table(title=f"{len(records)} tasks of {getattr(family, 'name', '?')} from id "
+                        f"{first_id} (full records: tasks.jsonl)")
+    for header, key in COMMON_COLUMNS:
+        table.add_column(header, no_wrap=True,
+                         justify="left" if key in ("family", "dataset") else "right")
+    table.add_column("family-specific")
+    for record in records:
+        table.add_row(*map(Text, task_row(record)))
+    return table
+
+
+def describe(cfg: DictConfig, family, console) -> None:
     from lopt_cli.io import write_jsonl_atomic
     from task_definitions.describe import describe_task
 
-    rows = [describe_task(family, cfg.first_id + i) for i in range(cfg.count)]
-    table = Table(title=f"{cfg.count} tasks of {getattr(family, 'name', '?')} from id {cfg.first_id}")
-    columns = [k for k in dict.fromkeys(k for row in rows for k in row) if k != "seed"]
-    for column in columns:
-        table.add_column(column, justify="right" if column == "num_parameters" else "left",
-                         overflow="fold")
-    for row in rows:
-        table.add_row(*(_short(row.get(c, "")) for c in columns))
-    console.print(table)
-    write_jsonl_atomic(run_dir() / "tasks.jsonl", rows)
+    records = [describe_task(family, cfg.first_id + i) for i in range(cfg.count)]
+    console.print(describe_table(family, records, cfg.first_id))
+    write_jsonl_atomic(run_dir() / "tasks.jsonl", records)
 
 
 def run_one(cfg: DictConfig, family, console) -> None:
@@ -100,9 +132,9 @@ def run_one(cfg: DictConfig, family, console) -> None:
 
 @guarded
 def run(cfg: DictConfig) -> None:
-    from rich.console import Console
+    from lopt_cli.console import output_console
 
-    console = Console()
+    console = output_console()
     if cfg.action == "list":
         list_families(console)
         return

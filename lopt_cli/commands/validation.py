@@ -6,7 +6,9 @@ command's own ``check(cfg)`` then builds its objects to catch bad values and mis
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 from hydra import compose, initialize_config_module
 from hydra._internal.utils import get_args_parser
@@ -24,6 +26,24 @@ MAX_CHECKED_COMBINATIONS = 16
 def group_options(group: str) -> list[str]:
     loader = GlobalHydra.instance().config_loader()
     return sorted(loader.get_group_options(group))
+
+
+def command_groups(config_name: str) -> dict[str, list[str]]:
+    """The config groups a command's defaults list selects from, with their options (from the
+    composed config's ``hydra.runtime.choices``; Hydra's own ``hydra/...`` groups left out)."""
+    choices = compose(config_name, return_hydra_config=True).hydra.runtime.choices
+    return {group: group_options(group) for group in sorted(choices)
+            if "@" not in group and not group.startswith("hydra/")}
+
+
+def missing_group_message(config_name: str, group: str, value: str) -> str:
+    """One line for ``group=value`` given to a command whose config has no such group."""
+    groups = command_groups(config_name)
+    command = config_name.replace("_", "-")
+    takes = ", ".join(f"{name}={'|'.join(options)}" for name, options in groups.items())
+    guesses = [f"{name}={value}" for name, options in groups.items() if value in options]
+    hint = f" (did you mean {' or '.join(guesses)}?)" if guesses else ""
+    return f"`lopt {command}` does not take {group}{hint}; its config groups: {takes or 'none'}"
 
 
 def all_group_configs(group: str) -> dict[str, dict]:
@@ -45,6 +65,8 @@ def explain(error: Exception, override_text: str, config_name: str) -> str:
     value = override_text.split("=", 1)[1] if "=" in override_text else ""
     loader = GlobalHydra.instance().config_loader()
     if key in loader.list_groups(""):
+        if key not in command_groups(config_name):
+            return missing_group_message(config_name, key, value)
         options = ", ".join(group_options(key))
         return f"unknown option {value!r} for {key}; choose one of: {options}"
     if isinstance(error, OverrideParseException):
@@ -92,9 +114,16 @@ def _fails_alone(config_name: str, override: str) -> bool:
 def validate_overrides(
     config_name: str, argv: list[str], check: Callable[[DictConfig], None]
 ) -> None:
-    """Raises LoptUserError for the first bad override or value in ``argv``."""
-    args = get_args_parser().parse_args(argv)
+    """Raises LoptUserError for the first bad flag, override or value in ``argv``, or for a
+    run directory that cannot be created."""
+    args, unknown = get_args_parser().parse_known_args(argv)
+    flags = [arg for arg in unknown if arg.startswith("-")]
+    if unknown:
+        bad = flags[0] if flags else unknown[0]
+        raise LoptUserError(f"unknown flag {bad!r}; lopt takes key=value overrides and the flags "
+                            "--multirun (-m), --help (-h), --cfg job, --info")
     overrides = list(args.overrides)
+    check_run_directory(overrides, multirun=bool(args.multirun))
     with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
         try:
             combinations = expand(overrides)
@@ -105,7 +134,32 @@ def validate_overrides(
             ) from None
         for combination in combinations:
             cfg = compose_checked(config_name, combination)
+            check_seed(cfg)
             check(cfg)
+
+
+def check_seed(cfg: DictConfig) -> None:
+    """Every command's ``seed``, when it has one, is a non-negative integer."""
+    seed = cfg.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise LoptUserError(f"seed={seed!r}: expected a non-negative integer")
+
+
+def check_run_directory(overrides: list[str], multirun: bool) -> None:
+    """A one-line error when the run directory's nearest existing ancestor is not a writable
+    directory (a path through a regular file, a read-only file system)."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    given = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+") == key]
+    target = Path(given[-1] if given and "${" not in given[-1] else "outputs").expanduser()
+    ancestor = target.absolute()
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise LoptUserError(f"cannot create the run directory {str(target)!r}: {ancestor} is a "
+                            f"file, not a directory; choose another {key}")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise LoptUserError(f"cannot create the run directory {str(target)!r}: {ancestor} is not "
+                            f"writable; choose another {key} (e.g. {key}=/tmp/lopt-run)")
 
 
 def _unparsable(override: str) -> bool:

@@ -1,8 +1,11 @@
 """Checkpoints of a meta-training run: everything needed to continue it bit for bit.
 
 One file, ``checkpoint.msgpack`` in the run directory, written atomically (temp file + rename)
-so that a run killed at any moment leaves either the previous or the new checkpoint. It holds,
-as flax msgpack:
+so that a run killed at any moment leaves either the previous or the new checkpoint. It is an
+envelope ``{version, sha256, body}``: ``body`` is the msgpack payload below and ``sha256`` its
+checksum, verified before anything is restored, so a damaged file (flipped bytes of the same
+length included) is reported in one line instead of resuming with other numbers. The payload
+holds, as flax msgpack:
 
 * ``step`` (the next outer step) and ``key`` (the run's raw ``uint32`` key; every draw of step
   ``t`` is ``fold_in(key, t)``, so nothing else about the RNG needs saving),
@@ -30,7 +33,7 @@ import numpy as np
 from flax import serialization
 
 from lopt_cli.errors import LoptUserError
-from lopt_cli.io import write_bytes_atomic
+from lopt_cli.io import sha256_hex, write_bytes_atomic
 from lopt_cli.meta.outer import (
     MetaTrainSettings,
     MetaTrainState,
@@ -40,7 +43,7 @@ from lopt_cli.meta.outer import (
 from lopt_cli.meta.problem import TruncatedProblem, with_horizon_cap
 
 CHECKPOINT_FILE = "checkpoint.msgpack"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def checkpoint_path(directory: str | os.PathLike) -> Path:
@@ -63,7 +66,9 @@ def encode(state: MetaTrainState, seed: int, rows: list[dict]) -> bytes:
         "members": np.asarray(state.members, np.int64).reshape(-1, 2),
         "metrics": "".join(json.dumps(row) + "\n" for row in rows[: int(state.step)]),
     }
-    return serialization.msgpack_serialize(jax.device_get(payload))
+    body = serialization.msgpack_serialize(jax.device_get(payload))
+    return serialization.msgpack_serialize(
+        {"version": FORMAT_VERSION, "sha256": sha256_hex(body), "body": body})
 
 
 def save_checkpoint(directory: str | os.PathLike, state: MetaTrainState, seed: int,
@@ -106,13 +111,24 @@ def read_raw(directory: str | os.PathLike) -> dict:
     if not path.is_file():
         raise LoptUserError(f"resume: no {CHECKPOINT_FILE} in {Path(directory)}; nothing to "
                             "resume (a run writes one every checkpoint_every outer steps)")
-    try:
-        raw = serialization.msgpack_restore(path.read_bytes())
-    except Exception as error:  # noqa: BLE001 - any decoding failure is the same to the user
-        raise LoptUserError(f"{path}: unreadable checkpoint ({type(error).__name__})") from None
-    if not isinstance(raw, dict) or raw.get("version") != FORMAT_VERSION:
+    envelope = _decode(path.read_bytes(), path)
+    if not isinstance(envelope, dict) or envelope.get("version") != FORMAT_VERSION:
+        raise LoptUserError(f"{path}: not a lopt checkpoint of format {FORMAT_VERSION}")
+    body = envelope.get("body")
+    if not isinstance(body, bytes) or sha256_hex(body) != envelope.get("sha256"):
+        raise LoptUserError(f"{path}: corrupt checkpoint (its SHA-256 checksum does not match "
+                            "its contents); resume from a copy or start afresh")
+    raw = _decode(body, path)
+    if not isinstance(raw, dict):
         raise LoptUserError(f"{path}: not a lopt checkpoint of format {FORMAT_VERSION}")
     return raw
+
+
+def _decode(data: bytes, path: Path) -> object:
+    try:
+        return serialization.msgpack_restore(data)
+    except Exception as error:  # noqa: BLE001 - any decoding failure is the same to the user
+        raise LoptUserError(f"{path}: unreadable checkpoint ({type(error).__name__})") from None
 
 
 def load_checkpoint(

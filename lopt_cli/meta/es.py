@@ -3,12 +3,14 @@ r"""Antithetic truncated evolution strategies.
 For perturbations :math:`\epsilon_i \sim \mathcal N(0, I)`, one per task of the population,
 
 .. math::
-    \hat g = \frac{1}{N}\sum_{i=1}^{N} \frac{L_i(\theta + \sigma\epsilon_i) - L_i(\theta -
+    \hat g = \frac{1}{|K|}\sum_{i \in K} \frac{L_i(\theta + \sigma\epsilon_i) - L_i(\theta -
     \sigma\epsilon_i)}{2\sigma}\,\epsilon_i ,
 
-where :math:`L_i` is the mean normalised validation loss of task :math:`i` over one truncation.
-Both branches start from the same inner state; the positive branch's state carries on. All
-:math:`2N` unrolls run as one ``vmap`` inside one jitted call. Non-finite differences are dropped.
+where :math:`L_i` is the mean normalised validation loss of task :math:`i` over one truncation
+and :math:`K` are the pairs whose difference is finite (all :math:`N` of them unless a pair
+overflowed; :func:`lopt_cli.meta.estimator.finite_mean`). Both branches start from the same inner
+state; the positive branch's state carries on. All :math:`2N` unrolls run as one ``vmap`` inside
+one jitted call.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from lopt_cli.meta.estimator import EstimatorOutput, finite_mean, summarize
 from lopt_cli.meta.problem import TruncatedProblem, initial_states
 from lopt_cli.meta.unroll import InnerState, UnrollMetrics
 from lopt_cli.optimizers.base import MetaParams
@@ -84,7 +87,7 @@ class AntitheticES:
         tasks: Task,
         states: InnerState,
         key: jax.Array,
-    ) -> tuple[MetaParams, InnerState, dict]:
+    ) -> EstimatorOutput:
         """One truncation of every task; returns ``(meta-gradient, new states, metrics)``."""
         num_tasks = states.step.shape[0]
         reset_key, noise_key = jax.random.split(key)
@@ -97,16 +100,6 @@ class AntitheticES:
         new_states, _, metrics = unroll_antithetic(
             problem, theta, delta, tasks, states, states, self.truncation_length)
         losses = jnp.mean(metrics.valid_loss, axis=-1)  # [N, 2]: positive, negative
-        diff = (losses[:, 0] - losses[:, 1]) / (2 * self.sigma)
-        diff = jnp.where(jnp.isfinite(diff), diff, 0.0)
-        grad = jax.tree_util.tree_map(
-            lambda e: jnp.tensordot(diff, e, axes=1) / num_tasks, eps
-        )
-        summary = {
-            "meta_loss": jnp.mean(losses),
-            "train_loss": jnp.mean(metrics.train_loss),
-            "raw_valid_loss": jnp.mean(metrics.raw_valid_loss),
-            "resets": jnp.sum(was_reset),
-            "diverged": jnp.sum(diverged),
-        }
-        return grad, new_states, summary
+        grad, dropped = finite_mean((losses[:, 0] - losses[:, 1]) / (2 * self.sigma), eps)
+        return EstimatorOutput(grad, new_states,
+                               summarize(losses, metrics, was_reset, diverged, dropped))

@@ -18,6 +18,7 @@ only when too few match.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -26,7 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lopt_cli.errors import LoptUserError
 from lopt_cli.meta.curriculum import HorizonCurriculum, constant
+from lopt_cli.meta.estimator import GradientEstimator, host_metrics
 from lopt_cli.meta.problem import TruncatedProblem, with_horizon_cap
 from lopt_cli.meta.sharding import Placement
 from lopt_cli.optimizers.base import MetaParams
@@ -95,6 +98,7 @@ class MetaTrainSettings:
     curriculum: HorizonCurriculum | None = None  # None: the problem's max_horizon throughout
     mix_population: bool = False  # fill the population with other tasks of the same shapes
     mix_candidates: int = 16  # task ids drawn per missing member when mixing
+    max_skipped_updates: int = 10  # stop after this many consecutive non-finite outer updates
 
 
 def structure_key(config) -> tuple:
@@ -157,12 +161,30 @@ def run_keys(seed: int) -> tuple[jax.Array, jax.Array]:
     return key, init_key
 
 
+def all_finite(tree) -> jax.Array:
+    """Whether every entry of every leaf of ``tree`` is finite (a boolean scalar)."""
+    leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
 def outer_update(outer_tx, grad, opt_state, theta, meta_loss):
-    """One step of the outer optimizer; non-finite gradients are zeroed before it."""
+    """One step of the outer optimizer: ``(theta, opt_state, grad_norm, skipped)``.
+
+    Non-finite gradient entries are zeroed before it. An update that would still leave a
+    non-finite entry in θ or in the optimizer state (an infinite learning rate, an overflow)
+    is skipped: θ and the state stay as they were and ``skipped`` is true, so a non-finite θ
+    is never saved.
+    """
     grad = jax.tree_util.tree_map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), grad)
-    updates, opt_state = outer_tx.update(grad, opt_state, theta, loss=meta_loss)
-    grad_norm = optax.tree.norm(grad)
-    return optax.apply_updates(theta, updates), opt_state, grad_norm
+    updates, new_opt_state = outer_tx.update(grad, opt_state, theta, loss=meta_loss)
+    new_theta = optax.apply_updates(theta, updates)
+    ok = all_finite(new_theta) & all_finite(new_opt_state)
+    keep = functools.partial(jax.tree_util.tree_map, lambda new, old: jnp.where(ok, new, old))
+    return keep(new_theta, theta), keep(new_opt_state, opt_state), optax.tree.norm(grad), ~ok
+
+
+class DivergedMetaTraining(LoptUserError):
+    """Too many consecutive outer updates were non-finite; the run stops."""
 
 
 def initial_state(problem: TruncatedProblem, outer_tx, settings: MetaTrainSettings,
@@ -183,7 +205,7 @@ def checkpoint_due(settings: MetaTrainSettings, step: int) -> bool:
 def meta_train(
     family: TaskFamily,
     problem: TruncatedProblem,
-    estimator,
+    estimator: GradientEstimator,
     outer_tx: optax.GradientTransformationExtraArgs,
     settings: MetaTrainSettings,
     on_step: Callable[[int, dict, MetaParams], None] = lambda step, metrics, theta: None,
@@ -195,7 +217,9 @@ def meta_train(
 ) -> MetaParams:
     """Meta-trains ``problem.lopt`` and returns the final meta-parameters.
 
-    ``on_step(step, metrics, theta)`` is called after every outer step with host-side floats;
+    ``on_step(step, metrics, theta)`` is called after every outer step with host-side floats
+    (the fields of :class:`~lopt_cli.meta.estimator.EstimatorMetrics`, ``grad_norm``,
+    ``max_horizon``, and ``task_ids`` when the population was drawn);
     ``on_checkpoint(state)`` every ``settings.checkpoint_every`` steps and after the last one.
     ``start`` continues from a saved :class:`MetaTrainState` (then ``theta`` is ignored);
     ``placement`` spreads the population over devices (:mod:`lopt_cli.meta.sharding`).
@@ -211,7 +235,7 @@ def meta_train(
         tasks = placement.shard(build_members(family, members))
         states = placement.shard(states)
     update = jax.jit(outer_update, static_argnums=0)
-    capped, cap = None, None
+    capped, cap, skipped_in_a_row = None, None, 0
     for step in range(state.step, settings.num_outer_steps):
         step_key = jax.random.fold_in(key, step)
         resample = tasks is None or step % settings.resample_every == 0
@@ -225,14 +249,21 @@ def meta_train(
             states = placement.shard(estimator.init_states(
                 problem, theta, capped, jax.random.fold_in(step_key, 2)))
         grad, states, metrics = estimator.estimate(problem, theta, capped, states, step_key)
-        theta, opt_state, grad_norm = update(outer_tx, grad, opt_state, theta,
-                                             metrics["meta_loss"])
-        host = {name: float(value) for name, value in metrics.items()}
+        theta, opt_state, grad_norm, skipped = update(outer_tx, grad, opt_state, theta,
+                                                      metrics.meta_loss)
+        host = host_metrics(metrics)
         host["grad_norm"] = float(grad_norm)
+        host["skipped_update"] = bool(skipped)
+        skipped_in_a_row = skipped_in_a_row + 1 if host["skipped_update"] else 0
         host["max_horizon"] = cap
         if resample:  # which tasks were trained on: `lopt evaluate` reads them as "seen"
             host["task_ids"] = sorted({int(member[0]) for member in members})
         on_step(step, host, theta)
+        if skipped_in_a_row >= settings.max_skipped_updates:
+            raise DivergedMetaTraining(
+                f"meta-training stopped at outer step {step}: {skipped_in_a_row} consecutive "
+                "outer updates were non-finite and skipped (the saved learned optimizer is the "
+                "last finite one); lower outer_optimizer.learning_rate or estimator.sigma")
         if on_checkpoint is not None and checkpoint_due(settings, step):
             on_checkpoint(MetaTrainState(step + 1, theta, opt_state, states, members))
     return theta

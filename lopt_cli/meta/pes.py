@@ -16,17 +16,18 @@ Per task :math:`i` and truncation :math:`k`, with theta-space perturbations
 * the estimate (eq. "PES-A" of the paper) is
 
 .. math::
-    \hat g_k = \frac{1}{N}\sum_{i=1}^{N}
+    \hat g_k = \frac{1}{|K|}\sum_{i \in K}
       \frac{L_i(\theta + \delta_{i,k}) - L_i(\theta - \delta_{i,k})}{2\sigma^2}\,\xi_{i,k}
-    \;=\; \frac{1}{N}\sum_i \frac{\Delta L_{i,k}}{2\sigma}\sum_{j\le k}\epsilon_{i,j},
+    \;=\; \frac{1}{|K|}\sum_{i \in K} \frac{\Delta L_{i,k}}{2\sigma}\sum_{j\le k}\epsilon_{i,j},
 
-where :math:`L_i` is the mean normalised validation loss of the truncation. Summed over the
+where :math:`L_i` is the mean normalised validation loss of the truncation and :math:`K` the
+pairs whose difference is finite (:func:`lopt_cli.meta.estimator.finite_mean`). Summed over the
 truncations of one inner run, :math:`\mathbb E\sum_k \hat g_k` is the gradient of the Gaussian
 -smoothed total meta-loss :math:`\sum_k L_k` of the whole run.
 
 A finished or diverged task restarts *both* particles from the same fresh state (built with the
 unperturbed :math:`\theta`) and zeroes :math:`\xi`. All :math:`2N` unrolls run as one ``vmap``
-inside one jitted call; pairs whose loss difference is not finite are dropped.
+inside one jitted call.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from lopt_cli.meta.es import perturbations, unroll_antithetic
+from lopt_cli.meta.estimator import EstimatorOutput, finite_mean, summarize
 from lopt_cli.meta.problem import TruncatedProblem, initial_states
 from lopt_cli.meta.unroll import InnerState, select_state
 from lopt_cli.optimizers.base import MetaParams
@@ -81,22 +83,6 @@ def reset_pair(
     return new_state, was_reset, pos_diverged | neg_diverged
 
 
-def pes_gradient(
-    delta_loss: jax.Array, accumulated: MetaParams, sigma: float
-) -> tuple[MetaParams, jax.Array]:
-    """:math:`\\frac{1}{|K|}\\sum_{i\\in K} \\frac{\\Delta L_i}{2\\sigma^2}\\xi_i` over the finite pairs K.
-
-    ``delta_loss``: ``[N]`` differences :math:`L_i^+ - L_i^-`; ``accumulated``: :math:`\\xi`
-    with a leading ``N`` axis. Returns ``(gradient, number of dropped pairs)``.
-    """
-    finite = jnp.isfinite(delta_loss)
-    weight = jnp.where(finite, delta_loss, 0.0) / (2 * sigma**2)
-    kept = jnp.maximum(jnp.sum(finite), 1)
-    grad = jax.tree_util.tree_map(lambda xi: jnp.tensordot(weight, xi, axes=1) / kept,
-                                  accumulated)
-    return grad, jnp.sum(~finite)
-
-
 @dataclasses.dataclass(frozen=True)
 class PersistentES:
     """Antithetic PES (see module docstring): ``sigma`` is the perturbation scale."""
@@ -123,7 +109,7 @@ class PersistentES:
         tasks: Task,
         states: PESState,
         key: jax.Array,
-    ) -> tuple[MetaParams, PESState, dict]:
+    ) -> EstimatorOutput:
         """One truncation of every particle; returns ``(meta-gradient, new states, metrics)``."""
         num_tasks = states.pos.step.shape[0]
         reset_key, noise_key = jax.random.split(key)
@@ -137,13 +123,7 @@ class PersistentES:
         pos, neg, metrics = unroll_antithetic(
             problem, theta, delta, tasks, states.pos, states.neg, self.truncation_length)
         losses = jnp.mean(metrics.valid_loss, axis=-1)  # [N, 2]: positive, negative particle
-        grad, dropped = pes_gradient(losses[:, 0] - losses[:, 1], accumulated, self.sigma)
-        summary = {
-            "meta_loss": jnp.mean(losses),
-            "train_loss": jnp.mean(metrics.train_loss),
-            "raw_valid_loss": jnp.mean(metrics.raw_valid_loss),
-            "resets": jnp.sum(was_reset),
-            "diverged": jnp.sum(diverged),
-            "dropped": dropped,
-        }
-        return grad, PESState(pos, neg, accumulated), summary
+        grad, dropped = finite_mean((losses[:, 0] - losses[:, 1]) / (2 * self.sigma**2),
+                                    accumulated)
+        return EstimatorOutput(grad, PESState(pos, neg, accumulated),
+                               summarize(losses, metrics, was_reset, diverged, dropped))

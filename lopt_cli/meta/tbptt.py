@@ -9,10 +9,10 @@ the exact gradient of the truncated meta-loss,
     L_i = \frac{1}{C}\sum_{c=1}^{C} \mathrm{normalize}(\ell_{\text{valid}, i, c}),
 
 where :math:`K` are the tasks whose loss and gradient are finite (a diverging task's gradient
-is dropped, never averaged in). Deterministic and low-variance, but biased exactly like
-truncated ES (the effect of :math:`\theta` on :math:`s_i` is cut) and prone to exploding
-gradients on long truncations. Per-task gradients come from one ``vmap`` of
-``jax.value_and_grad`` over the tasks inside one jitted call.
+is dropped, never averaged in: :func:`lopt_cli.meta.estimator.finite_mean`). Deterministic and
+low-variance, but biased exactly like truncated ES (the effect of :math:`\theta` on :math:`s_i`
+is cut) and prone to exploding gradients on long truncations. Per-task gradients come from one
+``vmap`` of ``jax.value_and_grad`` over the tasks inside one jitted call.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from lopt_cli.meta.estimator import EstimatorOutput, finite_mean, summarize
 from lopt_cli.meta.problem import TruncatedProblem, initial_states
 from lopt_cli.meta.unroll import InnerState
 from lopt_cli.optimizers.base import MetaParams
@@ -35,23 +36,6 @@ def truncated_loss(
     state = jax.lax.stop_gradient(state)
     new_state, metrics = problem.unroll(theta, task, state, length)
     return jnp.mean(metrics.valid_loss), (new_state, metrics)
-
-
-def finite_mean(grads: MetaParams, losses: jax.Array) -> tuple[MetaParams, jax.Array]:
-    """Mean over tasks of the per-task gradients whose loss and every entry are finite.
-
-    ``grads`` has a leading task axis. Returns ``(mean gradient, number of dropped tasks)``.
-    """
-    finite = jnp.isfinite(losses)
-    for leaf in jax.tree_util.tree_leaves(grads):
-        finite = finite & jnp.all(jnp.isfinite(leaf.reshape(leaf.shape[0], -1)), axis=1)
-    kept = jnp.maximum(jnp.sum(finite), 1)
-
-    def mean(leaf):
-        mask = finite.reshape((-1,) + (1,) * (leaf.ndim - 1))
-        return jnp.sum(jnp.where(mask, leaf, 0.0), axis=0) / kept
-
-    return jax.tree_util.tree_map(mean, grads), jnp.sum(~finite)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +58,7 @@ class TruncatedBackprop:
         tasks: Task,
         states: InnerState,
         key: jax.Array,
-    ) -> tuple[MetaParams, InnerState, dict]:
+    ) -> EstimatorOutput:
         """One truncation of every task; returns ``(meta-gradient, new states, metrics)``."""
         num_tasks = states.step.shape[0]
         states, was_reset, diverged = jax.vmap(problem.reset_if_done, in_axes=(None, 0, 0, 0))(
@@ -84,13 +68,8 @@ class TruncatedBackprop:
                                     length=self.truncation_length)
         per_task = jax.vmap(jax.value_and_grad(loss_fn, has_aux=True), in_axes=(None, 0, 0))
         (losses, (new_states, metrics)), grads = per_task(theta, tasks, states)
-        grad, dropped = finite_mean(grads, losses)
-        summary = {
-            "meta_loss": jnp.mean(losses),
-            "train_loss": jnp.mean(metrics.train_loss),
-            "raw_valid_loss": jnp.mean(metrics.raw_valid_loss),
-            "resets": jnp.sum(was_reset),
-            "diverged": jnp.sum(diverged),
-            "dropped": dropped,
-        }
-        return grad, new_states, summary
+        # Weight 1 per task; a task whose loss is not finite is dropped with its gradient.
+        weights = jnp.where(jnp.isfinite(losses), 1.0, jnp.nan)
+        grad, dropped = finite_mean(weights, grads)
+        return EstimatorOutput(grad, new_states,
+                               summarize(losses, metrics, was_reset, diverged, dropped))

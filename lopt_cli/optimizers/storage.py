@@ -1,6 +1,12 @@
 """Saving and loading learned optimizers: ``learned_optimizer.msgpack`` (flax-serialised
 meta-parameters) with ``learned_optimizer.yaml`` beside it (the architecture config, with its
-``_target_``, needed to rebuild the module)."""
+``_target_``, needed to rebuild the module, and ``weights_sha256``, the checksum of the
+weights file).
+
+Loading refuses, in one line each: a weights file whose checksum does not match (flipped
+bytes of the right length included), weights that do not fit the architecture, and weights
+with a non-finite entry. Files written before checksums existed (no ``weights_sha256``) load
+without the checksum check."""
 from __future__ import annotations
 
 import importlib
@@ -9,15 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import yaml
 from flax import serialization
 
 from lopt_cli.errors import LoptUserError
-from lopt_cli.io import write_bytes_atomic, write_text_atomic
+from lopt_cli.io import sha256_hex, write_bytes_atomic, write_text_atomic
 from lopt_cli.optimizers.base import LearnedOptimizer, MetaParams
 
 WEIGHTS_FILE = "learned_optimizer.msgpack"
 CONFIG_FILE = "learned_optimizer.yaml"
+CHECKSUM_KEY = "weights_sha256"  # in CONFIG_FILE: SHA-256 of WEIGHTS_FILE's bytes
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 
 
@@ -62,10 +70,14 @@ def _instantiate_nested(value: Any) -> Any:
 
 
 def save_learned_optimizer(directory: str | os.PathLike, config: dict, theta: MetaParams) -> Path:
-    """Writes weights and architecture config atomically; returns the weights path."""
+    """Writes weights, then the architecture config with their checksum, each atomically;
+    returns the weights path."""
     directory = Path(directory)
-    write_text_atomic(directory / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
-    return write_bytes_atomic(directory / WEIGHTS_FILE, serialization.to_bytes(theta))
+    weights = serialization.to_bytes(theta)
+    path = write_bytes_atomic(directory / WEIGHTS_FILE, weights)
+    described = {**config, CHECKSUM_KEY: sha256_hex(weights)}
+    write_text_atomic(directory / CONFIG_FILE, yaml.safe_dump(described, sort_keys=False))
+    return path
 
 
 def find_latest_run(root: str | os.PathLike = "outputs") -> Path:
@@ -86,6 +98,9 @@ def resolve_weights_path(source: str | os.PathLike) -> Path:
         return find_latest_run()
     path = Path(text).expanduser()
     if path.is_dir():
+        if not (path / WEIGHTS_FILE).is_file():
+            raise LoptUserError(f"learned_optimizer={text!r}: the directory holds no {WEIGHTS_FILE}"
+                                " (a meta-train run writes one at its first checkpoint)")
         path = path / WEIGHTS_FILE
     elif not path.exists() and (PRETRAINED_DIR / text / WEIGHTS_FILE).exists():
         path = PRETRAINED_DIR / text / WEIGHTS_FILE
@@ -102,25 +117,53 @@ def load_learned_optimizer(source: str | os.PathLike) -> tuple[LearnedOptimizer,
     """Rebuilds ``(lopt, theta, config)`` from a file, a run directory or a shipped name."""
     weights_path = resolve_weights_path(source)
     config_path = weights_path.with_name(CONFIG_FILE)
+    weights = weights_path.read_bytes()
     if not config_path.is_file():
+        _check_decodable(weights, weights_path)
         raise LoptUserError(f"{weights_path}: missing {CONFIG_FILE} beside it (architecture)")
-    try:
-        config = yaml.safe_load(config_path.read_text())
-    except yaml.YAMLError as error:
-        raise LoptUserError(f"{config_path}: unreadable YAML ({error})") from None
-    if not isinstance(config, dict) or "_target_" not in config:
-        raise LoptUserError(f"{config_path}: expected a mapping with a _target_")
+    config = read_config(config_path)
+    expected = config.pop(CHECKSUM_KEY, None)
+    if expected is not None and sha256_hex(weights) != expected:
+        raise LoptUserError(f"{weights_path}: corrupt weights (SHA-256 does not match "
+                            f"{CHECKSUM_KEY} in {config_path.name})")
     lopt = instantiate_plain(config)
     template = lopt.init(jax.random.PRNGKey(0))
     try:
-        theta = serialization.from_bytes(template, weights_path.read_bytes())
+        theta = serialization.from_bytes(template, weights)
     except Exception as error:  # msgpack or structure mismatch
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise LoptUserError(
-            f"{weights_path}: not a learned optimizer matching {config_path.name} ({error})"
+            f"{weights_path}: not a learned optimizer matching {config_path.name} ({reason})"
         ) from None
     shapes_ok = jax.tree_util.tree_all(
         jax.tree_util.tree_map(lambda a, b: a.shape == b.shape, template, theta)
     )
     if not shapes_ok:
         raise LoptUserError(f"{weights_path}: weight shapes do not match {config_path.name}")
+    if not all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree_util.tree_leaves(theta)):
+        raise LoptUserError(f"{weights_path}: the weights contain NaN or infinite values; "
+                            "refusing to use them")
     return lopt, theta, config
+
+
+def read_config(config_path: Path) -> dict:
+    """The architecture mapping of ``config_path`` (one-line LoptUserError otherwise)."""
+    try:
+        config = yaml.safe_load(config_path.read_text())
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise LoptUserError(f"{config_path}: unreadable YAML ({problem}{at})") from None
+    if not isinstance(config, dict) or "_target_" not in config:
+        raise LoptUserError(f"{config_path}: expected a mapping with a _target_")
+    return config
+
+
+def _check_decodable(weights: bytes, weights_path: Path) -> None:
+    """A one-line error if ``weights`` is not a msgpack document (empty, truncated, not ours)."""
+    try:
+        serialization.msgpack_restore(weights)
+    except Exception:  # noqa: BLE001 - any decoding failure is the same to the user
+        raise LoptUserError(f"{weights_path}: unreadable weights file ({len(weights)} bytes, not "
+                            f"flax msgpack), and no {CONFIG_FILE} beside it") from None
