@@ -31,7 +31,7 @@ from lopt_cli.meta.unroll import (
     select_state,
     unroll,
 )
-from lopt_cli.optimizers import columns
+from lopt_cli.optimizers import cpu_tuning
 from lopt_cli.optimizers.base import LearnedOptimizer, MetaParams
 from task_definitions.base import Task
 
@@ -129,15 +129,15 @@ def for_population(lopt: LearnedOptimizer, particles_per_device: int,
                    cores_per_device: int) -> LearnedOptimizer:
     """``lopt`` with its MLP block size (``chunk_size``) set for ``particles_per_device``
     vmapped inner optimizers on ``cores_per_device`` CPU cores
-    (:func:`~lopt_cli.optimizers.columns.population_chunk_size`). Unchanged off CPU, for an
+    (:func:`~lopt_cli.optimizers.cpu_tuning.population_chunk_size`). Unchanged off CPU, for an
     optimizer without ``chunk_size``, or where the configuration sets one. The block size
     never changes the maths, only the speed."""
-    if not columns.has_chunk_size(lopt) or lopt.chunk_size is not None:
+    if not cpu_tuning.has_chunk_size(lopt) or lopt.chunk_size is not None:
         return lopt
     if jax.default_backend() != "cpu":
         return lopt
     return dataclasses.replace(
-        lopt, chunk_size=columns.population_chunk_size(particles_per_device, cores_per_device))
+        lopt, chunk_size=cpu_tuning.population_chunk_size(particles_per_device, cores_per_device))
 
 
 def cpu_cores_per_device(num_devices: int) -> int:
