@@ -28,7 +28,7 @@ call's state. Reported per row:
   hierarchy is exercised); ``roofline_s = max(floor_s, stream_s)`` and ``x_roofline``: for
   memory-bound updates (Adam, ``small``) the FLOP floor is unreachable and this is the bar;
 * a reference row per learned optimizer, ``<name>:matmuls``: only its per-parameter MLP's
-  matrix products (and biases, ReLUs), feature-major and in the same column blocks, on
+  matrix products (and biases, ReLUs), feature-major and in the same blocks of parameters, on
   precomputed features. Its ``x_floor`` is what XLA's own matmuls reach on these shapes: no
   implementation of the update built from them can beat it.
 
@@ -53,7 +53,6 @@ import optax
 
 DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
 LARGE = 500_000  # at and above this many parameters, time fewer repetitions (reps // 2)
-PER_TENSOR_MODULES = {"tensor_in", "lstm", "to_mlp", "to_step_scale", "to_cross"}
 ADAM_FLOPS_PER_PARAM = 13  # m: 3, v: 4, bias corrections 2, sqrt, +eps, divide, scale
 
 
@@ -101,10 +100,8 @@ def analytic_flops_per_param(lopt, theta) -> float | None:
     """
     if hasattr(lopt, "flops_per_param"):
         return float(lopt.flops_per_param)
-    params = theta.get("params", {}) if isinstance(theta, dict) else {}
-    kernels = [leaf["kernel"].shape for name, leaf in params.items()
-               if name not in PER_TENSOR_MODULES and isinstance(leaf, dict)
-               and getattr(leaf.get("kernel"), "ndim", 0) == 2]
+    layers = per_param_layers(lopt, theta) or []
+    kernels = [layer["kernel"].shape for layer in layers]
     decays = getattr(lopt, "decays", None)
     if not kernels or decays is None:
         return None
@@ -133,7 +130,7 @@ def optimizer_cases() -> list[tuple]:
 
 def unchunked(lopt):
     """``lopt`` with ``chunk_size=0`` if it has that field (one MLP block: countable FLOPs)."""
-    from lopt_cli.optimizers.columns import has_chunk_size
+    from lopt_cli.optimizers.cpu_tuning import has_chunk_size
 
     if has_chunk_size(lopt):
         return dataclasses.replace(lopt, chunk_size=0)
@@ -179,10 +176,10 @@ def prepare(name: str, lopt, theta, params) -> tuple[dict, Call]:
 def prepare_matmuls(name: str, lopt, theta, params) -> tuple[dict, Call] | None:
     """The reference row ``<name>:matmuls`` (see module docstring) as :func:`prepare` does, or
     None for optimizers without a feature-major per-parameter MLP (``param_in`` + ``Dense``s)."""
-    from lopt_cli.optimizers import columns as cols
+    from lopt_cli.optimizers import feature_major as fm
 
-    layers = per_param_layers(theta)
-    if layers is None or not hasattr(lopt, "resolved_chunk_size"):
+    layers = per_param_layers(lopt, theta)
+    if layers is None:
         return None
     num_params = count_float_elements(params)
     sizes = [int(np.prod(p.shape)) for p in jax.tree.leaves(params)]
@@ -193,9 +190,9 @@ def prepare_matmuls(name: str, lopt, theta, params) -> tuple[dict, Call] | None:
 
     def mlp(layers, features):
         def block(x):
-            h = cols.dense(layers[0], x)
-            return cols.hidden_stack(layers[1:], h)[0]
-        return [cols.map_columns(block, x, chunk) for x in features]
+            h = fm.dense(layers[0], x)
+            return fm.hidden_stack(layers[1:], h)[0]
+        return [fm.map_blocks(block, x, chunk) for x in features]
 
     flops = float(sum(2 * n * sum(np.prod(layer["kernel"].shape) for layer in layers)
                       for n in sizes))
@@ -238,16 +235,15 @@ def time_interleaved(calls: list[Call], reps: int) -> list[tuple[float, float]]:
     return [(c, float(np.median(t))) for c, t in zip(compile_s, times)]
 
 
-def per_param_layers(theta) -> list[dict] | None:
-    """The per-parameter MLP's ``Dense`` variables in order (first layer, hidden layers,
-    output), read from ``theta``'s names, or None if it has no ``param_in`` layer."""
-    from lopt_cli.optimizers.columns import numbered_layers
+def per_param_layers(lopt, theta) -> list[dict] | None:
+    """The feature-major per-parameter MLP's ``Dense`` variables in product order (its
+    module's ``per_param_chain``), or None for an optimizer whose network does not run in
+    blocks of parameters (no ``chunk_size``)."""
+    from lopt_cli.optimizers.cpu_tuning import has_chunk_size
 
-    params = theta.get("params", {}) if isinstance(theta, dict) else {}
-    if "param_in" not in params:
+    if not has_chunk_size(lopt):
         return None
-    hidden = numbered_layers(params, "dense_", 1) + numbered_layers(params, "hidden_", 0)
-    return [params["param_in"], *hidden, *([params["out"]] if "out" in params else [])]
+    return [theta["params"][name] for name in lopt.network.per_param_chain()]
 
 
 def run(sizes=DEFAULT_SIZES, reps: int = 20, names: list[str] | None = None,

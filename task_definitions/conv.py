@@ -33,17 +33,13 @@ HEADS = ("dense", "global")
 def image_arrays(dataset: str, image_size: int = 0) -> dict:
     """``{split: {"x": float32 [n, H, W, C], "y": int32 [n]}}``, resized to ``image_size``²."""
     from task_definitions.datasets import load_arrays
+    from task_definitions.datasets.images import small_images
 
     out = {}
     for split, arrays in load_arrays(dataset).items():
         if "image" not in arrays:
             raise ValueError(f"dataset {dataset!r} has no 'image' feature (got {sorted(arrays)})")
-        images = np.asarray(arrays["image"], np.float32)
-        if images.ndim == 3:  # [n, H, W]: one channel
-            images = images[..., None]
-        if image_size and images.shape[1:3] != (image_size, image_size):
-            shape = (len(images), image_size, image_size, images.shape[-1])
-            images = np.asarray(jax.image.resize(images, shape, method="linear"), np.float32)
+        images = small_images(arrays["image"], image_size)
         out[split] = {"x": images, "y": np.asarray(arrays["label"], np.int32)}
     return out
 

@@ -10,12 +10,19 @@ from task_definitions.base import config_to_dict
 
 
 def family_ranges(family) -> dict:
-    """The sampled ranges of a family: its dataclass fields other than ``name``."""
+    """The sampled ranges of a family: its dataclass fields other than ``name`` (a wrapped
+    family's as ``family.<field>``)."""
     if hasattr(family, "families") and hasattr(family, "weights"):  # a mixture
         return {name: f"weight {weight:g}"
                 for (name, _), weight in zip(family.families, family.weights)}
-    return {f.name: getattr(family, f.name) for f in dataclasses.fields(family)
-            if f.name != "name"}
+    ranges = {}
+    for field in dataclasses.fields(family):
+        value = getattr(family, field.name)
+        if hasattr(value, "sample") and hasattr(value, "build"):  # a wrapped family
+            ranges.update({f"{field.name}.{k}": v for k, v in family_ranges(value).items()})
+        elif field.name != "name":
+            ranges[field.name] = value
+    return ranges
 
 
 def parameter_count(task) -> int:
@@ -52,22 +59,37 @@ def compact_value(value) -> str:
     return str(value).replace(" ", "")
 
 
+def find_field(record: dict, key: str):
+    """``record[key]``, else the first ``key`` of a nested dict (a wrapped task's inner config,
+    e.g. the dataset of a reparameterised MLP), else ``None``."""
+    if key in record:
+        return record[key]
+    for value in record.values():
+        if isinstance(value, dict) and (found := find_field(value, key)) is not None:
+            return found
+    return None
+
+
 def task_row(record: dict) -> list[str]:
     """One table row of a ``describe_task`` record: the common columns, then every other field
     (but the seed) as ``key=value`` pairs, e.g. ``hidden=64,16 act=gelu init=0.735``."""
-    common = [compact_value(record[key]) if key in record else "-" for _, key in COMMON_COLUMNS]
-    skip = {key for _, key in COMMON_COLUMNS} | set(HIDDEN_FIELDS)
+    found = {key: find_field(record, key) for _, key in COMMON_COLUMNS}
+    common = ["-" if found[key] is None else compact_value(found[key])
+              for _, key in COMMON_COLUMNS]
+    shown = {key for key, value in found.items() if value is not None}
     specific = " ".join(f"{name}={compact_value(value)}" for name, value in
-                        _short_items({k: v for k, v in record.items() if k not in skip}))
+                        _short_items(record, skip=shown | set(HIDDEN_FIELDS)))
     return [*common, specific]
 
 
-def _short_items(fields: dict, prefix: str = ""):
-    """``(short name, value)`` pairs, nested dicts flattened as ``outer.inner``."""
+def _short_items(fields: dict, prefix: str = "", skip: set = frozenset()):
+    """``(short name, value)`` pairs but those of ``skip`` (at any depth), nested dicts
+    flattened as ``outer.inner``."""
     for key, value in fields.items():
+        if key in skip:
+            continue
         name = prefix + SHORT_NAMES.get(key, key)
         if isinstance(value, dict):
-            yield from _short_items({k: v for k, v in value.items() if k not in HIDDEN_FIELDS},
-                                    name + ".")
+            yield from _short_items(value, name + ".", skip)
         else:
             yield name, value

@@ -17,6 +17,7 @@ from flax import struct
 from task_definitions.base import normalize_by_ceiling, sample_from_arrays
 from task_definitions.sampling import choice, generator_from_key, log_uniform, task_seed
 
+DATASET_REDRAW_SALT = 1  # the generator_from_key stream that replaces an absent optional dataset
 ACTIVATIONS = {
     "relu": jax.nn.relu,
     "tanh": jnp.tanh,
@@ -38,19 +39,31 @@ class MLPConfig:
 
 
 @functools.cache
-def classification_arrays(dataset: str) -> dict:
-    """``{split: {"x": float32 [n, d], "y": int32 [n]}}`` for an image or vector dataset."""
+def classification_arrays(dataset: str, image_size: int = 0, grayscale: bool = False) -> dict:
+    """``{split: {"x": float32 [n, d], "y": int32 [n]}}`` for an image or vector dataset; images
+    are first made ``image_size``² (0: kept) and, with ``grayscale``, one luma channel."""
     from task_definitions.datasets import load_arrays
+    from task_definitions.datasets.images import small_images
 
     splits = load_arrays(dataset)
     out = {}
     for split, arrays in splits.items():
-        inputs = arrays["image"] if "image" in arrays else arrays["x"]
+        if "image" in arrays:
+            inputs = small_images(arrays["image"], image_size, grayscale)
+        else:
+            inputs = arrays["x"]
         out[split] = {
             "x": np.asarray(inputs, np.float32).reshape(len(inputs), -1),
             "y": np.asarray(arrays["label"], np.int32),
         }
     return out
+
+
+@functools.cache
+def _available(names: tuple, data_dir: str) -> tuple:
+    from task_definitions.datasets import is_available
+
+    return tuple(name for name in names if is_available(name, data_dir))
 
 
 @struct.dataclass
@@ -106,9 +119,10 @@ class MLPClassifierTask:
         return normalize_by_ceiling(loss, jnp.log(self.num_classes), ceiling=1.5)
 
 
-def build_mlp_classifier(config: MLPConfig) -> MLPClassifierTask:
+def build_mlp_classifier(config: MLPConfig, image_size: int = 0,
+                         grayscale: bool = False) -> MLPClassifierTask:
     """Builds the classifier of ``config`` over its dataset (built offline on first use)."""
-    arrays = classification_arrays(config.dataset)
+    arrays = classification_arrays(config.dataset, image_size, grayscale)
     num_classes = int(max(int(split["y"].max()) for split in arrays.values()) + 1)
     return MLPClassifierTask(
         data=jax.tree_util.tree_map(jnp.asarray, arrays),
@@ -122,7 +136,17 @@ def build_mlp_classifier(config: MLPConfig) -> MLPClassifierTask:
 
 @dataclasses.dataclass(frozen=True)
 class MLPFamily:
-    """MLP classifiers with sampled widths, depth, activation, batch size and init scale."""
+    """MLP classifiers with sampled widths, depth, activation, batch size and init scale.
+
+    Attributes:
+      datasets: datasets always in the mix; each must be readable offline (checked here).
+      optional_datasets: datasets in the mix only where they are prepared locally (TFDS
+        catalog names such as ``mnist``); the others are left out silently. A task id names the
+        same task on every machine that has the dataset it draws: the dataset is drawn from all
+        candidates, and only a draw that is absent here is replaced, from a separate stream.
+      image_size: images are resized to ``image_size``² at build time (0: native size).
+      grayscale: colour images become one luma channel (else their channels are flattened).
+    """
 
     datasets: tuple = ("digits",)
     widths: tuple = (16, 32, 64)
@@ -130,13 +154,40 @@ class MLPFamily:
     activations: tuple = ("relu", "tanh", "gelu", "swish")
     batch_sizes: tuple = (32, 64, 128)
     init_scale: tuple = (0.5, 2.0)
+    optional_datasets: tuple = ()
+    image_size: int = 0
+    grayscale: bool = False
     name: str = "mlp"
+
+    def __post_init__(self):
+        from task_definitions.datasets import check_available
+
+        for name in self.datasets:
+            check_available(name)
+        if not self.datasets and not self.available_datasets():
+            raise ValueError("no dataset: datasets is empty and no optional dataset is prepared")
+
+    def available_datasets(self) -> tuple:
+        """``datasets`` and the ``optional_datasets`` prepared in the data directory."""
+        from task_definitions.datasets import default_data_dir
+
+        optional = _available(tuple(self.optional_datasets), str(default_data_dir()))
+        return (*self.datasets, *optional)
+
+    def draw_dataset(self, rng: np.random.Generator, key: jax.Array) -> str:
+        """A dataset drawn from all candidates; an absent optional one is redrawn among the
+        available ones with a stream of its own, so ``rng``'s later draws stay machine-free."""
+        dataset = str(choice(rng, (*self.datasets, *self.optional_datasets)))
+        available = self.available_datasets()
+        if dataset in available:
+            return dataset
+        return str(choice(generator_from_key(key, DATASET_REDRAW_SALT), available))
 
     def sample(self, key: jax.Array) -> MLPConfig:
         rng = generator_from_key(key)
         depth = int(choice(rng, self.depths))
         return MLPConfig(
-            dataset=str(choice(rng, self.datasets)),
+            dataset=self.draw_dataset(rng, key),
             hidden_sizes=tuple(int(choice(rng, self.widths)) for _ in range(depth)),
             activation=str(choice(rng, self.activations)),
             batch_size=int(choice(rng, self.batch_sizes)),
@@ -145,4 +196,4 @@ class MLPFamily:
         )
 
     def build(self, config: MLPConfig) -> MLPClassifierTask:
-        return build_mlp_classifier(config)
+        return build_mlp_classifier(config, int(self.image_size), bool(self.grayscale))

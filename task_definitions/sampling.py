@@ -12,12 +12,20 @@ import jax
 import numpy as np
 
 
-def generator_from_key(key: jax.Array | int) -> np.random.Generator:
-    """A NumPy generator determined by a JAX PRNG key (typed or raw) or an integer seed."""
+def generator_from_key(key: jax.Array | int, *salt: int) -> np.random.Generator:
+    """A NumPy generator determined by a JAX PRNG key (typed or raw) or an integer seed.
+
+    Non-negative ``salt`` integers select further streams of the same key, independent of the
+    plain one (which stays what it always was)."""
     if isinstance(key, (int, np.integer)):
-        return np.random.default_rng(int(key))
-    data = jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key
-    return np.random.default_rng(np.asarray(data, dtype=np.uint32).ravel().tolist())
+        entropy = int(key)
+    else:
+        data = (jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+                else key)
+        entropy = np.asarray(data, dtype=np.uint32).ravel().tolist()
+    if salt:
+        entropy = [*np.atleast_1d(entropy).tolist(), *map(int, salt)]
+    return np.random.default_rng(entropy)
 
 
 def log_uniform(rng: np.random.Generator, low: float, high: float) -> float:

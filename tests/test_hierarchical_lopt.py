@@ -16,7 +16,8 @@ from lopt_cli.errors import LoptUserError
 from lopt_cli.optimizers import features as feats
 from lopt_cli.optimizers import hierarchical_features as hfeats
 from lopt_cli.optimizers import small_lopt
-from lopt_cli.optimizers.hierarchical import HierarchicalLOpt, apply_per_param_feature_major
+from lopt_cli.optimizers.hierarchical import HierarchicalLOpt
+from lopt_cli.optimizers.hierarchical_network import HierarchicalNetwork
 from lopt_cli.optimizers.small_lopt import SmallLOpt
 
 TARGET = {"w": 1.0, "b": -0.5, "s": 2.0}
@@ -188,7 +189,7 @@ def test_tracked_accumulator_means_equal_the_direct_means():
                                    jnp.mean(state.rms[name].reshape(5, -1), 1), rtol=1e-5)
 
 
-def test_chunked_columns_match_one_block():
+def test_blocks_of_parameters_match_one_block():
     params = {"w": 0.1 * jax.random.normal(jax.random.key(2), (37, 3))}
     grads = jax.tree.map(lambda p: 1.0 - p, params)
     theta = HierarchicalLOpt().init(jax.random.key(0))
@@ -205,47 +206,25 @@ def test_chunked_columns_match_one_block():
 # ------------------------------------------------------------------ SmallLOpt
 
 
-def test_feature_major_evaluation_equals_the_flax_per_param_module():
-    """The optimizer's transposed products compute exactly ``HierarchicalNetwork.per_param``."""
+def test_extra_head_of_the_mean_hidden_layer_is_the_mean_extra_head():
+    """The optimizer feeds the LSTM the tensor mean of the extra head's per-parameter
+    pre-activations; that equals the module's ``extra_outputs`` of the mean hidden layer (the
+    head is linear). The fast paths themselves are checked against the plain module for every
+    learned optimizer in test_optimizer_conformance.py."""
     lopt = HierarchicalLOpt()
     theta = lopt.init(jax.random.key(0))
     key = jax.random.split(jax.random.key(1), 3)
     x = jax.random.normal(key[0], (lopt.num_param_features, 37))
     scales = jnp.exp(jax.random.normal(key[1], (lopt.num_param_features,)))
     tensor_x = jax.random.normal(key[2], (lopt.num_tensor_features,))
-    d, a, extra = apply_per_param_feature_major(theta, x, scales, tensor_x)
-    d_ref, a_ref, hidden_ref = lopt.network.apply(theta, (x * scales[:, None]).T, tensor_x,
-                                                  method="per_param")
-    extra_ref = hidden_ref @ theta["params"]["extra"]["kernel"] + theta["params"]["extra"]["bias"]
-    np.testing.assert_allclose(d, d_ref, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(a, a_ref, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(extra, extra_ref.T, rtol=1e-5, atol=1e-5)
-    # The tensor mean of the extra head equals the head of the mean hidden layer.
+    _, _, extra = lopt.network.apply(theta, x, scales, tensor_x,
+                                     method=HierarchicalNetwork.per_param_feature_major)
+    _, _, hidden = lopt.network.apply(theta, (x * scales[:, None]).T, tensor_x,
+                                      method="per_param")
     np.testing.assert_allclose(
         jnp.tanh(jnp.mean(extra, axis=1)),
-        lopt.network.apply(theta, jnp.mean(hidden_ref, axis=0), method="extra_outputs"),
+        lopt.network.apply(theta, jnp.mean(hidden, axis=0), method="extra_outputs"),
         rtol=1e-5, atol=1e-6)
-
-
-def test_fused_per_tensor_network_equals_the_flax_lstm_and_heads():
-    """``fused_lstm.per_tensor`` (two products) computes ``HierarchicalNetwork.per_tensor``
-    (flax's eight-Dense LSTMCell and three heads), on random variables and carry."""
-    from lopt_cli.optimizers import fused_lstm
-
-    lopt = HierarchicalLOpt()
-    theta = lopt.init(jax.random.key(0))
-    leaves, treedef = jax.tree.flatten(theta)
-    keys = jax.random.split(jax.random.key(3), len(leaves) + 3)
-    theta = treedef.unflatten([0.5 * jax.random.normal(k, x.shape)
-                               for k, x in zip(keys, leaves)])
-    carry = (jax.random.normal(keys[-3], (5, lopt.lstm_hidden)),
-             jax.random.normal(keys[-2], (5, lopt.lstm_hidden)))
-    x = jax.random.normal(keys[-1], (5, lopt.num_lstm_features))
-    got = fused_lstm.per_tensor(theta["params"], carry, x)
-    want = lopt.network.apply(theta, carry, x, method="per_tensor")
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-        assert a.shape == b.shape
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_small_state_floats_per_parameter_as_documented():

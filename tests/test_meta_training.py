@@ -110,25 +110,25 @@ def test_batches_draw_every_row_roughly_uniformly():
 
 
 def test_population_blocks_split_a_per_core_budget_over_the_particles():
-    from lopt_cli.optimizers import columns as cols
+    from lopt_cli.optimizers import cpu_tuning
 
-    budget = cols.CPU_POPULATION_COLUMNS_PER_CORE
-    assert cols.population_chunk_size(8, 1) == budget // 8
-    assert cols.population_chunk_size(8, 2) == 2 * budget // 8
-    assert cols.population_chunk_size(1, 1) == budget
-    assert cols.population_chunk_size(10**6, 1) == cols.MIN_CHUNK_COLUMNS
-    assert cols.population_chunk_size(0, 0) == budget  # degenerate counts read as 1
+    budget = cpu_tuning.CPU_POPULATION_PARAMS_PER_CORE
+    assert cpu_tuning.population_chunk_size(8, 1) == budget // 8
+    assert cpu_tuning.population_chunk_size(8, 2) == 2 * budget // 8
+    assert cpu_tuning.population_chunk_size(1, 1) == budget
+    assert cpu_tuning.population_chunk_size(10**6, 1) == cpu_tuning.MIN_CHUNK_SIZE
+    assert cpu_tuning.population_chunk_size(0, 0) == budget  # degenerate counts read as 1
 
 
 def test_for_population_sets_only_an_unset_chunk_size_of_a_chunked_optimizer():
     from lopt_cli.meta.cpu_tuning import for_population
-    from lopt_cli.optimizers import columns as cols
+    from lopt_cli.optimizers import cpu_tuning
     from lopt_cli.optimizers.hierarchical import HierarchicalLOpt
     from lopt_cli.optimizers.mlp_lopt import MLPLOpt
 
     for lopt in (MLPLOpt(), HierarchicalLOpt()):
         tuned = for_population(lopt, 16, 1)
-        assert tuned.chunk_size == cols.population_chunk_size(16, 1)
+        assert tuned.chunk_size == cpu_tuning.population_chunk_size(16, 1)
         assert tuned.resolved_chunk_size() == tuned.chunk_size
         assert tuned.init(jax.random.key(0)).keys() == lopt.init(jax.random.key(0)).keys()
     assert for_population(MLPLOpt(chunk_size=0), 16, 1).chunk_size == 0  # the user's choice
@@ -143,12 +143,12 @@ def test_meta_train_job_sizes_inner_blocks_for_its_population():
 
     from lopt_cli.commands.meta_train import build_job
     from lopt_cli.meta.cpu_tuning import cpu_cores_per_device
-    from lopt_cli.optimizers import columns as cols
+    from lopt_cli.optimizers import cpu_tuning
 
     cfg = compose_config("meta_train", ["compute=cpu", "compute.num_devices=1",
                                         "estimator=pes"])
     job = build_job(cfg)
     particles = cfg.compute.num_tasks * 2
-    assert job.problem.lopt.chunk_size == cols.population_chunk_size(
+    assert job.problem.lopt.chunk_size == cpu_tuning.population_chunk_size(
         particles, cpu_cores_per_device(1))
     assert job.optimizer_config.get("chunk_size") is None

@@ -15,15 +15,27 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from nominal_lopt import AdamNominalLOpt
 
 from lopt_cli.optimizers import baselines
 from lopt_cli.optimizers import features as feats
 from lopt_cli.optimizers.base import LearnedOptimizer
-from lopt_cli.optimizers.mlp_lopt import MLPLOpt, apply_feature_major
-from lopt_cli.optimizers.registry import LEARNED_OPTIMIZERS, OPTIMIZERS
+from lopt_cli.optimizers.mlp_lopt import MLPLOpt
+from lopt_cli.optimizers.per_tensor import PerTensorLOpt
+from lopt_cli.optimizers.registry import LEARNED_OPTIMIZERS as REGISTERED_LEARNED
+from lopt_cli.optimizers.registry import OPTIMIZERS as REGISTERED
+
+# The registered optimizers, plus a small architecture written on the per-tensor base in the
+# tests (nominal_lopt.py): the base's contract must carry a new design through every check.
+LEARNED_OPTIMIZERS = {**REGISTERED_LEARNED, "test_adam_nominal": AdamNominalLOpt}
+OPTIMIZERS = {**REGISTERED, "test_adam_nominal": lambda: ready(AdamNominalLOpt())}
 
 DTYPES = [jnp.float32, jnp.bfloat16]
 TARGET = {"w": 1.0, "b": -0.5, "s": 2.0}
+
+
+def ready(lopt, num_steps: int = 1000):
+    return lopt.transform(lopt.init(jax.random.key(0)), num_steps)
 
 
 def make_params(dtype=jnp.float32):
@@ -181,7 +193,7 @@ def test_mlp_state_layout_and_hashability():
 def normalised_gradient_theta(lopt: MLPLOpt):
     """Weights for which the MLP outputs d = g / rms(g) and magnitude 0: normalised SGD."""
     theta = jax.tree.map(jnp.zeros_like, lopt.init(jax.random.key(0)))
-    grad_column = list(feats.feature_widths(lopt.decays)).index("grad")  # first columns
+    grad_column = list(feats.feature_widths(lopt.decays)).index("grad")  # first rows
     p = theta["params"]
     p["param_in"]["kernel"] = p["param_in"]["kernel"].at[grad_column, :2].set(
         jnp.asarray([1.0, -1.0]))
@@ -198,8 +210,8 @@ def test_mlp_can_represent_descent_with_the_right_sign():
     assert bool(jnp.all(jnp.diff(losses[:20]) < 0))
 
 
-def test_mlp_chunked_columns_match_one_block():
-    """Blocks of 7 rows (the last one overlapping) give the same steps and meta-gradients."""
+def test_mlp_blocks_of_parameters_match_one_block():
+    """Blocks of 7 parameters (the last one overlapping) give the same steps and meta-gradients."""
     params = make_params()
     grads = jax.grad(quadratic)(params)
     theta = MLPLOpt().init(jax.random.key(0))
@@ -216,26 +228,70 @@ def test_mlp_chunked_columns_match_one_block():
                  grad_a, grad_b)
 
 
-def test_mlp_feature_major_evaluation_equals_the_flax_module():
-    """The optimizer's transposed products compute exactly ``PerParameterMLP``."""
-    lopt = MLPLOpt()
+def randomized(theta, seed: int = 3):
+    """``theta`` with every variable replaced by N(0, 0.5^2) noise (no zero biases, so every
+    variable matters in the comparison)."""
+    leaves, treedef = jax.tree.flatten(theta)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    return treedef.unflatten([0.5 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)])
+
+
+@pytest.mark.parametrize("name", sorted(LEARNED_OPTIMIZERS))
+def test_fast_paths_equal_the_plain_network(name):
+    """The network that is defined is the network that runs: every fast path the optimizer
+    runs (feature-major, fused, channel-wise) equals the module's plain evaluation (flax
+    ``Dense``/``LSTMCell`` on row-major features) on the same, random, theta."""
+    lopt = LEARNED_OPTIMIZERS[name]()
+    assert isinstance(lopt, PerTensorLOpt)
+    theta = randomized(lopt.init(jax.random.key(0)))
+    paths = lopt.network_paths(jax.random.key(1))
+    assert paths, f"{name} declares no fast path"
+    for path in paths:
+        got = lopt.network.apply(theta, *path.args, method=path.fast)
+        want = lopt.network.apply(theta, *path.args, method=path.reference)
+        assert jax.tree.structure(got) == jax.tree.structure(want), path.name
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            assert a.shape == b.shape, path.name
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4, err_msg=path.name)
+
+
+@pytest.mark.parametrize("name", sorted(LEARNED_OPTIMIZERS))
+def test_a_renamed_or_missing_layer_is_an_error(name):
+    """Layer names are the module's: theta with a layer renamed (or dropped) never runs as a
+    shallower network."""
+    lopt = LEARNED_OPTIMIZERS[name]()
     theta = lopt.init(jax.random.key(0))
-    f_p = feats.num_param_features(lopt.decays)
-    key = jax.random.split(jax.random.key(1), 3)
-    x = jax.random.normal(key[0], (f_p, 37))
-    scales = jnp.exp(jax.random.normal(key[1], (f_p,)))
-    tensor_x = jax.random.normal(key[2], (feats.num_tensor_features(),))
-    got = apply_feature_major(theta, x, scales, tensor_x)
-    want = lopt.network.apply(theta, (x * scales[:, None]).T, tensor_x)
-    for a, b in zip(got, want):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    layers = dict(theta["params"])
+    assert set(layers) == set(lopt.network.layer_names())
+    victim = lopt.network.layer_names()[-1]  # the last layer: once silently skipped
+    renamed = {"params": {**{k: v for k, v in layers.items() if k != victim},
+                          victim + "_renamed": layers[victim]}}
+    dropped = {"params": {k: v for k, v in layers.items() if k != victim}}
+    params = make_params()
+    grads = jax.grad(quadratic)(params)
+    for bad in (renamed, dropped):
+        opt = lopt.transform(bad, 10)
+        with pytest.raises(ValueError, match=victim):
+            opt.update(grads, opt.init(params), params, loss=jnp.float32(1.0))
+
+
+def test_every_learned_optimizer_validates_its_fields_in_one_line():
+    from lopt_cli.errors import LoptUserError
+
+    for factory, field, bad in [(MLPLOpt, "decays", (1.5,)), (MLPLOpt, "chunk_size", -1),
+                                (LEARNED_OPTIMIZERS["hierarchical"], "lstm_hidden", 0),
+                                (LEARNED_OPTIMIZERS["small"], "rms_decay", 1.0),
+                                (LEARNED_OPTIMIZERS["small"], "hidden_sizes", ())]:
+        with pytest.raises(LoptUserError, match=f"{field}=") as error:
+            factory(**{field: bad})
+        assert "\n" not in str(error.value) and "must be" in str(error.value)
 
 
 def test_feature_rows_are_stacked_in_declared_order():
     ctx = feats.ParamContext(jnp.arange(3.0), 10 + jnp.arange(3.0), jnp.ones((2, 3)),
                              2 * jnp.ones((2, 3)))
     x = feats.raw_param_features(ctx)
-    rows = feats.param_feature_columns((0.5, 0.9))
+    rows = feats.param_feature_rows((0.5, 0.9))
     assert x.shape == (sum(feats.feature_widths((0.5, 0.9))[n] for n in rows), 3)
     np.testing.assert_array_equal(x[rows["grad"]], ctx.grad[None])
     np.testing.assert_array_equal(x[rows["param"]], ctx.param[None])

@@ -1,4 +1,5 @@
-"""``lopt evaluate``: a learned optimizer against tuned baselines on seen and unseen tasks."""
+"""``lopt evaluate``: a learned optimizer against tuned baselines on seen and unseen tasks, or
+(``benchmark=NAME``) a leaderboard of optimizers on a named benchmark's held-out tasks."""
 from __future__ import annotations
 
 import hydra
@@ -98,6 +99,9 @@ MODES = ("comparison", "implicit_regularization")
 def check(cfg: DictConfig) -> None:
     from lopt_cli.optimizers.storage import load_learned_optimizer
 
+    if cfg.get("benchmark") is not None:
+        benchmark_candidates(cfg, build_benchmark_spec(cfg))
+        return
     if cfg.mode not in MODES:
         raise LoptUserError(f"mode={cfg.mode!r}; choose one of: {', '.join(MODES)}")
     if cfg.mode == "implicit_regularization":
@@ -206,6 +210,9 @@ def run(cfg: DictConfig) -> None:
     from lopt_cli.evaluation.suite import evaluate_suite, total_task_runs
     from lopt_cli.optimizers.storage import load_learned_optimizer, resolve_weights_path
 
+    if cfg.get("benchmark") is not None:
+        run_benchmark_command(cfg)
+        return
     weights = resolve_weights_path(cfg.learned_optimizer).resolve()
     lopt, theta, lopt_config = load_learned_optimizer(weights)
     if cfg.mode == "implicit_regularization":
@@ -237,6 +244,135 @@ def run(cfg: DictConfig) -> None:
     console.print(f"results written to {out_dir} (report.md, improvement.png, curves.png)")
 
 
+def build_benchmark_spec(cfg: DictConfig):
+    """The only function that reads ``benchmark``: tasks, trial budgets, measurement."""
+    from lopt_cli.evaluation.benchmark import BenchmarkSpec, MeasureSettings
+
+    node = cfg.benchmark
+    for key in ("num_seeds", "num_points", "eval_batches", "long_horizon"):
+        positive_int(cfg, f"benchmark.{key}")
+    if not 0 < float(node.final_fraction) <= 1:
+        raise LoptUserError(f"benchmark.final_fraction={node.final_fraction}: expected a value "
+                            "in (0, 1]")
+    baselines = {name: build(n, f"baselines.{name}") for name, n in cfg.baselines.items()}
+    trials = plain(node.trials)
+    for name in [*baselines, "candidates"]:
+        if not isinstance(trials.get(name), int) or trials[name] < 1:
+            raise LoptUserError(f"benchmark.trials.{name}={trials.get(name)}: expected a "
+                                "positive int for every baseline and for candidates")
+    counts = plain(node.trial_counts)
+    if not isinstance(counts, list) or not all(isinstance(n, int) and n > 0 for n in counts):
+        raise LoptUserError(f"benchmark.trial_counts={counts}: expected a list of positive ints")
+    bounds = plain(node.lr_multiplier)
+    if (not isinstance(bounds, list) or len(bounds) != 2
+            or not all(isinstance(v, (int, float)) for v in bounds)
+            or not 0 < bounds[0] <= bounds[1]):
+        raise LoptUserError(f"benchmark.lr_multiplier={bounds}: expected [min, max] with "
+                            "0 < min <= max")
+    low, high = (float(v) for v in bounds)
+    if not baselines:
+        raise LoptUserError("baselines: name at least one baseline")
+    names = list(node.tasks)
+    select = plain(node.select)
+    if select is not None:
+        unknown = [n for n in select if n not in names] if isinstance(select, list) else [select]
+        if unknown or not select:
+            raise LoptUserError(f"benchmark.select={select}: choose task names among: "
+                                f"{', '.join(names)}")
+        names = [n for n in names if n in select]
+    tasks = tuple(benchmark_task(cfg, name) for name in names)
+    measure = MeasureSettings(int(node.num_seeds), int(node.num_points), int(node.eval_batches),
+                              float(node.final_fraction), int(cfg.seed))
+    spec = BenchmarkSpec(str(node.name), tasks, baselines, trials,
+                         tuple(sorted(set(counts))), measure, int(node.long_horizon))
+    return spec, (low, high)
+
+
+def benchmark_task(cfg: DictConfig, name: str):
+    """One task of ``benchmark.tasks``: family, config and horizon, checked."""
+    from lopt_cli.evaluation.benchmark import BenchmarkTask
+
+    node = cfg.benchmark.tasks[name]
+    override = cfg.benchmark.get("horizon_override")
+    horizon = int(override if override is not None else node.horizon)
+    points = int(cfg.benchmark.num_points)
+    if horizon < points or horizon % points:
+        raise LoptUserError(f"benchmark.tasks.{name}.horizon={horizon}: expected a multiple of "
+                            f"benchmark.num_points={points}")
+    return BenchmarkTask(name, build(node.family, f"benchmark.tasks.{name}.family"),
+                         build(node.config, f"benchmark.tasks.{name}.config"), horizon)
+
+
+def benchmark_candidates(cfg: DictConfig, built) -> list:
+    """The leaderboard's optimizers (``learned_optimizer``: one name or a list)."""
+    from lopt_cli.evaluation.candidates import candidate_names, resolve_candidate
+
+    _, (low, high) = built
+    return [resolve_candidate(name, low, high)
+            for name in candidate_names(plain(cfg.learned_optimizer))]
+
+
+def run_benchmark_command(cfg: DictConfig) -> None:
+    """``benchmark=NAME``: every optimizer on the benchmark's tasks, the leaderboard written."""
+    from rich.progress import Progress
+
+    from lopt_cli.console import output_console
+    from lopt_cli.evaluation.benchmark import run_benchmark, total_runs
+    from lopt_cli.evaluation.benchmark_outputs import benchmark_summary, write_benchmark
+    from lopt_cli.evaluation.cache import RunCache, default_cache_dir
+    from lopt_cli.evaluation.leaderboard_report import terminal_table
+
+    built = build_benchmark_spec(cfg)
+    spec = built[0]
+    candidates = benchmark_candidates(cfg, built)
+    cache = RunCache(default_cache_dir() if cfg.cache else None)
+    console = output_console(stderr=True)
+    with Progress(console=console) as progress:
+        bar = progress.add_task(f"{spec.name}: task × optimizer",
+                                total=total_runs(spec, len(candidates)))
+
+        def advance(label: str) -> None:
+            progress.update(bar, advance=1, description=f"{spec.name}: {label}")
+            if not console.is_terminal:  # a log file: one line per finished run, with the ETA
+                done = progress.tasks[0]
+                elapsed = done.elapsed or 0.0
+                eta = elapsed * (done.total - done.completed) / max(done.completed, 1)
+                console.print(f"{spec.name}: {int(done.completed)}/{int(done.total)} {label}; "
+                              f"elapsed {elapsed:.0f} s, ETA {eta:.0f} s", highlight=False)
+
+        results = run_benchmark(spec, candidates, cache, advance)
+    names = [c.name for c in candidates]
+    summary, rows = benchmark_summary(spec, results, names, built[1])
+    summary["runs"] = {"computed": cache.computed, "from_cache": cache.hits}
+    out_dir = run_dir()
+    write_benchmark(out_dir, summary, rows)
+    output_console().print(terminal_table(summary))
+    print(f"results written to {out_dir} (leaderboard.md, leaderboard.png, summary.json, "
+          "results.jsonl, horizon.png)")
+
+
+def list_override(argv: list[str]) -> list[str]:
+    """With ``benchmark=NAME`` and without ``--multirun``, ``learned_optimizer=a,b`` means the
+    list ``[a,b]`` (a leaderboard), not a sweep Hydra would refuse."""
+    if {"-m", "--multirun"}.intersection(argv) or not any(
+            a.startswith("benchmark=") for a in argv):
+        return argv
+    out = []
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key == "learned_optimizer" and "," in value and not value.startswith(("[", "'", '"')):
+            arg = f"learned_optimizer=[{value}]"
+        out.append(arg)
+    return out
+
+
 @hydra.main(config_path="pkg://conf", config_name=CONFIG_NAME, version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     run(cfg)
+
+
+def main() -> None:
+    import sys
+
+    sys.argv = [sys.argv[0], *list_override(sys.argv[1:])]
+    hydra_main()

@@ -50,10 +50,18 @@ class RunCache:
     hits: int = 0
     computed: int = 0
 
-    def get(self, description: Any, compute: Callable[[], dict]) -> dict:
-        """``compute()``'s result for ``description``, from the cache when present."""
-        path = None if self.directory is None else (
-            Path(self.directory) / f"{cache_key(description)}.json")
+    def _path(self, description: Any) -> Path | None:
+        if self.directory is None:
+            return None
+        return Path(self.directory) / f"{cache_key(description)}.json"
+
+    def contains(self, description: Any) -> bool:
+        path = self._path(description)
+        return path is not None and path.is_file()
+
+    def lookup(self, description: Any) -> dict | None:
+        """The cached value of ``description`` (counted as a hit), or ``None``."""
+        path = self._path(description)
         if path is not None and path.is_file():
             try:
                 value = json.loads(path.read_text())
@@ -61,8 +69,17 @@ class RunCache:
                 return value
             except (OSError, json.JSONDecodeError):
                 path.unlink(missing_ok=True)  # a damaged entry is recomputed
-        value = compute()
+        return None
+
+    def store(self, description: Any, value: dict) -> dict:
+        """Records a computed value (counted as computed)."""
         self.computed += 1
+        path = self._path(description)
         if path is not None:
             write_json_atomic(path, value)
         return value
+
+    def get(self, description: Any, compute: Callable[[], dict]) -> dict:
+        """``compute()``'s result for ``description``, from the cache when present."""
+        value = self.lookup(description)
+        return value if value is not None else self.store(description, compute())

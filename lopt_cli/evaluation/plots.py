@@ -130,3 +130,49 @@ def plot_trajectories(paths: dict, path: Path, title: str) -> Path:
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8, loc="lower right")
     return _save(figure, path)
+
+
+def plot_leaderboard(summary: dict, path: Path) -> Path:
+    """Per optimizer: IQM speedup and IQM final-loss ratio against the headline setting, for
+    both comparisons (1 = as good as the tuned baseline)."""
+    names = list(summary["leaderboard"])
+    reference = summary["reference_setting"]
+    figure, axes = plt.subplots(1, 2, figsize=(10, 0.5 * len(names) + 2), squeeze=False)
+    positions = np.arange(len(names))
+    for axis, key, title in zip(axes.flat, ("iqm_speedup", "iqm_loss_ratio"),
+                                ("IQM speedup", "IQM final-loss ratio")):
+        for index, comparison in enumerate(("generalisation", "optimisation")):
+            values = [summary["leaderboard"][n][comparison]["settings"].get(reference, {})
+                      .get(key, np.nan) for n in names]
+            axis.barh(positions + (index - 0.5) * 0.4, values, height=0.38, color=f"C{index}",
+                      label="test loss (tuned on valid)" if index == 0 else "training loss")
+        axis.axvline(1.0, color="black", linewidth=0.8)
+        axis.set_yticks(positions, names, fontsize=8)
+        axis.set_title(f"{title} vs {reference}", fontsize=9)
+        axis.grid(axis="x", alpha=0.3)
+    axes.flat[0].legend(fontsize=7)
+    figure.suptitle(f"{summary['benchmark']}: {summary['num_tasks']} tasks, "
+                    f"{summary['num_seeds']} seeds (> 1: better than the baseline)", fontsize=10)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_horizon(rows: list[dict], path: Path) -> Path:
+    """Training curves of the long-horizon tasks, one panel per task, the minimum marked."""
+    tasks: dict = {}
+    for row in rows:
+        if row["record"] == "horizon":
+            tasks.setdefault(row["task"], {"title": f"{row['task']} ({row['horizon']} steps)",
+                                           "curves": {}})["curves"][row["optimizer"]] = row
+    if not tasks:
+        figure, axis = plt.subplots(figsize=(4, 2))
+        axis.text(0.5, 0.5, "no long-horizon task", ha="center", va="center")
+        axis.axis("off")
+        return _save(figure, path)
+    panels = []
+    for task in tasks.values():
+        rising = [name for name, row in task["curves"].items() if row["rises"]]
+        panels.append({"title": f"{task['title']}\nrises: {', '.join(rising) or 'none'}",
+                       "curves": {name: {"steps": row["steps"], "train": row["train_curve"]}
+                                  for name, row in task["curves"].items()}})
+    return plot_learning_curves(panels, path, metric="train")

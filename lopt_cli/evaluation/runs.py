@@ -41,7 +41,7 @@ def trial_curves(space, hparams: dict, task, keys: jax.Array, horizon: int, vali
     return jax.vmap(lambda setting: jax.vmap(lambda k: one(setting, k))(keys))(hparams)
 
 
-def _mean_over_seeds(values: np.ndarray) -> list:
+def mean_over_seeds(values: np.ndarray) -> list:
     """Mean over the seed axis (-2) of raw curves; all-diverged points become None."""
     values = np.where(np.isfinite(values), values, np.nan)
     with warnings.catch_warnings():
@@ -56,8 +56,8 @@ def summarize_metrics(metrics, settings: RunSettings) -> dict:
     return {
         "final_valid": final_value(metrics.valid_loss, settings.final_fraction).tolist(),
         "final_train": final_value(metrics.train_loss, settings.final_fraction).tolist(),
-        "valid_curve": _mean_over_seeds(np.asarray(metrics.raw_valid_loss, float)),
-        "train_curve": _mean_over_seeds(np.asarray(metrics.raw_train_loss, float)),
+        "valid_curve": mean_over_seeds(np.asarray(metrics.raw_valid_loss, float)),
+        "train_curve": mean_over_seeds(np.asarray(metrics.raw_train_loss, float)),
     }
 
 

@@ -1,5 +1,8 @@
 """CPU tuning of meta-training, fenced in one module: nothing here changes the maths.
 
+(The optimizers' own CPU constants, e.g. the block-size rule, are
+:mod:`lopt_cli.optimizers.cpu_tuning`'s; this module applies them to a meta-training run.)
+
 * :func:`prefer_wide_vectors`: 512-bit vector code on AVX-512 CPUs (an ``XLA_FLAGS`` entry).
 * :func:`request_cpu_devices`: one XLA host device per core for a split population.
 * :func:`for_population` and :func:`cpu_cores_per_device`: the learned optimizer's MLP block
@@ -14,7 +17,7 @@ import os
 
 import jax
 
-from lopt_cli.optimizers import columns
+from lopt_cli.optimizers import cpu_tuning as optimizer_tuning
 from lopt_cli.optimizers.base import LearnedOptimizer
 
 
@@ -70,15 +73,15 @@ def for_population(lopt: LearnedOptimizer, particles_per_device: int,
                    cores_per_device: int) -> LearnedOptimizer:
     """``lopt`` with its MLP block size (``chunk_size``) set for ``particles_per_device``
     vmapped inner optimizers on ``cores_per_device`` CPU cores
-    (:func:`~lopt_cli.optimizers.columns.population_chunk_size`). Unchanged off CPU, for an
+    (:func:`~lopt_cli.optimizers.optimizer_tuning.population_chunk_size`). Unchanged off CPU, for an
     optimizer without ``chunk_size``, or where the configuration sets one. The block size
     never changes the maths, only the speed."""
-    if not columns.has_chunk_size(lopt) or lopt.chunk_size is not None:
+    if not optimizer_tuning.has_chunk_size(lopt) or lopt.chunk_size is not None:
         return lopt
     if jax.default_backend() != "cpu":
         return lopt
     return dataclasses.replace(
-        lopt, chunk_size=columns.population_chunk_size(particles_per_device, cores_per_device))
+        lopt, chunk_size=optimizer_tuning.population_chunk_size(particles_per_device, cores_per_device))
 
 
 def cpu_cores_per_device(num_devices: int) -> int:

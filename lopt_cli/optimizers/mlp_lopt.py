@@ -23,11 +23,13 @@ per tensor). This is exactly a ``Dense`` on the tiled and concatenated ``(..., F
 initialised like one (LeCun normal with fan-in ``F``), but costs ``F_p`` rather than ``F``
 multiply-adds per parameter and unit.
 
-The update evaluates that network feature-major (:mod:`lopt_cli.optimizers.columns`): the
-features of a tensor are ``(F_p, n)`` rows, the normalisers are folded into the first kernel,
-and tensors of more than ``2 * CPU_CHUNK_COLUMNS`` parameters run in blocks on CPU. The
-tensor-wide normalisers are computed first, in fused row reductions
-(``features.feature_scales``).
+The update runs the module's own fast path, :meth:`PerParameterMLP.feature_major`
+(:mod:`lopt_cli.optimizers.feature_major`): the features of a tensor are ``(F_p, n)`` rows,
+the normalisers are folded into the first kernel, and tensors of more than ``2 * chunk_size``
+parameters run in blocks (:mod:`~lopt_cli.optimizers.cpu_tuning`). The tensor-wide
+normalisers are computed first, in fused row reductions (``features.feature_scales``). The
+optimizer itself is a :class:`~lopt_cli.optimizers.per_tensor.PerTensorLOpt`: this file is its
+state, its module and its per-tensor step.
 
 Cost per parameter and step, default config: about ``2 (23·32 + 32·32 + 32·2) ≈ 3.6`` kFLOPs in
 the MLP, and ``2·5`` floats of state per parameter plus one per tensor (float32, whatever
@@ -36,20 +38,26 @@ the parameter dtype).
 from __future__ import annotations
 
 import dataclasses
-import functools
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
-from lopt_cli.errors import LoptUserError
-from lopt_cli.optimizers import columns as cols
+from lopt_cli.optimizers import feature_major as fm
 from lopt_cli.optimizers import features as feats
+from lopt_cli.optimizers import per_tensor
 from lopt_cli.optimizers.base import MetaParams
+from lopt_cli.optimizers.per_tensor import NetworkPath, TensorInput
 
-CLIP_DECAY = 0.99  # decay of the per-tensor running mean square used for gradient clipping
+PARAM_IN = "param_in"  # Dense on the per-parameter features
+TENSOR_IN = "tensor_in"  # bias-free Dense on the per-tensor features
+
+
+def dense_name(index: int) -> str:
+    """Name of the MLP's ``index``-th layer after the first (``1 .. len(hidden_sizes)``)."""
+    return f"dense_{index}"
 
 
 class MLPLOptState(NamedTuple):
@@ -68,12 +76,21 @@ class MLPLOptState(NamedTuple):
     count: jax.Array
 
 
+class MLPTensorState(NamedTuple):
+    """One tensor's entries of :class:`MLPLOptState`."""
+
+    momentum: jax.Array
+    rms: jax.Array
+    grad_mean_sq: jax.Array
+
+
 class PerParameterMLP(nn.Module):
     """Maps per-parameter features ``(N, F_p)`` and per-tensor features ``(F_t,)`` to a
     direction and a log-magnitude, each ``(N,)``.
 
-    This module defines the variables and their initialisation; the optimizer evaluates the
-    same function feature-major (:func:`apply_feature_major`).
+    ``__call__`` is the plain definition (and creates the variables); the optimizer runs
+    :meth:`feature_major`, the same function on the variables of the declared layers
+    (:meth:`layer_names`), checked equal by the conformance suite.
 
     Attributes:
       hidden_sizes: widths of the hidden ReLU layers.
@@ -83,6 +100,15 @@ class PerParameterMLP(nn.Module):
 
     hidden_sizes: tuple[int, ...] = (32, 32)
     output_init_scale: float = 1.0
+
+    def layer_names(self) -> tuple[str, ...]:
+        """Every layer's name: the split first layer, then one per further layer."""
+        return (PARAM_IN, TENSOR_IN,
+                *(dense_name(i) for i in range(1, len(self.hidden_sizes) + 1)))
+
+    def per_param_chain(self) -> tuple[str, ...]:
+        """The layers of the per-parameter product chain, in order (without ``tensor_in``)."""
+        return (PARAM_IN, *self.layer_names()[2:])
 
     @nn.compact
     def __call__(
@@ -100,17 +126,36 @@ class PerParameterMLP(nn.Module):
             return nn.initializers.variance_scaling(first_scale * share, "fan_in",
                                                     "truncated_normal")
 
-        h = nn.Dense(widths[0], kernel_init=split_init(f_p / (f_p + f_t)), name="param_in")(
+        h = nn.Dense(widths[0], kernel_init=split_init(f_p / (f_p + f_t)), name=PARAM_IN)(
             param_features)
         h = h + nn.Dense(widths[0], use_bias=False, kernel_init=split_init(f_t / (f_p + f_t)),
-                         name="tensor_in")(tensor_features)
+                         name=TENSOR_IN)(tensor_features)
         for i, width in enumerate(widths[1:], start=1):
-            h = nn.Dense(width, kernel_init=inits[i], name=f"dense_{i}")(nn.relu(h))
+            h = nn.Dense(width, kernel_init=inits[i], name=dense_name(i))(nn.relu(h))
         return h[..., 0], h[..., 1]
+
+    def feature_major(
+        self, x: jax.Array, scales: jax.Array, tensor_x: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        """The network on the raw feature-major block ``x`` ``(F_p, b)`` normalised by
+        ``scales`` ``(F_p,)``, with per-tensor features ``tensor_x``: ``(d, a)``, each
+        ``(b,)``; the per-tensor features enter as a first-layer bias."""
+        names = self.layer_names()
+        params = fm.declared_layers(self.variables["params"], names, "PerParameterMLP")
+        h = fm.split_input_layer(params[PARAM_IN], params[TENSOR_IN], x, scales, tensor_x)
+        out = fm.hidden_stack([params[name] for name in names[2:]], h)
+        return out[0], out[1]
+
+    def reference(
+        self, x: jax.Array, scales: jax.Array, tensor_x: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        """:meth:`feature_major` by the plain definition: ``__call__`` on the normalised
+        row-major features."""
+        return self((x * scales[:, None]).T, tensor_x)
 
 
 @dataclasses.dataclass(frozen=True)
-class MLPLOpt:
+class MLPLOpt(per_tensor.PerTensorLOpt):
     """The per-parameter MLP learned optimizer; hashable, so it can be a static jit argument.
 
     Attributes:
@@ -124,9 +169,9 @@ class MLPLOpt:
       clip_mult: gradients are clipped to ``clip_mult`` times their tensor's running RMS
         before entering the accumulators; ``0`` disables clipping.
       chunk_size: tensors of more than twice this many parameters run through the MLP in
-        blocks of at most this many (:func:`~lopt_cli.optimizers.columns.map_columns`);
-        ``None`` picks ``CPU_CHUNK_COLUMNS`` on CPU and one block on accelerators; ``0``:
-        always one block. Does not change the maths.
+        blocks of at most this many (:func:`~lopt_cli.optimizers.feature_major.map_blocks`);
+        ``None`` picks ``cpu_tuning.CPU_CHUNK_SIZE`` on CPU and one block on accelerators;
+        ``0``: always one block. Does not change the maths.
 
     Example::
 
@@ -148,16 +193,10 @@ class MLPLOpt:
     clip_mult: float = 10.0
     chunk_size: int | None = None
 
-    def __post_init__(self):
-        hidden = tuple(int(h) for h in self.hidden_sizes)
-        decays = tuple(float(d) for d in self.decays)
-        if any(h <= 0 for h in hidden):
-            raise LoptUserError(f"MLPLOpt: hidden_sizes={list(hidden)} must be positive ints")
-        if not decays or any(not 0.0 <= d < 1.0 for d in decays):
-            raise LoptUserError(f"MLPLOpt: decays={list(decays)} must be a non-empty list "
-                                "of numbers in [0, 1)")
-        object.__setattr__(self, "hidden_sizes", hidden)
-        object.__setattr__(self, "decays", decays)
+    State = MLPLOptState
+    TensorState = MLPTensorState
+    FIELD_RULES = {"hidden_sizes": per_tensor.HIDDEN_SIZES_MAY_BE_EMPTY,
+                   "decays": per_tensor.DECAYS, "chunk_size": per_tensor.CHUNK_SIZE}
 
     # ------------------------------------------------------------------ architecture
 
@@ -171,100 +210,47 @@ class MLPLOpt:
         """MLP input width ``F = F_p + F_t``, derived from the feature functions (38 default)."""
         return feats.num_features(self.decays)
 
-    def init(self, key: jax.Array) -> MetaParams:
-        """Meta-parameters: the MLP's flax variables ``{"params": {...}}``."""
-        f_p = feats.num_param_features(self.decays)
-        f_t = feats.num_tensor_features()
-        return self.network.init(key, jnp.zeros((1, f_p)), jnp.zeros((f_t,)))
+    def network_init_args(self) -> tuple:
+        return (jnp.zeros((1, feats.num_param_features(self.decays))),
+                jnp.zeros((feats.num_tensor_features(),)))
 
-    def transform(
-        self, theta: MetaParams, num_steps: int | jax.Array
-    ) -> optax.GradientTransformationExtraArgs:
-        """The optimizer of ``theta`` for a horizon of ``num_steps`` (may be traced)."""
-        return optax.GradientTransformationExtraArgs(
-            init=self.init_state, update=functools.partial(self.update, theta, num_steps))
+    def network_paths(self, key: jax.Array) -> list[NetworkPath]:
+        f_p = feats.num_param_features(self.decays)
+        keys = jax.random.split(key, 3)
+        args = (jax.random.normal(keys[0], (f_p, 37)),
+                jnp.exp(jax.random.normal(keys[1], (f_p,))),
+                jax.random.normal(keys[2], (feats.num_tensor_features(),)))
+        return [NetworkPath("per_param", PerParameterMLP.feature_major,
+                            PerParameterMLP.reference, args)]
 
     # ------------------------------------------------------------------ optimizer
 
-    def init_state(self, params: optax.Params) -> MLPLOptState:
-        """Zero accumulators (float32, decays on a leading axis) and ``count = 0``."""
-        def acc(p):
-            return jnp.zeros((len(self.decays),) + jnp.shape(p), jnp.float32)
+    def init_tensor_state(self, param: jax.Array) -> MLPTensorState:
+        """Zero accumulators (decays on a leading axis) and clipping RMS."""
+        shape = (len(self.decays),) + jnp.shape(param)
+        return MLPTensorState(per_tensor.float32_zeros(shape), per_tensor.float32_zeros(shape),
+                              per_tensor.float32_zeros(()))
 
-        return MLPLOptState(
-            momentum=jax.tree.map(acc, params),
-            rms=jax.tree.map(acc, params),
-            grad_mean_sq=jax.tree.map(lambda _: jnp.zeros((), jnp.float32), params),
-            count=jnp.zeros((), jnp.int32),
-        )
-
-    def update(
-        self,
-        theta: MetaParams,
-        num_steps: int | jax.Array,
-        updates: optax.Updates,
-        state: MLPLOptState,
-        params: optax.Params | None = None,
-        **extra_args: Any,
-    ) -> tuple[optax.Updates, MLPLOptState]:
-        """One step: ``updates`` are gradients in, parameter deltas (param dtype) out.
-
-        ``loss=`` and ``valid_loss=`` are accepted and ignored (this architecture has no
-        per-tensor LSTM to read them).
-        """
-        del extra_args
-        if params is None:
-            raise ValueError("MLPLOpt.update needs params (the parameter value is a feature)")
-        leaves, treedef = jax.tree.flatten(updates)
-        others = [treedef.flatten_up_to(t) for t in
-                  (params, state.momentum, state.rms, state.grad_mean_sq)]
-        results = [self._update_tensor(theta, num_steps, state.count, *args)
-                   for args in zip(leaves, *others)]
-        steps, momentum, rms, mean_sq = (treedef.unflatten(list(r)) for r in zip(*results))
-        count = optax.safe_int32_increment(state.count)
-        return steps, MLPLOptState(momentum, rms, mean_sq, count)
-
-    def _update_tensor(self, theta, num_steps, count, grad, param, momentum, rms, mean_sq):
-        """Step and new state of one tensor; all maths in float32 on flattened ``(n,)`` and
-        ``(D, n)`` views."""
-        if jnp.size(param) == 0:
-            return jnp.zeros_like(param), momentum, rms, mean_sq
-        n = jnp.size(param)
-        g = jnp.asarray(grad, jnp.float32).reshape(n)
-        p = jnp.asarray(param, jnp.float32).reshape(n)
-        g, mean_sq = feats.clip_by_running_rms(g, mean_sq, count, self.clip_mult, CLIP_DECAY)
-        m, v = feats.accumulate(momentum.reshape(-1, n), rms.reshape(-1, n), g,
-                                jnp.asarray(self.decays, jnp.float32))
-        ctx = feats.ParamContext(g, p, m, v)
+    def step_tensor(
+        self, theta: MetaParams, x: TensorInput, state: MLPTensorState
+    ) -> tuple[jax.Array, MLPTensorState]:
+        """Accumulators, features and ``-step_mult * d * exp(exp_mult * a)`` of one tensor
+        (flattened ``(n,)`` and ``(D, n)`` views); ``loss=`` and ``valid_loss=`` are not read
+        (this architecture has no per-tensor LSTM)."""
+        n = x.grad.shape[0]
+        m, v = feats.accumulate(state.momentum.reshape(-1, n), state.rms.reshape(-1, n),
+                                x.grad, jnp.asarray(self.decays, jnp.float32))
+        ctx = feats.ParamContext(x.grad, x.param, m, v)
         scales = feats.feature_scales(ctx)  # tensor-wide normalisers, (F_p,)
-        tensor_x = feats.tensor_features(feats.TensorContext(count, num_steps, g, p))
-        step_columns = functools.partial(self._step_columns, theta, scales, tensor_x)
-        step = cols.map_columns(step_columns, ctx, self.resolved_chunk_size())
-        return (step.reshape(jnp.shape(param)).astype(jnp.result_type(param)),
-                m.reshape(momentum.shape), v.reshape(rms.shape), mean_sq)
+        tensor_x = feats.tensor_features(feats.TensorContext(x.count, x.num_steps, x.grad,
+                                                             x.param))
+        network = self.network
 
-    def _step_columns(self, theta, scales, tensor_x, block: feats.ParamContext) -> jax.Array:
-        """``-step_mult * d * exp(exp_mult * a)`` for a block of ``b`` parameters."""
-        direction, magnitude = apply_feature_major(
-            theta, feats.raw_param_features(block), scales, tensor_x)
-        return -self.step_mult * direction * jnp.exp(self.exp_mult * magnitude)
+        def block_step(block: feats.ParamContext) -> jax.Array:
+            d, a = network.apply(theta, feats.raw_param_features(block), scales, tensor_x,
+                                 method=PerParameterMLP.feature_major)
+            return per_tensor.exp_step(d, a, self.step_mult, self.exp_mult)
 
-    def resolved_chunk_size(self) -> int:
-        """Parameters per MLP block: ``chunk_size``, or when None ``CPU_CHUNK_COLUMNS`` on CPU
-        and no chunking on accelerators."""
-        if self.chunk_size is not None:
-            return int(self.chunk_size)
-        return cols.CPU_CHUNK_COLUMNS if jax.default_backend() == "cpu" else 0
-
-
-def apply_feature_major(
-    theta: MetaParams, x: jax.Array, scales: jax.Array, tensor_x: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-    """:class:`PerParameterMLP` (variables ``theta``) on the raw feature-major block ``x``
-    ``(F_p, b)`` normalised by ``scales`` ``(F_p,)``, with per-tensor features ``tensor_x``:
-    ``(d, a)``, each ``(b,)``. Equal to ``network.apply(theta, (x * scales[:, None]).T,
-    tensor_x)`` up to float rounding; the per-tensor features enter as a first-layer bias."""
-    params = theta["params"]
-    h = cols.input_layer(params, x, scales, tensor_x)
-    out = cols.hidden_stack(cols.numbered_layers(params, "dense_", 1), h)
-    return out[0], out[1]
+        step = fm.map_blocks(block_step, ctx, self.resolved_chunk_size())
+        return step, MLPTensorState(m.reshape(state.momentum.shape),
+                                    v.reshape(state.rms.shape), state.grad_mean_sq)

@@ -21,10 +21,14 @@ second-moment decay :math:`\beta_2`:
 
 The factored :math:`\hat v` (Shazeer & Stern 2018) is exact whenever :math:`g^2` is rank one
 in the last two axes. The MLP has ``hidden_sizes`` ReLU layers (one of 4 units by default); the
-per-tensor features of :mod:`features` enter as a per-tensor bias of its first layer. Features
-and layers are lists of tensor-shaped columns (:class:`ColumnsDense`, the variables of an
-``nn.Dense``), so XLA fuses the per-parameter network and its features into one elementwise
-loop instead of building an ``(N, K)`` array and calling a matmul on 4-wide operands.
+per-tensor features of :mod:`features` enter as a per-tensor bias of its first layer. The
+module :class:`SmallMLP` defines that MLP plainly (``nn.Dense`` layers on the ``(N, K)``
+concatenated features) and runs it as :meth:`SmallMLP.channels`: features and activations are
+lists of tensor-shaped *channels* (one array per input or unit) and each layer a weighted sum
+of channels (:func:`channel_dense`, on the same ``Dense`` variables), so XLA fuses the
+per-parameter network and its features into one elementwise loop instead of building an
+``(N, K)`` array and calling a matmul on 4-wide operands (measured 2x faster for the whole
+update on CPU). The optimizer is a :class:`~lopt_cli.optimizers.per_tensor.PerTensorLOpt`.
 
 Cost, default config (``M = 2``, one hidden layer of ``H = 4``, so ``K = 2 + M = 4``):
 
@@ -43,20 +47,27 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
-from lopt_cli.errors import LoptUserError
+from lopt_cli.optimizers import feature_major as fm
 from lopt_cli.optimizers import features as feats
+from lopt_cli.optimizers import per_tensor
 from lopt_cli.optimizers.base import MetaParams
-from lopt_cli.optimizers.mlp_lopt import CLIP_DECAY
+from lopt_cli.optimizers.per_tensor import NetworkPath, TensorInput
 
 V_EPS = 1e-16  # inside 1/sqrt(v_hat + eps): Adam's eps = 1e-8 on the sqrt scale
 FEATURE_CLIP = 10.0
+PARAM_IN, TENSOR_IN, OUT = "param_in", "tensor_in", "out"  # layer names
+
+
+def dense_name(index: int) -> str:
+    """Name of the ``index``-th hidden layer after the first (``1 .. len(hidden_sizes) - 1``)."""
+    return f"dense_{index}"
 
 
 class SmallLOptState(NamedTuple):
@@ -78,6 +89,15 @@ class SmallLOptState(NamedTuple):
     count: jax.Array
 
 
+class SmallTensorState(NamedTuple):
+    """One tensor's entries of :class:`SmallLOptState`."""
+
+    momentum: jax.Array
+    v_row: jax.Array
+    v_col: jax.Array
+    grad_mean_sq: jax.Array
+
+
 class SmallContext(NamedTuple):
     """Float32 per-parameter inputs of one tensor after the accumulators are updated."""
 
@@ -87,33 +107,33 @@ class SmallContext(NamedTuple):
     rsqrt_v: jax.Array  # S: 1 / sqrt(v_hat + eps)
 
 
-Columns = list[jax.Array]  # feature columns, each of the tensor's shape S
+Channels = list[jax.Array]  # one array of the tensor's shape S per feature (or unit)
 
 
-def grad_feature(ctx: SmallContext) -> Columns:
-    """``g / sqrt(v_hat)``: one column."""
+def grad_feature(ctx: SmallContext) -> Channels:
+    """``g / sqrt(v_hat)``: one channel."""
     return [ctx.grad * ctx.rsqrt_v]
 
 
-def momentum_feature(ctx: SmallContext) -> Columns:
-    """``m_i / sqrt(v_hat)``: one column per momentum decay."""
+def momentum_feature(ctx: SmallContext) -> Channels:
+    """``m_i / sqrt(v_hat)``: one channel per momentum decay."""
     return [m * ctx.rsqrt_v for m in ctx.momentum]
 
 
-def param_feature(ctx: SmallContext) -> Columns:
-    """``p / rms(p)``: one column."""
+def param_feature(ctx: SmallContext) -> Channels:
+    """``p / rms(p)``: one channel."""
     return [ctx.param_normalized]
 
 
-SMALL_FEATURES: tuple[tuple[str, Callable[[SmallContext], Columns]], ...] = (
+SMALL_FEATURES: tuple[tuple[str, Callable[[SmallContext], Channels]], ...] = (
     ("grad", grad_feature),
     ("momentum", momentum_feature),
     ("param", param_feature),
 )
 
 
-def small_features(ctx: SmallContext) -> Columns:
-    """All per-parameter inputs, clipped to ``±FEATURE_CLIP``: ``K`` columns of shape S."""
+def small_features(ctx: SmallContext) -> Channels:
+    """All per-parameter inputs, clipped to ``±FEATURE_CLIP``: ``K`` channels of shape S."""
     return [jnp.clip(x, -FEATURE_CLIP, FEATURE_CLIP)
             for _, fn in SMALL_FEATURES for x in fn(ctx)]
 
@@ -133,58 +153,65 @@ def factored_second_moment(v_row: jax.Array, v_col: jax.Array) -> jax.Array:
     return row[..., :, None] * v_col[..., None, :]
 
 
-class ColumnsDense(nn.Module):
-    r"""``nn.Dense`` (same ``kernel (K, H)`` and ``bias (H,)`` variables) on a list of ``K``
-    same-shaped columns, returning ``H`` columns: :math:`y_o = b_o + \sum_j x_j W_{jo}`.
-
-    For 2-8 wide layers this keeps the per-parameter network a set of elementwise ops on
-    tensor-shaped arrays, which XLA fuses into one loop with the feature computation, instead
-    of a ``(N, K)`` array (a minor-axis concatenate) and a matmul on 4-wide operands (measured
-    2x faster for the whole update on CPU)."""
-
-    features: int
-    kernel_init: Callable = nn.initializers.lecun_normal()
-    bias_init: Callable = nn.initializers.zeros_init()
-
-    @nn.compact
-    def __call__(self, columns: Columns) -> Columns:
-        kernel = self.param("kernel", self.kernel_init, (len(columns), self.features),
-                            jnp.float32)
-        bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
-        outputs = []
-        for o in range(self.features):
-            y = columns[0] * kernel[0, o] + bias[o]
-            for j in range(1, len(columns)):
-                y = y + columns[j] * kernel[j, o]
-            outputs.append(y)
-        return outputs
+def channel_dense(layer: dict, channels: Channels) -> Channels:
+    r"""A flax ``Dense`` layer's variables (``kernel (K, H)``, ``bias (H,)``) on ``K``
+    same-shaped channels, returning ``H`` channels: :math:`y_o = b_o + \sum_j x_j W_{jo}`."""
+    kernel, bias = layer["kernel"], layer["bias"]
+    outputs = []
+    for o in range(kernel.shape[1]):
+        y = channels[0] * kernel[0, o] + bias[o]
+        for j in range(1, len(channels)):
+            y = y + channels[j] * kernel[j, o]
+        outputs.append(y)
+    return outputs
 
 
 class SmallMLP(nn.Module):
-    """``K`` feature columns and ``(F_t,)`` tensor features → direction and magnitude."""
+    """``(N, K)`` features and ``(F_t,)`` tensor features → direction and magnitude, each
+    ``(N,)`` (``__call__``: the plain definition, which creates the variables); the optimizer
+    runs the same network on channels (:meth:`channels`)."""
 
     hidden_sizes: tuple[int, ...] = (4,)
     output_init_scale: float = 1.0
     param_share: float = 0.5
 
+    def hidden_names(self) -> tuple[str, ...]:
+        return tuple(dense_name(i) for i in range(1, len(self.hidden_sizes)))
+
+    def layer_names(self) -> tuple[str, ...]:
+        """Every layer's name (the keys of ``theta["params"]``)."""
+        return (PARAM_IN, TENSOR_IN, *self.hidden_names(), OUT)
+
     @nn.compact
-    def __call__(self, columns: Columns, tensor_x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def __call__(self, x: jax.Array, tensor_x: jax.Array) -> tuple[jax.Array, jax.Array]:
         split = functools.partial(nn.initializers.variance_scaling, mode="fan_in",
                                   distribution="truncated_normal")
-        h = ColumnsDense(self.hidden_sizes[0], kernel_init=split(self.param_share),
-                         name="param_in")(columns)
-        bias = nn.Dense(self.hidden_sizes[0], use_bias=False,
-                        kernel_init=split(1.0 - self.param_share), name="tensor_in")(tensor_x)
-        h = [x + bias[o] for o, x in enumerate(h)]
-        for i, width in enumerate(self.hidden_sizes[1:], start=1):
-            h = ColumnsDense(width, name=f"dense_{i}")([nn.relu(x) for x in h])
-        out = ColumnsDense(2, kernel_init=split(self.output_init_scale**2), name="out")(
-            [nn.relu(x) for x in h])
+        h = nn.Dense(self.hidden_sizes[0], kernel_init=split(self.param_share),
+                     name=PARAM_IN)(x)
+        h = h + nn.Dense(self.hidden_sizes[0], use_bias=False,
+                         kernel_init=split(1.0 - self.param_share), name=TENSOR_IN)(tensor_x)
+        for name, width in zip(self.hidden_names(), self.hidden_sizes[1:]):
+            h = nn.Dense(width, name=name)(nn.relu(h))
+        out = nn.Dense(2, kernel_init=split(self.output_init_scale**2), name=OUT)(nn.relu(h))
+        return out[..., 0], out[..., 1]
+
+    def channels(self, channels: Channels, tensor_x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The network on ``K`` feature channels of any common shape S: ``(d, a)``, each S."""
+        layers = fm.declared_layers(self.variables["params"], self.layer_names(), "SmallMLP")
+        bias = tensor_x @ layers[TENSOR_IN]["kernel"]
+        h = [x + bias[o] for o, x in enumerate(channel_dense(layers[PARAM_IN], channels))]
+        for name in self.hidden_names():
+            h = channel_dense(layers[name], [nn.relu(x) for x in h])
+        out = channel_dense(layers[OUT], [nn.relu(x) for x in h])
         return out[0], out[1]
+
+    def stacked(self, channels: Channels, tensor_x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """:meth:`channels` by the plain definition: ``__call__`` on the stacked features."""
+        return self(jnp.stack(channels, axis=-1), tensor_x)
 
 
 @dataclasses.dataclass(frozen=True)
-class SmallLOpt:
+class SmallLOpt(per_tensor.PerTensorLOpt):
     """A tiny per-parameter MLP with factored second moments; hashable (a static jit arg).
 
     Attributes:
@@ -211,18 +238,11 @@ class SmallLOpt:
     output_init_scale: float = 1.0
     clip_mult: float = 10.0
 
-    def __post_init__(self):
-        hidden = tuple(int(h) for h in self.hidden_sizes)
-        decays = tuple(float(d) for d in self.momentum_decays)
-        if not hidden or any(h <= 0 for h in hidden):
-            raise LoptUserError(f"SmallLOpt: hidden_sizes={list(hidden)} must be positive ints")
-        if not decays or any(not 0.0 <= d < 1.0 for d in decays) or not (
-                0.0 <= self.rms_decay < 1.0):
-            raise LoptUserError(f"SmallLOpt: momentum_decays={list(decays)} and rms_decay="
-                                f"{self.rms_decay} must be numbers in [0, 1) (at least one "
-                                "momentum decay)")
-        object.__setattr__(self, "hidden_sizes", hidden)
-        object.__setattr__(self, "momentum_decays", decays)
+    State = SmallLOptState
+    TensorState = SmallTensorState
+    FIELD_RULES = {"hidden_sizes": per_tensor.HIDDEN_SIZES,
+                   "momentum_decays": per_tensor.DECAYS, "rms_decay": per_tensor.DECAY}
+    FLAT_TENSORS = False  # the factored second moment needs the tensor's rows and columns
 
     @property
     def num_features(self) -> int:
@@ -244,87 +264,50 @@ class SmallLOpt:
         return SmallMLP(self.hidden_sizes, self.output_init_scale,
                         self.num_features / (self.num_features + f_t))
 
-    def init(self, key: jax.Array) -> MetaParams:
-        """Meta-parameters: the MLP's flax variables ``{"params": {...}}``."""
-        return self.network.init(key, [jnp.zeros((1,))] * self.num_features,
-                                 jnp.zeros((feats.num_tensor_features(),)))
+    def network_init_args(self) -> tuple:
+        return jnp.zeros((1, self.num_features)), jnp.zeros((feats.num_tensor_features(),))
 
-    def transform(
-        self, theta: MetaParams, num_steps: int | jax.Array
-    ) -> optax.GradientTransformationExtraArgs:
-        """The optimizer of ``theta`` for a horizon of ``num_steps`` (may be traced)."""
-        return optax.GradientTransformationExtraArgs(
-            init=self.init_state, update=functools.partial(self.update, theta, num_steps))
+    def network_paths(self, key: jax.Array) -> list[NetworkPath]:
+        keys = jax.random.split(key, self.num_features + 1)
+        channels = [jax.random.normal(k, (7, 5)) for k in keys[:-1]]
+        tensor_x = jax.random.normal(keys[-1], (feats.num_tensor_features(),))
+        return [NetworkPath("per_param", SmallMLP.channels, SmallMLP.stacked,
+                            (channels, tensor_x))]
 
-    def init_state(self, params: optax.Params) -> SmallLOptState:
-        """Zero momenta and second moments (factored for rank >= 2), ``count = 0``."""
-        def zeros(shape):
-            return jnp.zeros(shape, jnp.float32)
+    def init_tensor_state(self, param: jax.Array) -> SmallTensorState:
+        """Zero momenta and second moments (factored for rank >= 2), clipping RMS."""
+        shape, zeros = jnp.shape(param), per_tensor.float32_zeros
+        factored = len(shape) >= 2
+        return SmallTensorState(
+            momentum=zeros((len(self.momentum_decays),) + shape),
+            v_row=zeros(shape[:-1] if factored else shape),
+            v_col=zeros(shape[:-2] + shape[-1:] if factored else (0,)),
+            grad_mean_sq=zeros(()))
 
-        def row(p):
-            shape = jnp.shape(p)
-            return zeros(shape[:-1] if len(shape) >= 2 else shape)
-
-        def col(p):
-            shape = jnp.shape(p)
-            return zeros(shape[:-2] + shape[-1:] if len(shape) >= 2 else (0,))
-
-        return SmallLOptState(
-            momentum=jax.tree.map(lambda p: zeros((len(self.momentum_decays),) + jnp.shape(p)),
-                                  params),
-            v_row=jax.tree.map(row, params), v_col=jax.tree.map(col, params),
-            grad_mean_sq=jax.tree.map(lambda _: zeros(()), params),
-            count=jnp.zeros((), jnp.int32))
-
-    def update(
-        self,
-        theta: MetaParams,
-        num_steps: int | jax.Array,
-        updates: optax.Updates,
-        state: SmallLOptState,
-        params: optax.Params | None = None,
-        **extra_args: Any,
-    ) -> tuple[optax.Updates, SmallLOptState]:
-        """One step: gradients in, parameter deltas (param dtype) out; ``loss=`` and
-        ``valid_loss=`` are accepted and ignored."""
-        del extra_args
-        if params is None:
-            raise ValueError("SmallLOpt.update needs params (the parameter value is a feature)")
-        leaves, treedef = jax.tree.flatten(updates)
-        others = [treedef.flatten_up_to(t) for t in
-                  (params, state.momentum, state.v_row, state.v_col, state.grad_mean_sq)]
-        results = [self._update_tensor(theta, num_steps, state.count, *args)
-                   for args in zip(leaves, *others)]
-        steps, momentum, v_row, v_col, mean_sq = (treedef.unflatten(list(r))
-                                                  for r in zip(*results))
-        count = optax.safe_int32_increment(state.count)
-        return steps, SmallLOptState(momentum, v_row, v_col, mean_sq, count)
-
-    def _update_tensor(self, theta, num_steps, count, grad, param, momentum, v_row, v_col,
-                       mean_sq):
-        """Step and new state of one tensor, all maths in float32."""
-        if jnp.size(param) == 0:
-            return jnp.zeros_like(param), momentum, v_row, v_col, mean_sq
-        g = jnp.asarray(grad, jnp.float32)
-        p = jnp.asarray(param, jnp.float32)
-        g, mean_sq = feats.clip_by_running_rms(g, mean_sq, count, self.clip_mult, CLIP_DECAY)
+    def step_tensor(
+        self, theta: MetaParams, x: TensorInput, state: SmallTensorState
+    ) -> tuple[jax.Array, SmallTensorState]:
+        """Step and new state of one tensor (its own shape); ``loss=`` and ``valid_loss=`` are
+        not read."""
+        g, p, count = x.grad, x.param, x.count
         t = count.astype(jnp.float32) + 1.0
         beta2 = self.rms_decay
         g2 = jnp.square(g)
+        v_col = state.v_col
         if g.ndim >= 2:
-            v_row = beta2 * v_row + (1.0 - beta2) * jnp.mean(g2, axis=-1)
+            v_row = beta2 * state.v_row + (1.0 - beta2) * jnp.mean(g2, axis=-1)
             v_col = beta2 * v_col + (1.0 - beta2) * jnp.mean(g2, axis=-2)
             v_hat = factored_second_moment(v_row, v_col)
         else:
-            v_row = beta2 * v_row + (1.0 - beta2) * g2
+            v_row = beta2 * state.v_row + (1.0 - beta2) * g2
             v_hat = v_row
         rsqrt_v = jax.lax.rsqrt(v_hat / (1.0 - beta2**t) + V_EPS)
-        columns = [d * momentum[i] + (1.0 - d) * g for i, d in enumerate(self.momentum_decays)]
-        corrected = tuple(m / (1.0 - d**t) for m, d in zip(columns, self.momentum_decays))
+        momenta = [d * state.momentum[i] + (1.0 - d) * g
+                   for i, d in enumerate(self.momentum_decays)]
+        corrected = tuple(m / (1.0 - d**t) for m, d in zip(momenta, self.momentum_decays))
         p_scale = jax.lax.rsqrt(jnp.mean(jnp.square(p)) + feats.NORM_EPS)
         ctx = SmallContext(g, p * p_scale, corrected, rsqrt_v)
-        momentum = jnp.stack(columns)
-        tensor_x = feats.tensor_features(feats.TensorContext(count, num_steps, g, p))
-        d, a = self.network.apply(theta, small_features(ctx), tensor_x)
-        step = -self.step_mult * d * jnp.exp(self.exp_mult * a)
-        return step.astype(jnp.result_type(param)), momentum, v_row, v_col, mean_sq
+        tensor_x = feats.tensor_features(feats.TensorContext(count, x.num_steps, g, p))
+        d, a = self.network.apply(theta, small_features(ctx), tensor_x, method=SmallMLP.channels)
+        step = per_tensor.exp_step(d, a, self.step_mult, self.exp_mult)
+        return step, SmallTensorState(jnp.stack(momenta), v_row, v_col, state.grad_mean_sq)

@@ -32,7 +32,7 @@ from lopt_cli.errors import LoptUserError
 from task_definitions.datasets.generators import TEXT_SEQ_LEN, TEXT_VOCAB_SIZE
 
 __all__ = ["BUILTIN_DATASETS", "DATA_DIR_ENV", "TEXT_SEQ_LEN", "TEXT_VOCAB_SIZE",
-           "default_data_dir", "load_arrays", "vocab_size"]
+           "check_available", "default_data_dir", "is_available", "load_arrays", "vocab_size"]
 
 BUILTIN_DATASETS: tuple[str, ...] = ("digits", "mnist1d", "text", "synthetic")
 DATA_DIR_ENV = "LOPT_DATA_DIR"
@@ -62,9 +62,32 @@ def load_arrays(name: str, data_dir: str | os.PathLike | None = None) -> Splits:
     Raises:
       LoptUserError: unknown name, or a catalog dataset that is not prepared locally.
     """
-    root = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    root = _root(data_dir)
     cached = _load_cached(str(name).strip(), os.fspath(root.absolute()))
     return {split: dict(arrays) for split, arrays in cached.items()}
+
+
+def _root(data_dir: str | os.PathLike | None) -> Path:
+    return Path(data_dir).expanduser() if data_dir else default_data_dir()
+
+
+def is_available(name: str, data_dir: str | os.PathLike | None = None) -> bool:
+    """Whether :func:`load_arrays` can read ``name`` offline: a built-in (built locally on first
+    use) or a catalog dataset already prepared under ``data_dir``. Reads no data."""
+    name = str(name).strip()
+    if _builtin_key(name) is not None:
+        return True
+    from task_definitions.datasets import catalog
+
+    parsed = catalog.parse_name(name)
+    return parsed is not None and catalog.find_prepared(_root(data_dir), *parsed) is not None
+
+
+def check_available(name: str, data_dir: str | os.PathLike | None = None) -> None:
+    """Raises the one-line :class:`LoptUserError` that :func:`load_arrays` would raise for a
+    dataset it cannot read offline (unknown, or not prepared); reads no data."""
+    if not is_available(name, data_dir):
+        _catalog_dir(str(name).strip(), _root(data_dir).absolute())
 
 
 def vocab_size(name: str = "text") -> int:
@@ -120,7 +143,9 @@ def _unknown_message(name: str, root: Path) -> str:
             f"the data directory {root}")
 
 
-def _load_catalog(name: str, root: Path) -> Splits:
+def _catalog_dir(name: str, root: Path) -> Path:
+    """The prepared copy of catalog dataset ``name``, or a one-line error: unknown name, or a
+    catalog dataset that is not prepared locally."""
     from task_definitions.datasets import catalog
 
     parsed = catalog.parse_name(name)
@@ -128,7 +153,13 @@ def _load_catalog(name: str, root: Path) -> Splits:
         raise LoptUserError(_unknown_message(name, root))
     version_dir = catalog.find_prepared(root, *parsed)
     if version_dir is not None:
-        return catalog.load_prepared(version_dir, name)
+        return version_dir
     if parsed[0] in catalog.catalog_names():
         raise LoptUserError(catalog.not_offline_message(name, root))
     raise LoptUserError(_unknown_message(name, root))
+
+
+def _load_catalog(name: str, root: Path) -> Splits:
+    from task_definitions.datasets import catalog
+
+    return catalog.load_prepared(_catalog_dir(name, root), name)

@@ -1,0 +1,106 @@
+"""``leaderboard.md`` and the terminal table of a benchmark run (numbers from ``summary.json``)."""
+from __future__ import annotations
+
+from rich.table import Table
+
+from lopt_cli.evaluation.leaderboard import COMPARISONS
+
+COMPARISON_TEXT = {"generalisation": "test loss, every optimizer tuned on validation loss",
+                   "optimisation": "training loss, every optimizer tuned on training loss"}
+COLUMNS = ("wins", "win rate", "median Δ", "Δ quartiles", "IQM loss ratio", "IQM speedup")
+
+
+def number(value: float) -> str:
+    return f"{value:.3f}"
+
+
+def metric_cells(values: dict) -> list[str]:
+    """The cells of :data:`COLUMNS` for one candidate against one baseline setting."""
+    return [f"{values['wins']}/{values['num_tasks']}", f"{100 * values['win_rate']:.0f}%",
+            number(values["median"]), f"[{number(values['q25'])}, {number(values['q75'])}]",
+            number(values["iqm_loss_ratio"]), number(values["iqm_speedup"])]
+
+
+def headline_rows(summary: dict) -> list[list[str]]:
+    """Per candidate: against the reference setting, both comparisons, and horizon rise."""
+    reference = summary["reference_setting"]
+    rows = []
+    for name, per in summary["leaderboard"].items():
+        cells = [name]
+        for comparison in COMPARISONS:
+            values = per[comparison]["settings"].get(reference)
+            cells += ([f"{100 * values['win_rate']:.0f}%", number(values["iqm_loss_ratio"]),
+                       number(values["iqm_speedup"]),
+                       f"{100 * per[comparison]['faster_than_adamlr']:.0f}%"]
+                      if values else ["-"] * 4)
+        rise = summary["horizon_rise"].get(name)
+        cells.append("-" if rise is None else f"{100 * rise:.0f}%")
+        rows.append(cells)
+    return rows
+
+
+HEADLINE_COLUMNS = ("optimizer", "test: win rate", "test: IQM loss ratio", "test: IQM speedup",
+                    "test: faster than AdamLR", "train: win rate", "train: IQM loss ratio",
+                    "train: IQM speedup", "train: faster than AdamLR", "horizon rise")
+
+
+def _table(header, rows) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *["| " + " | ".join(row) + " |" for row in rows], ""]
+
+
+def markdown_leaderboard(summary: dict) -> str:
+    """The leaderboard: a headline table, then every baseline setting for both comparisons."""
+    trials = ", ".join(f"{name} {n}" for name, n in summary["trials"].items())
+    lines = [
+        f"# Leaderboard: `{summary['benchmark']}`", "",
+        f"- {summary['num_tasks']} held-out tasks ({', '.join(summary['task_names'])}); "
+        f"horizons {min(summary['horizons'])}–{max(summary['horizons'])} steps; "
+        f"{summary['num_seeds']} seeds per run",
+        f"- trials per task: {trials} (candidates: their learning-rate factor on "
+        f"[{summary['lr_multiplier'][0]:g}, {summary['lr_multiplier'][1]:g}], factor 1 first)",
+        f"- losses measured {summary['num_points']} times per run on fixed samples of "
+        f"{summary['eval_batches']} batches of each split (the same for every optimizer); "
+        f"final = mean of the last {100 * summary['final_fraction']:.0f}% of the curve, "
+        "normalised per task",
+        "- loss ratio = baseline final / candidate final (> 1: candidate lower); speedup = "
+        "steps the baseline needs to reach its final loss ÷ steps the candidate needs (0: "
+        "never); Δ = (baseline − candidate) / max ∈ [−1, 1]; IQM = mean of the middle 50%",
+        f"- headline baseline: **{summary['reference_setting']}**; horizon rise = share of "
+        f"tasks of ≥ {summary['long_horizon']} steps whose final training loss exceeds 1.05 × "
+        "its minimum (by more than 1e-6, normalised)",
+        "- diverged trials: " + ", ".join(
+            f"{name} {c['diverged']}/{c['trials']}" for name, c in summary["diverged"].items()),
+        "", f"## Headline: vs {summary['reference_setting']}, {summary['num_seeds']} seeds, "
+        f"candidates {summary['trials']['candidates']} trials", "",
+        *_table(HEADLINE_COLUMNS, headline_rows(summary)),
+    ]
+    for comparison in COMPARISONS:
+        lines += [f"## {comparison.capitalize()}: {COMPARISON_TEXT[comparison]}", ""]
+        labels = next(iter(summary["leaderboard"].values()))[comparison]["settings"]
+        for label in labels:
+            rows = [[name, *metric_cells(per[comparison]["settings"][label])]
+                    for name, per in summary["leaderboard"].items()]
+            some = next(iter(summary["leaderboard"].values()))[comparison]["settings"][label]
+            lines += [f"### vs {label}", "",
+                      f"{summary['num_tasks']} tasks, {summary['num_seeds']} seeds; candidates "
+                      f"tuned the same way with {some['candidate_trials']} "
+                      f"trial{'s' * (some['candidate_trials'] > 1)}", "",
+                      *_table(("optimizer", *COLUMNS), rows)]
+    lines += ["## Horizon generalisation (training loss rises after its minimum)", "",
+              *_table(("optimizer", "long-horizon tasks rising", "which"),
+                      [[name, f"{100 * value:.0f}%",
+                        ", ".join(summary["horizon"]["rising_tasks"][name]) or "-"]
+                       for name, value in summary["horizon"]["rise"].items()]),
+              "![leaderboard](leaderboard.png)", "", "![horizon](horizon.png)", ""]
+    return "\n".join(lines)
+
+
+def terminal_table(summary: dict) -> Table:
+    table = Table(title=f"{summary['benchmark']}: vs {summary['reference_setting']} "
+                        f"({summary['num_tasks']} tasks, {summary['num_seeds']} seeds)")
+    for column in HEADLINE_COLUMNS:
+        table.add_column(column, justify="left" if column == "optimizer" else "right")
+    for row in headline_rows(summary):
+        table.add_row(*row)
+    return table

@@ -1,0 +1,80 @@
+r"""The field's summary metrics of an optimizer against a tuned baseline, over tasks.
+
+* **Final-loss ratio** on a task: :math:`r = \ell_{\text{baseline}} / \ell_{\text{candidate}}`
+  (final normalised losses; :math:`r > 1`: the candidate ends lower).
+* **Speedup** on a task (Celo, Moudgil et al. 2025): with :math:`\ell^*` the baseline's final
+  loss and :math:`s_b` the first step at which the baseline's curve reaches :math:`\ell^*`,
+  :math:`s_c` the first step at which the candidate's curve reaches it,
+  :math:`\text{speedup} = s_b / s_c`; a candidate that never reaches :math:`\ell^*` scores 0.
+* **IQM**: the interquartile mean, the mean of the middle 50% of the values (sorted; the
+  lowest and highest quarter dropped, as in ``rliable``).
+* **Rise** of a training curve (horizon generalisation): final value > 1.05 × its minimum
+  (and above it by more than 1e-6 of the normalised loss).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+RISE_TOLERANCE = 1.05
+RISE_FLOOR = 1e-6  # normalised loss: smaller changes are float noise
+LOSS_FLOOR = 1e-8  # keeps a ratio finite when a loss reaches exactly 0
+
+
+def iqm(values) -> float:
+    """Interquartile mean: the mean after dropping ``floor(n / 4)`` values at each end
+    (``scipy.stats.trim_mean(values, 0.25)``, the definition of ``rliable``).
+
+    >>> iqm([1, 2, 3, 4])
+    2.5
+    >>> iqm([0, 1, 1, 1, 1, 1, 1, 100])
+    1.0
+    """
+    from scipy.stats import trim_mean
+
+    values = np.asarray(values, float).ravel()
+    return float(trim_mean(values, 0.25)) if values.size else float("nan")
+
+
+def loss_ratio(baseline_final: float, candidate_final: float) -> float:
+    """``baseline / candidate`` final loss (> 1: the candidate ends lower); diverged → inf/0."""
+    baseline = max(float(baseline_final), LOSS_FLOOR) if np.isfinite(baseline_final) else np.inf
+    candidate = max(float(candidate_final), LOSS_FLOOR) if np.isfinite(candidate_final) else np.inf
+    if np.isinf(baseline) and np.isinf(candidate):
+        return 1.0
+    return float(baseline / candidate)
+
+
+def first_step_reaching(curve, steps, target: float) -> int | None:
+    """The first step at which ``curve`` is at or below ``target`` (``None``: never)."""
+    values = np.asarray([np.nan if v is None else v for v in curve], float)
+    hits = np.flatnonzero(np.isfinite(values) & (values <= target))
+    return int(steps[hits[0]]) if hits.size else None
+
+
+def speedup(baseline_curve, candidate_curve, steps, baseline_final: float) -> float:
+    """Steps the baseline needs to reach its final loss ÷ steps the candidate needs (0: never).
+
+    >>> speedup([4, 3, 2, 1], [3, 1, 1, 1], [10, 20, 30, 40], 1.0)
+    2.0
+    """
+    if not np.isfinite(baseline_final):
+        return float("inf") if np.all(np.isfinite(np.asarray(candidate_curve, float))) else 1.0
+    baseline_steps = first_step_reaching(baseline_curve, steps, baseline_final)
+    candidate_steps = first_step_reaching(candidate_curve, steps, baseline_final)
+    if candidate_steps is None:
+        return 0.0
+    if baseline_steps is None:  # the tail mean lies below every point: the whole horizon
+        baseline_steps = int(steps[-1])
+    return float(baseline_steps / candidate_steps)
+
+
+def rises(curve, tolerance: float = RISE_TOLERANCE, floor: float = RISE_FLOOR) -> bool:
+    """Whether the curve's last value exceeds ``tolerance`` × its minimum, and by more than
+    ``floor`` (a normalised loss going from 1e-13 to 1e-12 is float noise, not a rise);
+    a diverged curve rises."""
+    values = np.asarray([np.nan if v is None else v for v in curve], float)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0 or not np.isfinite(values[-1]):
+        return True
+    low = finite.min()
+    return bool(values[-1] > tolerance * low and values[-1] - low > floor)

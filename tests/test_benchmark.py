@@ -1,0 +1,356 @@
+"""The named benchmark: metrics on curves with known answers, tuning that never reads the test
+split, held-out task configs, and the leaderboard written by ``lopt evaluate benchmark=...``."""
+from __future__ import annotations
+
+import json
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import struct
+from hydra import compose, initialize_config_module
+
+from lopt_cli.evaluation.benchmark import BenchmarkSpec, BenchmarkTask, MeasureSettings
+from lopt_cli.evaluation.metrics import iqm, loss_ratio, rises, speedup
+
+# ---------------------------------------------------------------- metrics with known answers
+
+
+def test_speedup_is_exactly_two_when_the_candidate_is_twice_as_fast():
+    steps = [10, 20, 30, 40]
+    baseline = [4.0, 3.0, 2.0, 1.0]  # reaches its final loss 1.0 at step 40
+    candidate = [3.0, 1.0, 0.5, 0.4]  # reaches 1.0 at step 20
+    assert speedup(baseline, candidate, steps, 1.0) == 2.0
+
+
+def test_speedup_is_zero_when_the_target_is_never_reached():
+    assert speedup([4.0, 3.0, 2.0, 1.0], [4.0, 3.5, 3.0, 2.5], [1, 2, 3, 4], 1.0) == 0.0
+    assert speedup([4.0, 3.0], [None, None], [1, 2], 3.0) == 0.0  # diverged
+
+
+def test_iqm_of_known_ratios_drops_the_outer_quarters():
+    assert iqm([1.0, 2.0, 3.0, 4.0]) == pytest.approx(2.5)
+    assert iqm([0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 100.0]) == pytest.approx(1.0)
+    assert iqm([0.5, 0.8, 1.0, 1.2, 1.5, 50.0, 0.0, 2.0]) == pytest.approx(
+        np.mean([0.8, 1.0, 1.2, 1.5]))
+
+
+def test_loss_ratio_is_above_one_when_the_candidate_ends_lower():
+    assert loss_ratio(0.4, 0.2) == pytest.approx(2.0)
+    assert loss_ratio(0.2, 0.4) == pytest.approx(0.5)
+    assert np.isfinite(loss_ratio(0.3, 0.0))
+
+
+def test_rise_flags_a_curve_that_climbs_back_and_not_one_that_settles():
+    assert rises([1.0, 0.5, 0.3, 0.2, 0.3])  # 0.3 > 1.05 * 0.2
+    assert not rises([1.0, 0.5, 0.3, 0.2, 0.205])  # within 5% of the minimum
+    assert not rises([1.0, 0.8, 0.6, 0.4])
+    assert rises([1.0, 0.5, None])  # diverged at the end
+    assert not rises([1.0, 1e-13, 1e-12])  # float noise near zero
+
+
+# ---------------------------------------------------------------- tuning never reads the test split
+
+
+@struct.dataclass
+class PoisonedTestTask:
+    """½‖w − t‖² with t drawn near a fixed target; the test split's batches are NaN, so any
+    choice made from test values would see every trial as diverged."""
+
+    target: jax.Array
+
+    def init(self, key):
+        return {"w": jnp.zeros_like(self.target)}
+
+    def sample_batch(self, key, split):
+        noise = 0.01 * jax.random.normal(key, self.target.shape)
+        poison = jnp.nan if split == "test" else 0.0
+        return self.target + noise + poison
+
+    def loss(self, params, batch, key):
+        return 0.5 * jnp.sum((params["w"] - batch) ** 2)
+
+    def normalize(self, loss):
+        return loss / 8.0
+
+
+class PoisonedFamily:
+    name = "poisoned"
+
+    def build(self, config):
+        return PoisonedTestTask(jnp.full((4,), 2.0))
+
+
+@pytest.fixture(scope="module")
+def poisoned_results():
+    from lopt_cli.evaluation.benchmark import run_benchmark
+    from lopt_cli.evaluation.cache import RunCache
+    from lopt_cli.evaluation.candidates import resolve_candidate
+    from lopt_cli.evaluation.search_spaces import AdamLR
+    from task_definitions.quadratic import QuadraticConfig
+
+    task = BenchmarkTask("poisoned", PoisonedFamily(), QuadraticConfig(4, 1.0, 0.0, 1.0, 0), 8)
+    spec = BenchmarkSpec("tiny", (task,), {"AdamLR": AdamLR(1e-3, 1.0)},
+                         {"AdamLR": 3, "candidates": 3}, (1,),
+                         MeasureSettings(1, 2, 2, 0.5), long_horizon=8)
+    candidates = [resolve_candidate("adam", 0.1, 10.0)]
+    return spec, run_benchmark(spec, candidates, RunCache(None))
+
+
+def test_tuning_on_validation_never_reads_the_poisoned_test_split(poisoned_results):
+    from lopt_cli.evaluation.leaderboard import comparison_rows
+
+    spec, results = poisoned_results
+    runs = results["poisoned"]["baselines"]["AdamLR"]
+    assert all(np.isfinite(runs["final"]["valid"]))
+    rows = [r for r in comparison_rows(results, spec, ["adam"])
+            if r["comparison"] == "generalisation"]
+    best_valid = int(np.argmin(runs["final"]["valid"]))
+    assert best_valid != 0  # the choice is informative: not just the first trial
+    for row in rows:
+        assert row["compared_on"] == "test" and row["tuned_on"] == "valid"
+        if row["setting"] == "AdamLR per-task (3 trials)":
+            assert row["baseline_trial"] == best_valid
+
+
+def test_choices_are_unchanged_when_test_values_are_replaced():
+    from lopt_cli.evaluation.leaderboard import comparison_rows
+
+    spec, results = synthetic_results()
+    before = comparison_rows(results, spec, ["cand"])
+    for entry in results.values():
+        for group in ("baselines", "candidates"):
+            for runs in entry[group].values():
+                runs["final"]["test"] = [-v for v in runs["final"]["test"]]  # order reversed
+    after = comparison_rows(results, spec, ["cand"])
+    assert [(r["baseline_trial"], r["candidate_trial"]) for r in before] == \
+        [(r["baseline_trial"], r["candidate_trial"]) for r in after]
+
+
+def synthetic_results():
+    """Two tasks, a baseline and a candidate with 3 trials each; valid and test disagree."""
+    from lopt_cli.evaluation.search_spaces import AdamLR
+
+    def runs(valid, test, train):
+        curves = {s: [[1.0, f] for f in finals] for s, finals in
+                  (("valid", valid), ("test", test), ("train", train))}
+        return {"steps": [5, 10], "final": {"valid": valid, "test": test, "train": train},
+                "curves": curves, "diverged": [False] * 3,
+                "hparams": {"learning_rate": [0.1, 0.01, 0.001]}}
+
+    results = {name: {"task": {"name": name, "horizon": 10, "family": "toy"},
+                      "baselines": {"AdamLR": runs([0.3, 0.2, 0.4], [0.1, 0.5, 0.9],
+                                                   [0.3, 0.25, 0.1])},
+                      "candidates": {"cand": runs([0.35, 0.1, 0.5], [0.2, 0.3, 0.05],
+                                                  [0.2, 0.1, 0.3])}}
+               for name in ("a", "b")}
+    spec = BenchmarkSpec("synthetic", (), {"AdamLR": AdamLR()}, {"AdamLR": 3, "candidates": 3},
+                         (1,), MeasureSettings(1, 2, 1, 0.5), long_horizon=10)
+    return spec, results
+
+
+def test_synthetic_comparison_tunes_on_valid_and_compares_on_test():
+    from lopt_cli.evaluation.leaderboard import comparison_rows
+
+    spec, results = synthetic_results()
+    row = next(r for r in comparison_rows(results, spec, ["cand"])
+               if r["setting"] == "AdamLR per-task (3 trials)"
+               and r["comparison"] == "generalisation")
+    assert (row["baseline_trial"], row["candidate_trial"]) == (1, 1)  # best on valid
+    assert (row["baseline_final"], row["candidate_final"]) == (0.5, 0.3)  # read on test
+    assert row["loss_ratio"] == pytest.approx(0.5 / 0.3)
+
+
+# ---------------------------------------------------------------- the shipped benchmarks
+
+
+def benchmark_config(name: str):
+    with initialize_config_module("conf", version_base="1.3"):
+        return compose("evaluate", overrides=[f"benchmark={name}"])
+
+
+def family_samples(count: int) -> dict:
+    """``{config class name: [config dict]}`` sampled by meta-training's default suite."""
+    from lopt_cli.commands.common import build_family
+    from lopt_cli.meta.outer import task_key
+    from task_definitions.base import config_to_dict
+
+    with initialize_config_module("conf", version_base="1.3"):
+        suite = build_family(compose("meta_train", overrides=["task_family=suite"]).task_family)
+    samples: dict = {}
+    for task_id in range(count):
+        config = suite.sample(task_key(task_id)).config
+        samples.setdefault(type(config).__name__, []).append(config_to_dict(config))
+    return samples
+
+
+def held_out(config: dict, samples: list[dict]) -> bool:
+    """Some field lies outside what meta-training samples: an unseen discrete value, or a
+    number outside the sampled range."""
+    for key, value in config.items():
+        if key in ("seed", "family"):
+            continue
+        seen = [s[key] for s in samples]
+        if isinstance(value, float):
+            if value < min(seen) or value > max(seen):
+                return True
+        elif value not in seen:
+            return True
+    return False
+
+
+def test_lopt_bench_tasks_are_held_out_and_cover_the_issue():
+    from lopt_cli.commands.evaluate import build_benchmark_spec
+    from task_definitions.base import config_to_dict
+
+    spec, _ = build_benchmark_spec(benchmark_config("lopt_bench"))
+    samples = family_samples(3000)
+    families = {}
+    for task in spec.tasks:
+        families.setdefault(task.description["family"], []).append(task)
+        config = config_to_dict(task.config)
+        assert held_out(config, samples[type(task.config).__name__]), task.name
+    assert 18 <= len(spec.tasks) <= 24
+    assert {"mlp", "conv", "char_rnn", "transformer", "autoencoder", "vae", "flow", "quadratic",
+            "functions_2d"} <= set(families)
+    mlp_sizes = [t.config.hidden_sizes for t in families["mlp"]]
+    assert max(max(s) for s in mlp_sizes) >= 4 * 64 and max(map(len, mlp_sizes)) >= 2 * 2
+    horizons = [t.horizon for t in spec.tasks]
+    assert min(horizons) == 1000 and max(horizons) == 10000
+    widest = max(mlp_sizes, key=lambda s: sum(a * b for a, b in zip((64, *s), (*s, 10))))
+    assert sum(a * b for a, b in zip((64, *widest), (*widest, 10))) >= 1e5
+
+
+def test_lopt_bench_small_is_a_subset_with_a_real_adam8p_budget():
+    from lopt_cli.commands.evaluate import build_benchmark_spec
+
+    full, _ = build_benchmark_spec(benchmark_config("lopt_bench"))
+    small, _ = build_benchmark_spec(benchmark_config("lopt_bench_small"))
+    assert {t.name for t in small.tasks} < {t.name for t in full.tasks}
+    assert small.trials["Adam8p"] >= 50 and small.measure.num_seeds >= 3
+    assert any(t.horizon >= small.long_horizon for t in small.tasks)
+
+
+# ---------------------------------------------------------------- the command
+
+
+TINY_BENCHMARK = ("benchmark=lopt_bench_small", "benchmark.select=[beale_noisy]",
+                  "benchmark.horizon_override=8", "benchmark.num_points=2",
+                  "benchmark.num_seeds=1", "benchmark.eval_batches=2",
+                  "benchmark.trials.AdamLR=2", "benchmark.trials.candidates=2",
+                  "benchmark.long_horizon=8", "~baselines.Adam8p", "~baselines.opt_list")
+
+
+def markdown_tables(text: str) -> dict:
+    """``{(section, subsection): [row cells]}`` of the tables in ``leaderboard.md``."""
+    tables, section, sub = {}, None, None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            section, sub = line[3:].split(":")[0], None
+        elif line.startswith("### "):
+            sub = line[4:]
+        elif line.startswith("| ") and not line.startswith("| optimizer"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            tables.setdefault((section, sub), []).append(cells)
+    return tables
+
+
+def independent_iqm(values) -> float:
+    values = np.sort(np.asarray(values, float))
+    cut = len(values) // 4
+    return float(np.mean(values[cut:len(values) - cut]))
+
+
+def test_cli_leaderboard_matches_results_and_reuses_the_cache(run_lopt, tmp_path):
+    result = run_lopt("evaluate", *TINY_BENCHMARK, "learned_optimizer=mlp_digits,adam")
+    assert "vs AdamLR per-task (2 trials)" in result.stdout
+    run = next((tmp_path / "outputs" / "evaluate").iterdir())
+    for name in ("leaderboard.md", "leaderboard.png", "summary.json", "results.jsonl",
+                 "horizon.png"):
+        assert (run / name).is_file(), name
+    summary = json.loads((run / "summary.json").read_text())
+    for key in ("iqm_loss_ratio", "iqm_speedup", "win_rate", "horizon_rise"):
+        assert set(summary[key]) == {"mlp_digits", "adam"}, key
+    rows = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    tables = markdown_tables((run / "leaderboard.md").read_text())
+    for comparison in ("generalisation", "optimisation"):
+        for setting in ("AdamLR global (2 trials)", "AdamLR per-task (2 trials)"):
+            table = {cells[0]: cells for cells in
+                     tables[(comparison.capitalize(), f"vs {setting}")]}
+            for name in ("mlp_digits", "adam"):
+                mine = [r for r in rows if r["record"] == "comparison" and r["candidate"] == name
+                        and r["setting"] == setting and r["comparison"] == comparison]
+                ratio = independent_iqm([r["baseline_final"] / max(r["candidate_final"], 1e-8)
+                                         for r in mine])
+                assert summary["iqm_loss_ratio"][name][comparison][setting] == \
+                    pytest.approx(ratio)
+                wins = sum(r["baseline_final"] > r["candidate_final"] for r in mine)
+                assert table[name][1] == f"{wins}/{len(mine)}"
+                assert float(table[name][5]) == pytest.approx(ratio, abs=5e-4)
+                assert float(table[name][6]) == pytest.approx(
+                    independent_iqm([r["speedup"] for r in mine]), abs=5e-4)
+    assert summary["runs"]["computed"] == 3 and summary["runs"]["from_cache"] == 0
+    run_lopt("evaluate", *TINY_BENCHMARK, "learned_optimizer=[mlp_digits,adam]")
+    second = sorted((tmp_path / "outputs" / "evaluate").iterdir())[-1]
+    assert json.loads((second / "summary.json").read_text())["runs"] == {
+        "computed": 0, "from_cache": 3}
+    assert re.search(r"diverged trials: AdamLR \d+/2", (second / "leaderboard.md").read_text())
+
+
+@pytest.mark.parametrize("override, message", [
+    ("benchmark.horizon_override=45", "expected a multiple of benchmark.num_points=40"),
+    ("benchmark.trials.candidates=0", "benchmark.trials.candidates=0: expected a positive int"),
+    ("benchmark.lr_multiplier=[2.0,1.0]", "expected [min, max] with 0 < min <= max"),
+    ("benchmark.lr_multiplier=[1.0]", "expected [min, max] with 0 < min <= max"),
+    ("benchmark.select=mlp_deep_digits", "choose task names among"),
+    ("learned_optimizer=[adam,adam]", "an optimizer is named twice"),
+])
+def test_bad_benchmark_settings_are_user_errors(override, message):
+    from lopt_cli.commands.evaluate import check
+    from lopt_cli.errors import LoptUserError
+
+    with initialize_config_module("conf", version_base="1.3"):
+        cfg = compose("evaluate", overrides=["benchmark=lopt_bench_small", override])
+        with pytest.raises(LoptUserError, match=re.escape(message)):
+            check(cfg)
+
+
+def test_a_bad_benchmark_override_fails_in_one_line(run_lopt):
+    result = run_lopt("evaluate", "benchmark=lopt_bench_small", "benchmark.select=[nope]",
+                      check=False)
+    assert result.returncode == 2, result.stderr
+    assert "benchmark.select=['nope']: choose task names among" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_same_shape_tasks_run_stacked_in_one_call_with_the_same_results(monkeypatch):
+    from lopt_cli.evaluation import benchmark
+    from lopt_cli.evaluation.cache import RunCache
+    from lopt_cli.evaluation.candidates import resolve_candidate
+    from lopt_cli.evaluation.search_spaces import AdamLR
+    from task_definitions.quadratic import QuadraticConfig, QuadraticFamily
+
+    def task(name, dim, seed):
+        return BenchmarkTask(name, QuadraticFamily(), QuadraticConfig(dim, 10.0, 0.0, 1.0, seed), 8)
+
+    tasks = (task("a", 4, 1), task("b", 8, 2), task("c", 4, 3))
+    spec = BenchmarkSpec("tiny", tasks, {"AdamLR": AdamLR()}, {"AdamLR": 2, "candidates": 2},
+                         (1,), MeasureSettings(1, 2, 1, 0.5), long_horizon=8)
+    candidates = [resolve_candidate("adam", 0.1, 10.0)]
+    calls = []
+    stacked = benchmark.stacked_trial_curves
+    monkeypatch.setattr(benchmark, "stacked_trial_curves",
+                        lambda *a, **k: calls.append(a[3]) or stacked(*a, **k))
+    cache = RunCache(None)
+    together = benchmark.run_benchmark(spec, candidates, cache)
+    assert len(calls) == 2 and cache.computed == 6  # a and c stacked, for each optimizer
+    alone = benchmark.run_benchmark(
+        BenchmarkSpec("tiny", (tasks[2],), *[getattr(spec, f) for f in (
+            "baselines", "trials", "trial_counts", "measure", "long_horizon")]),
+        candidates, RunCache(None))
+    for group in ("baselines", "candidates"):
+        for name, runs in alone["c"][group].items():
+            np.testing.assert_allclose(together["c"][group][name]["final"]["train"],
+                                       runs["final"]["train"], rtol=1e-5)
