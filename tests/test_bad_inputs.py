@@ -106,6 +106,9 @@ CASES = [
     (EV, "splits.unseen.first_id=0", "shares task ids"),
     (EV, "splits.seen.from_run=maybe", "from_run='maybe'"),
     (EV, "--bogus", "unknown flag"),
+    (EV, "learned_optimizer=mlp_digits trial_counts=[1,500]", "exceeds max_trials"),
+    (EV, "learned_optimizer=mlp_digits num_seeds=0", "num_seeds=0"),
+    (EV, "benchmark=nope", "unknown option 'nope' for benchmark"),
     (EV, "hydra.run.dir={a_file}/x", "is a file, not a directory"),
     # self-train
     (ST, "seed=abc", "seed='abc'"),

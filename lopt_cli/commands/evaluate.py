@@ -35,6 +35,10 @@ def build_spec(cfg: DictConfig):
     counts = plain(cfg.trial_counts)
     if not isinstance(counts, list) or not all(isinstance(n, int) and n > 0 for n in counts):
         raise LoptUserError(f"trial_counts={counts}: expected a list of positive integers")
+    if max(counts, default=0) > cfg.max_trials:
+        raise LoptUserError(f"trial_counts={counts}: {max(counts)} exceeds max_trials="
+                            f"{cfg.max_trials} (the trials run per task); raise max_trials or "
+                            "lower the count")
     splits = {}
     for name, split in plain(cfg.splits).items():
         count = int(split["count"])
