@@ -4,7 +4,7 @@ Nothing here changes the maths: each rule picks a block size, or an equal way of
 same expression that XLA's CPU backend runs faster. The optimizers
 (:mod:`~lopt_cli.optimizers.per_tensor`, :mod:`~lopt_cli.optimizers.features`) import these;
 the meta-trainer imports :func:`population_chunk_size` to size the blocks of a vmapped
-population (:func:`lopt_cli.meta.problem.for_population`).
+population (:func:`lopt_cli.meta.cpu_tuning.for_population`).
 
 **Blocks of parameters.** The per-parameter MLPs evaluate a tensor feature-major
 (:mod:`~lopt_cli.optimizers.feature_major`); a tensor of more than twice ``chunk_size``
