@@ -21,8 +21,14 @@ import jax
 import jax.numpy as jnp
 
 from lopt_cli.inner.unroll import InnerState, UnrollMetrics
-from lopt_cli.meta.estimator import EstimatorOutput, finite_mean, summarize
-from lopt_cli.meta.problem import TruncatedProblem, initial_states
+from lopt_cli.meta.estimator import (
+    EstimatorOutput,
+    InnerStatesOnly,
+    finite_mean,
+    reset_each_task,
+    summarize,
+)
+from lopt_cli.meta.problem import TruncatedProblem
 from lopt_cli.optimizers.base import MetaParams
 from task_definitions.base import Task
 
@@ -67,17 +73,12 @@ def perturbations(theta: MetaParams, key: jax.Array, num_tasks: int) -> MetaPara
 
 
 @dataclasses.dataclass(frozen=True)
-class AntitheticES:
+class AntitheticES(InnerStatesOnly):
     """Antithetic truncated ES (see module docstring)."""
 
     sigma: float = 0.01
     truncation_length: int = 20
     unrolls_per_task = 2  # the antithetic pair
-
-    def init_states(self, problem: TruncatedProblem, theta: MetaParams, tasks: Task,
-                    key: jax.Array) -> InnerState:
-        """The estimator's per-task state: here simply each task's inner state."""
-        return initial_states(problem, theta, tasks, key)
 
     @functools.partial(jax.jit, static_argnums=(0, 1))
     def estimate(
@@ -91,10 +92,8 @@ class AntitheticES:
         """One truncation of every task; returns ``(meta-gradient, new states, metrics)``."""
         num_tasks = states.step.shape[0]
         reset_key, noise_key = jax.random.split(key)
-        reset_keys = jax.random.split(reset_key, num_tasks)
-        states, was_reset, diverged = jax.vmap(problem.reset_if_done, in_axes=(None, 0, 0, 0))(
-            theta, tasks, states, reset_keys
-        )
+        states, was_reset, diverged = reset_each_task(problem.reset_if_done, theta, tasks, states,
+                                                      reset_key)
         eps = perturbations(theta, noise_key, num_tasks)
         delta = jax.tree_util.tree_map(lambda e: self.sigma * e, eps)
         new_states, _, metrics = unroll_antithetic(

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from lopt_cli.errors import LoptUserError
 from lopt_cli.inner.unroll import UnrollMetrics
-from lopt_cli.meta.problem import TruncatedProblem
+from lopt_cli.meta.problem import TruncatedProblem, initial_states
 from lopt_cli.optimizers.base import MetaParams
 from task_definitions.base import Task
 
@@ -87,6 +87,24 @@ def checked_estimator(candidate: Any) -> GradientEstimator:
                             "(needs truncation_length, unrolls_per_task, init_states, estimate; "
                             "use estimator=es|pes|tbptt or a class like them)")
     return candidate
+
+
+def reset_each_task(reset_one, theta: MetaParams, tasks: Task, states: Any, key: jax.Array
+                    ) -> tuple[Any, jax.Array, jax.Array]:
+    """``reset_one(theta, task, state, key)`` on every task with its own key: restarts the tasks
+    whose horizon is reached or whose loss diverged; ``(states, was_reset, diverged)``."""
+    num_tasks = jax.tree_util.tree_leaves(states)[0].shape[0]
+    keys = jax.random.split(key, num_tasks)
+    return jax.vmap(reset_one, in_axes=(None, 0, 0, 0))(theta, tasks, states, keys)
+
+
+class InnerStatesOnly:
+    """For estimators whose per-task state is just each task's inner state (ES, TBPTT)."""
+
+    def init_states(self, problem: TruncatedProblem, theta: MetaParams, tasks: Task,
+                    key: jax.Array):
+        """Each task's fresh inner state, started at a random point of its first life."""
+        return initial_states(problem, theta, tasks, key)
 
 
 def finite_mean(weights: jax.Array, vectors: MetaParams) -> tuple[MetaParams, jax.Array]:

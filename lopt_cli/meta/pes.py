@@ -40,7 +40,7 @@ import jax.numpy as jnp
 
 from lopt_cli.inner.unroll import InnerState, select_state
 from lopt_cli.meta.es import perturbations, unroll_antithetic
-from lopt_cli.meta.estimator import EstimatorOutput, finite_mean, summarize
+from lopt_cli.meta.estimator import EstimatorOutput, finite_mean, reset_each_task, summarize
 from lopt_cli.meta.problem import TruncatedProblem, initial_states
 from lopt_cli.optimizers.base import MetaParams
 from task_definitions.base import Task
@@ -113,9 +113,8 @@ class PersistentES:
         """One truncation of every particle; returns ``(meta-gradient, new states, metrics)``."""
         num_tasks = states.pos.step.shape[0]
         reset_key, noise_key = jax.random.split(key)
-        states, was_reset, diverged = jax.vmap(reset_pair, in_axes=(None, None, 0, 0, 0))(
-            problem, theta, tasks, states, jax.random.split(reset_key, num_tasks)
-        )
+        states, was_reset, diverged = reset_each_task(functools.partial(reset_pair, problem),
+                                                      theta, tasks, states, reset_key)
         delta = jax.tree_util.tree_map(
             lambda e: self.sigma * e, perturbations(theta, noise_key, num_tasks)
         )

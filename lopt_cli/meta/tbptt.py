@@ -23,8 +23,14 @@ import jax
 import jax.numpy as jnp
 
 from lopt_cli.inner.unroll import InnerState
-from lopt_cli.meta.estimator import EstimatorOutput, finite_mean, summarize
-from lopt_cli.meta.problem import TruncatedProblem, initial_states
+from lopt_cli.meta.estimator import (
+    EstimatorOutput,
+    InnerStatesOnly,
+    finite_mean,
+    reset_each_task,
+    summarize,
+)
+from lopt_cli.meta.problem import TruncatedProblem
 from lopt_cli.optimizers.base import MetaParams
 from task_definitions.base import Task
 
@@ -39,16 +45,11 @@ def truncated_loss(
 
 
 @dataclasses.dataclass(frozen=True)
-class TruncatedBackprop:
+class TruncatedBackprop(InnerStatesOnly):
     """Truncated backpropagation through ``truncation_length`` inner steps (module docstring)."""
 
     truncation_length: int = 20
     unrolls_per_task = 1  # one forward (and one backward) unroll per task
-
-    def init_states(self, problem: TruncatedProblem, theta: MetaParams, tasks: Task,
-                    key: jax.Array) -> InnerState:
-        """The estimator's per-task state: simply each task's inner state."""
-        return initial_states(problem, theta, tasks, key)
 
     @functools.partial(jax.jit, static_argnums=(0, 1))
     def estimate(
@@ -60,10 +61,8 @@ class TruncatedBackprop:
         key: jax.Array,
     ) -> EstimatorOutput:
         """One truncation of every task; returns ``(meta-gradient, new states, metrics)``."""
-        num_tasks = states.step.shape[0]
-        states, was_reset, diverged = jax.vmap(problem.reset_if_done, in_axes=(None, 0, 0, 0))(
-            theta, tasks, states, jax.random.split(key, num_tasks)
-        )
+        states, was_reset, diverged = reset_each_task(problem.reset_if_done, theta, tasks, states,
+                                                      key)
         loss_fn = functools.partial(truncated_loss, problem=problem,
                                     length=self.truncation_length)
         per_task = jax.vmap(jax.value_and_grad(loss_fn, has_aux=True), in_axes=(None, 0, 0))
