@@ -118,6 +118,7 @@ CASES = [
     (ST, "learned_optimizer={flipped}", "corrupt weights"),
     (ST, "compute=nope", "unknown option 'nope' for compute"),
     (ST, "budget=smoke", "does not take budget"),
+    (ST, "learned_optimizer=mlp_digits compute.num_tasks=100000000", "GiB"),
     # tasks
     (TK, "action=bogus", "action='bogus'; choose one of"),
     (TK, "seed=abc", "seed='abc'"),

@@ -12,8 +12,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 import lopt_cli.commands.resolvers  # noqa: F401  (registers the configs' resolvers)
+from lopt_cli.commands import meta_train_config as rules
 from lopt_cli.config import instantiate_plain
-from lopt_cli.errors import LoptUserError
+from lopt_cli.errors import LoptUserError, one_line
 
 
 def configure_jax() -> None:
@@ -53,23 +54,6 @@ def build(node: DictConfig | dict, what: str) -> Any:
         raise LoptUserError(f"{what}: _target_ {target} raised {one_line(error)}") from None
 
 
-def one_line(error: BaseException) -> str:
-    """``Type: first line of the message`` of an exception."""
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
-
-
-def positive_finite(cfg: DictConfig, key: str) -> float:
-    """``cfg[key]`` as a finite float > 0, or a LoptUserError naming the key."""
-    import math
-
-    value = OmegaConf.select(cfg, key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            math.isfinite(value) and value > 0):
-        raise LoptUserError(f"{key}={value!r}: expected a finite number > 0")
-    return float(value)
-
-
 def build_family(node: DictConfig) -> Any:
     """The ``task_family`` node as a TaskFamily; a single user Task is wrapped into one."""
     from task_definitions.base import as_family
@@ -83,12 +67,12 @@ def build_family(node: DictConfig) -> Any:
 def probe_family(family: Any, task_id: int) -> None:
     """Builds task ``task_id`` (and, for a mixture, one task of every member) so that a task
     that cannot be built — a missing dataset, a bad argument — fails before any output."""
-    import jax
+    from task_definitions.task_ids import task_key
 
     members = [family, *(member for _, member in getattr(family, "families", ()))]
     for member in members:
         try:
-            member.build(member.sample(jax.random.PRNGKey(task_id)))
+            member.build(member.sample(task_key(task_id)))
         except LoptUserError:
             raise
         except Exception as error:  # noqa: BLE001 - a user's task code may raise anything
@@ -97,12 +81,24 @@ def probe_family(family: Any, task_id: int) -> None:
                                 f"{one_line(error)}") from None
 
 
+def checked(cfg: DictConfig, key: str, rule) -> Any:
+    """``cfg[key]`` if ``rule`` (a :mod:`~lopt_cli.commands.meta_train_config` rule) accepts it,
+    else a LoptUserError naming the key and what is accepted."""
+    value = OmegaConf.select(cfg, key)
+    problem = rule(value)
+    if problem:
+        raise LoptUserError(f"{key}={value!r}: {problem}")
+    return value
+
+
 def positive_int(cfg: DictConfig, key: str) -> int:
     """``cfg[key]`` as an int > 0, or a LoptUserError naming the key."""
-    value = OmegaConf.select(cfg, key)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise LoptUserError(f"{key}={value!r}: expected a positive integer")
-    return value
+    return checked(cfg, key, rules.positive)
+
+
+def positive_finite(cfg: DictConfig, key: str) -> float:
+    """``cfg[key]`` as a finite float > 0, or a LoptUserError naming the key."""
+    return float(checked(cfg, key, rules.positive_finite))
 
 
 def run_dir() -> Path:

@@ -124,7 +124,7 @@ class TaskRangeConfig:
 class MetaTrainConfig:
     """Every key of ``conf/meta_train.yaml`` that ``build_job`` reads, typed."""
 
-    seed: int = rule(integer)
+    seed: int = rule(non_negative)
     checkpoint_every: int | str = rule(auto_or_non_negative)  # auto: see build_job
     max_skipped_updates: int = rule(positive)
     resume: Any = rule(anything)

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from lopt_cli.commands.common import configure_jax, guarded, run_dir
 from lopt_cli.commands.meta_train import build_job, run_meta_training
+from lopt_cli.commands.meta_train import check as meta_train_check
 
 CONFIG_NAME = "self_train"
 
@@ -20,7 +21,7 @@ CONFIG_NAME = "self_train"
 def check(cfg: DictConfig) -> None:
     from lopt_cli.optimizers.storage import load_learned_optimizer
 
-    build_job(cfg)
+    meta_train_check(cfg)  # the job, its tasks and the population's memory, as meta-train
     load_learned_optimizer(cfg.learned_optimizer)
 
 

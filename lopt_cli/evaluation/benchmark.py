@@ -25,7 +25,7 @@ import numpy as np
 from lopt_cli.evaluation.cache import RunCache, cache_key
 from lopt_cli.evaluation.candidates import make_optimizer
 from lopt_cli.evaluation.compare import final_value
-from lopt_cli.evaluation.runs import mean_over_seeds
+from lopt_cli.evaluation.runs import mean_over_seeds, seed_keys
 from lopt_cli.inner.unroll import init_inner_state, train_step
 from task_definitions.base import config_to_dict, shape_signature, stack_tasks
 
@@ -62,7 +62,7 @@ class MeasureSettings:
     seed: int = 0
 
     def keys(self) -> jax.Array:
-        return jax.random.split(jax.random.PRNGKey(self.seed), self.num_seeds)
+        return seed_keys(self.seed, self.num_seeds)
 
     def eval_keys(self) -> jax.Array:
         """The fixed sample: one key per batch, shared by every optimizer, trial and seed."""
@@ -82,14 +82,17 @@ class BenchmarkSpec:
     long_horizon: int  # tasks of at least this many steps report horizon generalisation
 
 
-def fixed_sample_loss(task, params, eval_keys: jax.Array, split: str) -> jax.Array:
-    """Mean loss of ``params`` over the fixed sample of ``split`` (one batch per key)."""
+def fixed_sample(task, eval_keys: jax.Array, split: str) -> tuple:
+    """The fixed sample of ``split``: ``(batches, loss keys)``, one batch per key (drawn once
+    per run, not at every evaluation)."""
+    batch_keys, loss_keys = jnp.moveaxis(jax.vmap(jax.random.split)(eval_keys), 1, 0)
+    return jax.vmap(lambda k: task.sample_batch(k, split))(batch_keys), loss_keys
 
-    def one(key):
-        batch_key, loss_key = jax.random.split(key)
-        return task.loss(params, task.sample_batch(batch_key, split), loss_key)
 
-    return jnp.mean(jax.vmap(one)(eval_keys))
+def fixed_sample_loss(task, params, sample: tuple) -> jax.Array:
+    """Mean loss of ``params`` over a :func:`fixed_sample`."""
+    batches, loss_keys = sample
+    return jnp.mean(jax.vmap(lambda b, k: task.loss(params, b, k))(batches, loss_keys))
 
 
 def measured_curve(task, opt, key: jax.Array, eval_keys: jax.Array, horizon: int,
@@ -102,9 +105,11 @@ def measured_curve(task, opt, key: jax.Array, eval_keys: jax.Array, horizon: int
     step_keys = jax.random.split(state.key, num_points * every * 2)
     step_keys = step_keys.reshape((num_points, every, 2) + step_keys.shape[1:])
 
+    samples = {split: fixed_sample(task, eval_keys, split) for split in EVAL_SPLITS}
+
     def chunk(state, keys):
         state, _ = jax.lax.scan(lambda s, k: train_step(task, opt, s, k), state, keys)
-        losses = {split: fixed_sample_loss(task, state.params, eval_keys, split)
+        losses = {split: fixed_sample_loss(task, state.params, samples[split])
                   for split in EVAL_SPLITS}
         state = state._replace(valid_loss=losses["valid"])
         return state, {**losses, **{f"norm_{s}": task.normalize(v) for s, v in losses.items()}}
@@ -175,8 +180,9 @@ def compute_runs(tasks: list, optimizer: Optimizer, spec: BenchmarkSpec) -> list
     if len(tasks) == 1:
         curves = [trial_curves(optimizer.space, optimizer.shared, hparams, tasks[0].task, *args)]
     else:
-        stacked = stacked_trial_curves(optimizer.space, optimizer.shared, hparams,
-                                       stack_tasks([t.task for t in tasks]), *args)
+        stacked = jax.device_get(stacked_trial_curves(  # one transfer, sliced on the host
+            optimizer.space, optimizer.shared, hparams, stack_tasks([t.task for t in tasks]),
+            *args))
         curves = [jax.tree_util.tree_map(lambda x, i=i: x[i], stacked)
                   for i in range(len(tasks))]
     plain_hparams = {k: np.asarray(v).tolist() for k, v in hparams.items()}

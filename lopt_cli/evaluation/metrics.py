@@ -46,7 +46,7 @@ def loss_ratio(baseline_final: float, candidate_final: float) -> float:
 
 def first_step_reaching(curve, steps, target: float) -> int | None:
     """The first step at which ``curve`` is at or below ``target`` (``None``: never)."""
-    values = np.asarray([np.nan if v is None else v for v in curve], float)
+    values = np.asarray(curve, float)  # None (a diverged point) -> nan
     hits = np.flatnonzero(np.isfinite(values) & (values <= target))
     return int(steps[hits[0]]) if hits.size else None
 
@@ -72,7 +72,7 @@ def rises(curve, tolerance: float = RISE_TOLERANCE, floor: float = RISE_FLOOR) -
     """Whether the curve's last value exceeds ``tolerance`` × its minimum, and by more than
     ``floor`` (a normalised loss going from 1e-13 to 1e-12 is float noise, not a rise);
     a diverged curve rises."""
-    values = np.asarray([np.nan if v is None else v for v in curve], float)
+    values = np.asarray(curve, float)  # None (a diverged point) -> nan
     finite = values[np.isfinite(values)]
     if finite.size == 0 or not np.isfinite(values[-1]):
         return True

@@ -17,6 +17,11 @@ from lopt_cli.evaluation.compare import final_value
 from lopt_cli.inner.curves import learned_curves, train_curve
 
 
+def seed_keys(seed: int, num_seeds: int) -> jax.Array:
+    """The per-seed keys of a run: the same for every optimizer and trial."""
+    return jax.random.split(jax.random.PRNGKey(seed), num_seeds)
+
+
 @dataclasses.dataclass(frozen=True)
 class RunSettings:
     """How every optimizer trains every task."""
@@ -28,7 +33,7 @@ class RunSettings:
     seed: int = 0
 
     def keys(self) -> jax.Array:
-        return jax.random.split(jax.random.PRNGKey(self.seed), self.num_seeds)
+        return seed_keys(self.seed, self.num_seeds)
 
 
 @functools.partial(jax.jit, static_argnames=("space", "horizon", "valid_every"))

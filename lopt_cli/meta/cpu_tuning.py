@@ -73,7 +73,7 @@ def for_population(lopt: LearnedOptimizer, particles_per_device: int,
                    cores_per_device: int) -> LearnedOptimizer:
     """``lopt`` with its MLP block size (``chunk_size``) set for ``particles_per_device``
     vmapped inner optimizers on ``cores_per_device`` CPU cores
-    (:func:`~lopt_cli.optimizers.optimizer_tuning.population_chunk_size`). Unchanged off CPU, for an
+    (:func:`~lopt_cli.optimizers.cpu_tuning.population_chunk_size`). Unchanged off CPU, for an
     optimizer without ``chunk_size``, or where the configuration sets one. The block size
     never changes the maths, only the speed."""
     if not optimizer_tuning.has_chunk_size(lopt) or lopt.chunk_size is not None:

@@ -143,5 +143,5 @@ def summarize(particle_losses: jax.Array, unrolled: UnrollMetrics, was_reset: ja
 
 
 def host_metrics(metrics: EstimatorMetrics) -> dict[str, float]:
-    """The metrics as host floats keyed by field name (one device-to-host transfer each)."""
+    """The metrics as Python floats keyed by field name."""
     return {name: float(value) for name, value in metrics._asdict().items()}

@@ -18,7 +18,6 @@ only when too few match.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -175,8 +174,8 @@ def outer_update(outer_tx, grad, opt_state, theta, meta_loss):
     updates, new_opt_state = outer_tx.update(grad, opt_state, theta, loss=meta_loss)
     new_theta = optax.apply_updates(theta, updates)
     ok = all_finite(new_theta) & all_finite(new_opt_state)
-    keep = functools.partial(jax.tree_util.tree_map, lambda new, old: jnp.where(ok, new, old))
-    return keep(new_theta, theta), keep(new_opt_state, opt_state), optax.tree.norm(grad), ~ok
+    return (optax.tree.where(ok, new_theta, theta), optax.tree.where(ok, new_opt_state, opt_state),
+            optax.tree.norm(grad), ~ok)
 
 
 class DivergedMetaTraining(LoptUserError):
@@ -247,6 +246,7 @@ def meta_train(
         grad, states, metrics = estimator.estimate(problem, theta, capped, states, step_key)
         theta, opt_state, grad_norm, skipped = update(outer_tx, grad, opt_state, theta,
                                                       metrics.meta_loss)
+        metrics, grad_norm, skipped = jax.device_get((metrics, grad_norm, skipped))  # one sync
         host = host_metrics(metrics)
         host["grad_norm"] = float(grad_norm)
         host["skipped_update"] = bool(skipped)

@@ -190,7 +190,12 @@ def feature_moments(ctx: ParamContext) -> jax.Array:
 def feature_scales(ctx: ParamContext, eps: float = NORM_EPS) -> jax.Array:
     r"""Per-feature normalisers :math:`(\mathrm{mean}_i\, x_{f,i}^2 + \epsilon)^{-1/2}`,
     ``(F_p,)`` (see :func:`feature_moments`)."""
-    return jax.lax.rsqrt(feature_moments(ctx) + eps)
+    return scales_from_moments(feature_moments(ctx), eps)
+
+
+def scales_from_moments(moments: jax.Array, eps: float = NORM_EPS) -> jax.Array:
+    """:func:`feature_scales` from already computed :func:`feature_moments`."""
+    return jax.lax.rsqrt(moments + eps)
 
 
 def param_features(ctx: ParamContext) -> jax.Array:

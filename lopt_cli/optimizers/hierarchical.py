@@ -278,7 +278,7 @@ class HierarchicalLOpt(per_tensor.PerTensorLOpt):
             shared["cross_tensor"])
         prepared = PreparedTensor(
             lstm_x=hfeats.lstm_features(lstm_ctx),
-            scales=jax.lax.rsqrt(moments + feats.NORM_EPS),  # = feats.feature_scales(ctx)
+            scales=feats.scales_from_moments(moments),
             tensor_x=feats.tensor_features(feats.TensorContext(x.count, x.num_steps, g, p)),
             ctx=ctx)
         return prepared, HierarchicalTensorState(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import jax
 import numpy as np
@@ -27,15 +26,6 @@ WEIGHTS_FILE = "learned_optimizer.msgpack"
 CONFIG_FILE = "learned_optimizer.yaml"
 CHECKSUM_KEY = "weights_sha256"  # in CONFIG_FILE: SHA-256 of WEIGHTS_FILE's bytes
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
-
-
-def as_hashable(value: Any) -> Any:
-    """Lists (from YAML) become tuples, recursively, so configs can be static jit arguments."""
-    if isinstance(value, (list, tuple)):
-        return tuple(as_hashable(v) for v in value)
-    if isinstance(value, dict):
-        return {k: as_hashable(v) for k, v in value.items()}
-    return value
 
 
 def save_learned_optimizer(directory: str | os.PathLike, config: dict, theta: MetaParams) -> Path:
