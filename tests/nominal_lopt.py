@@ -83,3 +83,15 @@ class AdamNominalLOpt(per_tensor.PerTensorLOpt):
         log_scale = self.network.apply(theta, tensor_x, method=LogStepScale.fast)
         return per_tensor.exp_step(direction, log_scale, self.step_mult, 1.0), \
             NominalTensorState(m, v, state.grad_mean_sq)
+
+
+@dataclasses.dataclass(frozen=True)
+class LearningRateNominalLOpt(AdamNominalLOpt):
+    """The same design with a base learning rate (``learning_rate``): its step is Adam's at
+    that rate times the learned scale, as in the architectures that take one."""
+
+    learning_rate: float = 1e-3
+
+    def step_tensor(self, theta, x, state):
+        step, state = super().step_tensor(theta, x, state)
+        return step * (self.learning_rate / self.step_mult), state

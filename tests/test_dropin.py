@@ -67,6 +67,75 @@ def test_latest_and_shipped_names(run_dir, tmp_path, monkeypatch):
     one_step(lopt_cli.load_optimizer("tiny", 100))
 
 
+def ship(shipped: Path, name: str, config: dict = CONFIG, seed: int = 1) -> None:
+    from lopt_cli.config import instantiate_plain
+
+    theta = instantiate_plain(config).init(jax.random.key(seed))
+    storage.save_learned_optimizer(shipped / name, config, theta)
+
+
+def test_default_is_the_shipped_one_the_pointer_names(tmp_path, monkeypatch):
+    shipped = tmp_path / "pretrained"
+    ship(shipped, "first", seed=1)
+    ship(shipped, "second", seed=2)
+    monkeypatch.setattr(storage, "PRETRAINED_DIR", shipped)
+    storage.set_default_shipped_name("second")
+    assert storage.resolve_weights_path("default") == shipped / "second" / storage.WEIGHTS_FILE
+    updates = one_step(lopt_cli.load_optimizer("default", 100))
+    expected = one_step(lopt_cli.load_optimizer("second", 100))
+    other = one_step(lopt_cli.load_optimizer("first", 100))
+    assert jax.tree.all(jax.tree.map(jnp.array_equal, updates, expected))
+    assert not jax.tree.all(jax.tree.map(jnp.array_equal, updates, other))
+    # evaluate's leaderboard and self-train resolve learned optimizers the same way
+    from lopt_cli.evaluation.candidates import resolve_candidate
+
+    assert resolve_candidate("default", 0.1, 10.0).identity.startswith(
+        resolve_candidate("second", 0.1, 10.0).identity.split(":")[0])
+    with pytest.raises(LoptUserError, match="'third' is not shipped"):
+        storage.set_default_shipped_name("third")
+    (shipped / storage.DEFAULT_POINTER).write_text("gone\n")
+    with pytest.raises(LoptUserError, match="names 'gone', not a shipped optimizer") as error:
+        lopt_cli.load_optimizer("default", 100)
+    assert "\n" not in str(error.value)
+
+
+def test_the_repository_default_points_at_a_shipped_optimizer():
+    assert storage.default_shipped_name() in storage.shipped_names()
+    one_step(lopt_cli.load_optimizer("default", 100))
+
+
+def test_learning_rate_overrides_the_base_rate_of_an_optimizer_that_has_one(tmp_path,
+                                                                            monkeypatch):
+    shipped = tmp_path / "pretrained"
+    ship(shipped, "nominal", {"_target_": "nominal_lopt.LearningRateNominalLOpt"})
+    monkeypatch.setattr(storage, "PRETRAINED_DIR", shipped)
+    storage.set_default_shipped_name("nominal")
+    own = one_step(lopt_cli.load_optimizer("default", 100))
+    tenfold = one_step(lopt_cli.load_optimizer("default", 100, learning_rate=1e-2))
+    for a, b in zip(jax.tree.leaves(own), jax.tree.leaves(tenfold)):
+        assert jnp.allclose(10 * a, b, rtol=1e-5)
+    adam = one_step(lopt_cli.load_optimizer("adam", 100, learning_rate=0.5))
+    assert float(jnp.max(jnp.abs(adam["w"]))) == pytest.approx(0.5, rel=1e-4)
+
+
+@pytest.mark.parametrize("source, learning_rate, message", [
+    ("mlp_digits", 1e-3, "'mlp_digits' (MLPLOpt) takes no learning_rate"),
+    ("default", 1e-3, "takes no learning_rate"),  # mlp_digits until the lead switches it
+    ("opt_list:0", 1e-3, "'opt_list:0' takes no learning_rate"),
+    ("adam", -1.0, "learning_rate=-1.0 must be a positive finite number"),
+    ("adam", float("nan"), "must be a positive finite number"),
+    ("adam", "1e-3", "must be a positive finite number"),
+])
+def test_learning_rate_errors_are_one_line(source, learning_rate, message):
+    from lopt_cli.optimizers.storage import default_shipped_name
+
+    if source == "default" and default_shipped_name() != "mlp_digits":
+        pytest.skip("the default now has a learning rate")
+    with pytest.raises(LoptUserError, match=re.escape(message)) as error:
+        lopt_cli.load_optimizer(source, 100, learning_rate=learning_rate)
+    assert "\n" not in str(error.value)
+
+
 def test_hand_designed_names_and_opt_list_entries():
     for name in ("adam", "sgd", "adam8p", "nadamw", "opt_list:0"):
         one_step(lopt_cli.load_optimizer(name, 100))

@@ -14,10 +14,16 @@ ordinary training loop, and pass the current training loss (learned optimizers m
 
 ``num_steps`` is the training horizon: learned optimizers see their progress through it, and
 the schedules of hand-designed ones (Adam8p, NAdamW, opt_list entries) decay over it.
+``load_optimizer("default", num_steps)`` is the recommended shipped learned optimizer
+(``lopt_cli/pretrained/DEFAULT`` names it). ``learning_rate=`` overrides the base learning rate
+of an optimizer that has one (a learned architecture with a ``learning_rate`` field, Adam, SGD,
+Adam8p, NAdamW); for any other it is a one-line error.
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import numbers
 import os
 from pathlib import Path
 
@@ -26,6 +32,7 @@ import optax
 from lopt_cli.errors import LoptUserError
 
 OPT_LIST_PREFIX = "opt_list:"
+LEARNING_RATE_FIELD = "learning_rate"  # the base-lr hyperparameter of a learned architecture
 
 
 def hand_designed_names() -> list[str]:
@@ -37,13 +44,13 @@ def hand_designed_names() -> list[str]:
 
 def shipped_names() -> list[str]:
     """Names of the learned optimizers shipped in ``lopt_cli/pretrained/``."""
-    from lopt_cli.optimizers.storage import PRETRAINED_DIR, WEIGHTS_FILE
+    from lopt_cli.optimizers.storage import shipped_names as names
 
-    return sorted(p.parent.name for p in PRETRAINED_DIR.glob(f"*/{WEIGHTS_FILE}"))
+    return names()
 
 
 def load_optimizer(
-    source: str | os.PathLike, num_steps: int
+    source: str | os.PathLike, num_steps: int, learning_rate: float | None = None
 ) -> optax.GradientTransformationExtraArgs:
     """An optimizer for a training run of ``num_steps`` steps, from ``source``.
 
@@ -51,55 +58,98 @@ def load_optimizer(
       source: one of
         * a learned optimizer: a ``learned_optimizer.msgpack`` file (with its
           ``learned_optimizer.yaml`` beside it), a run directory holding one, ``"latest"`` (the
-          newest under ``outputs/``), or the name of a shipped one (``lopt_cli/pretrained/``);
+          newest under ``outputs/``), the name of a shipped one (``lopt_cli/pretrained/``),
+          or ``"default"``, the recommended shipped one;
         * a hand-designed optimizer by name, at its defaults: ``"adam"``, ``"sgd"``,
           ``"adam8p"``, ``"nadamw"``;
         * ``"opt_list:K"``: the K-th NAdamW setting of the learned ``opt_list``.
         An existing path wins over a name.
       num_steps: the horizon, a positive int.
+      learning_rate: ``None`` (the optimizer's own), or a positive number replacing the base
+        learning rate of an optimizer that has one.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose ``update`` accepts ``loss=`` and
       ``valid_loss=``.
 
     Raises:
-      LoptUserError: an unknown source, a broken or incompatible file, a bad ``num_steps``.
+      LoptUserError: an unknown source, a broken or incompatible file, a bad ``num_steps`` or
+        ``learning_rate``, a ``learning_rate`` for an optimizer without one.
     """
+    from lopt_cli.optimizers.storage import DEFAULT_SOURCE
+
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
         raise LoptUserError(f"load_optimizer: num_steps={num_steps!r} must be a positive int")
+    _check_learning_rate(learning_rate)
     text = os.fspath(source)
     path = Path(text).expanduser()
-    if text == "latest" or path.exists():
-        return _learned(text, num_steps)
+    if text in ("latest", DEFAULT_SOURCE) or path.exists():
+        return _learned(text, num_steps, learning_rate)
     if text in hand_designed_names():
-        return _hand_designed(text, num_steps)
+        return _hand_designed(text, num_steps, learning_rate)
     if text.startswith(OPT_LIST_PREFIX):
+        _refuse_learning_rate(repr(text), learning_rate)
         return _from_opt_list(text, num_steps)
     if text in shipped_names():
-        return _learned(text, num_steps)
+        return _learned(text, num_steps, learning_rate)
     raise LoptUserError(
         f"load_optimizer: unknown optimizer source {text!r}: no such file or directory. Give a "
-        "learned_optimizer.msgpack file, a run directory holding one, 'latest', a shipped name "
-        f"({', '.join(shipped_names()) or 'none shipped'}), a hand-designed optimizer "
-        f"({', '.join(hand_designed_names())}) or opt_list:<index>")
+        f"learned_optimizer.msgpack file, a run directory holding one, 'latest', "
+        f"'{DEFAULT_SOURCE}', a shipped name ({', '.join(shipped_names()) or 'none shipped'}), "
+        f"a hand-designed optimizer ({', '.join(hand_designed_names())}) or opt_list:<index>")
 
 
-def _learned(source: str, num_steps: int) -> optax.GradientTransformationExtraArgs:
+def has_learning_rate(lopt) -> bool:
+    """Whether a learned architecture (a dataclass) has a base-learning-rate field."""
+    return dataclasses.is_dataclass(lopt) and any(
+        f.name == LEARNING_RATE_FIELD for f in dataclasses.fields(lopt))
+
+
+def _check_learning_rate(learning_rate) -> None:
+    if learning_rate is None:
+        return
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real) or not (
+            0 < float(learning_rate) < float("inf")):
+        raise LoptUserError(f"load_optimizer: learning_rate={learning_rate!r} must be a "
+                            "positive finite number or None")
+
+
+def _refuse_learning_rate(what: str, learning_rate) -> None:
+    if learning_rate is not None:
+        raise LoptUserError(f"load_optimizer: {what} takes no learning_rate (it has no base "
+                            "learning rate); leave learning_rate=None")
+
+
+def _learned(source: str, num_steps: int,
+             learning_rate: float | None = None) -> optax.GradientTransformationExtraArgs:
     from lopt_cli.optimizers.storage import load_learned_optimizer
 
     lopt, theta, _ = load_learned_optimizer(source)
+    if learning_rate is not None:
+        if not has_learning_rate(lopt):
+            _refuse_learning_rate(f"{source!r} ({type(lopt).__name__})", learning_rate)
+        lopt = dataclasses.replace(lopt, **{LEARNING_RATE_FIELD: float(learning_rate)})
     return lopt.transform(theta, num_steps)
 
 
-def _hand_designed(name: str, num_steps: int) -> optax.GradientTransformationExtraArgs:
+def _accepts(factory, argument: str) -> bool:
+    try:
+        return argument in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _hand_designed(name: str, num_steps: int,
+                   learning_rate: float | None = None) -> optax.GradientTransformationExtraArgs:
     from lopt_cli.optimizers.registry import OPTIMIZERS
 
     factory = OPTIMIZERS[name]
-    try:
-        accepts_horizon = "num_steps" in inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        accepts_horizon = False
-    return factory(num_steps=num_steps) if accepts_horizon else factory()
+    kwargs = {"num_steps": num_steps} if _accepts(factory, "num_steps") else {}
+    if learning_rate is not None:
+        if not _accepts(factory, "learning_rate"):
+            _refuse_learning_rate(repr(name), learning_rate)
+        kwargs["learning_rate"] = float(learning_rate)
+    return factory(**kwargs)
 
 
 def _from_opt_list(text: str, num_steps: int) -> optax.GradientTransformationExtraArgs:

@@ -26,6 +26,8 @@ WEIGHTS_FILE = "learned_optimizer.msgpack"
 CONFIG_FILE = "learned_optimizer.yaml"
 CHECKSUM_KEY = "weights_sha256"  # in CONFIG_FILE: SHA-256 of WEIGHTS_FILE's bytes
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+DEFAULT_SOURCE = "default"  # the name that means the recommended shipped optimizer
+DEFAULT_POINTER = "DEFAULT"  # in PRETRAINED_DIR: one line, the recommended shipped name
 
 
 def save_learned_optimizer(directory: str | os.PathLike, config: dict, theta: MetaParams) -> Path:
@@ -50,11 +52,39 @@ def find_latest_run(root: str | os.PathLike = "outputs") -> Path:
     return candidates[-1]
 
 
+def shipped_names() -> list[str]:
+    """Names of the learned optimizers shipped in ``PRETRAINED_DIR``."""
+    return sorted(p.parent.name for p in PRETRAINED_DIR.glob(f"*/{WEIGHTS_FILE}"))
+
+
+def default_shipped_name() -> str:
+    """The shipped optimizer that ``default`` means: the name in ``PRETRAINED_DIR/DEFAULT``."""
+    pointer = PRETRAINED_DIR / DEFAULT_POINTER
+    name = pointer.read_text().strip() if pointer.is_file() else ""
+    if not name or "/" in name or not (PRETRAINED_DIR / name / WEIGHTS_FILE).is_file():
+        raise LoptUserError(
+            f"{DEFAULT_SOURCE}: {pointer} names {name!r}, not a shipped optimizer (shipped: "
+            f"{', '.join(shipped_names()) or 'none'})")
+    return name
+
+
+def set_default_shipped_name(name: str) -> Path:
+    """Points ``default`` at the shipped optimizer ``name`` (rewrites ``DEFAULT``)."""
+    if name not in shipped_names():
+        raise LoptUserError(f"default: {name!r} is not shipped (shipped: "
+                            f"{', '.join(shipped_names()) or 'none'})")
+    return write_text_atomic(PRETRAINED_DIR / DEFAULT_POINTER, name + "\n")
+
+
 def resolve_weights_path(source: str | os.PathLike) -> Path:
-    """Accepts a ``.msgpack`` file, a run directory, ``latest``, or a shipped optimizer's name."""
+    """Accepts a ``.msgpack`` file, a run directory, ``latest``, a shipped optimizer's name, or
+    ``default`` (the recommended shipped one, see :func:`default_shipped_name`). An existing
+    path wins over a name."""
     text = str(source)
     if text == "latest":
         return find_latest_run()
+    if text == DEFAULT_SOURCE and not Path(text).exists():
+        text = default_shipped_name()
     path = Path(text).expanduser()
     if path.is_dir():
         if not (path / WEIGHTS_FILE).is_file():
@@ -64,10 +94,10 @@ def resolve_weights_path(source: str | os.PathLike) -> Path:
     elif not path.exists() and (PRETRAINED_DIR / text / WEIGHTS_FILE).exists():
         path = PRETRAINED_DIR / text / WEIGHTS_FILE
     if not path.is_file():
-        shipped = sorted(p.parent.name for p in PRETRAINED_DIR.glob(f"*/{WEIGHTS_FILE}"))
         raise LoptUserError(
             f"learned_optimizer={text!r}: no such file; give a {WEIGHTS_FILE} path, a run "
-            f"directory holding one, 'latest', or a shipped name ({', '.join(shipped) or 'none'})"
+            f"directory holding one, 'latest', '{DEFAULT_SOURCE}', or a shipped name "
+            f"({', '.join(shipped_names()) or 'none'})"
         )
     return path
 
