@@ -182,3 +182,48 @@ def test_readme_shows_the_example_that_runs():
     root = Path(__file__).resolve().parent.parent
     example = (root / "examples" / "train_with_learned_optimizer.py").read_text()
     assert example[example.index("import sys"):] in (root / "README.md").read_text()
+
+
+def test_a_step_with_a_non_finite_update_is_skipped(run_dir):
+    """The guard: NaN/inf gradients and overflowing squares (|g| >= 1e19 in float32) leave
+    parameters and state as they were; finite steps are exactly the learned optimizer's."""
+    lopt, theta, _ = storage.load_learned_optimizer(run_dir)
+    bare, guarded = lopt.transform(theta, 100), lopt_cli.load_optimizer(run_dir, 100)
+    params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+    grads = jax.tree.map(lambda p: 0.1 * jnp.ones_like(p), params)
+    state = guarded.init(params)
+    expected, _ = jax.jit(bare.update)(grads, bare.init(params), params, loss=1.0)
+    updates, state = jax.jit(guarded.update)(grads, state, params, loss=1.0)
+    assert jax.tree.all(jax.tree.map(jnp.array_equal, updates, expected))
+    for bad in (jnp.nan, jnp.inf, 1e20):  # at the first step: no running RMS clips them yet
+        huge = jax.tree.map(lambda g, b=bad: g * b, grads)
+        unguarded, _ = bare.update(huge, bare.init(params), params, loss=1.0)
+        assert not all(bool(jnp.all(jnp.isfinite(u))) for u in jax.tree.leaves(unguarded))
+        fresh = guarded.init(params)
+        updates, state = jax.jit(guarded.update)(huge, fresh, params, loss=1.0)
+        assert all(bool(jnp.all(u == 0)) for u in jax.tree.leaves(updates))
+        assert jax.tree.all(jax.tree.map(jnp.array_equal, state.inner, fresh.inner))
+        assert int(state.skipped) == 1
+
+
+def test_parameters_users_bring(run_dir):
+    """Half precision, scalars, empty tensors, int leaves and None keep their dtype and stay
+    finite; complex parameters are a one-line error."""
+    opt = lopt_cli.load_optimizer(run_dir, 100)
+    params = {"half": jnp.ones((4, 3), jnp.float16), "bf16": jnp.ones(5, jnp.bfloat16),
+              "scalar": jnp.float32(2.0), "empty": jnp.zeros((0, 3)),
+              "int": jnp.ones(3, jnp.int32), "none": None}
+    grads = jax.tree.map(lambda p: jnp.ones_like(p), params)
+    state = opt.init(params)
+    step = jax.jit(opt.update)
+    for _ in range(3):
+        updates, state = step(grads, state, params, loss=1.0)
+        params = optax.apply_updates(params, updates)
+    assert params["none"] is None and int(state.skipped) == 0
+    for name, leaf in params.items():
+        if leaf is not None:
+            assert leaf.dtype == grads[name].dtype, name
+            assert bool(jnp.all(jnp.isfinite(leaf))), name
+    with pytest.raises(LoptUserError, match=r"parameter \['c'\] is complex64") as error:
+        opt.init({"c": jnp.ones(2, jnp.complex64)})
+    assert "\n" not in str(error.value)

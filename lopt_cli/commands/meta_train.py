@@ -299,7 +299,7 @@ def run_meta_training(job: MetaTrainJob, out_dir, label: str = "meta-train"):
     With ``job.resume`` and a checkpoint in ``out_dir``, continues from it (``metrics.jsonl``
     is cut back to the checkpoint's rows first); without one, starts afresh there.
     """
-    from lopt_cli.commands.recorder import MetaTrainRecorder
+    from lopt_cli.commands.recorder import MetaTrainRecorder, machine_facts
     from lopt_cli.evaluation.plots import plot_meta_loss
     from lopt_cli.io import write_json_atomic
     from lopt_cli.meta.checkpoint import has_checkpoint, load_checkpoint, remove_stale_temporaries
@@ -348,6 +348,7 @@ def run_meta_training(job: MetaTrainJob, out_dir, label: str = "meta-train"):
         "num_devices": job.num_devices,
         "num_processes": job.num_processes,
         "resumed_at_step": start.step if start is not None else None,
+        "machine": machine_facts(),
     }
     heldout = [r["heldout_loss"] for r in history if "heldout_loss" in r]
     if heldout:

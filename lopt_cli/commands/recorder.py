@@ -1,6 +1,8 @@
 """Records a meta-training run as it goes: rich progress, ``metrics.jsonl``, checkpoints."""
 from __future__ import annotations
 
+import os
+import platform
 import time
 from pathlib import Path
 
@@ -86,3 +88,25 @@ class MetaTrainRecorder:
     def checkpoint(self, state) -> None:
         """Saves the loop's ``state`` (a ``MetaTrainState``) with the metrics rows so far."""
         save_checkpoint(self.out_dir, state, self.seed, self.history)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else ``platform.processor()``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_facts() -> dict:
+    """Where a run ran: OS, CPU model and cores (all and usable), JAX version and devices."""
+    import jax
+
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"platform": platform.platform(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+            "usable_cores": usable, "python": platform.python_version(),
+            "jax_version": jax.__version__, "jax_backend": jax.default_backend(),
+            "jax_devices": [str(d) for d in jax.devices()]}

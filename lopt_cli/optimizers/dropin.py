@@ -18,6 +18,11 @@ the schedules of hand-designed ones (Adam8p, NAdamW, opt_list entries) decay ove
 (``lopt_cli/pretrained/DEFAULT`` names it). ``learning_rate=`` overrides the base learning rate
 of an optimizer that has one (a learned architecture with a ``learning_rate`` field, Adam, SGD,
 Adam8p, NAdamW); for any other it is a one-line error.
+
+A learned optimizer loaded here is guarded (:func:`skip_nonfinite_steps`): a step whose update
+has a non-finite entry (a NaN or infinite gradient, or one whose square overflows float32,
+|g| or |p| above about 1e19) is skipped, the parameters and the optimizer's state left as they
+were, and counted in ``state.skipped``; complex parameters are refused in one line.
 """
 from __future__ import annotations
 
@@ -26,7 +31,10 @@ import inspect
 import numbers
 import os
 from pathlib import Path
+from typing import Any, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import optax
 
 from lopt_cli.errors import LoptUserError
@@ -99,6 +107,20 @@ def load_optimizer(
         f"a hand-designed optimizer ({', '.join(hand_designed_names())}) or opt_list:<index>")
 
 
+def takes_learning_rate(source: str | os.PathLike) -> bool:
+    """Whether ``load_optimizer(source, n, learning_rate=...)`` accepts a learning rate."""
+    from lopt_cli.optimizers.registry import OPTIMIZERS
+    from lopt_cli.optimizers.storage import load_learned_optimizer
+
+    text = os.fspath(source)
+    if not Path(text).expanduser().exists():
+        if text in hand_designed_names():
+            return _accepts(OPTIMIZERS[text], "learning_rate")
+        if text.startswith(OPT_LIST_PREFIX):
+            return False
+    return has_learning_rate(load_learned_optimizer(text)[0])
+
+
 def has_learning_rate(lopt) -> bool:
     """Whether a learned architecture (a dataclass) has a base-learning-rate field."""
     return dataclasses.is_dataclass(lopt) and any(
@@ -129,7 +151,42 @@ def _learned(source: str, num_steps: int,
         if not has_learning_rate(lopt):
             _refuse_learning_rate(f"{source!r} ({type(lopt).__name__})", learning_rate)
         lopt = dataclasses.replace(lopt, **{LEARNING_RATE_FIELD: float(learning_rate)})
-    return lopt.transform(theta, num_steps)
+    return skip_nonfinite_steps(lopt.transform(theta, num_steps))
+
+
+class GuardedState(NamedTuple):
+    """State of :func:`skip_nonfinite_steps`: the wrapped optimizer's and the skip count."""
+
+    inner: Any
+    skipped: jax.Array  # int32: steps skipped for a non-finite update
+
+
+def skip_nonfinite_steps(
+    opt: optax.GradientTransformationExtraArgs,
+) -> optax.GradientTransformationExtraArgs:
+    """``opt`` with a step whose update has a NaN or infinite entry replaced by a zero update
+    that leaves ``opt``'s state unchanged (its step count included). A finite step is exactly
+    ``opt``'s. ``init`` refuses complex parameters (learned optimizers read real features)."""
+
+    def init(params: optax.Params) -> GuardedState:
+        for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+            if jnp.iscomplexobj(leaf):
+                raise LoptUserError(
+                    f"load_optimizer: parameter {jax.tree_util.keystr(path) or 'root'} is "
+                    f"{jnp.result_type(leaf)}; learned optimizers take real parameters (split "
+                    "real and imaginary parts into two tensors)")
+        return GuardedState(opt.init(params), jnp.zeros((), jnp.int32))
+
+    def update(updates, state: GuardedState, params=None, **extra_args):
+        new_updates, inner = opt.update(updates, state.inner, params, **extra_args)
+        checks = [jnp.all(jnp.isfinite(u)) for u in jax.tree.leaves(new_updates)
+                  if jnp.issubdtype(jnp.result_type(u), jnp.inexact)]
+        finite = jnp.all(jnp.stack(checks)) if checks else jnp.array(True)
+        new_updates = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), new_updates)
+        inner = optax.tree.where(finite, inner, state.inner)
+        return new_updates, GuardedState(inner, state.skipped + (~finite).astype(jnp.int32))
+
+    return optax.GradientTransformationExtraArgs(init, update)
 
 
 def _accepts(factory, argument: str) -> bool:
