@@ -1,0 +1,111 @@
+"""``python -m lopt_cli.scripts.ship_optimizer``: a tiny meta-train run shipped with its model
+card (facts from the run's records, embedded leaderboard and drop-in results), the default
+pointer switched, and every refusal one line with nothing written."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import only_run_dir
+from test_cli import TINY_META_TRAIN
+
+import lopt_cli
+from lopt_cli.optimizers import storage
+from lopt_cli.scripts import ship_optimizer
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, lopt_env):
+    root = tmp_path_factory.mktemp("ship")
+    subprocess.run([sys.executable, "-m", "lopt_cli", "meta-train", *TINY_META_TRAIN],
+                   cwd=root, env=lopt_env, check=True, capture_output=True, timeout=600)
+    return only_run_dir(root / "outputs" / "meta-train")
+
+
+@pytest.fixture
+def pretrained(tmp_path, monkeypatch):
+    """An empty shipped-optimizer folder in place of lopt_cli/pretrained/."""
+    folder = tmp_path / "pretrained"
+    folder.mkdir()
+    monkeypatch.setattr(storage, "PRETRAINED_DIR", folder)
+    return folder
+
+
+def dropin_result(tmp_path):
+    summary = {"train": {"win": 3, "tie": 1, "loss": 2}, "test": {"win": 2, "tie": 0, "loss": 4},
+               "problems": 6, "candidate_nonfinite": 0, "candidate_rose_late": 1,
+               "adam_rose_late": 0}
+    path = tmp_path / "dropin.json"
+    path.write_text(json.dumps({"optimizer": "new", "steps": [1000], "rows": [],
+                                "candidate_tuned_over_lr_grid": False,
+                                "summary": {"1000": summary}}))
+    return path
+
+
+def test_ships_weights_card_and_default(run_dir, pretrained, tmp_path, capsys):
+    leaderboard = tmp_path / "leaderboard.md"
+    leaderboard.write_text("# Leaderboard\n\n| optimizer | IQM |\n|---|---|\n| new | 1.23 |\n")
+    dropin = dropin_result(tmp_path)
+    code = ship_optimizer.main([str(run_dir), "--name", "new", "--default",
+                                "--leaderboard", str(leaderboard), "--dropin", str(dropin)])
+    assert code == 0, capsys.readouterr()
+    shipped = pretrained / "new"
+    for file in (storage.WEIGHTS_FILE, storage.CONFIG_FILE, "meta_loss.png"):
+        assert (shipped / file).read_bytes() == (run_dir / file).read_bytes()
+    assert storage.default_shipped_name() == "new"
+    lopt_cli.load_optimizer("default", 10)
+    card = (shipped / "README.md").read_text()
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for fact in ("lopt meta-train compute=smoke compute.num_outer_steps=4",  # the command
+                 "task_definitions.quadratic.QuadraticFamily", "task ids 0 – 99,999",
+                 "- outer steps: 4", f"{rows[0]['meta_loss']:.4g} at the first step",
+                 "min in outer steps", "recorded by the run (`summary.json`)",
+                 "usable of", 'load_optimizer("default", num_steps)', "It takes no learning rate",
+                 "### Leaderboard", "| new | 1.23 |",  # embedded, heading nested
+                 "training loss 3 wins / 1 ties / 2 losses", "truncation_length: 10"):
+        assert fact in card, fact
+    assert "${" not in card and "?" not in card.replace("?)", "")
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no weights", "no learned_optimizer.msgpack"),
+    ("corrupt", "SHA-256 does not match"),
+    ("exists", "exists; pass --force"),
+    ("reserved", "--name 'default'"),
+    ("missing dropin", "--dropin"),
+])
+def test_refusals_are_one_line_and_write_nothing(case, message, run_dir, pretrained, tmp_path,
+                                                 capsys):
+    source, args = run_dir, ["--name", "new"]
+    if case == "no weights":
+        source = tmp_path / "empty_run"
+        source.mkdir()
+    elif case == "corrupt":
+        source = tmp_path / "corrupt_run"
+        source.mkdir()
+        for file in (storage.WEIGHTS_FILE, storage.CONFIG_FILE):
+            (source / file).write_bytes((run_dir / file).read_bytes())
+        weights = bytearray((source / storage.WEIGHTS_FILE).read_bytes())
+        weights[-1] ^= 1
+        (source / storage.WEIGHTS_FILE).write_bytes(bytes(weights))
+    elif case == "exists":
+        (pretrained / "new").mkdir()
+    elif case == "reserved":
+        args = ["--name", "default"]
+    elif case == "missing dropin":
+        args += ["--dropin", str(tmp_path / "nope.json")]
+    before = sorted(p.name for p in pretrained.iterdir())
+    assert ship_optimizer.main([str(source), *args, "--default"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err, err
+    assert sorted(p.name for p in pretrained.iterdir()) == before
+
+
+def test_force_replaces(run_dir, pretrained, capsys):
+    assert ship_optimizer.main([str(run_dir), "--name", "new"]) == 0
+    (pretrained / "new" / "stale.txt").write_text("old")
+    assert ship_optimizer.main([str(run_dir), "--name", "new", "--force"]) == 0
+    assert not (pretrained / "new" / "stale.txt").exists()
+    assert not (pretrained / storage.DEFAULT_POINTER).exists()  # no --default: untouched
