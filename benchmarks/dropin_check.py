@@ -7,13 +7,15 @@ deep-narrow and wide nets).
 For every problem and horizon ``T`` (``--steps``):
 
 * Adam (``optax.adam``) at each learning rate of a fixed grid (7 values, log-spaced 1e-4 …
-  1e-1), the rate with the lowest final training loss kept ("per-problem tuned");
+  1e-1), tuned per problem and per metric: the rate with the lowest final training loss for
+  the training-loss comparison, the one with the lowest test loss for the test-loss one;
 * the optimizer under test, ``load_optimizer(source, T)``; if it takes a learning rate
   (``takes_learning_rate``), tuned over the same grid the same way;
 * reported: final training loss (full training set) and test loss, the outcome of the optimizer
   against Adam on each (win / tie / loss: a tie is within 1% of the larger loss, plus 1e-6 of
   the initial loss), non-finite final losses (always a loss), and whether the training loss
-  rose late: final > 1.05 × its minimum over the run (+ 1e-6 of the initial loss).
+  (of the training-tuned run) rose late: final > 1.05 × its minimum over the run (+ 1e-6 of
+  the initial loss).
 
     python -m benchmarks.dropin_check --optimizer default --steps 1000,5000 --out dropin.json
     python -m benchmarks.dropin_check --optimizer mlp_digits --quick   # 2 problems, few steps
@@ -24,6 +26,7 @@ runs it for ``default`` at 1000 and 5000 steps into ``benchmarks/results/``.
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import time
 from pathlib import Path
@@ -61,44 +64,84 @@ def rose_late(curve: np.ndarray, scale: float) -> bool:
 
 def summarise_run(curve, test_loss, learning_rate, scale: float) -> dict:
     curve = np.asarray(curve, np.float64)
+    finite = curve[np.isfinite(curve)]
     return {"learning_rate": learning_rate, "train_loss": float(curve[-1]),
-            "test_loss": float(test_loss), "min_train_loss": float(np.nanmin(curve))
-            if np.any(np.isfinite(curve)) else float("nan"),
+            "test_loss": float(test_loss),
+            "min_train_loss": float(finite.min()) if finite.size else float("nan"),
             "rose_late": rose_late(curve, scale)}
 
 
-def best_of(runs: list[dict]) -> dict:
-    """The run with the lowest final training loss (non-finite counts as +inf); with the number
-    of grid values that ended non-finite."""
-    key = [r["train_loss"] if math.isfinite(r["train_loss"]) else math.inf for r in runs]
-    best = dict(runs[int(np.argmin(key))])
-    best["nonfinite_rates"] = sum(not math.isfinite(r["train_loss"]) for r in runs)
-    return best
+def tuned(runs: list[dict]) -> dict:
+    """The runs with the lowest final training loss (``by_train``) and the lowest test loss
+    (``by_test``), non-finite counting as +inf; and how many grid values ended non-finite."""
+
+    def best(metric: str) -> dict:
+        values = [r[metric] if math.isfinite(r[metric]) else math.inf for r in runs]
+        return runs[int(np.argmin(values))]
+
+    return {"by_train": best("train_loss"), "by_test": best("test_loss"),
+            "nonfinite_rates": sum(not math.isfinite(r["train_loss"]) for r in runs)}
 
 
 def tuned_adam(problem, data, num_steps: int, scale: float) -> dict:
-    """Adam at every rate of ``LR_GRID`` (one vmapped run), the best kept."""
+    """Adam at every rate of ``LR_GRID`` (one vmapped run), tuned per metric."""
     run = problems_lib.train_curve(problem, data, optax.adam, num_steps)
     curves, tests = jax.vmap(run)(jnp.asarray(LR_GRID, jnp.float32))
-    curves, tests = np.asarray(curves), np.asarray(tests)
-    return best_of([summarise_run(c, t, lr, scale) for c, t, lr in zip(curves, tests, LR_GRID)])
+    return tuned([summarise_run(c, t, lr, scale)
+                  for c, t, lr in zip(np.asarray(curves), np.asarray(tests), LR_GRID)])
+
+
+def traced_rate_runs(source: str, problem, data, num_steps: int):
+    """A learned optimizer with a ``learning_rate`` field at every rate of ``LR_GRID`` in one
+    vmapped run (the rate traced; otherwise what ``load_optimizer(source, T, learning_rate=lr)``
+    builds); ``None`` if the architecture cannot take a traced rate."""
+    from lopt_cli.optimizers.dropin import (
+        LEARNING_RATE_FIELD,
+        has_learning_rate,
+        skip_nonfinite_steps,
+    )
+    from lopt_cli.optimizers.storage import load_learned_optimizer
+
+    try:
+        lopt, theta, _ = load_learned_optimizer(source)
+    except Exception:  # noqa: BLE001 - a hand-designed name: the sequential path
+        return None
+    if not has_learning_rate(lopt):
+        return None
+
+    def make(lr):
+        variant = copy.copy(lopt)  # frozen dataclass: set the traced rate past its checks
+        object.__setattr__(variant, LEARNING_RATE_FIELD, lr)
+        return skip_nonfinite_steps(variant.transform(theta, num_steps))
+
+    run = problems_lib.train_curve(problem, data, make, num_steps)
+    try:
+        return jax.vmap(run)(jnp.asarray(LR_GRID, jnp.float32))
+    except (TypeError, jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError):
+        return None
 
 
 def candidate_runs(source: str, problem, data, num_steps: int, scale: float,
-                   with_rates: bool) -> dict:
-    """The optimizer under test, tuned over ``LR_GRID`` if it takes a learning rate."""
+                   with_rates: bool, traced: bool = True) -> dict:
+    """The optimizer under test, tuned per metric over ``LR_GRID`` if it takes a learning
+    rate (vmapped over a traced rate when it can be, else one ``load_optimizer`` per rate)."""
     from lopt_cli import load_optimizer
 
-    rates = LR_GRID if with_rates else (None,)
+    if with_rates and traced:
+        results = traced_rate_runs(source, problem, data, num_steps)
+        if results is not None:
+            return tuned([summarise_run(c, t, lr, scale) for c, t, lr in
+                          zip(np.asarray(results[0]), np.asarray(results[1]), LR_GRID)])
     runs = []
-    for lr in rates:
+    for lr in LR_GRID if with_rates else (None,):
         opt = load_optimizer(source, num_steps, learning_rate=lr)
         curve, test = problems_lib.train_curve(problem, data, lambda opt=opt: opt, num_steps)()
         runs.append(summarise_run(curve, test, lr, scale))
-    return best_of(runs)
+    return tuned(runs)
 
 
-def check(source: str, steps: tuple[int, ...], problems: list, console=None) -> dict:
+def check(source: str, steps: tuple[int, ...], problems: list, console=None,
+          traced: bool = True) -> dict:
     """Every (problem, horizon) row, the tallies per horizon, and the settings."""
     from lopt_cli.optimizers.dropin import takes_learning_rate
 
@@ -110,13 +153,16 @@ def check(source: str, steps: tuple[int, ...], problems: list, console=None) -> 
         scale = float(loss(problems_lib.init_params(problem), data.x_train, data.y_train))
         for num_steps in steps:
             adam = tuned_adam(problem, data, num_steps, scale)
-            candidate = candidate_runs(source, problem, data, num_steps, scale, with_rates)
+            candidate = candidate_runs(source, problem, data, num_steps, scale, with_rates,
+                                       traced)
             rows.append({
                 "problem": problem.name, "description": problems_lib.describe(problem),
                 "num_steps": num_steps, "initial_train_loss": scale,
                 "adam": adam, "candidate": candidate,
-                "train": outcome(candidate["train_loss"], adam["train_loss"], scale),
-                "test": outcome(candidate["test_loss"], adam["test_loss"], scale),
+                "train": outcome(candidate["by_train"]["train_loss"],
+                                 adam["by_train"]["train_loss"], scale),
+                "test": outcome(candidate["by_test"]["test_loss"],
+                                adam["by_test"]["test_loss"], scale),
             })
             if console is not None:
                 console.log(f"{problem.name} T={num_steps}: train {rows[-1]['train']}, "
@@ -130,11 +176,12 @@ def check(source: str, steps: tuple[int, ...], problems: list, console=None) -> 
 def tally(rows: list[dict]) -> dict:
     counts = {m: {o: sum(r[m] == o for r in rows) for o in ("win", "tie", "loss")}
               for m in ("train", "test")}
-    nonfinite = sum(not (math.isfinite(r["candidate"]["train_loss"])
-                         and math.isfinite(r["candidate"]["test_loss"])) for r in rows)
+    nonfinite = sum(not (math.isfinite(r["candidate"]["by_train"]["train_loss"])
+                         and math.isfinite(r["candidate"]["by_test"]["test_loss"]))
+                    for r in rows)
     return {**counts, "problems": len(rows), "candidate_nonfinite": nonfinite,
-            "candidate_rose_late": sum(r["candidate"]["rose_late"] for r in rows),
-            "adam_rose_late": sum(r["adam"]["rose_late"] for r in rows)}
+            "candidate_rose_late": sum(r["candidate"]["by_train"]["rose_late"] for r in rows),
+            "adam_rose_late": sum(r["adam"]["by_train"]["rose_late"] for r in rows)}
 
 
 def fmt(value) -> str:
@@ -143,16 +190,26 @@ def fmt(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-COLUMNS = ("problem", "T", "Adam lr", "Adam train", "opt train", "Adam test", "opt test",
-           "train", "test", "rose late (opt/Adam)")
+COLUMNS = ("problem", "T", "Adam train (lr)", "opt train", "Adam test (lr)", "opt test",
+           "train", "test", "rose late opt/Adam")
+
+
+def with_rate(run: dict, key: str) -> str:
+    rate = run["learning_rate"]
+    return fmt(run[key]) + ("" if rate is None else f" ({rate:.2g})")
 
 
 def table_rows(result: dict) -> list[list[str]]:
-    return [[r["problem"], str(r["num_steps"]), fmt(r["adam"]["learning_rate"]),
-             fmt(r["adam"]["train_loss"]), fmt(r["candidate"]["train_loss"]),
-             fmt(r["adam"]["test_loss"]), fmt(r["candidate"]["test_loss"]), r["train"], r["test"],
-             f"{'yes' if r['candidate']['rose_late'] else 'no'}/"
-             f"{'yes' if r['adam']['rose_late'] else 'no'}"] for r in result["rows"]]
+    rows = []
+    for r in result["rows"]:
+        adam, cand = r["adam"], r["candidate"]
+        rose = "/".join("yes" if x["by_train"]["rose_late"] else "no" for x in (cand, adam))
+        rows.append([r["problem"], str(r["num_steps"]),
+                     with_rate(adam["by_train"], "train_loss"),
+                     with_rate(cand["by_train"], "train_loss"),
+                     with_rate(adam["by_test"], "test_loss"),
+                     with_rate(cand["by_test"], "test_loss"), r["train"], r["test"], rose])
+    return rows
 
 
 def summary_lines(result: dict) -> list[str]:
