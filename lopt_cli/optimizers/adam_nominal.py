@@ -35,7 +35,7 @@ from lopt_cli.optimizers import schedule as sched
 from lopt_cli.optimizers import small_lopt as small
 from lopt_cli.optimizers.base import MetaParams
 from lopt_cli.optimizers.per_tensor import NetworkPath, TensorInput
-from lopt_cli.optimizers.scheduled import SCHEDULE_RULES, ScheduledLOpt
+from lopt_cli.optimizers.scheduled import SCHEDULE_RULES, ScheduledLOpt, ScheduledNetwork
 
 SCALE, CORRECTION_IN, CORRECTION_OUT = "scale", "correction_in", "correction_out"
 ADAM_EPS = 1e-8
@@ -59,7 +59,7 @@ class AdamNominalTensorState(NamedTuple):
     grad_mean_sq: jax.Array
 
 
-class AdamNominalNetwork(nn.Module):
+class AdamNominalNetwork(ScheduledNetwork, nn.Module):
     """Per-tensor log-scale, per-parameter correction and the learned schedule."""
 
     correction_hidden: int = 4
@@ -88,19 +88,8 @@ class AdamNominalNetwork(nn.Module):
         (correction,) = small.channel_dense(layers[CORRECTION_OUT], h)
         return log_scale, correction
 
-    def stacked(self, channels: small.Channels, tensor_x: jax.Array):
-        """:meth:`channels` by the plain definition."""
-        log_scale, correction, _ = self(jnp.stack(channels, axis=-1), tensor_x,
-                                        jnp.zeros((sched.num_schedule_features(),)))
-        return log_scale, correction
-
-    def log_rate(self, schedule_x: jax.Array) -> jax.Array:
-        layers = fm.declared_layers(self.variables["params"], self.layer_names(), "AdamNominalNetwork")
-        return sched.apply_schedule_layers(layers, schedule_x)
-
-    def log_rate_reference(self, schedule_x: jax.Array) -> jax.Array:
-        return self(jnp.zeros((1, NUM_FEATURES)), jnp.zeros((feats.num_tensor_features(),)),
-                    schedule_x)[2]
+    def input_width(self) -> int:
+        return NUM_FEATURES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,11 +134,11 @@ class AdamNominalLOpt(ScheduledLOpt):
         channels = [jax.random.normal(k, (7, 5)) for k in keys[:NUM_FEATURES]]
         tensor_x = jax.random.normal(keys[-2], (feats.num_tensor_features(),))
         paths = [NetworkPath("per_param", AdamNominalNetwork.channels,
-                             AdamNominalNetwork.stacked, (channels, tensor_x))]
+                             ScheduledNetwork.stacked, (channels, tensor_x))]
         if self.schedule_width:
             schedule_x = jax.random.normal(keys[-1], (sched.num_schedule_features(),))
-            paths.append(NetworkPath("schedule", AdamNominalNetwork.log_rate,
-                                     AdamNominalNetwork.log_rate_reference, (schedule_x,)))
+            paths.append(NetworkPath("schedule", ScheduledNetwork.log_rate,
+                                     ScheduledNetwork.log_rate_reference, (schedule_x,)))
         return paths
 
     def init_tensor_state(self, param: jax.Array) -> AdamNominalTensorState:

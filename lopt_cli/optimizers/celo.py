@@ -50,14 +50,13 @@ from lopt_cli.optimizers import schedule as sched
 from lopt_cli.optimizers import small_lopt as small
 from lopt_cli.optimizers.base import MetaParams
 from lopt_cli.optimizers.per_tensor import FieldRule, NetworkPath, TensorInput
-from lopt_cli.optimizers.scheduled import SCHEDULE_RULES, ScheduledLOpt
+from lopt_cli.optimizers.scheduled import SCHEDULE_RULES, ScheduledLOpt, ScheduledNetwork
 
 SKIP = "skip"
 OUTPUTS = ("rms", "param_scale")
 FEATURE_CLIP = 10.0
 PARAM_RMS_FLOOR = 1e-3
 STEP_EPS = 1e-12  # inside the RMS normaliser of the step
-NUM_FEATURES = 7
 SKIP_FEATURE = 1  # m_0.9 / sqrt(v): the skip's initial input
 
 
@@ -92,7 +91,7 @@ def _one_hot_skip(index: int):
     return init
 
 
-class CeloNetwork(nn.Module):
+class CeloNetwork(ScheduledNetwork, nn.Module):
     """``(N, K)`` features, ``(F_t,)`` tensor features and the schedule's inputs → ``(d, a)``
     and ``h`` (``__call__``: the plain definition, creating every layer); the optimizer runs
     :meth:`channels` and :meth:`log_rate`."""
@@ -130,21 +129,8 @@ class CeloNetwork(nn.Module):
                                       channels)
         return d + skip, a
 
-    def stacked(self, channels: small.Channels, tensor_x: jax.Array):
-        """:meth:`channels` by the plain definition."""
-        d, a, _ = self(jnp.stack(channels, axis=-1), tensor_x,
-                       jnp.zeros((sched.num_schedule_features(),)))
-        return d, a
-
-    def log_rate(self, schedule_x: jax.Array) -> jax.Array:
-        """``h``: the learned schedule on its variables."""
-        layers = fm.declared_layers(self.variables["params"], self.layer_names(), "CeloNetwork")
-        return sched.apply_schedule_layers(layers, schedule_x)
-
-    def log_rate_reference(self, schedule_x: jax.Array) -> jax.Array:
-        """:meth:`log_rate` by the plain definition."""
-        k = NUM_FEATURES
-        return self(jnp.zeros((1, k)), jnp.zeros((feats.num_tensor_features(),)), schedule_x)[2]
+    def input_width(self) -> int:
+        return self.variables["params"][small.PARAM_IN]["kernel"].shape[0]
 
 
 def _output(value: Any) -> str:
@@ -221,12 +207,12 @@ class CeloLOpt(ScheduledLOpt):
         keys = jax.random.split(key, self.num_features + 2)
         channels = [jax.random.normal(k, (7, 5)) for k in keys[:self.num_features]]
         tensor_x = jax.random.normal(keys[-2], (feats.num_tensor_features(),))
-        paths = [NetworkPath("per_param", CeloNetwork.channels, CeloNetwork.stacked,
+        paths = [NetworkPath("per_param", CeloNetwork.channels, ScheduledNetwork.stacked,
                              (channels, tensor_x))]
         if self.schedule_width:
             schedule_x = jax.random.normal(keys[-1], (sched.num_schedule_features(),))
-            paths.append(NetworkPath("schedule", CeloNetwork.log_rate,
-                                     CeloNetwork.log_rate_reference, (schedule_x,)))
+            paths.append(NetworkPath("schedule", ScheduledNetwork.log_rate,
+                                     ScheduledNetwork.log_rate_reference, (schedule_x,)))
         return paths
 
     def init_tensor_state(self, param: jax.Array) -> small.SmallTensorState:

@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 
 from lopt_cli.errors import LoptUserError
+from lopt_cli.optimizers import feature_major as fm
+from lopt_cli.optimizers import features as feats
 from lopt_cli.optimizers import hierarchical_features as hfeats
 from lopt_cli.optimizers import per_tensor
 from lopt_cli.optimizers import schedule as sched
@@ -59,6 +61,32 @@ SCHEDULE_RULES: dict[str, FieldRule] = {
     "schedule_hidden": FieldRule(_non_negative_int, "a positive int (or 0 with a supplied "
                                  "schedule)"),
 }
+
+
+class ScheduledNetwork:
+    """Methods shared by the flax modules of :class:`ScheduledLOpt` (a mixin): the module's
+    ``__call__(x, tensor_x, schedule_x)`` returns the rule's outputs and then ``h``, and
+    ``input_width()`` says how many per-parameter inputs ``x`` has."""
+
+    def input_width(self) -> int:
+        raise NotImplementedError
+
+    def stacked(self, channels: list[jax.Array], tensor_x: jax.Array) -> tuple:
+        """The rule's fast ``channels`` method by the plain definition (stacked channels)."""
+        *rule, _ = self(jnp.stack(channels, axis=-1), tensor_x,
+                        jnp.zeros((sched.num_schedule_features(),)))
+        return tuple(rule)
+
+    def log_rate(self, schedule_x: jax.Array) -> jax.Array:
+        """``h``: the learned schedule on the module's declared variables."""
+        layers = fm.declared_layers(self.variables["params"], self.layer_names(),
+                                    type(self).__name__)
+        return sched.apply_schedule_layers(layers, schedule_x)
+
+    def log_rate_reference(self, schedule_x: jax.Array) -> jax.Array:
+        """:meth:`log_rate` by the plain definition."""
+        return self(jnp.zeros((1, self.input_width())),
+                    jnp.zeros((feats.num_tensor_features(),)), schedule_x)[-1]
 
 
 class ScheduledLOpt(per_tensor.PerTensorLOpt):
