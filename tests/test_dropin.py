@@ -107,7 +107,7 @@ def test_the_repository_default_points_at_a_shipped_optimizer():
 def test_learning_rate_overrides_the_base_rate_of_an_optimizer_that_has_one(tmp_path,
                                                                             monkeypatch):
     shipped = tmp_path / "pretrained"
-    ship(shipped, "nominal", {"_target_": "nominal_lopt.LearningRateNominalLOpt"})
+    ship(shipped, "nominal", {"_target_": "lopt_cli.optimizers.adam_nominal.AdamNominalLOpt"})
     monkeypatch.setattr(storage, "PRETRAINED_DIR", shipped)
     storage.set_default_shipped_name("nominal")
     own = one_step(lopt_cli.load_optimizer("default", 100))

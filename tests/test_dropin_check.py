@@ -50,15 +50,16 @@ def test_outcome_and_late_rise_rules(check):
 
 
 def test_traced_learning_rate_matches_one_load_optimizer_per_rate(check, tmp_path, monkeypatch):
-    from nominal_lopt import LearningRateNominalLOpt
+    from lopt_cli.optimizers.adam_nominal import AdamNominalLOpt
 
     monkeypatch.setattr(check, "LR_GRID", (1e-3, 1e-1))  # one compilation per rate: keep 2
 
     problems = check.problems_lib
     source = tmp_path / "run"
-    lopt = LearningRateNominalLOpt()
+    lopt = AdamNominalLOpt()
     storage.save_learned_optimizer(
-        source, {"_target_": "nominal_lopt.LearningRateNominalLOpt"}, lopt.init(jax.random.key(0)))
+        source, {"_target_": "lopt_cli.optimizers.adam_nominal.AdamNominalLOpt"},
+        lopt.init(jax.random.key(0)))
     problem = problems.quick_problems()[1]
     data = problems.make_data(problem)
     args = (str(source), problem, data, 20, 1.0, True)
