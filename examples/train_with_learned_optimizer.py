@@ -1,9 +1,10 @@
 """Train a small MLP on the digits data with a learned optimizer, in a plain Python loop.
 
-    python examples/train_with_learned_optimizer.py outputs/meta-train/<run>   [num_steps]
+    python examples/train_with_learned_optimizer.py [source] [num_steps]
 
-The source may be a run directory, a learned_optimizer.msgpack file, 'latest', a shipped name,
-or a hand-designed optimizer such as 'adam' (see ``lopt_cli.load_optimizer``).
+The source defaults to 'default' (the recommended shipped learned optimizer); it may also be a
+run directory, a learned_optimizer.msgpack file, 'latest', a shipped name, or a hand-designed
+optimizer such as 'adam' (see ``lopt_cli.load_optimizer``).
 """
 import sys
 
@@ -15,12 +16,13 @@ import optax
 import lopt_cli
 from task_definitions.datasets import load_arrays
 
-source, num_steps = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 300
+source = sys.argv[1] if len(sys.argv) > 1 else "default"
+num_steps = int(sys.argv[2]) if len(sys.argv) > 2 else 300
 data = load_arrays("digits")["train"]
 x, y = jnp.asarray(data["image"]).reshape(len(data["label"]), -1), jnp.asarray(data["label"])
 model = nn.Sequential([nn.Dense(32), nn.relu, nn.Dense(10)])
 params = model.init(jax.random.key(0), x[:1])
-opt = lopt_cli.load_optimizer(source, num_steps)  # an optax.GradientTransformationExtraArgs
+opt = lopt_cli.load_optimizer(source, num_steps)  # e.g. load_optimizer("default", num_steps)
 state = opt.init(params)
 
 
