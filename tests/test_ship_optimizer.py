@@ -4,24 +4,18 @@ pointer switched, and every refusal one line with nothing written."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
-from conftest import only_run_dir
-from test_cli import TINY_META_TRAIN
+from test_cli import trained  # noqa: F401 - the tiny meta-train run, a module fixture
 
 import lopt_cli
 from lopt_cli.optimizers import storage
 from lopt_cli.scripts import ship_optimizer
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, lopt_env):
-    root = tmp_path_factory.mktemp("ship")
-    subprocess.run([sys.executable, "-m", "lopt_cli", "meta-train", *TINY_META_TRAIN],
-                   cwd=root, env=lopt_env, check=True, capture_output=True, timeout=600)
-    return only_run_dir(root / "outputs" / "meta-train")
+@pytest.fixture
+def run_dir(trained):  # noqa: F811 - the imported fixture
+    return trained
 
 
 @pytest.fixture
@@ -109,3 +103,13 @@ def test_force_replaces(run_dir, pretrained, capsys):
     assert ship_optimizer.main([str(run_dir), "--name", "new", "--force"]) == 0
     assert not (pretrained / "new" / "stale.txt").exists()
     assert not (pretrained / storage.DEFAULT_POINTER).exists()  # no --default: untouched
+
+
+def test_card_says_how_to_choose_the_learning_rate():
+    config = {"_target_": "lopt_cli.optimizers.celo.CeloLOpt", "learning_rate": 0.002}
+    rows = [{"candidate": {"by_train": {"learning_rate": lr}}} for lr in (1e-3, 3e-3, 1e-2)]
+    text = " ".join(ship_optimizer.learning_rate_lines(
+        "new", config, {"candidate_tuned_over_lr_grid": True, "rows": rows}))
+    assert "takes a base learning rate, 0.002 as meta-trained" in text
+    assert 'load_optimizer("new", num_steps, learning_rate=...)' in text
+    assert "ranged 0.001 … 0.01 (median 0.003)" in text

@@ -152,24 +152,26 @@ def record_lines(run_dir: Path, record: dict) -> list[str]:
     return lines
 
 
-def learning_rate_lines(config: dict, dropin: dict | None) -> list[str]:
+def learning_rate_lines(name: str, config: dict, dropin: dict | None) -> list[str]:
     from lopt_cli.config import instantiate_plain
     from lopt_cli.optimizers.dropin import LEARNING_RATE_FIELD, has_learning_rate
 
     lopt = instantiate_plain(config)
     if not has_learning_rate(lopt):
-        return ["It takes no learning rate: `load_optimizer(name, num_steps)` is all it needs "
-                "(the horizon `num_steps` is a feature: give the real one)."]
+        return [f'It takes no learning rate: `load_optimizer("{name}", num_steps)` is all it '
+                "needs (the horizon `num_steps` is a feature: give the real one)."]
     own = getattr(lopt, LEARNING_RATE_FIELD)
     lines = [f"It takes a base learning rate, {own:g} as meta-trained: "
-             "`load_optimizer(name, num_steps, learning_rate=...)` replaces it. Start from the "
+             f'`load_optimizer("{name}", num_steps, learning_rate=...)` replaces it. Start from '
+             "the "
              "meta-trained value; if the loss stalls or diverges, tune it like Adam's, on a log "
              "grid (e.g. 1e-4 … 1e-1)."]
     if dropin and dropin.get("candidate_tuned_over_lr_grid"):
-        best = [r["candidate"].get("learning_rate") for r in dropin["rows"]]
+        best = [r["candidate"]["by_train"]["learning_rate"] for r in dropin["rows"]]
         best = sorted(v for v in best if v is not None)
         if best:
-            lines.append(f"In the drop-in check below, the best rate per problem ranged "
+            lines.append(f"In the drop-in check below, the best rate per problem (by training "
+                         f"loss) ranged "
                          f"{best[0]:.3g} … {best[-1]:.3g} (median {statistics.median(best):.3g}).")
     return lines
 
@@ -221,7 +223,7 @@ def model_card(name: str, run_dir: Path, config: dict, record: dict, is_default:
     lines = [f"# Model card: `{name}`", "",
              f"A learned optimizer (`{architecture['_target_'].rsplit('.', 1)[-1]}`), shipped so "
              f"that {use} works out of the box as an optax optimizer.", "",
-             *learning_rate_lines(config, dropin_result), "",
+             *learning_rate_lines(name, config, dropin_result), "",
              "## Architecture (`learned_optimizer.yaml`)", "", *yaml_block(architecture), "",
              "## Meta-training data", "",
              f"Task family `{family.get('_target_', 'unrecorded')}`{task_range(tasks)}:", "",
