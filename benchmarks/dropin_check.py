@@ -130,14 +130,15 @@ def candidate_runs(source: str, problem, data, num_steps: int, scale: float,
     if with_rates and traced:
         results = traced_rate_runs(source, problem, data, num_steps)
         if results is not None:
-            return tuned([summarise_run(c, t, lr, scale) for c, t, lr in
-                          zip(np.asarray(results[0]), np.asarray(results[1]), LR_GRID)])
+            return {**tuned([summarise_run(c, t, lr, scale) for c, t, lr in
+                             zip(np.asarray(results[0]), np.asarray(results[1]), LR_GRID)]),
+                    "rates_vmapped": True}
     runs = []
     for lr in LR_GRID if with_rates else (None,):
         opt = load_optimizer(source, num_steps, learning_rate=lr)
         curve, test = problems_lib.train_curve(problem, data, lambda opt=opt: opt, num_steps)()
         runs.append(summarise_run(curve, test, lr, scale))
-    return tuned(runs)
+    return {**tuned(runs), "rates_vmapped": False}
 
 
 def check(source: str, steps: tuple[int, ...], problems: list, console=None,

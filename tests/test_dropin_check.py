@@ -66,6 +66,7 @@ def test_traced_learning_rate_matches_one_load_optimizer_per_rate(check, tmp_pat
     assert check.traced_rate_runs(str(source), problem, data, 20) is not None
     traced = check.candidate_runs(*args, traced=True)
     sequential = check.candidate_runs(*args, traced=False)
+    assert traced["rates_vmapped"] and not sequential["rates_vmapped"]
     for metric in ("by_train", "by_test"):
         assert traced[metric]["learning_rate"] == sequential[metric]["learning_rate"]
         for key in ("train_loss", "test_loss"):
