@@ -183,7 +183,7 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
                             f"the {num_devices} devices of compute.num_devices{where}")
     lopt = build(config.optimizer, "optimizer")
     check_train_only(config.train_only, lopt, config.optimizer)
-    theta, init_path = initial_theta(config.init_from, config.optimizer)
+    theta, init_path = initial_theta(config.init_from, lopt)
     family = build_family(config.task_family)
     outer = dict(config.outer_optimizer)
     if "total_steps" in inspect.signature(import_object(str(outer.get("_target_")))).parameters:

@@ -12,6 +12,7 @@ init_from=<the first run's directory>``.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -21,27 +22,33 @@ from lopt_cli.errors import LoptUserError
 from lopt_cli.meta import phases
 from lopt_cli.optimizers.base import LearnedOptimizer, MetaParams
 
-MISSING = "unset"
+
+def architecture_differences(loaded: LearnedOptimizer, configured: LearnedOptimizer
+                             ) -> list[str]:
+    """What differs between two learned optimizers: the class, else ``field=loaded value
+    (configured: value)`` for each differing field of a dataclass architecture (defaults
+    included, so a saved config that leaves a field to its default still matches)."""
+    if type(loaded) is not type(configured):
+        return [f"{type(loaded).__name__} (configured: {type(configured).__name__})"]
+    if not dataclasses.is_dataclass(configured):
+        return [] if loaded == configured else ["its settings"]
+    return [f"{field.name}={getattr(loaded, field.name)!r} "
+            f"(configured: {getattr(configured, field.name)!r})"
+            for field in dataclasses.fields(configured)
+            if getattr(loaded, field.name) != getattr(configured, field.name)]
 
 
-def config_differences(loaded: dict, configured: dict) -> list[str]:
-    """``key=loaded value (configured: value)`` for every key whose values differ."""
-    keys = list(dict.fromkeys([*loaded, *configured]))
-    return [f"{key}={loaded.get(key, MISSING)!r} (configured: {configured.get(key, MISSING)!r})"
-            for key in keys if loaded.get(key, MISSING) != configured.get(key, MISSING)]
-
-
-def initial_theta(init_from: Any, optimizer_config: dict
+def initial_theta(init_from: Any, configured: LearnedOptimizer
                   ) -> tuple[MetaParams | None, Path | None]:
     """``(θ, weights path)`` of the learned optimizer ``init_from`` names (``(None, None)`` when
-    it is null); a one-line user error when its architecture is not the configured one."""
+    it is null); a one-line user error when its architecture is not ``configured``."""
     from lopt_cli.optimizers.storage import load_learned_optimizer, resolve_weights_path
 
     if init_from is None:
         return None, None
     path = resolve_weights_path(init_from, "init_from").resolve()
-    _, theta, loaded = load_learned_optimizer(path, "init_from")
-    differences = config_differences(loaded, optimizer_config)
+    loaded, theta, _ = load_learned_optimizer(path, "init_from")
+    differences = architecture_differences(loaded, configured)
     if differences:
         raise LoptUserError(
             f"init_from={init_from}: its optimizer is not the configured one: "

@@ -1,0 +1,143 @@
+"""The meta-training recipe's switches: ``train_only=rule|schedule`` (two-phase training),
+``init_from=<saved learned optimizer>`` and, end to end through the CLI, the two phases chained.
+(``meta_loss=train|valid`` is tested with the estimators, in ``test_estimators.py``.)
+
+The optimizer with a schedule is :class:`toy_lopt.ScheduledSmallLOpt`: SmallLOpt's layers (the
+rule) and one ``schedule_out`` layer (a learned log learning rate).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import yaml
+from tests_support import compose_config
+from toy_lopt import ScheduledSmallLOpt
+
+from lopt_cli.commands.meta_train_start import architecture_differences, check_train_only
+from lopt_cli.errors import LoptUserError
+from lopt_cli.meta.outer import initial_state, make_outer_optimizer, outer_update, run_keys
+from lopt_cli.meta.phases import train_only_part, trainable_mask
+from lopt_cli.optimizers.small_lopt import SmallLOpt
+from lopt_cli.optimizers.storage import WEIGHTS_FILE, load_learned_optimizer
+
+SCHEDULED = ["optimizer=small", "optimizer._target_=toy_lopt.ScheduledSmallLOpt"]
+TESTS = Path(__file__).resolve().parent
+
+
+def leaves_by_layer(theta) -> dict[str, list[np.ndarray]]:
+    return {name: [np.asarray(x) for x in jax.tree_util.tree_leaves(layer)]
+            for name, layer in theta["params"].items()}
+
+
+def same_bits(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+    return all(x.dtype == y.dtype and x.tobytes() == y.tobytes() for x, y in zip(a, b))
+
+
+def test_the_mask_tells_the_schedule_layers_from_the_rule():
+    theta = ScheduledSmallLOpt().init(jax.random.PRNGKey(0))
+    for part in ("rule", "schedule"):
+        mask = trainable_mask(theta, part)
+        for name, layer in mask["params"].items():
+            expected = name.startswith("schedule") == (part == "schedule")
+            assert all(leaf is expected for leaf in jax.tree_util.tree_leaves(layer)), name
+    assert all(jax.tree_util.tree_leaves(trainable_mask(theta, None)))
+    with pytest.raises(ValueError, match="train_only='both'"):
+        trainable_mask(theta, "both")
+
+
+@pytest.mark.parametrize(("part", "frozen"), [("rule", "schedule"), ("schedule", "rule")])
+def test_outer_steps_leave_the_frozen_part_bit_identical(part, frozen):
+    """AdamW with weight decay and clipping, gradients on every leaf: after 3 outer steps the
+    frozen part is exactly its initial value (no decay drift), the trained part moved."""
+    theta0 = ScheduledSmallLOpt().init(jax.random.PRNGKey(0))
+    tx = train_only_part(make_outer_optimizer(0.01, warmup_steps=1, weight_decay=0.1), part)
+    theta, opt_state = theta0, tx.init(theta0)
+    for step in range(3):
+        grad = jax.tree_util.tree_map(
+            lambda x, k=jax.random.PRNGKey(step): jax.random.normal(k, x.shape), theta)
+        theta, opt_state, _, skipped = outer_update(tx, grad, opt_state, theta, 1.0)
+        assert not skipped
+    before, after = leaves_by_layer(theta0), leaves_by_layer(theta)
+    for name in before:
+        if name.startswith("schedule") == (frozen == "schedule"):
+            assert same_bits(before[name], after[name]), name
+        else:
+            assert not any(np.array_equal(a, b) for a, b in zip(before[name], after[name])), name
+
+
+def test_train_only_without_the_part_is_a_user_error_naming_the_optimizer():
+    with pytest.raises(LoptUserError, match="train_only=schedule: optimizer SmallLOpt has no "
+                                            "schedule layers"):
+        check_train_only("schedule", SmallLOpt(), {"_target_": "x.SmallLOpt"})
+
+    class OnlySchedule:
+        def init(self, key):
+            return {"params": {"schedule_out": {"bias": jax.numpy.zeros(())}}}
+
+    with pytest.raises(LoptUserError, match="optimizer OnlySchedule has only schedule layers"):
+        check_train_only("rule", OnlySchedule(), {"_target_": "x.OnlySchedule"})
+    check_train_only("rule", ScheduledSmallLOpt(), {"_target_": "x.ScheduledSmallLOpt"})
+    check_train_only(None, SmallLOpt(), {"_target_": "x.SmallLOpt"})
+
+
+def test_architecture_differences_name_the_class_or_the_fields():
+    assert architecture_differences(SmallLOpt(), SmallLOpt()) == []
+    assert architecture_differences(SmallLOpt(hidden_sizes=(8,)), SmallLOpt()) == [
+        "hidden_sizes=(8,) (configured: (4,))"]
+    assert architecture_differences(ScheduledSmallLOpt(), SmallLOpt()) == [
+        "ScheduledSmallLOpt (configured: SmallLOpt)"]
+
+
+def test_init_from_starts_meta_training_at_the_loaded_theta(tmp_path):
+    """θ at outer step 0 is the saved optimizer's θ (not the optimizer's own init)."""
+    from lopt_cli.commands.meta_train import build_job
+    from lopt_cli.optimizers.storage import save_learned_optimizer
+
+    common = ["compute=smoke", *SCHEDULED]
+    job = build_job(compose_config("meta_train", common))
+    fresh = job.problem.lopt.init(jax.random.PRNGKey(0))
+    saved = jax.tree_util.tree_map(lambda x: x + 0.5, fresh)
+    save_learned_optimizer(tmp_path, job.optimizer_config, saved)
+    job = build_job(compose_config("meta_train", [*common, f"init_from={tmp_path}"]))
+    assert job.init_from == (tmp_path / WEIGHTS_FILE).resolve()
+    start = initial_state(job.problem, job.outer_tx, job.settings, job.initial_theta).theta
+    for name, leaves in leaves_by_layer(saved).items():
+        assert same_bits(leaves, leaves_by_layer(start)[name]), name
+
+
+@pytest.mark.slow
+def test_two_phase_meta_training_through_the_cli(lopt_env, tmp_path):
+    """Phase 1 (train_only=rule) then phase 2 (train_only=schedule, init_from=phase 1's run):
+    phase 1 leaves the schedule at its init, phase 2 starts from phase 1's θ and leaves its rule
+    bit-identical while moving the schedule; init_from is in phase 2's config of record."""
+    import subprocess
+    import sys
+
+    env = {**lopt_env, "PYTHONPATH": str(TESTS)}
+    common = ["compute=smoke", "compute.num_outer_steps=3", "heldout.every=0", *SCHEDULED]
+    phase_1, phase_2 = tmp_path / "phase_1", tmp_path / "phase_2"
+    for args in ([*common, "train_only=rule", f"hydra.run.dir={phase_1}"],
+                 [*common, "train_only=schedule", f"init_from={phase_1}",
+                  f"hydra.run.dir={phase_2}"]):
+        result = subprocess.run([sys.executable, "-m", "lopt_cli", "meta-train", *args],
+                                cwd=tmp_path, env=env, capture_output=True, text=True,
+                                timeout=600)
+        assert result.returncode == 0, result.stderr
+    _, theta_1, _ = load_learned_optimizer(phase_1)
+    _, theta_2, _ = load_learned_optimizer(phase_2)
+    first, second = leaves_by_layer(theta_1), leaves_by_layer(theta_2)
+    init = leaves_by_layer(ScheduledSmallLOpt().init(run_keys(0)[1]))  # seed 0's θ_0
+    assert not same_bits(first["out"], init["out"])  # the rule moved in phase 1
+    assert [float(x) for x in first["schedule_out"]] == [0.0]  # its init: frozen in phase 1
+    assert [float(x) for x in second["schedule_out"]] != [0.0]
+    for name in first:
+        if name != "schedule_out":
+            assert same_bits(first[name], second[name]), name
+    record = yaml.safe_load((phase_2 / ".hydra" / "config.yaml").read_text())
+    assert record["init_from"] == str(phase_1) and record["train_only"] == "schedule"
+    summary = json.loads((phase_2 / "summary.json").read_text())
+    assert summary["init_from"] == str((phase_1 / WEIGHTS_FILE).resolve())
