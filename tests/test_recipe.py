@@ -52,21 +52,30 @@ def test_the_mask_tells_the_schedule_layers_from_the_rule():
 @pytest.mark.parametrize(("part", "frozen"), [("rule", "schedule"), ("schedule", "rule")])
 def test_outer_steps_leave_the_frozen_part_bit_identical(part, frozen):
     """AdamW with weight decay and clipping, gradients on every leaf: after 3 outer steps the
-    frozen part is exactly its initial value (no decay drift), the trained part moved."""
+    frozen part is exactly its initial value (no decay drift), the trained part moved exactly as
+    if the frozen part's gradients were zero (they count in no clipping norm)."""
     theta0 = ScheduledSmallLOpt().init(jax.random.PRNGKey(0))
-    tx = train_only_part(make_outer_optimizer(0.01, warmup_steps=1, weight_decay=0.1), part)
+    adamw = make_outer_optimizer(0.01, warmup_steps=1, weight_decay=0.1, clip_norm=0.1)
+    tx = train_only_part(adamw, part)
+    mask = trainable_mask(theta0, part)
     theta, opt_state = theta0, tx.init(theta0)
+    reference, reference_state = theta0, adamw.init(theta0)
     for step in range(3):
         grad = jax.tree_util.tree_map(
             lambda x, k=jax.random.PRNGKey(step): jax.random.normal(k, x.shape), theta)
         theta, opt_state, _, skipped = outer_update(tx, grad, opt_state, theta, 1.0)
         assert not skipped
+        grad = jax.tree_util.tree_map(lambda g, keep: g if keep else 0 * g, grad, mask)
+        reference, reference_state, _, _ = outer_update(adamw, grad, reference_state,
+                                                        reference, 1.0)
     before, after = leaves_by_layer(theta0), leaves_by_layer(theta)
     for name in before:
         if name.startswith("schedule") == (frozen == "schedule"):
             assert same_bits(before[name], after[name]), name
         else:
             assert not any(np.array_equal(a, b) for a, b in zip(before[name], after[name])), name
+            for got, want in zip(after[name], leaves_by_layer(reference)[name]):
+                np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=name)
 
 
 def test_train_only_without_the_part_is_a_user_error_naming_the_optimizer():
@@ -141,3 +150,41 @@ def test_two_phase_meta_training_through_the_cli(lopt_env, tmp_path):
     assert record["init_from"] == str(phase_1) and record["train_only"] == "schedule"
     summary = json.loads((phase_2 / "summary.json").read_text())
     assert summary["init_from"] == str((phase_1 / WEIGHTS_FILE).resolve())
+
+
+def test_resume_wins_over_init_from(tmp_path):
+    """A resumed run continues from its checkpoint's θ, not from init_from's."""
+    import dataclasses
+
+    from lopt_cli.commands.meta_train import build_job, run_meta_training
+    from lopt_cli.optimizers.storage import save_learned_optimizer
+
+    common = ["compute=smoke", "compute.num_outer_steps=2", "compute.num_tasks=1",
+              "task_family=quadratic", "task_family.dims=[2]", "heldout.every=0",
+              "outer_optimizer.warmup_steps=1", *SCHEDULED]
+    job = build_job(compose_config("meta_train", common))
+    saved = jax.tree_util.tree_map(lambda x: x + 0.5, job.problem.lopt.init(jax.random.key(0)))
+    save_learned_optimizer(tmp_path / "saved", job.optimizer_config, saved)
+    job = build_job(compose_config("meta_train", [*common, f"init_from={tmp_path / 'saved'}"]))
+    run = tmp_path / "run"
+    trained, _ = run_meta_training(job, run)  # from the saved θ; checkpointed at the end
+    resumed, _ = run_meta_training(dataclasses.replace(job, resume=True), run)  # nothing left
+    for name, leaves in leaves_by_layer(trained).items():
+        assert same_bits(leaves, leaves_by_layer(resumed)[name]), name
+    assert not same_bits(leaves_by_layer(trained)["out"], leaves_by_layer(saved)["out"])
+
+
+def test_a_run_saved_before_the_recipe_keys_resumes_with_their_defaults(tmp_path):
+    from omegaconf import OmegaConf
+
+    from lopt_cli.commands.meta_train import resumed_config
+    from lopt_cli.commands.meta_train_config import parse_meta_train
+
+    cfg = compose_config("meta_train", ["compute=smoke", "resume=true"])
+    old = OmegaConf.to_container(cfg)
+    for key in ("meta_loss", "train_only", "init_from"):
+        del old[key]
+    (tmp_path / ".hydra").mkdir()
+    OmegaConf.save(OmegaConf.create(old), tmp_path / ".hydra" / "config.yaml")
+    config = parse_meta_train(resumed_config(cfg, tmp_path))
+    assert (config.meta_loss, config.train_only, config.init_from) == ("valid", None, None)
