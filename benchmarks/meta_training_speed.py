@@ -76,6 +76,8 @@ def analytic_flops_per_step(lopt) -> float:
     num_tensors = 2 * (len(LAYERS) - 1)  # a kernel and a bias per layer
     task = 3 * 2 * BATCH * macs
     validation = 2 * BATCH * macs / VALID_EVERY
+    if not hasattr(lopt, "decays"):  # the channel-fused designs count their own FLOPs
+        return float(task + validation + params * getattr(lopt, "flops_per_param", 0))
     widths = (features.num_param_features(lopt.decays), *lopt.hidden_sizes, 2)
     per_param_macs = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
     optimizer = 2 * params * per_param_macs
@@ -146,7 +148,10 @@ def measure(lopt, name: str, placement, reps: int = 10) -> dict:
             "achieved_flops_per_second": flops / seconds}
 
 
-def main(out_dir: str | Path = "benchmarks/results", devices: int | str = "auto") -> dict:
+def main(out_dir: str | Path = "benchmarks/results", devices: int | str = "auto",
+         names: list[str] | None = None) -> dict:
+    """Throughput of every registered learned optimizer (or ``names``), and each one's ratio
+    to ``mlp`` measured in the same run."""
     from rich.console import Console
     from rich.table import Table
 
@@ -156,9 +161,13 @@ def main(out_dir: str | Path = "benchmarks/results", devices: int | str = "auto"
     placement = Placement.create(resolve_num_devices(devices, NUM_TASKS))
     peak = peak_matmul_flops(size=1024)
     rows = [measure(factory(), name, placement) for name, factory in LEARNED_OPTIMIZERS.items()
-            if name in ("mlp", "hierarchical")]
+            if names is None or name in names]
+    reference = next((r for r in rows if r["optimizer"] == "mlp"), None)
     for row in rows:
         row["fraction_of_peak"] = row["achieved_flops_per_second"] / peak
+        if reference is not None:
+            row["speed_vs_mlp"] = (row["inner_task_steps_per_second"]
+                                   / reference["inner_task_steps_per_second"])
     result = {"benchmark": "meta_training_speed", "peak_matmul_flops_per_second": peak,
               "devices": [str(d) for d in jax.devices()],
               "xla_flags": os.environ.get("XLA_FLAGS", ""),
@@ -170,10 +179,11 @@ def main(out_dir: str | Path = "benchmarks/results", devices: int | str = "auto"
     table = Table(title=f"meta-training throughput (PES, {NUM_TASKS} tasks × 2, truncation "
                         f"{TRUNCATION}, MLP {LAYERS} batch {BATCH}, {placement.num_devices} "
                         f"device(s)); peak {peak / 1e9:.1f} GFLOP/s")
-    for column in ("optimizer", "task-steps/s", "compile s", "GFLOP/s", "of peak"):
+    for column in ("optimizer", "task-steps/s", "vs mlp", "compile s", "GFLOP/s", "of peak"):
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(row["optimizer"], f"{row['inner_task_steps_per_second']:,.0f}",
+                      f"{row['speed_vs_mlp']:.2f}x" if "speed_vs_mlp" in row else "-",
                       f"{row['compile_seconds']:.1f}",
                       f"{row['achieved_flops_per_second'] / 1e9:.1f}",
                       f"{100 * row['fraction_of_peak']:.0f}%")
@@ -190,5 +200,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", default="auto", help="'auto' (as compute=cpu) or a count")
     parser.add_argument("--out-dir", default="benchmarks/results")
+    parser.add_argument("--optimizers", default=None, help="comma list (default: all)")
     args = parser.parse_args()
-    main(args.out_dir, args.devices if args.devices == "auto" else int(args.devices))
+    main(args.out_dir, args.devices if args.devices == "auto" else int(args.devices),
+         args.optimizers.split(",") if args.optimizers else None)

@@ -16,7 +16,9 @@ import jax
 import optax
 
 from lopt_cli.optimizers import baselines
+from lopt_cli.optimizers.adam_nominal import AdamNominalLOpt
 from lopt_cli.optimizers.base import LearnedOptimizer
+from lopt_cli.optimizers.celo import CeloLOpt
 from lopt_cli.optimizers.hierarchical import HierarchicalLOpt
 from lopt_cli.optimizers.mlp_lopt import MLPLOpt
 from lopt_cli.optimizers.small_lopt import SmallLOpt
@@ -27,6 +29,8 @@ LEARNED_OPTIMIZERS: dict[str, Callable[[], LearnedOptimizer]] = {
     "mlp": MLPLOpt,
     "hierarchical": HierarchicalLOpt,
     "small": SmallLOpt,
+    "celo": CeloLOpt,
+    "adam_nominal": AdamNominalLOpt,
 }
 
 

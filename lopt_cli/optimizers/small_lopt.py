@@ -98,6 +98,16 @@ class SmallTensorState(NamedTuple):
     grad_mean_sq: jax.Array
 
 
+def init_factored_state(shape: tuple[int, ...], num_momenta: int) -> SmallTensorState:
+    """Zero momenta and second moments (factored for rank >= 2) of a tensor of ``shape``."""
+    zeros, factored = per_tensor.float32_zeros, len(shape) >= 2
+    return SmallTensorState(
+        momentum=zeros((num_momenta,) + shape),
+        v_row=zeros(shape[:-1] if factored else shape),
+        v_col=zeros(shape[:-2] + shape[-1:] if factored else (0,)),
+        grad_mean_sq=zeros(()))
+
+
 class SmallContext(NamedTuple):
     """Float32 per-parameter inputs of one tensor after the accumulators are updated."""
 
@@ -153,6 +163,19 @@ def factored_second_moment(v_row: jax.Array, v_col: jax.Array) -> jax.Array:
     return row[..., :, None] * v_col[..., None, :]
 
 
+def update_second_moment(v_row: jax.Array, v_col: jax.Array, grad: jax.Array, decay: float
+                         ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    r"""The (factored, for rank >= 2) second-moment accumulators updated with ``grad``, and
+    :math:`\hat v` before bias correction: ``(v_row, v_col, v_hat)``."""
+    g2 = jnp.square(grad)
+    if grad.ndim >= 2:
+        v_row = decay * v_row + (1.0 - decay) * jnp.mean(g2, axis=-1)
+        v_col = decay * v_col + (1.0 - decay) * jnp.mean(g2, axis=-2)
+        return v_row, v_col, factored_second_moment(v_row, v_col)
+    v_row = decay * v_row + (1.0 - decay) * g2
+    return v_row, v_col, v_row
+
+
 def channel_dense(layer: dict, channels: Channels) -> Channels:
     r"""A flax ``Dense`` layer's variables (``kernel (K, H)``, ``bias (H,)``) on ``K``
     same-shaped channels, returning ``H`` channels: :math:`y_o = b_o + \sum_j x_j W_{jo}`."""
@@ -164,6 +187,30 @@ def channel_dense(layer: dict, channels: Channels) -> Channels:
             y = y + channels[j] * kernel[j, o]
         outputs.append(y)
     return outputs
+
+
+def split_mlp_layers(x: jax.Array, tensor_x: jax.Array, hidden_sizes: tuple[int, ...],
+                     output_init_scale: float, param_share: float) -> jax.Array:
+    """The plain per-parameter MLP with the split first layer, created inside a compact
+    module: ``(N, K)`` features and ``(F_t,)`` tensor features -> ``(N, 2)`` outputs."""
+    split = functools.partial(nn.initializers.variance_scaling, mode="fan_in",
+                              distribution="truncated_normal")
+    h = nn.Dense(hidden_sizes[0], kernel_init=split(param_share), name=PARAM_IN)(x)
+    h = h + nn.Dense(hidden_sizes[0], use_bias=False, kernel_init=split(1.0 - param_share),
+                     name=TENSOR_IN)(tensor_x)
+    for i, width in enumerate(hidden_sizes[1:], start=1):
+        h = nn.Dense(width, name=dense_name(i))(nn.relu(h))
+    return nn.Dense(2, kernel_init=split(output_init_scale**2), name=OUT)(nn.relu(h))
+
+
+def split_mlp_channels(layers: dict, channels: Channels, tensor_x: jax.Array,
+                       hidden_names: tuple[str, ...]) -> Channels:
+    """:func:`split_mlp_layers` on ``K`` channels (its variables ``layers``): 2 channels."""
+    bias = tensor_x @ layers[TENSOR_IN]["kernel"]
+    h = [x + bias[o] for o, x in enumerate(channel_dense(layers[PARAM_IN], channels))]
+    for name in hidden_names:
+        h = channel_dense(layers[name], [nn.relu(x) for x in h])
+    return channel_dense(layers[OUT], [nn.relu(x) for x in h])
 
 
 class SmallMLP(nn.Module):
@@ -184,25 +231,14 @@ class SmallMLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, tensor_x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        split = functools.partial(nn.initializers.variance_scaling, mode="fan_in",
-                                  distribution="truncated_normal")
-        h = nn.Dense(self.hidden_sizes[0], kernel_init=split(self.param_share),
-                     name=PARAM_IN)(x)
-        h = h + nn.Dense(self.hidden_sizes[0], use_bias=False,
-                         kernel_init=split(1.0 - self.param_share), name=TENSOR_IN)(tensor_x)
-        for name, width in zip(self.hidden_names(), self.hidden_sizes[1:]):
-            h = nn.Dense(width, name=name)(nn.relu(h))
-        out = nn.Dense(2, kernel_init=split(self.output_init_scale**2), name=OUT)(nn.relu(h))
+        out = split_mlp_layers(x, tensor_x, self.hidden_sizes, self.output_init_scale,
+                               self.param_share)
         return out[..., 0], out[..., 1]
 
     def channels(self, channels: Channels, tensor_x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """The network on ``K`` feature channels of any common shape S: ``(d, a)``, each S."""
         layers = fm.declared_layers(self.variables["params"], self.layer_names(), "SmallMLP")
-        bias = tensor_x @ layers[TENSOR_IN]["kernel"]
-        h = [x + bias[o] for o, x in enumerate(channel_dense(layers[PARAM_IN], channels))]
-        for name in self.hidden_names():
-            h = channel_dense(layers[name], [nn.relu(x) for x in h])
-        out = channel_dense(layers[OUT], [nn.relu(x) for x in h])
+        out = split_mlp_channels(layers, channels, tensor_x, self.hidden_names())
         return out[0], out[1]
 
     def stacked(self, channels: Channels, tensor_x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -276,13 +312,7 @@ class SmallLOpt(per_tensor.PerTensorLOpt):
 
     def init_tensor_state(self, param: jax.Array) -> SmallTensorState:
         """Zero momenta and second moments (factored for rank >= 2), clipping RMS."""
-        shape, zeros = jnp.shape(param), per_tensor.float32_zeros
-        factored = len(shape) >= 2
-        return SmallTensorState(
-            momentum=zeros((len(self.momentum_decays),) + shape),
-            v_row=zeros(shape[:-1] if factored else shape),
-            v_col=zeros(shape[:-2] + shape[-1:] if factored else (0,)),
-            grad_mean_sq=zeros(()))
+        return init_factored_state(jnp.shape(param), len(self.momentum_decays))
 
     def step_tensor(
         self, theta: MetaParams, x: TensorInput, state: SmallTensorState
@@ -291,17 +321,8 @@ class SmallLOpt(per_tensor.PerTensorLOpt):
         not read."""
         g, p, count = x.grad, x.param, x.count
         t = count.astype(jnp.float32) + 1.0
-        beta2 = self.rms_decay
-        g2 = jnp.square(g)
-        v_col = state.v_col
-        if g.ndim >= 2:
-            v_row = beta2 * state.v_row + (1.0 - beta2) * jnp.mean(g2, axis=-1)
-            v_col = beta2 * v_col + (1.0 - beta2) * jnp.mean(g2, axis=-2)
-            v_hat = factored_second_moment(v_row, v_col)
-        else:
-            v_row = beta2 * state.v_row + (1.0 - beta2) * g2
-            v_hat = v_row
-        rsqrt_v = jax.lax.rsqrt(v_hat / (1.0 - beta2**t) + V_EPS)
+        v_row, v_col, v_hat = update_second_moment(state.v_row, state.v_col, g, self.rms_decay)
+        rsqrt_v = jax.lax.rsqrt(v_hat / (1.0 - self.rms_decay**t) + V_EPS)
         momenta = [d * state.momentum[i] + (1.0 - d) * g
                    for i, d in enumerate(self.momentum_decays)]
         corrected = tuple(m / (1.0 - d**t) for m, d in zip(momenta, self.momentum_decays))

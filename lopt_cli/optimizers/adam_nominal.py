@@ -1,0 +1,164 @@
+r"""``adam_nominal``: Adam's step with a learned per-tensor magnitude and a small learned
+correction (the "nominal term" design of STAR, Harrison et al. 2022, arXiv 2209.11208).
+
+For a tensor with gradient :math:`g` and Adam's bias-corrected moments :math:`\hat m, \hat v`:
+
+.. math::
+    u = -e^{s_\theta(x_\text{tensor})} \Big(\frac{\hat m}{\sqrt{\hat v} + \epsilon}
+        + \gamma\, c_\theta(x)\Big), \qquad
+    x = \mathrm{clip}\Big(\frac{g}{\sqrt{\hat v}},\ \frac{\hat m}{\sqrt{\hat v}},\
+        \frac{p}{\mathrm{rms}(p)}\Big)
+
+with :math:`s` a linear map of the per-tensor features (layer ``scale``), :math:`c` a tiny
+per-parameter MLP (``correction_in``, ``correction_out``; ``correction_hidden`` units) scaled
+by :math:`\gamma` = ``correction_scale``, and the step :math:`\eta_t (u - \lambda p)` of
+:mod:`~lopt_cli.optimizers.scheduled`. ``scale`` and ``correction_out`` start at zero and the
+learned schedule starts constant, and gradient clipping is off by default (``clip_mult=0``), so
+the untrained optimizer **is** ``optax.adam(learning_rate)`` (1e-3), up to float rounding.
+Meta-training can only move it away from Adam as far as the meta-gradient asks.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from lopt_cli.optimizers import feature_major as fm
+from lopt_cli.optimizers import features as feats
+from lopt_cli.optimizers import hierarchical_features as hfeats
+from lopt_cli.optimizers import per_tensor
+from lopt_cli.optimizers import schedule as sched
+from lopt_cli.optimizers import small_lopt as small
+from lopt_cli.optimizers.base import MetaParams
+from lopt_cli.optimizers.per_tensor import NetworkPath, TensorInput
+from lopt_cli.optimizers.scheduled import SCHEDULE_RULES, ScheduledLOpt, ScheduledNetwork
+
+SCALE, CORRECTION_IN, CORRECTION_OUT = "scale", "correction_in", "correction_out"
+ADAM_EPS = 1e-8
+NUM_FEATURES = 3
+
+
+class AdamNominalState(NamedTuple):
+    """Adam's moments and the clipping RMS (trees mirroring the parameters), the schedule's
+    loss statistics and the step count."""
+
+    momentum: optax.Updates
+    rms: optax.Updates
+    grad_mean_sq: optax.Updates
+    loss_stats: hfeats.LossStats
+    count: jax.Array
+
+
+class AdamNominalTensorState(NamedTuple):
+    momentum: jax.Array
+    rms: jax.Array
+    grad_mean_sq: jax.Array
+
+
+class AdamNominalNetwork(ScheduledNetwork, nn.Module):
+    """Per-tensor log-scale, per-parameter correction and the learned schedule."""
+
+    correction_hidden: int = 4
+    schedule_hidden: int = 16
+
+    def layer_names(self) -> tuple[str, ...]:
+        schedule = (sched.SCHEDULE_IN, sched.SCHEDULE_OUT) if self.schedule_hidden else ()
+        return (SCALE, CORRECTION_IN, CORRECTION_OUT) + schedule
+
+    @nn.compact
+    def __call__(self, x: jax.Array, tensor_x: jax.Array, schedule_x: jax.Array):
+        zeros = nn.initializers.zeros
+        log_scale = nn.Dense(1, kernel_init=zeros, name=SCALE)(tensor_x)[0]
+        h = nn.relu(nn.Dense(self.correction_hidden, name=CORRECTION_IN)(x))
+        correction = nn.Dense(1, kernel_init=zeros, name=CORRECTION_OUT)(h)[..., 0]
+        log_rate = (sched.schedule_layers(schedule_x, self.schedule_hidden)
+                    if self.schedule_hidden else jnp.zeros(()))
+        return log_scale, correction, log_rate
+
+    def channels(self, channels: small.Channels, tensor_x: jax.Array):
+        """``(s, c)``: the log-scale and the correction on ``K`` channels of any shape."""
+        layers = fm.declared_layers(self.variables["params"], self.layer_names(),
+                                    "AdamNominalNetwork")
+        log_scale = tensor_x @ layers[SCALE]["kernel"][:, 0] + layers[SCALE]["bias"][0]
+        h = [nn.relu(y) for y in small.channel_dense(layers[CORRECTION_IN], channels)]
+        (correction,) = small.channel_dense(layers[CORRECTION_OUT], h)
+        return log_scale, correction
+
+    def input_width(self) -> int:
+        return NUM_FEATURES
+
+
+@dataclasses.dataclass(frozen=True)
+class AdamNominalLOpt(ScheduledLOpt):
+    """Adam with a learned magnitude and correction; hashable (a static jit arg).
+
+    Attributes:
+      beta1, beta2: Adam's decays.
+      correction_hidden: hidden units of the per-parameter correction.
+      correction_scale: :math:`\\gamma`.
+      learning_rate, weight_decay, schedule, schedule_hidden: see
+        :mod:`~lopt_cli.optimizers.scheduled`.
+      clip_mult: ``0`` (default: exactly Adam at initialisation) or the running-RMS clip.
+    """
+
+    beta1: float = 0.9
+    beta2: float = 0.999
+    correction_hidden: int = 4
+    correction_scale: float = 0.1
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "learned"
+    schedule_hidden: int = 16
+    clip_mult: float = 0.0
+
+    State = AdamNominalState
+    TensorState = AdamNominalTensorState
+    FIELD_RULES = {"beta1": per_tensor.DECAY, "beta2": per_tensor.DECAY,
+                   "correction_hidden": per_tensor.POSITIVE_INT, **SCHEDULE_RULES}
+    FLAT_TENSORS = False
+
+    @property
+    def network(self) -> AdamNominalNetwork:
+        return AdamNominalNetwork(self.correction_hidden, self.schedule_width)
+
+    def network_init_args(self) -> tuple:
+        return (jnp.zeros((1, NUM_FEATURES)), jnp.zeros((feats.num_tensor_features(),)),
+                jnp.zeros((sched.num_schedule_features(),)))
+
+    def network_paths(self, key: jax.Array) -> list[NetworkPath]:
+        keys = jax.random.split(key, NUM_FEATURES + 2)
+        channels = [jax.random.normal(k, (7, 5)) for k in keys[:NUM_FEATURES]]
+        tensor_x = jax.random.normal(keys[-2], (feats.num_tensor_features(),))
+        paths = [NetworkPath("per_param", AdamNominalNetwork.channels,
+                             ScheduledNetwork.stacked, (channels, tensor_x))]
+        if self.schedule_width:
+            schedule_x = jax.random.normal(keys[-1], (sched.num_schedule_features(),))
+            paths.append(NetworkPath("schedule", ScheduledNetwork.log_rate,
+                                     ScheduledNetwork.log_rate_reference, (schedule_x,)))
+        return paths
+
+    def init_tensor_state(self, param: jax.Array) -> AdamNominalTensorState:
+        zeros = per_tensor.float32_zeros(jnp.shape(param))
+        return AdamNominalTensorState(zeros, zeros, per_tensor.float32_zeros(()))
+
+    def scheduled_step(self, theta: MetaParams, x: TensorInput, state: AdamNominalTensorState
+                       ) -> tuple[jax.Array, AdamNominalTensorState]:
+        g, p = x.grad, x.param
+        t = x.count.astype(jnp.float32) + 1.0
+        m = self.beta1 * state.momentum + (1.0 - self.beta1) * g
+        v = self.beta2 * state.rms + (1.0 - self.beta2) * jnp.square(g)
+        m_hat, v_hat = m / (1.0 - self.beta1**t), v / (1.0 - self.beta2**t)
+        adam = m_hat / (jnp.sqrt(v_hat) + ADAM_EPS)
+        rsqrt_v = jax.lax.rsqrt(v_hat + small.V_EPS)
+        p_scale = jax.lax.rsqrt(jnp.mean(jnp.square(p)) + feats.NORM_EPS)
+        channels = [jnp.clip(c, -small.FEATURE_CLIP, small.FEATURE_CLIP)
+                    for c in (g * rsqrt_v, m_hat * rsqrt_v, p * p_scale)]
+        tensor_x = feats.tensor_features(feats.TensorContext(x.count, x.num_steps, g, p))
+        log_scale, correction = self.network.apply(theta, channels, tensor_x,
+                                                   method=AdamNominalNetwork.channels)
+        direction = -jnp.exp(log_scale) * (adam + self.correction_scale * correction)
+        return direction, AdamNominalTensorState(m, v, state.grad_mean_sq)

@@ -1,0 +1,150 @@
+r"""Per-tensor learned optimizers with a base learning rate, a schedule and weight decay.
+
+:class:`ScheduledLOpt` is a :class:`~lopt_cli.optimizers.per_tensor.PerTensorLOpt` whose step
+of a tensor :math:`p` is
+
+.. math:: \Delta p = \eta_t\, (u_\theta(p) - \lambda\, p), \qquad
+          \eta_t = \eta\, s(t/T)\, e^{h_t}
+
+with :math:`u` the architecture's update direction (:meth:`ScheduledLOpt.scheduled_step`, which
+already carries the minus sign of descent), :math:`\lambda` the decoupled weight decay
+(``weight_decay``) and :math:`\eta_t` the global rate of :mod:`~lopt_cli.optimizers.schedule`
+(``learning_rate``, ``schedule``, ``schedule_hidden``). The rate is computed once per update
+from the losses passed as ``update(..., loss=, valid_loss=)``; the running loss statistics are
+the shared state field ``loss_stats``.
+
+The flax module of a subclass declares ``schedule_hidden`` and, when it is positive, creates the
+schedule's layers with :func:`~lopt_cli.optimizers.schedule.schedule_layers` and exposes
+``log_rate(x)`` (:func:`~lopt_cli.optimizers.schedule.apply_schedule_layers`).
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+
+from lopt_cli.errors import LoptUserError
+from lopt_cli.optimizers import feature_major as fm
+from lopt_cli.optimizers import features as feats
+from lopt_cli.optimizers import hierarchical_features as hfeats
+from lopt_cli.optimizers import per_tensor
+from lopt_cli.optimizers import schedule as sched
+from lopt_cli.optimizers.base import MetaParams
+from lopt_cli.optimizers.per_tensor import FieldRule, TensorInput
+
+
+def _positive_finite(value: Any) -> float:
+    value = float(value)
+    if not (value > 0 and value < float("inf")):
+        raise ValueError(value)
+    return value
+
+
+def _non_negative_finite(value: Any) -> float:
+    value = float(value)
+    if not (value >= 0 and value < float("inf")):
+        raise ValueError(value)
+    return value
+
+
+def _non_negative_int(value: Any) -> int:
+    if int(value) != value or value < 0:
+        raise ValueError(value)
+    return int(value)
+
+
+SCHEDULE_RULES: dict[str, FieldRule] = {
+    "learning_rate": FieldRule(_positive_finite, "a finite number > 0"),
+    "weight_decay": FieldRule(_non_negative_finite, "a finite number >= 0"),
+    "schedule": FieldRule(sched.check_schedule, "one of " + ", ".join(sched.SCHEDULES)),
+    "schedule_hidden": FieldRule(_non_negative_int, "a positive int (or 0 with a supplied "
+                                 "schedule)"),
+}
+
+
+class ScheduledNetwork:
+    """Methods shared by the flax modules of :class:`ScheduledLOpt` (a mixin): the module's
+    ``__call__(x, tensor_x, schedule_x)`` returns the rule's outputs and then ``h``, and
+    ``input_width()`` says how many per-parameter inputs ``x`` has."""
+
+    def input_width(self) -> int:
+        raise NotImplementedError
+
+    def stacked(self, channels: list[jax.Array], tensor_x: jax.Array) -> tuple:
+        """The rule's fast ``channels`` method by the plain definition (stacked channels)."""
+        *rule, _ = self(jnp.stack(channels, axis=-1), tensor_x,
+                        jnp.zeros((sched.num_schedule_features(),)))
+        return tuple(rule)
+
+    def log_rate(self, schedule_x: jax.Array) -> jax.Array:
+        """``h``: the learned schedule on the module's declared variables."""
+        layers = fm.declared_layers(self.variables["params"], self.layer_names(),
+                                    type(self).__name__)
+        return sched.apply_schedule_layers(layers, schedule_x)
+
+    def log_rate_reference(self, schedule_x: jax.Array) -> jax.Array:
+        """:meth:`log_rate` by the plain definition."""
+        return self(jnp.zeros((1, self.input_width())),
+                    jnp.zeros((feats.num_tensor_features(),)), schedule_x)[-1]
+
+
+class ScheduledLOpt(per_tensor.PerTensorLOpt):
+    """Base of the learned optimizers with a base learning rate (see the module docstring).
+    Subclasses are frozen dataclasses with the fields ``learning_rate``, ``weight_decay``,
+    ``schedule``, ``schedule_hidden`` and implement :meth:`scheduled_step`."""
+
+    learning_rate: float
+    weight_decay: float
+    schedule: str
+    schedule_hidden: int
+    NETWORK_NAME: ClassVar[str] = "network"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.schedule == "learned" and self.schedule_hidden == 0:
+            raise LoptUserError(
+                f"{type(self).__name__}: schedule=learned needs schedule_hidden > 0")
+
+    @property
+    def schedule_width(self) -> int:
+        """Hidden width of the learned schedule; 0 (no schedule layers) for a supplied one."""
+        return self.schedule_hidden if self.schedule == "learned" else 0
+
+    def init_shared_state(self, num_tensors: int) -> dict[str, Any]:
+        del num_tensors
+        return {"loss_stats": sched.init_schedule_state()}
+
+    def rate(self, theta: MetaParams, loss_x: hfeats.LossFeatures, count: jax.Array,
+             num_steps: jax.Array | int) -> jax.Array:
+        r""":math:`\eta_t = \eta\, s(r)\, e^{h_t}` for the update after ``count`` ones."""
+        r = sched.progress(count, num_steps)
+        rate = self.learning_rate * sched.supplied_factor(self.schedule, r)
+        if self.schedule_width:
+            x = sched.schedule_features(loss_x, r, num_steps)
+            rate = rate * jnp.exp(self.network.apply(theta, x, method="log_rate"))
+        return rate
+
+    def step_tensors(
+        self, theta: MetaParams, inputs: list[TensorInput | None], states: list,
+        shared: dict[str, Any], extra_args: dict[str, Any],
+    ) -> tuple[list[jax.Array | None], list, dict[str, Any]]:
+        """The global rate from ``loss=``/``valid_loss=`` (either may be missing or NaN), then
+        every tensor's step :math:`\\eta_t (u - \\lambda p)`."""
+        loss_x, loss_stats = hfeats.observe_losses(
+            shared["loss_stats"], extra_args.get("loss"), extra_args.get("valid_loss"),
+            sched.LOSS_DECAYS)
+        present = [x for x in inputs if x is not None]
+        steps = [None] * len(inputs)
+        if present:
+            rate = self.rate(theta, loss_x, present[0].count, present[0].num_steps)
+            for i, x in enumerate(inputs):
+                if x is not None:
+                    direction, states[i] = self.scheduled_step(theta, x, states[i])
+                    steps[i] = rate * (direction - self.weight_decay * x.param)
+        return steps, states, {"loss_stats": loss_stats}
+
+    def scheduled_step(self, theta: MetaParams, x: TensorInput, state: Any
+                       ) -> tuple[jax.Array, Any]:
+        """The direction :math:`u` (a step at rate 1, descent sign included) and new state."""
+        raise NotImplementedError

@@ -1,0 +1,68 @@
+"""``python -m benchmarks.dropin_check``: the quick run's structure, that tuned Adam trains, the
+outcome rules, and that a learned optimizer's learning rate tuned in one vmapped run equals
+one ``load_optimizer(..., learning_rate=lr)`` run per rate."""
+from __future__ import annotations
+
+import json
+import math
+
+import jax
+import numpy as np
+import pytest
+from test_benchmarks import benchmark_module
+
+from lopt_cli.optimizers import storage
+
+
+@pytest.fixture(scope="module")
+def check():
+    return benchmark_module("dropin_check")
+
+
+def test_quick_run_structure_and_adam_trains(check, tmp_path):
+    result = check.main(tmp_path, optimizer="mlp_digits", steps=(30,), quick=True)
+    written = json.loads((tmp_path / "dropin_check.json").read_text())
+    assert written["optimizer"] == "mlp_digits" and written["steps"] == [30]
+    assert not written["candidate_tuned_over_lr_grid"] and len(written["lr_grid"]) == 7
+    assert [r["problem"] for r in result["rows"]] == ["clf", "reg"]
+    for row in result["rows"]:
+        assert row["train"] in ("win", "tie", "loss") and row["test"] in ("win", "tie", "loss")
+        adam = row["adam"]["by_train"]
+        assert adam["train_loss"] < 0.5 * row["initial_train_loss"]  # tuned Adam trains
+        assert adam["learning_rate"] in written["lr_grid"]
+        assert row["candidate"]["by_train"]["learning_rate"] is None
+        assert math.isfinite(row["candidate"]["by_train"]["train_loss"])
+    summary = written["summary"]["30"]
+    assert summary["problems"] == 2 and sum(summary["train"].values()) == 2
+    markdown = (tmp_path / "dropin_check.md").read_text()
+    assert markdown.startswith("# Drop-in check: `mlp_digits`") and "| clf | 30 |" in markdown
+
+
+def test_outcome_and_late_rise_rules(check):
+    assert check.outcome(0.5, 1.0, 1.0) == "win" and check.outcome(1.0, 0.5, 1.0) == "loss"
+    assert check.outcome(1.0, 1.005, 1.0) == "tie"
+    assert check.outcome(1e-9, 1e-7, 1.0) == "tie"  # below 1e-6 of the initial loss
+    assert check.outcome(float("nan"), 1.0, 1.0) == "loss"
+    assert check.outcome(1.0, float("inf"), 1.0) == "win"
+    assert check.rose_late(np.array([3.0, 1.0, 1.2]), 3.0)
+    assert not check.rose_late(np.array([3.0, 1.0, 1.04]), 3.0)
+    assert check.rose_late(np.array([3.0, np.nan, 1.0]), 3.0)
+
+
+def test_traced_learning_rate_matches_one_load_optimizer_per_rate(check, tmp_path):
+    from nominal_lopt import LearningRateNominalLOpt
+
+    problems = check.problems_lib
+    source = tmp_path / "run"
+    lopt = LearningRateNominalLOpt()
+    storage.save_learned_optimizer(
+        source, {"_target_": "nominal_lopt.LearningRateNominalLOpt"}, lopt.init(jax.random.key(0)))
+    problem = problems.quick_problems()[1]
+    data = problems.make_data(problem)
+    args = (str(source), problem, data, 20, 1.0, True)
+    traced = check.candidate_runs(*args, traced=True)
+    sequential = check.candidate_runs(*args, traced=False)
+    for metric in ("by_train", "by_test"):
+        assert traced[metric]["learning_rate"] == sequential[metric]["learning_rate"]
+        for key in ("train_loss", "test_loss"):
+            assert traced[metric][key] == pytest.approx(sequential[metric][key], rel=1e-4)
