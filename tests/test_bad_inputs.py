@@ -83,6 +83,8 @@ CASES = [
     (MT, "meta_loss=test", "meta_loss='test': expected valid or train"),
     (MT, "train_only=both", "train_only='both': expected rule or schedule"),
     (MT, "train_only=schedule", "optimizer MLPLOpt has no schedule layers"),
+    (MT, "optimizer=celo optimizer.schedule=constant train_only=schedule",
+     "optimizer CeloLOpt has no schedule layers"),
     (MT, "init_from=/no/such/file.msgpack", "init_from='/no/such/file.msgpack': no such file"),
     (MT, "init_from={empty_dir}", "init_from="),
     (MT, "init_from={nan}", "NaN or infinite"),

@@ -2,30 +2,28 @@
 ``init_from=<saved learned optimizer>`` and, end to end through the CLI, the two phases chained.
 (``meta_loss=train|valid`` is tested with the estimators, in ``test_estimators.py``.)
 
-The optimizer with a schedule is :class:`toy_lopt.ScheduledSmallLOpt`: SmallLOpt's layers (the
-rule) and one ``schedule_out`` layer (a learned log learning rate).
+The optimizer with a learned schedule is the real ``optimizer=celo`` (its ``schedule_in``,
+``schedule_out`` layers are the schedule, the others the update rule).
 """
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 import yaml
-from tests_support import compose_config
-from toy_lopt import ScheduledSmallLOpt
+from tests_support import CONF, compose_config
 
 from lopt_cli.commands.meta_train_start import architecture_differences, check_train_only
+from lopt_cli.config import instantiate_plain
 from lopt_cli.errors import LoptUserError
 from lopt_cli.meta.outer import initial_state, make_outer_optimizer, outer_update, run_keys
 from lopt_cli.meta.phases import train_only_part, trainable_mask
 from lopt_cli.optimizers.small_lopt import SmallLOpt
 from lopt_cli.optimizers.storage import WEIGHTS_FILE, load_learned_optimizer
 
-SCHEDULED = ["optimizer=small", "optimizer._target_=toy_lopt.ScheduledSmallLOpt"]
-TESTS = Path(__file__).resolve().parent
+CELO = instantiate_plain(yaml.safe_load((CONF / "optimizer" / "celo.yaml").read_text()))
 
 
 def leaves_by_layer(theta) -> dict[str, list[np.ndarray]]:
@@ -38,7 +36,7 @@ def same_bits(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
 
 
 def test_the_mask_tells_the_schedule_layers_from_the_rule():
-    theta = ScheduledSmallLOpt().init(jax.random.PRNGKey(0))
+    theta = CELO.init(jax.random.PRNGKey(0))
     for part in ("rule", "schedule"):
         mask = trainable_mask(theta, part)
         for name, layer in mask["params"].items():
@@ -54,7 +52,7 @@ def test_outer_steps_leave_the_frozen_part_bit_identical(part, frozen):
     """AdamW with weight decay and clipping, gradients on every leaf: after 3 outer steps the
     frozen part is exactly its initial value (no decay drift), the trained part moved exactly as
     if the frozen part's gradients were zero (they count in no clipping norm)."""
-    theta0 = ScheduledSmallLOpt().init(jax.random.PRNGKey(0))
+    theta0 = CELO.init(jax.random.PRNGKey(0))
     adamw = make_outer_optimizer(0.01, warmup_steps=1, weight_decay=0.1, clip_norm=0.1)
     tx = train_only_part(adamw, part)
     mask = trainable_mask(theta0, part)
@@ -89,7 +87,8 @@ def test_train_only_without_the_part_is_a_user_error_naming_the_optimizer():
 
     with pytest.raises(LoptUserError, match="optimizer OnlySchedule has only schedule layers"):
         check_train_only("rule", OnlySchedule(), {"_target_": "x.OnlySchedule"})
-    check_train_only("rule", ScheduledSmallLOpt(), {"_target_": "x.ScheduledSmallLOpt"})
+    check_train_only("rule", CELO, {"_target_": "x.CeloLOpt"})
+    check_train_only("schedule", CELO, {"_target_": "x.CeloLOpt"})
     check_train_only(None, SmallLOpt(), {"_target_": "x.SmallLOpt"})
 
 
@@ -97,8 +96,7 @@ def test_architecture_differences_name_the_class_or_the_fields():
     assert architecture_differences(SmallLOpt(), SmallLOpt()) == []
     assert architecture_differences(SmallLOpt(hidden_sizes=(8,)), SmallLOpt()) == [
         "hidden_sizes=(8,) (configured: (4,))"]
-    assert architecture_differences(ScheduledSmallLOpt(), SmallLOpt()) == [
-        "ScheduledSmallLOpt (configured: SmallLOpt)"]
+    assert architecture_differences(CELO, SmallLOpt()) == ["CeloLOpt (configured: SmallLOpt)"]
 
 
 def test_init_from_starts_meta_training_at_the_loaded_theta(tmp_path):
@@ -106,7 +104,7 @@ def test_init_from_starts_meta_training_at_the_loaded_theta(tmp_path):
     from lopt_cli.commands.meta_train import build_job
     from lopt_cli.optimizers.storage import save_learned_optimizer
 
-    common = ["compute=smoke", *SCHEDULED]
+    common = ["compute=smoke", "optimizer=celo"]
     job = build_job(compose_config("meta_train", common))
     fresh = job.problem.lopt.init(jax.random.PRNGKey(0))
     saved = jax.tree_util.tree_map(lambda x: x + 0.5, fresh)
@@ -126,25 +124,25 @@ def test_two_phase_meta_training_through_the_cli(lopt_env, tmp_path):
     import subprocess
     import sys
 
-    env = {**lopt_env, "PYTHONPATH": str(TESTS)}
-    common = ["compute=smoke", "compute.num_outer_steps=3", "heldout.every=0", *SCHEDULED]
+    common = ["compute=smoke", "compute.num_outer_steps=3", "heldout.every=0", "optimizer=celo"]
     phase_1, phase_2 = tmp_path / "phase_1", tmp_path / "phase_2"
     for args in ([*common, "train_only=rule", f"hydra.run.dir={phase_1}"],
                  [*common, "train_only=schedule", f"init_from={phase_1}",
                   f"hydra.run.dir={phase_2}"]):
         result = subprocess.run([sys.executable, "-m", "lopt_cli", "meta-train", *args],
-                                cwd=tmp_path, env=env, capture_output=True, text=True,
+                                cwd=tmp_path, env=lopt_env, capture_output=True, text=True,
                                 timeout=600)
         assert result.returncode == 0, result.stderr
     _, theta_1, _ = load_learned_optimizer(phase_1)
     _, theta_2, _ = load_learned_optimizer(phase_2)
     first, second = leaves_by_layer(theta_1), leaves_by_layer(theta_2)
-    init = leaves_by_layer(ScheduledSmallLOpt().init(run_keys(0)[1]))  # seed 0's θ_0
-    assert not same_bits(first["out"], init["out"])  # the rule moved in phase 1
-    assert [float(x) for x in first["schedule_out"]] == [0.0]  # its init: frozen in phase 1
-    assert [float(x) for x in second["schedule_out"]] != [0.0]
+    init = leaves_by_layer(CELO.init(run_keys(0)[1]))  # seed 0's θ_0
     for name in first:
-        if name != "schedule_out":
+        if name.startswith("schedule"):  # frozen in phase 1, trained in phase 2
+            assert same_bits(first[name], init[name]), name
+            assert not same_bits(second[name], first[name]), name
+        else:  # trained in phase 1, frozen in phase 2
+            assert not same_bits(first[name], init[name]), name
             assert same_bits(first[name], second[name]), name
     record = yaml.safe_load((phase_2 / ".hydra" / "config.yaml").read_text())
     assert record["init_from"] == str(phase_1) and record["train_only"] == "schedule"
@@ -161,7 +159,7 @@ def test_resume_wins_over_init_from(tmp_path):
 
     common = ["compute=smoke", "compute.num_outer_steps=2", "compute.num_tasks=1",
               "task_family=quadratic", "task_family.dims=[2]", "heldout.every=0",
-              "outer_optimizer.warmup_steps=1", *SCHEDULED]
+              "outer_optimizer.warmup_steps=1", "optimizer=small"]
     job = build_job(compose_config("meta_train", common))
     saved = jax.tree_util.tree_map(lambda x: x + 0.5, job.problem.lopt.init(jax.random.key(0)))
     save_learned_optimizer(tmp_path / "saved", job.optimizer_config, saved)

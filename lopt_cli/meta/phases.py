@@ -2,7 +2,8 @@ r"""Two-phase meta-training: train the update rule, then the learning-rate sched
 
 A learned optimizer's meta-parameters are flax variables ``{"params": {layer: ...}}``. By
 convention the layers of a learned learning-rate schedule have top-level names that start with
-``schedule`` (:data:`SCHEDULE_PREFIX`: ``schedule_in``, ``schedule_out``); every other layer is
+``schedule`` (:data:`lopt_cli.optimizers.schedule.LAYER_PREFIX`: ``schedule_in``,
+``schedule_out``, as in ``celo`` and ``adam_nominal``); every other layer is
 *the update rule*. ``train_only=rule`` meta-trains the rule with the schedule frozen,
 ``train_only=schedule`` the schedule with the rule frozen (Celo's two phases), ``None`` all.
 
@@ -24,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-SCHEDULE_PREFIX = "schedule"
+from lopt_cli.optimizers.schedule import LAYER_PREFIX as SCHEDULE_PREFIX
+
 PARTS = ("rule", "schedule")
 
 
