@@ -163,6 +163,7 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
     from lopt_cli.meta.estimator import checked_estimator
     from lopt_cli.meta.heldout import HeldOutEvaluator
     from lopt_cli.meta.outer import MetaTrainSettings
+    from lopt_cli.meta.phases import train_only_part
     from lopt_cli.meta.problem import TruncatedProblem
     from lopt_cli.meta.sharding import resolve_num_devices
     from task_definitions.suite import MixtureFamily
@@ -206,12 +207,12 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
     inner_lopt = for_population(lopt, particles // (num_devices * num_processes),
                                 cpu_cores_per_device(num_devices))
     heldout = config.heldout
-    job = MetaTrainJob(
+    return MetaTrainJob(
         family=family,
         problem=TruncatedProblem(inner_lopt, inner.min_horizon, inner.max_horizon,
                                  inner.valid_every, config.meta_loss),
         estimator=estimator,
-        outer_tx=instantiate_plain(outer),
+        outer_tx=train_only_part(instantiate_plain(outer), config.train_only),
         settings=settings,
         optimizer_config=dict(config.optimizer),
         checkpoint_every=settings.checkpoint_every,
@@ -226,7 +227,6 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
         init_from=init_path,
         train_only=config.train_only,
     )
-    return job.with_outer_optimizer(job.outer_tx)
 
 
 def join_processes(cfg: DictConfig) -> int:
