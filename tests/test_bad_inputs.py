@@ -23,8 +23,9 @@ def make_files(root: Path) -> dict[str, Path]:
     from lopt_cli.optimizers.mlp_lopt import MLPLOpt
 
     theta = MLPLOpt(hidden_sizes=(8, 8)).init(jax.random.key(0))
-    files = {name: root / name for name in ("flipped", "nan", "yaml", "empty_dir", "no_yaml")}
-    for name in ("flipped", "yaml", "no_yaml"):
+    files = {name: root / name for name in ("flipped", "nan", "yaml", "empty_dir", "no_yaml",
+                                            "mlp_8x8")}
+    for name in ("flipped", "yaml", "no_yaml", "mlp_8x8"):
         save_learned_optimizer(files[name], MLP, theta)
     save_learned_optimizer(files["nan"], MLP, jax.tree.map(lambda x: x * jnp.nan, theta))
     weights = files["flipped"] / WEIGHTS_FILE
@@ -79,6 +80,16 @@ CASES = [
     (MT, "tasks.count=0", "tasks.count=0"),
     (MT, "population.candidates=0", "population.candidates=0"),
     (MT, "resume={empty_dir}", "not a run directory"),
+    (MT, "meta_loss=test", "meta_loss='test': expected valid or train"),
+    (MT, "train_only=both", "train_only='both': expected rule or schedule"),
+    (MT, "train_only=schedule", "optimizer MLPLOpt has no schedule layers"),
+    (MT, "optimizer=celo optimizer.schedule=constant train_only=schedule",
+     "optimizer CeloLOpt has no schedule layers"),
+    (MT, "init_from=/no/such/file.msgpack", "init_from='/no/such/file.msgpack': no such file"),
+    (MT, "init_from={empty_dir}", "init_from="),
+    (MT, "init_from={nan}", "NaN or infinite"),
+    (MT, "init_from={mlp_8x8}",
+     "its optimizer is not the configured one: hidden_sizes=(8, 8) (configured: (32, 32))"),
     (MT, "--bogus", "unknown flag '--bogus'"),
     (MT, "--multirun compute=smoke,nope", "unknown option 'nope' for compute"),
     (MT, "--multirun seed=0,abc", "seed='abc'"),
@@ -118,6 +129,7 @@ CASES = [
     (ST, "learned_optimizer={flipped}", "corrupt weights"),
     (ST, "compute=nope", "unknown option 'nope' for compute"),
     (ST, "budget=smoke", "does not take budget"),
+    (ST, "learned_optimizer=mlp_digits train_only=schedule", "has no schedule layers"),
     (ST, "learned_optimizer=mlp_digits compute.num_tasks=100000000", "GiB"),
     # tasks
     (TK, "action=bogus", "action='bogus'; choose one of"),

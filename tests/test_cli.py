@@ -113,13 +113,19 @@ def test_implicit_regularization_experiment(run_lopt, trained, tmp_path):
 
 
 def test_self_train_compares_two_outer_optimizers(run_lopt, trained, tmp_path):
-    run_lopt("self-train", f"learned_optimizer={trained}", *TINY_META_TRAIN)
+    """(With meta_train's recipe keys: both runs start from ``init_from`` on the training loss.)"""
+    run_lopt("self-train", f"learned_optimizer={trained}", *TINY_META_TRAIN,
+             f"init_from={trained}", "meta_loss=train")
     run = only_run_dir(tmp_path / "outputs" / "self-train")
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary["final_meta_loss"]) == {"learned outer optimizer", "AdamW"}
     assert (run / "self_train.png").read_bytes()[:4] == b"\x89PNG"
     for folder in ("learned_outer", "adam_outer"):
-        assert len(read_jsonl(run / folder / "metrics.jsonl")) == 4
+        rows = read_jsonl(run / folder / "metrics.jsonl")
+        assert len(rows) == 4 and all(
+            row["meta_loss"] == pytest.approx(row["train_loss"], rel=1e-5) for row in rows)
+        started = json.loads((run / folder / "summary.json").read_text())["init_from"]
+        assert started == str((trained / "learned_optimizer.msgpack").resolve())
 
 
 def test_multirun_sweeps_into_separate_directories(run_lopt, tmp_path):

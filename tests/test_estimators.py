@@ -61,11 +61,13 @@ def fresh_population(num_tasks: int, theta):
     return tasks, states
 
 
-def total_meta_loss(theta, tasks, states, truncation_length: int, num_truncations: int):
-    """Mean over tasks of :math:`\\sum_k L_k`, the per-truncation meta-losses of one long run."""
+def total_meta_loss(theta, tasks, states, truncation_length: int, num_truncations: int,
+                    loss: str = "valid_loss"):
+    """Mean over tasks of :math:`\\sum_k L_k`, the per-truncation meta-losses of one long run
+    (``loss``: the field of the unroll's metrics they average)."""
     _, metrics = jax.vmap(PROBLEM.unroll, in_axes=(None, 0, 0, None))(
         theta, tasks, states, truncation_length * num_truncations)
-    per_truncation = metrics.valid_loss.reshape(states.step.shape[0], num_truncations, -1)
+    per_truncation = getattr(metrics, loss).reshape(states.step.shape[0], num_truncations, -1)
     return jnp.mean(jnp.sum(jnp.mean(per_truncation, axis=2), axis=1))
 
 
@@ -90,19 +92,46 @@ def summed_estimates(estimator, theta, tasks, states, num_truncations: int, grou
     return total
 
 
-def test_tbptt_matches_finite_differences_of_the_truncated_meta_loss():
-    theta = lr(-3.0)
+@pytest.mark.parametrize("meta_loss", ["valid", "train"])
+def test_tbptt_matches_finite_differences_of_the_truncated_meta_loss(meta_loss):
+    theta, field = lr(-3.0), f"{meta_loss}_loss"
+    problem = dataclasses.replace(PROBLEM, meta_loss=meta_loss)
     tasks, _ = sample_population(FAMILY, 3, 16)
     states = initial_states(PROBLEM, theta, tasks, jax.random.PRNGKey(1))
     states = states._replace(horizon=jnp.full_like(states.horizon, 400))  # no reset
-    grad, new_states, metrics = ESTIMATORS["tbptt"].estimate(PROBLEM, theta, tasks, states,
+    grad, new_states, metrics = ESTIMATORS["tbptt"].estimate(problem, theta, tasks, states,
                                                              jax.random.PRNGKey(2))
-    expected = central_difference(lambda th: total_meta_loss(th, tasks, states, 10, 1), theta)
+    expected = central_difference(
+        lambda th: total_meta_loss(th, tasks, states, 10, 1, field), theta)
     assert expected < 0
     np.testing.assert_allclose(grad["log_lr"], expected, rtol=2e-3)
     np.testing.assert_array_equal(new_states.step, states.step + 10)
     assert metrics.dropped == 0 and np.isclose(
-        metrics.meta_loss, total_meta_loss(theta, tasks, states, 10, 1), rtol=1e-5)
+        metrics.meta_loss, total_meta_loss(theta, tasks, states, 10, 1, field), rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(ESTIMATORS))
+def test_meta_loss_train_is_the_mean_training_loss_of_the_unroll(name):
+    """``meta_loss="train"``: the same unrolls, but every estimator's loss (and so its
+    gradient) is the mean normalised training loss of the truncation, not the validation one."""
+    estimator, theta = ESTIMATORS[name], lr(-3.0)
+    tasks, _ = sample_population(FAMILY, 3, 4)
+    states = estimator.init_states(PROBLEM, theta, tasks, jax.random.PRNGKey(1))
+    key = jax.random.PRNGKey(2)
+    on_valid = estimator.estimate(PROBLEM, theta, tasks, states, key)
+    on_train = estimator.estimate(dataclasses.replace(PROBLEM, meta_loss="train"), theta, tasks,
+                                  states, key)
+    np.testing.assert_allclose(on_train.metrics.train_loss, on_valid.metrics.train_loss,
+                               rtol=1e-6)  # the same unrolls
+    np.testing.assert_allclose(on_train.metrics.meta_loss, on_train.metrics.train_loss,
+                               rtol=1e-6)
+    assert abs(float(on_valid.metrics.meta_loss - on_train.metrics.meta_loss)) > 1e-3
+    assert float(on_valid.grad["log_lr"]) != float(on_train.grad["log_lr"])
+
+
+def test_an_unknown_meta_loss_is_refused():
+    with pytest.raises(ValueError, match="meta_loss='test'"):
+        dataclasses.replace(PROBLEM, meta_loss="test")
 
 
 def test_pes_is_unbiased_over_the_whole_unroll_where_truncated_es_is_not():

@@ -4,7 +4,8 @@
 the config it was started with (read from ``<run dir>/.hydra/config.yaml``); overrides given
 with it must agree with that config. ``resume=true`` does the same for the run in
 ``hydra.run.dir=<run dir>``, or without one (like ``resume=latest``) for this command's newest
-resumable run under ``outputs/``.
+resumable run under ``outputs/``. ``init_from``, ``train_only`` and ``meta_loss`` (the recipe's
+switches) are checked and applied here; see :mod:`lopt_cli.commands.meta_train_start`.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from lopt_cli.meta.heldout import HeldOutEvaluator
     from lopt_cli.meta.outer import MetaTrainSettings
     from lopt_cli.meta.problem import TruncatedProblem
+    from lopt_cli.optimizers.base import MetaParams
     from task_definitions.base import TaskFamily
 
 
@@ -59,6 +61,16 @@ class MetaTrainJob:
     num_processes: int = 1  # jax.distributed processes meta-training together
     resume: bool = False  # continue from a checkpoint in the output directory when there is one
     resume_dir: Path | None = None  # the run directory named by resume=<dir>
+    initial_theta: MetaParams | None = None  # init_from's θ (None: the optimizer's init)
+    init_from: Path | None = None  # the weights file it was read from
+    train_only: str | None = None  # the part of θ the outer optimizer moves (None: all)
+
+    def with_outer_optimizer(self, outer_tx: optax.GradientTransformationExtraArgs
+                             ) -> MetaTrainJob:
+        """This job with ``outer_tx`` (restricted to ``train_only``'s part) as outer optimizer."""
+        from lopt_cli.meta.phases import train_only_part
+
+        return dataclasses.replace(self, outer_tx=train_only_part(outer_tx, self.train_only))
 
     @property
     def inner_steps_per_outer(self) -> int:
@@ -136,18 +148,23 @@ def resumed_config(cfg: DictConfig, directory: Path) -> DictConfig:
                                 f"({fix})")
     OmegaConf.set_struct(saved, False)
     saved.resume = cfg.resume
+    for key in JOB_KEYS:  # keys added since the run started: their defaults (not overridden)
+        if key not in saved and key in cfg:
+            saved[key] = cfg[key]
     return saved
 
 
 def build_job(cfg: DictConfig) -> MetaTrainJob:
     """The meta-training job of a composed config: typed and validated
     (:func:`~lopt_cli.commands.meta_train_config.parse_meta_train`), then built."""
+    from lopt_cli.commands.meta_train_start import check_train_only, initial_theta
     from lopt_cli.config import import_object, instantiate_plain
     from lopt_cli.meta.cpu_tuning import cpu_cores_per_device, for_population
     from lopt_cli.meta.curriculum import HorizonCurriculum
     from lopt_cli.meta.estimator import checked_estimator
     from lopt_cli.meta.heldout import HeldOutEvaluator
     from lopt_cli.meta.outer import MetaTrainSettings
+    from lopt_cli.meta.phases import train_only_part
     from lopt_cli.meta.problem import TruncatedProblem
     from lopt_cli.meta.sharding import resolve_num_devices
     from task_definitions.suite import MixtureFamily
@@ -167,6 +184,8 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
         raise LoptUserError(f"compute.num_tasks={compute.num_tasks} must be a multiple of "
                             f"the {num_devices} devices of compute.num_devices{where}")
     lopt = build(config.optimizer, "optimizer")
+    check_train_only(config.train_only, lopt, config.optimizer)
+    theta, init_path = initial_theta(config.init_from, lopt)
     family = build_family(config.task_family)
     outer = dict(config.outer_optimizer)
     if "total_steps" in inspect.signature(import_object(str(outer.get("_target_")))).parameters:
@@ -192,9 +211,9 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
     return MetaTrainJob(
         family=family,
         problem=TruncatedProblem(inner_lopt, inner.min_horizon, inner.max_horizon,
-                                 inner.valid_every),
+                                 inner.valid_every, config.meta_loss),
         estimator=estimator,
-        outer_tx=instantiate_plain(outer),
+        outer_tx=train_only_part(instantiate_plain(outer), config.train_only),
         settings=settings,
         optimizer_config=dict(config.optimizer),
         checkpoint_every=settings.checkpoint_every,
@@ -205,6 +224,9 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
         num_processes=num_processes,
         resume=bool(config.resume),
         resume_dir=resume_dir,
+        initial_theta=theta,
+        init_from=init_path,
+        train_only=config.train_only,
     )
 
 
@@ -333,7 +355,8 @@ def run_meta_training(job: MetaTrainJob, out_dir, label: str = "meta-train"):
                                                states=to_host(state.states)))
     with recorder:
         theta = meta_train(job.family, job.problem, job.estimator, job.outer_tx, job.settings,
-                           on_step=on_step, start=start, on_checkpoint=on_checkpoint,
+                           theta=job.initial_theta, on_step=on_step, start=start,
+                           on_checkpoint=on_checkpoint,
                            placement=Placement.create(job.num_devices))
     history = recorder.history
     if not main:
@@ -348,6 +371,8 @@ def run_meta_training(job: MetaTrainJob, out_dir, label: str = "meta-train"):
         "num_devices": job.num_devices,
         "num_processes": job.num_processes,
         "resumed_at_step": start.step if start is not None else None,
+        "init_from": str(job.init_from) if job.init_from is not None else None,
+        "train_only": job.train_only,
         "machine": machine_facts(),
     }
     heldout = [r["heldout_loss"] for r in history if "heldout_loss" in r]

@@ -68,6 +68,12 @@ def anything(value: Any) -> None:
     return None
 
 
+def path_text(value: Any) -> str | None:
+    return None if isinstance(value, str) and value else \
+        "expected a learned_optimizer.msgpack, a run directory holding one, latest or a " \
+        "shipped name"
+
+
 def rule(check: Rule, default: Any = dataclasses.MISSING) -> Any:
     """A dataclass field validated by ``check`` when parsed."""
     return dataclasses.field(default=default, metadata={"rule": check})
@@ -128,6 +134,9 @@ class MetaTrainConfig:
     checkpoint_every: int | str = rule(auto_or_non_negative)  # auto: see build_job
     max_skipped_updates: int = rule(positive)
     resume: Any = rule(anything)
+    meta_loss: str = rule(one_of("valid", "train"))  # the unroll's loss the meta-loss averages
+    train_only: str | None = rule(optional(one_of("rule", "schedule")))  # null: all of θ
+    init_from: str | None = rule(optional(path_text))  # a saved learned optimizer's θ
     compute: ComputeConfig = rule(anything)
     inner: InnerConfig = rule(anything)
     curriculum: CurriculumConfig = rule(anything)

@@ -6,7 +6,8 @@ For perturbations :math:`\epsilon_i \sim \mathcal N(0, I)`, one per task of the 
     \hat g = \frac{1}{|K|}\sum_{i \in K} \frac{L_i(\theta + \sigma\epsilon_i) - L_i(\theta -
     \sigma\epsilon_i)}{2\sigma}\,\epsilon_i ,
 
-where :math:`L_i` is the mean normalised validation loss of task :math:`i` over one truncation
+where :math:`L_i` is the mean normalised validation (or, with ``meta_loss="train"``, training)
+loss of task :math:`i` over one truncation (:meth:`TruncatedProblem.truncation_meta_loss`)
 and :math:`K` are the pairs whose difference is finite (all :math:`N` of them unless a pair
 overflowed; :func:`lopt_cli.meta.estimator.finite_mean`). Both branches start from the same inner
 state; the positive branch's state carries on. All :math:`2N` unrolls run as one ``vmap`` inside
@@ -98,7 +99,7 @@ class AntitheticES(InnerStatesOnly):
         delta = jax.tree_util.tree_map(lambda e: self.sigma * e, eps)
         new_states, _, metrics = unroll_antithetic(
             problem, theta, delta, tasks, states, states, self.truncation_length)
-        losses = jnp.mean(metrics.valid_loss, axis=-1)  # [N, 2]: positive, negative
+        losses = problem.truncation_meta_loss(metrics)  # [N, 2]: positive, negative
         grad, dropped = finite_mean((losses[:, 0] - losses[:, 1]) / (2 * self.sigma), eps)
         return EstimatorOutput(grad, new_states,
                                summarize(losses, metrics, was_reset, diverged, dropped))

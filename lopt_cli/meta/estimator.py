@@ -37,7 +37,7 @@ class EstimatorMetrics(NamedTuple):
     added by the outer loop (the norm of the gradient it applies, the curriculum's cap).
     """
 
-    meta_loss: jax.Array  # mean over particles of the truncation's normalised validation loss
+    meta_loss: jax.Array  # mean over particles of the truncation's meta-loss (problem.meta_loss)
     train_loss: jax.Array  # mean normalised training loss of the truncation
     raw_valid_loss: jax.Array  # mean validation loss before ``normalize``
     resets: jax.Array  # tasks restarted before this truncation (finished or diverged)

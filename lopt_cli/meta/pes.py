@@ -20,8 +20,9 @@ Per task :math:`i` and truncation :math:`k`, with theta-space perturbations
       \frac{L_i(\theta + \delta_{i,k}) - L_i(\theta - \delta_{i,k})}{2\sigma^2}\,\xi_{i,k}
     \;=\; \frac{1}{|K|}\sum_{i \in K} \frac{\Delta L_{i,k}}{2\sigma}\sum_{j\le k}\epsilon_{i,j},
 
-where :math:`L_i` is the mean normalised validation loss of the truncation and :math:`K` the
-pairs whose difference is finite (:func:`lopt_cli.meta.estimator.finite_mean`). Summed over the
+where :math:`L_i` is the truncation's meta-loss (mean normalised validation or training loss:
+:meth:`~lopt_cli.meta.problem.TruncatedProblem.truncation_meta_loss`) and :math:`K` the pairs
+whose difference is finite (:func:`lopt_cli.meta.estimator.finite_mean`). Summed over the
 truncations of one inner run, :math:`\mathbb E\sum_k \hat g_k` is the gradient of the Gaussian
 -smoothed total meta-loss :math:`\sum_k L_k` of the whole run.
 
@@ -121,7 +122,7 @@ class PersistentES:
         accumulated = jax.tree_util.tree_map(jnp.add, states.accumulated, delta)
         pos, neg, metrics = unroll_antithetic(
             problem, theta, delta, tasks, states.pos, states.neg, self.truncation_length)
-        losses = jnp.mean(metrics.valid_loss, axis=-1)  # [N, 2]: positive, negative particle
+        losses = problem.truncation_meta_loss(metrics)  # [N, 2]: positive, negative particle
         grad, dropped = finite_mean((losses[:, 0] - losses[:, 1]) / (2 * self.sigma**2),
                                     accumulated)
         return EstimatorOutput(grad, PESState(pos, neg, accumulated),

@@ -13,6 +13,10 @@ A curriculum grows the largest horizon over meta-training. ``TruncatedProblem`` 
 argument, so the current cap travels as data instead: :class:`PopulationTask` wraps a task with
 its ``max_horizon`` (an int32 leaf, one per member when stacked), and a growing cap reuses the
 compiled truncation.
+
+The meta-objective of a truncation is the mean over its chunks of a normalised loss of the
+unroll (:class:`~lopt_cli.inner.unroll.UnrollMetrics`): the validation loss (``meta_loss="valid"``,
+the default) or the training loss (``"train"``), chosen here once for every estimator.
 """
 from __future__ import annotations
 
@@ -32,6 +36,8 @@ from lopt_cli.inner.unroll import (
 )
 from lopt_cli.optimizers.base import LearnedOptimizer, MetaParams
 from task_definitions.base import Task
+
+META_LOSSES = ("valid", "train")
 
 
 @struct.dataclass
@@ -72,6 +78,17 @@ class TruncatedProblem:
     min_horizon: int = 100
     max_horizon: int = 1000
     valid_every: int = 5
+    meta_loss: str = "valid"  # one of META_LOSSES: which normalised loss the meta-loss averages
+
+    def __post_init__(self):
+        if self.meta_loss not in META_LOSSES:
+            raise ValueError(f"meta_loss={self.meta_loss!r}: expected one of {META_LOSSES}")
+
+    def truncation_meta_loss(self, metrics: UnrollMetrics) -> jax.Array:
+        """The meta-loss of a truncation: the mean over its chunks (last axis of ``metrics``) of
+        the normalised validation or training loss, as ``meta_loss`` says."""
+        chunks = metrics.train_loss if self.meta_loss == "train" else metrics.valid_loss
+        return jnp.mean(chunks, axis=-1)
 
     def sample_horizon(self, key: jax.Array, max_horizon: jax.Array | None = None) -> jax.Array:
         """A horizon drawn log-uniformly from ``[min_horizon, max_horizon]``.

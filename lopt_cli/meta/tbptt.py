@@ -8,11 +8,13 @@ the exact gradient of the truncated meta-loss,
     \hat g = \frac{1}{|K|}\sum_{i\in K} \nabla_\theta L_i(\theta;\, s_i), \qquad
     L_i = \frac{1}{C}\sum_{c=1}^{C} \mathrm{normalize}(\ell_{\text{valid}, i, c}),
 
-where :math:`K` are the tasks whose loss and gradient are finite (a diverging task's gradient
-is dropped, never averaged in: :func:`lopt_cli.meta.estimator.finite_mean`). Deterministic and
-low-variance, but biased exactly like truncated ES (the effect of :math:`\theta` on :math:`s_i`
-is cut) and prone to exploding gradients on long truncations. Per-task gradients come from one
-``vmap`` of ``jax.value_and_grad`` over the tasks inside one jitted call.
+(:math:`\ell_{\text{train}}`, the chunk's mean training loss, with ``meta_loss="train"``:
+:meth:`~lopt_cli.meta.problem.TruncatedProblem.truncation_meta_loss`), where :math:`K` are the
+tasks whose loss and gradient are finite (a diverging task's gradient is dropped, never
+averaged in: :func:`lopt_cli.meta.estimator.finite_mean`). Deterministic and low-variance, but
+biased exactly like truncated ES (the effect of :math:`\theta` on :math:`s_i` is cut) and prone
+to exploding gradients on long truncations. Per-task gradients come from one ``vmap`` of
+``jax.value_and_grad`` over the tasks inside one jitted call.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ def truncated_loss(
     """:math:`L_i(\\theta; s_i)` with :math:`s_i` held constant; aux: ``(new state, metrics)``."""
     state = jax.lax.stop_gradient(state)
     new_state, metrics = problem.unroll(theta, task, state, length)
-    return jnp.mean(metrics.valid_loss), (new_state, metrics)
+    return problem.truncation_meta_loss(metrics), (new_state, metrics)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -41,12 +41,13 @@ def save_learned_optimizer(directory: str | os.PathLike, config: dict, theta: Me
     return path
 
 
-def find_latest_run(root: str | os.PathLike = "outputs") -> Path:
-    """The newest run directory under ``root`` that holds a learned optimizer."""
+def find_latest_run(root: str | os.PathLike = "outputs", key: str = "learned_optimizer") -> Path:
+    """The newest run directory under ``root`` that holds a learned optimizer (``key``: the
+    config key named in the error when there is none)."""
     candidates = sorted(Path(root).glob(f"**/{WEIGHTS_FILE}"), key=lambda p: p.stat().st_mtime)
     if not candidates:
         raise LoptUserError(
-            f"learned_optimizer=latest: no {WEIGHTS_FILE} under {Path(root).resolve()}; "
+            f"{key}=latest: no {WEIGHTS_FILE} under {Path(root).resolve()}; "
             "run `lopt meta-train` first or pass a path"
         )
     return candidates[-1]
@@ -76,35 +77,38 @@ def set_default_shipped_name(name: str) -> Path:
     return write_text_atomic(PRETRAINED_DIR / DEFAULT_POINTER, name + "\n")
 
 
-def resolve_weights_path(source: str | os.PathLike) -> Path:
+def resolve_weights_path(source: str | os.PathLike, key: str = "learned_optimizer") -> Path:
     """Accepts a ``.msgpack`` file, a run directory, ``latest``, a shipped optimizer's name, or
     ``default`` (the recommended shipped one, see :func:`default_shipped_name`). An existing
-    path wins over a name."""
+    path wins over a name. ``key``: the config key named in errors."""
     text = str(source)
     if text == "latest":
-        return find_latest_run()
+        return find_latest_run(key=key)
     if text == DEFAULT_SOURCE and not Path(text).exists():
         text = default_shipped_name()
     path = Path(text).expanduser()
     if path.is_dir():
         if not (path / WEIGHTS_FILE).is_file():
-            raise LoptUserError(f"learned_optimizer={text!r}: the directory holds no {WEIGHTS_FILE}"
+            raise LoptUserError(f"{key}={text!r}: the directory holds no {WEIGHTS_FILE}"
                                 " (a meta-train run writes one at its first checkpoint)")
         path = path / WEIGHTS_FILE
     elif not path.exists() and (PRETRAINED_DIR / text / WEIGHTS_FILE).exists():
         path = PRETRAINED_DIR / text / WEIGHTS_FILE
     if not path.is_file():
         raise LoptUserError(
-            f"learned_optimizer={text!r}: no such file; give a {WEIGHTS_FILE} path, a run "
+            f"{key}={text!r}: no such file; give a {WEIGHTS_FILE} path, a run "
             f"directory holding one, 'latest', '{DEFAULT_SOURCE}', or a shipped name "
             f"({', '.join(shipped_names()) or 'none'})"
         )
     return path
 
 
-def load_learned_optimizer(source: str | os.PathLike) -> tuple[LearnedOptimizer, MetaParams, dict]:
-    """Rebuilds ``(lopt, theta, config)`` from a file, a run directory or a shipped name."""
-    weights_path = resolve_weights_path(source)
+def load_learned_optimizer(
+    source: str | os.PathLike, key: str = "learned_optimizer"
+) -> tuple[LearnedOptimizer, MetaParams, dict]:
+    """Rebuilds ``(lopt, theta, config)`` from a file, a run directory or a shipped name
+    (``key``: the config key named when ``source`` names nothing)."""
+    weights_path = resolve_weights_path(source, key)
     config_path = weights_path.with_name(CONFIG_FILE)
     weights = weights_path.read_bytes()
     if not config_path.is_file():
