@@ -202,5 +202,8 @@ if __name__ == "__main__":
     parser.add_argument("--out-dir", default="benchmarks/results")
     parser.add_argument("--optimizers", default=None, help="comma list (default: all)")
     args = parser.parse_args()
+    from lopt_cli.meta.sharding import request_cpu_devices
+
+    request_cpu_devices(os.cpu_count() or 1)  # as benchmarks.run: before JAX starts
     main(args.out_dir, args.devices if args.devices == "auto" else int(args.devices),
          args.optimizers.split(",") if args.optimizers else None)

@@ -120,20 +120,25 @@ def test_learning_rate_overrides_the_base_rate_of_an_optimizer_that_has_one(tmp_
 
 @pytest.mark.parametrize("source, learning_rate, message", [
     ("mlp_digits", 1e-3, "'mlp_digits' (MLPLOpt) takes no learning_rate"),
-    ("default", 1e-3, "takes no learning_rate"),  # mlp_digits until the lead switches it
     ("opt_list:0", 1e-3, "'opt_list:0' takes no learning_rate"),
     ("adam", -1.0, "learning_rate=-1.0 must be a positive finite number"),
     ("adam", float("nan"), "must be a positive finite number"),
     ("adam", "1e-3", "must be a positive finite number"),
 ])
 def test_learning_rate_errors_are_one_line(source, learning_rate, message):
-    from lopt_cli.optimizers.storage import default_shipped_name
-
-    if source == "default" and default_shipped_name() != "mlp_digits":
-        pytest.skip("the default now has a learning rate")
     with pytest.raises(LoptUserError, match=re.escape(message)) as error:
         lopt_cli.load_optimizer(source, 100, learning_rate=learning_rate)
     assert "\n" not in str(error.value)
+
+
+def test_the_shipped_default_is_celo_mix_and_scales_with_its_learning_rate():
+    from lopt_cli.optimizers.storage import default_shipped_name
+
+    assert default_shipped_name() == "celo_mix"
+    own = one_step(lopt_cli.load_optimizer("default", 100))
+    tenfold = one_step(lopt_cli.load_optimizer("default", 100, learning_rate=1e-2))
+    for a, b in zip(jax.tree.leaves(own), jax.tree.leaves(tenfold)):
+        assert jnp.all(jnp.isfinite(a)) and jnp.allclose(10 * a, b, rtol=1e-4, atol=1e-9)
 
 
 def test_hand_designed_names_and_opt_list_entries():
