@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -301,8 +302,8 @@ def cli(argv: list[str] | None = None) -> int:
     try:
         main(Path(__file__).resolve().parent / "results", args.optimizer, steps, args.quick,
              args.out)
-    except LoptUserError as error:
-        print(f"error: {error}")
+    except (LoptUserError, OSError) as error:  # OSError: an --out that cannot be written
+        print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
 

@@ -71,3 +71,13 @@ def test_traced_learning_rate_matches_one_load_optimizer_per_rate(check, tmp_pat
         assert traced[metric]["learning_rate"] == sequential[metric]["learning_rate"]
         for key in ("train_loss", "test_loss"):
             assert traced[metric][key] == pytest.approx(sequential[metric][key], rel=1e-4)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--optimizer", "no_such_optimizer", "--quick"], "learned_optimizer='no_such_optimizer'"),
+    (["--optimizer", "adam", "--quick", "--out", "{tmp}"], "Is a directory"),
+])
+def test_bad_inputs_are_one_line_with_exit_2(check, argv, message, tmp_path, capsys):
+    assert check.cli([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err, err

@@ -31,10 +31,6 @@ DTYPES = [jnp.float32, jnp.bfloat16]
 TARGET = {"w": 1.0, "b": -0.5, "s": 2.0}
 
 
-def ready(lopt, num_steps: int = 1000):
-    return lopt.transform(lopt.init(jax.random.key(0)), num_steps)
-
-
 def make_params(dtype=jnp.float32):
     w = 0.3 * jax.random.normal(jax.random.key(1), (8, 4))
     return {"w": w.astype(dtype), "b": jnp.zeros((4,), dtype), "s": jnp.asarray(0.5, dtype)}

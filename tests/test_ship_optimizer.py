@@ -69,6 +69,8 @@ def test_ships_weights_card_and_default(run_dir, pretrained, tmp_path, capsys):
     ("exists", "exists; pass --force"),
     ("reserved", "--name 'default'"),
     ("missing dropin", "--dropin"),
+    ("malformed dropin", "cannot be read (JSONDecodeError"),
+    ("hand-designed name", "--name 'adam'"),
 ])
 def test_refusals_are_one_line_and_write_nothing(case, message, run_dir, pretrained, tmp_path,
                                                  capsys):
@@ -90,6 +92,11 @@ def test_refusals_are_one_line_and_write_nothing(case, message, run_dir, pretrai
         args = ["--name", "default"]
     elif case == "missing dropin":
         args += ["--dropin", str(tmp_path / "nope.json")]
+    elif case == "malformed dropin":
+        (tmp_path / "bad.json").write_text("{not json")
+        args += ["--dropin", str(tmp_path / "bad.json")]
+    elif case == "hand-designed name":
+        args = ["--name", "adam"]
     before = sorted(p.name for p in pretrained.iterdir())
     assert ship_optimizer.main([str(source), *args, "--default"]) == 2
     err = capsys.readouterr().err.strip()

@@ -65,13 +65,6 @@ class MetaTrainJob:
     init_from: Path | None = None  # the weights file it was read from
     train_only: str | None = None  # the part of θ the outer optimizer moves (None: all)
 
-    def with_outer_optimizer(self, outer_tx: optax.GradientTransformationExtraArgs
-                             ) -> MetaTrainJob:
-        """This job with ``outer_tx`` (restricted to ``train_only``'s part) as outer optimizer."""
-        from lopt_cli.meta.phases import train_only_part
-
-        return dataclasses.replace(self, outer_tx=train_only_part(outer_tx, self.train_only))
-
     @property
     def inner_steps_per_outer(self) -> int:
         """Inner task-steps per outer step: tasks × unrolls per task × truncation length."""
@@ -164,7 +157,6 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
     from lopt_cli.meta.estimator import checked_estimator
     from lopt_cli.meta.heldout import HeldOutEvaluator
     from lopt_cli.meta.outer import MetaTrainSettings
-    from lopt_cli.meta.phases import train_only_part
     from lopt_cli.meta.problem import TruncatedProblem
     from lopt_cli.meta.sharding import resolve_num_devices
     from task_definitions.suite import MixtureFamily
@@ -213,7 +205,7 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
         problem=TruncatedProblem(inner_lopt, inner.min_horizon, inner.max_horizon,
                                  inner.valid_every, config.meta_loss),
         estimator=estimator,
-        outer_tx=train_only_part(instantiate_plain(outer), config.train_only),
+        outer_tx=instantiate_plain(outer),  # restricted to train_only's part when it runs
         settings=settings,
         optimizer_config=dict(config.optimizer),
         checkpoint_every=settings.checkpoint_every,
@@ -327,16 +319,18 @@ def run_meta_training(job: MetaTrainJob, out_dir, label: str = "meta-train"):
     from lopt_cli.meta.checkpoint import has_checkpoint, load_checkpoint, remove_stale_temporaries
     from lopt_cli.meta.distributed import QuietRecorder, is_main, is_multiprocess, to_host
     from lopt_cli.meta.outer import meta_train
+    from lopt_cli.meta.phases import train_only_part
     from lopt_cli.meta.sharding import Placement
 
     out_dir = Path(out_dir)
+    outer_tx = train_only_part(job.outer_tx, job.train_only)
     main = is_main()
     start, history = None, []  # a fresh start rewrites metrics.jsonl (a killed try's rows go)
     if job.resume and has_checkpoint(out_dir):
         if main:
             remove_stale_temporaries(out_dir)
         start, history = load_checkpoint(out_dir, job.family, job.problem, job.estimator,
-                                          job.outer_tx, job.settings)
+                                          outer_tx, job.settings)
     if main:
         recorder = MetaTrainRecorder(out_dir, job.settings.num_outer_steps,
                                      job.inner_steps_per_outer, job.optimizer_config,
@@ -354,7 +348,7 @@ def run_meta_training(job: MetaTrainJob, out_dir, label: str = "meta-train"):
                                                opt_state=to_host(state.opt_state),
                                                states=to_host(state.states)))
     with recorder:
-        theta = meta_train(job.family, job.problem, job.estimator, job.outer_tx, job.settings,
+        theta = meta_train(job.family, job.problem, job.estimator, outer_tx, job.settings,
                            theta=job.initial_theta, on_step=on_step, start=start,
                            on_checkpoint=on_checkpoint,
                            placement=Placement.create(job.num_devices))

@@ -6,6 +6,8 @@ learned optimizer in one (``learned_outer/``) and the configured AdamW in the ot
 """
 from __future__ import annotations
 
+import dataclasses
+
 import hydra
 from omegaconf import DictConfig
 
@@ -63,8 +65,8 @@ def run(cfg: DictConfig) -> None:
     out_dir = run_dir()
     source = outer_source(cfg.learned_optimizer, out_dir)
     adam_job = build_job(cfg)
-    learned_job = adam_job.with_outer_optimizer(  # train_only applies to both
-        learned_outer_optimizer(source, adam_job.settings.num_outer_steps))
+    learned_job = dataclasses.replace(  # train_only applies to both when they run
+        adam_job, outer_tx=learned_outer_optimizer(source, adam_job.settings.num_outer_steps))
     histories = {}
     for name, job in (("learned outer optimizer", learned_job), ("AdamW", adam_job)):
         folder = out_dir / ("learned_outer" if job is learned_job else "adam_outer")

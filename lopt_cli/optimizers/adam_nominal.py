@@ -145,8 +145,8 @@ class AdamNominalLOpt(ScheduledLOpt):
         zeros = per_tensor.float32_zeros(jnp.shape(param))
         return AdamNominalTensorState(zeros, zeros, per_tensor.float32_zeros(()))
 
-    def scheduled_step(self, theta: MetaParams, x: TensorInput, state: AdamNominalTensorState
-                       ) -> tuple[jax.Array, AdamNominalTensorState]:
+    def step_tensor(self, theta: MetaParams, x: TensorInput, state: AdamNominalTensorState
+                    ) -> tuple[jax.Array, AdamNominalTensorState]:
         g, p = x.grad, x.param
         t = x.count.astype(jnp.float32) + 1.0
         m = self.beta1 * state.momentum + (1.0 - self.beta1) * g

@@ -5,7 +5,7 @@ normalised per tensor, with a global learning rate that a small learned schedule
 :mod:`~lopt_cli.optimizers.scheduled`). For a tensor with clipped gradient :math:`g`, momenta
 :math:`m_i` (decays 0.9, 0.99, 0.999), second moment :math:`\hat v` (Adafactor-factored over the
 last two axes for rank >= 2, see :mod:`~lopt_cli.optimizers.small_lopt`), all bias-corrected,
-the :math:`K = 7` inputs, each clipped to ``±FEATURE_CLIP``, are
+the :math:`K = 7` inputs, each clipped to ``±small_lopt.FEATURE_CLIP``, are
 
 .. math::
     x = \Big(\frac{g}{\sqrt{\hat v}},\ \frac{m_i}{\sqrt{\hat v}},\
@@ -54,7 +54,6 @@ from lopt_cli.optimizers.scheduled import SCHEDULE_RULES, ScheduledLOpt, Schedul
 
 SKIP = "skip"
 OUTPUTS = ("rms", "param_scale")
-FEATURE_CLIP = 10.0
 PARAM_RMS_FLOOR = 1e-3
 STEP_EPS = 1e-12  # inside the RMS normaliser of the step
 SKIP_FEATURE = 1  # m_0.9 / sqrt(v): the skip's initial input
@@ -81,7 +80,7 @@ def celo_features(g: jax.Array, p: jax.Array, momenta: tuple[jax.Array, ...],
     rms_p = jax.lax.rsqrt(jnp.mean(jnp.square(p)) + feats.NORM_EPS)
     ratio = jnp.sqrt(v_hat * jax.lax.rsqrt(jnp.square(jnp.mean(v_hat)) + small.V_EPS))
     channels = [g * rsqrt_v, *(m * rsqrt_v for m in momenta), g * rms_g, p * rms_p, ratio]
-    return [jnp.clip(x, -FEATURE_CLIP, FEATURE_CLIP) for x in channels]
+    return [jnp.clip(x, -small.FEATURE_CLIP, small.FEATURE_CLIP) for x in channels]
 
 
 def _one_hot_skip(index: int):
@@ -218,8 +217,8 @@ class CeloLOpt(ScheduledLOpt):
     def init_tensor_state(self, param: jax.Array) -> small.SmallTensorState:
         return small.init_factored_state(jnp.shape(param), len(self.momentum_decays))
 
-    def scheduled_step(self, theta: MetaParams, x: TensorInput, state: small.SmallTensorState
-                       ) -> tuple[jax.Array, small.SmallTensorState]:
+    def step_tensor(self, theta: MetaParams, x: TensorInput, state: small.SmallTensorState
+                    ) -> tuple[jax.Array, small.SmallTensorState]:
         g, p = x.grad, x.param
         t = x.count.astype(jnp.float32) + 1.0
         v_row, v_col, v_hat = small.update_second_moment(state.v_row, state.v_col, g,

@@ -1,8 +1,8 @@
 r"""Learning-rate schedules of the learned optimizers that take a base learning rate.
 
 An architecture with a base learning rate :math:`\eta` (``celo``, ``adam_nominal``) scales its
-step by :math:`\eta_t = \eta\, s(r)\, e^{h_t}` with :math:`r = t / T` the fraction of the
-horizon done:
+step by :math:`\eta_t = \eta\, s(r)\, e^{h_t}` with :math:`r = (t + 1) / T` the fraction of
+the horizon done after the update (``t`` updates taken before it, :func:`progress`):
 
 * ``schedule="learned"``: :math:`s = 1` and :math:`h_t = B \tanh(\mathrm{MLP}_\theta(x_t) / B)`,
   a small global network (layers ``schedule_in``, ``schedule_out``; bound :math:`B =`

@@ -6,7 +6,7 @@ of a tensor :math:`p` is
 .. math:: \Delta p = \eta_t\, (u_\theta(p) - \lambda\, p), \qquad
           \eta_t = \eta\, s(t/T)\, e^{h_t}
 
-with :math:`u` the architecture's update direction (:meth:`ScheduledLOpt.scheduled_step`, which
+with :math:`u` the architecture's update direction (:meth:`ScheduledLOpt.step_tensor`, which
 already carries the minus sign of descent), :math:`\lambda` the decoupled weight decay
 (``weight_decay``) and :math:`\eta_t` the global rate of :mod:`~lopt_cli.optimizers.schedule`
 (``learning_rate``, ``schedule``, ``schedule_hidden``). The rate is computed once per update
@@ -19,7 +19,7 @@ schedule's layers with :func:`~lopt_cli.optimizers.schedule.schedule_layers` and
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -92,13 +92,12 @@ class ScheduledNetwork:
 class ScheduledLOpt(per_tensor.PerTensorLOpt):
     """Base of the learned optimizers with a base learning rate (see the module docstring).
     Subclasses are frozen dataclasses with the fields ``learning_rate``, ``weight_decay``,
-    ``schedule``, ``schedule_hidden`` and implement :meth:`scheduled_step`."""
+    ``schedule``, ``schedule_hidden`` and implement :meth:`step_tensor` (the direction)."""
 
     learning_rate: float
     weight_decay: float
     schedule: str
     schedule_hidden: int
-    NETWORK_NAME: ClassVar[str] = "network"
 
     def __post_init__(self):
         super().__post_init__()
@@ -134,17 +133,17 @@ class ScheduledLOpt(per_tensor.PerTensorLOpt):
         loss_x, loss_stats = hfeats.observe_losses(
             shared["loss_stats"], extra_args.get("loss"), extra_args.get("valid_loss"),
             sched.LOSS_DECAYS)
+        directions, states, _ = super().step_tensors(theta, inputs, states, {}, {})
         present = [x for x in inputs if x is not None]
-        steps = [None] * len(inputs)
-        if present:
-            rate = self.rate(theta, loss_x, present[0].count, present[0].num_steps)
-            for i, x in enumerate(inputs):
-                if x is not None:
-                    direction, states[i] = self.scheduled_step(theta, x, states[i])
-                    steps[i] = rate * (direction - self.weight_decay * x.param)
+        if not present:
+            return directions, states, {"loss_stats": loss_stats}
+        rate = self.rate(theta, loss_x, present[0].count, present[0].num_steps)
+        steps = [None if u is None else rate * (u - self.weight_decay * x.param)
+                 for u, x in zip(directions, inputs)]
         return steps, states, {"loss_stats": loss_stats}
 
-    def scheduled_step(self, theta: MetaParams, x: TensorInput, state: Any
-                       ) -> tuple[jax.Array, Any]:
-        """The direction :math:`u` (a step at rate 1, descent sign included) and new state."""
+    def step_tensor(self, theta: MetaParams, x: TensorInput, state: Any
+                    ) -> tuple[jax.Array, Any]:
+        """The direction :math:`u` of one tensor (its step at rate 1, descent sign included,
+        before weight decay) and its new ``TensorState``."""
         raise NotImplementedError

@@ -29,11 +29,13 @@ from pathlib import Path
 
 import yaml
 
-from lopt_cli.errors import LoptUserError
+from lopt_cli.errors import LoptUserError, one_line
 from lopt_cli.io import read_jsonl, sha256_hex, write_text_atomic
 from lopt_cli.optimizers import storage
+from lopt_cli.optimizers.dropin import OPT_LIST_PREFIX, hand_designed_names
 
-RESERVED = {storage.DEFAULT_SOURCE, "latest", storage.DEFAULT_POINTER}
+# Names load_optimizer resolves before the shipped ones: shipping under them would be unreachable.
+RESERVED = {storage.DEFAULT_SOURCE, "latest", storage.DEFAULT_POINTER, *hand_designed_names()}
 PLOT = "meta_loss.png"
 CARD = "README.md"
 RUN_DIR_TIME = "%Y-%m-%d_%H-%M-%S_%f"  # hydra.run.dir's timestamp (conf/hydra/output)
@@ -59,7 +61,8 @@ def verified_weights(directory: Path) -> tuple[bytes, dict]:
 
 
 def check_name(name: str, force: bool) -> Path:
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or name in RESERVED:
+    if (not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or name in RESERVED
+            or name.startswith(OPT_LIST_PREFIX)):
         raise LoptUserError(f"--name {name!r}: expected letters, digits, '_', '.', '-' and not "
                             f"one of {sorted(RESERVED)}")
     target = storage.PRETRAINED_DIR / name
@@ -262,8 +265,12 @@ def ship(run_dir: Path, name: str, make_default: bool = False, force: bool = Fal
     for label, path in (("--leaderboard", leaderboard), ("--dropin", dropin)):
         if path is not None and not Path(path).is_file():
             raise LoptUserError(f"{label} {path}: no such file")
-    card = model_card(name, run_dir, config, run_record(run_dir), make_default,
-                      leaderboard and Path(leaderboard), dropin and Path(dropin))
+    try:
+        card = model_card(name, run_dir, config, run_record(run_dir), make_default,
+                          leaderboard and Path(leaderboard), dropin and Path(dropin))
+    except (ValueError, KeyError, TypeError, yaml.YAMLError) as error:  # JSON errors included
+        raise LoptUserError(f"{run_dir}: its records, --leaderboard or --dropin cannot be read "
+                            f"({one_line(error)})") from None
     staging = target.with_name(f".{name}.staging")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
