@@ -100,8 +100,8 @@ class AdamNominalLOpt(ScheduledLOpt):
       beta1, beta2: Adam's decays.
       correction_hidden: hidden units of the per-parameter correction.
       correction_scale: :math:`\\gamma`.
-      learning_rate, weight_decay, schedule, schedule_hidden: see
-        :mod:`~lopt_cli.optimizers.scheduled`.
+      learning_rate, weight_decay, schedule, schedule_hidden (keyword-only): see
+        :class:`~lopt_cli.optimizers.scheduled.ScheduledLOpt`.
       clip_mult: ``0`` (default: exactly Adam at initialisation) or the running-RMS clip.
     """
 
@@ -109,10 +109,6 @@ class AdamNominalLOpt(ScheduledLOpt):
     beta2: float = 0.999
     correction_hidden: int = 4
     correction_scale: float = 0.1
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    schedule: str = "learned"
-    schedule_hidden: int = 16
     clip_mult: float = 0.0
 
     State = AdamNominalState

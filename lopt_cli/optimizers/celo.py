@@ -149,8 +149,8 @@ class CeloLOpt(ScheduledLOpt):
       exp_mult: :math:`\\lambda_2`.
       output: ``"rms"`` or ``"param_scale"`` (see the module docstring).
       output_init_scale: initial scale of the MLP's output layer.
-      learning_rate, weight_decay, schedule, schedule_hidden: see
-        :mod:`~lopt_cli.optimizers.scheduled`.
+      learning_rate, weight_decay, schedule, schedule_hidden (keyword-only): see
+        :class:`~lopt_cli.optimizers.scheduled.ScheduledLOpt`.
       clip_mult: gradients are clipped to ``clip_mult`` running RMS; ``0`` disables.
     """
 
@@ -160,10 +160,6 @@ class CeloLOpt(ScheduledLOpt):
     exp_mult: float = 0.1
     output: str = "rms"
     output_init_scale: float = 0.1
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    schedule: str = "learned"
-    schedule_hidden: int = 16
     clip_mult: float = 10.0
 
     State = CeloState

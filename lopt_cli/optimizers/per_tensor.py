@@ -91,6 +91,26 @@ def _positive_int(value: Any) -> int:
     return int(value)
 
 
+def _positive_finite(value: Any) -> float:
+    value = float(value)
+    if not (value > 0 and value < float("inf")):
+        raise ValueError(value)
+    return value
+
+
+def _non_negative_finite(value: Any) -> float:
+    value = float(value)
+    if not (value >= 0 and value < float("inf")):
+        raise ValueError(value)
+    return value
+
+
+def _non_negative_int(value: Any) -> int:
+    if int(value) != value or value < 0:
+        raise ValueError(value)
+    return int(value)
+
+
 def _decays(value: Any) -> tuple[float, ...]:
     decays = tuple(_decay(v) for v in value)
     if not decays:
@@ -111,6 +131,9 @@ HIDDEN_SIZES = FieldRule(functools.partial(_ints, allow_empty=False), "a non-emp
 HIDDEN_SIZES_MAY_BE_EMPTY = FieldRule(functools.partial(_ints, allow_empty=True),
                                  "a list of positive ints")
 POSITIVE_INT = FieldRule(_positive_int, "a positive int")
+NON_NEGATIVE_INT = FieldRule(_non_negative_int, "an int >= 0")
+POSITIVE_FINITE = FieldRule(_positive_finite, "a finite number > 0")
+NON_NEGATIVE_FINITE = FieldRule(_non_negative_finite, "a finite number >= 0")
 DECAY = FieldRule(_decay, "a number in [0, 1)")
 DECAYS = FieldRule(_decays, "a non-empty list of numbers in [0, 1)")
 CHUNK_SIZE = FieldRule(_chunk_size, "null (automatic), 0 (one block) or a positive int")

@@ -19,6 +19,7 @@ schedule's layers with :func:`~lopt_cli.optimizers.schedule.schedule_layers` and
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -34,32 +35,12 @@ from lopt_cli.optimizers.base import MetaParams
 from lopt_cli.optimizers.per_tensor import FieldRule, TensorInput
 
 
-def _positive_finite(value: Any) -> float:
-    value = float(value)
-    if not (value > 0 and value < float("inf")):
-        raise ValueError(value)
-    return value
-
-
-def _non_negative_finite(value: Any) -> float:
-    value = float(value)
-    if not (value >= 0 and value < float("inf")):
-        raise ValueError(value)
-    return value
-
-
-def _non_negative_int(value: Any) -> int:
-    if int(value) != value or value < 0:
-        raise ValueError(value)
-    return int(value)
-
-
 SCHEDULE_RULES: dict[str, FieldRule] = {
-    "learning_rate": FieldRule(_positive_finite, "a finite number > 0"),
-    "weight_decay": FieldRule(_non_negative_finite, "a finite number >= 0"),
+    "learning_rate": per_tensor.POSITIVE_FINITE,
+    "weight_decay": per_tensor.NON_NEGATIVE_FINITE,
     "schedule": FieldRule(sched.check_schedule, "one of " + ", ".join(sched.SCHEDULES)),
-    "schedule_hidden": FieldRule(_non_negative_int, "a positive int (or 0 with a supplied "
-                                 "schedule)"),
+    "schedule_hidden": FieldRule(per_tensor.NON_NEGATIVE_INT.normalise,
+                                 "a positive int (or 0 with a supplied schedule)"),
 }
 
 
@@ -89,15 +70,23 @@ class ScheduledNetwork:
                     jnp.zeros((feats.num_tensor_features(),)), schedule_x)[-1]
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ScheduledLOpt(per_tensor.PerTensorLOpt):
     """Base of the learned optimizers with a base learning rate (see the module docstring).
-    Subclasses are frozen dataclasses with the fields ``learning_rate``, ``weight_decay``,
-    ``schedule``, ``schedule_hidden`` and implement :meth:`step_tensor` (the direction)."""
+    Subclasses are frozen dataclasses that inherit its keyword-only fields and rules
+    (:data:`SCHEDULE_RULES`) and implement :meth:`step_tensor` (the direction).
 
-    learning_rate: float
-    weight_decay: float
-    schedule: str
-    schedule_hidden: int
+    Attributes:
+      learning_rate: the base rate :math:`\eta`.
+      weight_decay: the decoupled decay :math:`\lambda`.
+      schedule: ``learned`` or a supplied one (:data:`~lopt_cli.optimizers.schedule.SCHEDULES`).
+      schedule_hidden: hidden units of the learned schedule (unused by a supplied one).
+    """
+
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "learned"
+    schedule_hidden: int = 16
 
     def __post_init__(self):
         super().__post_init__()
