@@ -187,3 +187,32 @@ def test_a_run_saved_before_the_recipe_keys_resumes_with_their_defaults(tmp_path
     OmegaConf.save(OmegaConf.create(old), tmp_path / ".hydra" / "config.yaml")
     config = parse_meta_train(resumed_config(cfg, tmp_path))
     assert (config.meta_loss, config.train_only, config.init_from) == ("valid", None, None)
+
+
+def test_a_resume_neither_reloads_nor_re_resolves_init_from(tmp_path):
+    """Resuming reads θ from the checkpoint only: init_from's file may be gone by then (and
+    ``init_from=latest`` could otherwise resolve to the run itself)."""
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    from lopt_cli.commands.meta_train import build_job, run_meta_training
+    from lopt_cli.optimizers.storage import save_learned_optimizer
+
+    common = ["compute=smoke", "compute.num_outer_steps=2", "compute.num_tasks=1",
+              "task_family=quadratic", "task_family.dims=[2]", "heldout.every=0",
+              "outer_optimizer.warmup_steps=1", "optimizer=small"]
+    job = build_job(compose_config("meta_train", common))
+    save_learned_optimizer(tmp_path / "saved", job.optimizer_config,
+                           job.problem.lopt.init(jax.random.key(0)))
+    run = tmp_path / "run"
+    started = [*common, f"init_from={tmp_path / 'saved'}"]
+    job = build_job(compose_config("meta_train", started))
+    run_meta_training(job, run)
+    (run / ".hydra").mkdir(exist_ok=True)
+    (run / ".hydra" / "config.yaml").write_text(
+        OmegaConf.to_yaml(compose_config("meta_train", started)))
+    shutil.rmtree(tmp_path / "saved")
+    resumed = build_job(compose_config("meta_train", [*started, f"resume={run}"]))
+    assert resumed.initial_theta is None and resumed.resume_dir == run
+    assert resumed.init_from == tmp_path / "saved"

@@ -177,7 +177,11 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
                             f"the {num_devices} devices of compute.num_devices{where}")
     lopt = build(config.optimizer, "optimizer")
     check_train_only(config.train_only, lopt, config.optimizer)
-    theta, init_path = initial_theta(config.init_from, lopt)
+    if resume_dir is None:
+        theta, init_path = initial_theta(config.init_from, lopt)
+    else:  # resume wins: θ is the checkpoint's; init_from is not reloaded nor re-resolved
+        theta = None
+        init_path = None if config.init_from is None else Path(str(config.init_from))
     family = build_family(config.task_family)
     outer = dict(config.outer_optimizer)
     if "total_steps" in inspect.signature(import_object(str(outer.get("_target_")))).parameters:

@@ -3,7 +3,8 @@
 * ``init_from=<path>``: θ of a saved learned optimizer (a ``learned_optimizer.msgpack``, a run
   directory holding one, ``latest`` or a shipped name) instead of a fresh initialisation. Its
   architecture config must equal the configured ``optimizer`` (same ``_target_`` and
-  hyperparameters). ``resume`` wins: a resumed run continues from its checkpoint's θ.
+  hyperparameters). ``resume`` wins: a resumed run continues from its checkpoint's θ and
+  neither reloads nor re-resolves ``init_from`` (its summary records the value as configured).
 * ``train_only=rule|schedule``: which part of θ the outer optimizer moves
   (:mod:`lopt_cli.meta.phases`); the optimizer must have layers of that part.
 

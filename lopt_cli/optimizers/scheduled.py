@@ -72,7 +72,7 @@ class ScheduledNetwork:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ScheduledLOpt(per_tensor.PerTensorLOpt):
-    """Base of the learned optimizers with a base learning rate (see the module docstring).
+    r"""Base of the learned optimizers with a base learning rate (see the module docstring).
     Subclasses are frozen dataclasses that inherit its keyword-only fields and rules
     (:data:`SCHEDULE_RULES`) and implement :meth:`step_tensor` (the direction).
 
