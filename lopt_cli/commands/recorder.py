@@ -105,8 +105,9 @@ def machine_facts() -> dict:
     """Where a run ran: OS, CPU model and cores (all and usable), JAX version and devices."""
     import jax
 
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    from lopt_cli.meta.cpu_tuning import usable_cores
+
     return {"platform": platform.platform(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
-            "usable_cores": usable, "python": platform.python_version(),
+            "usable_cores": usable_cores(), "python": platform.python_version(),
             "jax_version": jax.__version__, "jax_backend": jax.default_backend(),
             "jax_devices": [str(d) for d in jax.devices()]}

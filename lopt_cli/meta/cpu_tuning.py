@@ -84,7 +84,12 @@ def for_population(lopt: LearnedOptimizer, particles_per_device: int,
         lopt, chunk_size=optimizer_tuning.population_chunk_size(particles_per_device, cores_per_device))
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return cores or 1
+
+
 def cpu_cores_per_device(num_devices: int) -> int:
     """This process's usable CPU cores divided among its ``num_devices`` devices (at least 1)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // max(1, num_devices))
+    return max(1, usable_cores() // max(1, num_devices))
