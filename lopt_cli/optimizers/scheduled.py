@@ -34,7 +34,6 @@ from lopt_cli.optimizers import schedule as sched
 from lopt_cli.optimizers.base import MetaParams
 from lopt_cli.optimizers.per_tensor import FieldRule, TensorInput
 
-
 SCHEDULE_RULES: dict[str, FieldRule] = {
     "learning_rate": per_tensor.POSITIVE_FINITE,
     "weight_decay": per_tensor.NON_NEGATIVE_FINITE,
