@@ -84,22 +84,34 @@ def load_optimizer(
       LoptUserError: an unknown source, a broken or incompatible file, a bad ``num_steps`` or
         ``learning_rate``, a ``learning_rate`` for an optimizer without one.
     """
-    from lopt_cli.optimizers.storage import DEFAULT_SOURCE
-
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
         raise LoptUserError(f"load_optimizer: num_steps={num_steps!r} must be a positive int")
     _check_learning_rate(learning_rate)
     text = os.fspath(source)
-    path = Path(text).expanduser()
-    if text in ("latest", DEFAULT_SOURCE) or path.exists():
-        return _learned(text, num_steps, learning_rate)
-    if text in hand_designed_names():
+    kind = source_kind(text)
+    if kind == "hand-designed":
         return _hand_designed(text, num_steps, learning_rate)
-    if text.startswith(OPT_LIST_PREFIX):
+    if kind == "opt_list":
         _refuse_learning_rate(repr(text), learning_rate)
         return _from_opt_list(text, num_steps)
+    return _learned(text, num_steps, learning_rate)
+
+
+def source_kind(source: str | os.PathLike) -> str:
+    """What ``source`` names: ``"learned"`` (an existing path, ``latest``, ``default`` or a
+    shipped name; an existing path wins over a name), ``"hand-designed"`` or ``"opt_list"``;
+    a one-line user error for anything else."""
+    from lopt_cli.optimizers.storage import DEFAULT_SOURCE
+
+    text = os.fspath(source)
+    if text in ("latest", DEFAULT_SOURCE) or Path(text).expanduser().exists():
+        return "learned"
+    if text in hand_designed_names():
+        return "hand-designed"
+    if text.startswith(OPT_LIST_PREFIX):
+        return "opt_list"
     if text in shipped_names():
-        return _learned(text, num_steps, learning_rate)
+        return "learned"
     raise LoptUserError(
         f"load_optimizer: unknown optimizer source {text!r}: no such file or directory. Give a "
         f"learned_optimizer.msgpack file, a run directory holding one, 'latest', "
@@ -113,11 +125,11 @@ def takes_learning_rate(source: str | os.PathLike) -> bool:
     from lopt_cli.optimizers.storage import load_learned_optimizer
 
     text = os.fspath(source)
-    if not Path(text).expanduser().exists():
-        if text in hand_designed_names():
-            return _accepts(OPTIMIZERS[text], "learning_rate")
-        if text.startswith(OPT_LIST_PREFIX):
-            return False
+    kind = source_kind(text)
+    if kind == "hand-designed":
+        return _accepts(OPTIMIZERS[text], "learning_rate")
+    if kind == "opt_list":
+        return False
     return has_learning_rate(load_learned_optimizer(text)[0])
 
 
