@@ -100,13 +100,13 @@ def traced_rate_runs(source: str, problem, data, num_steps: int):
         LEARNING_RATE_FIELD,
         has_learning_rate,
         skip_nonfinite_steps,
+        source_kind,
     )
     from lopt_cli.optimizers.storage import load_learned_optimizer
 
-    try:
-        lopt, theta, _ = load_learned_optimizer(source)
-    except Exception:  # noqa: BLE001 - a hand-designed name: the sequential path
+    if source_kind(source) != "learned":  # hand-designed: the sequential path
         return None
+    lopt, theta, _ = load_learned_optimizer(source)
     if not has_learning_rate(lopt):
         return None
 
