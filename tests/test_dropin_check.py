@@ -74,7 +74,7 @@ def test_traced_learning_rate_matches_one_load_optimizer_per_rate(check, tmp_pat
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--optimizer", "no_such_optimizer", "--quick"], "learned_optimizer='no_such_optimizer'"),
+    (["--optimizer", "no_such_optimizer", "--quick"], "unknown optimizer source 'no_such_optimizer'"),
     (["--optimizer", "adam", "--quick", "--out", "{tmp}"], "Is a directory"),
 ])
 def test_bad_inputs_are_one_line_with_exit_2(check, argv, message, tmp_path, capsys):
