@@ -30,7 +30,7 @@ from pathlib import Path
 import yaml
 
 from lopt_cli.errors import LoptUserError, one_line
-from lopt_cli.io import read_jsonl, sha256_hex, write_text_atomic
+from lopt_cli.io import read_jsonl, write_text_atomic
 from lopt_cli.optimizers import storage
 from lopt_cli.optimizers.dropin import OPT_LIST_PREFIX, hand_designed_names
 
@@ -46,18 +46,17 @@ def read_yaml(path: Path, default=None):
 
 
 def verified_weights(directory: Path) -> tuple[bytes, dict]:
-    """The weights of ``directory`` and its architecture config (without the checksum),
-    checksum checked."""
+    """The weights of ``directory`` and its architecture config (without the checksum), loaded
+    as ``load_optimizer`` loads them (checksum, shapes, finiteness); the checksum is required."""
     weights_path, config_path = directory / storage.WEIGHTS_FILE, directory / storage.CONFIG_FILE
     if not weights_path.is_file() or not config_path.is_file():
         raise LoptUserError(f"{directory}: no {storage.WEIGHTS_FILE} with {storage.CONFIG_FILE} "
                             "beside it; give a meta-train run directory that wrote one")
-    weights, config = weights_path.read_bytes(), storage.read_config(config_path)
-    expected = config.pop(storage.CHECKSUM_KEY, None)
-    if expected is None or sha256_hex(weights) != expected:
+    if storage.CHECKSUM_KEY not in storage.read_config(config_path):
         raise LoptUserError(f"{weights_path}: SHA-256 does not match {storage.CHECKSUM_KEY} in "
-                            f"{storage.CONFIG_FILE} ({'missing' if expected is None else 'differs'})")
-    return weights, config
+                            f"{storage.CONFIG_FILE} (missing)")
+    _, _, config = storage.load_learned_optimizer(weights_path)
+    return weights_path.read_bytes(), config
 
 
 def check_name(name: str, force: bool) -> Path:
@@ -281,7 +280,6 @@ def ship(run_dir: Path, name: str, make_default: bool = False, force: bool = Fal
         write_text_atomic(staging / CARD, card)
         if verified_weights(staging)[0] != weights:
             raise LoptUserError(f"{staging}: the copied weights differ from {run_dir}'s")
-        storage.load_learned_optimizer(staging)  # shapes and finiteness, as load_optimizer
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
     finally:
