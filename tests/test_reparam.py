@@ -197,3 +197,18 @@ def test_small_images_average_areas_and_convert_to_luma():
     np.testing.assert_allclose(small, 0.5, atol=0.05)  # the edges see half a kernel
     assert small_images(rgb, 8).shape == (3, 8, 8, 3)
     assert small_images(stripes, 0).shape == (1, 32, 32, 1)
+
+
+def test_cheap_mix_reparameterises_the_suites_cheap_families():
+    """``task_family=cheap_mix``: every task wrapped, drawn from the six cheap families only."""
+    family = build(compose_config("tasks", ["task_family=cheap_mix"]).task_family, "cheap_mix")
+    assert isinstance(family, ReparamFamily) and family.param_scale == (1e-3, 1e3)
+    cheap = {"quadratic", "quadratic_noisy", "functions_2d", "mlp_digits", "mlp_autoencoder",
+             "normalizing_flow"}
+    assert {name for name, _ in family.family.families} == cheap
+    configs = [family.sample(jax.random.PRNGKey(i)) for i in range(60)]
+    assert {c.inner.family for c in configs} == cheap
+    task = family.build(configs[0])
+    params = task.init(jax.random.PRNGKey(0))
+    batch = task.sample_batch(jax.random.PRNGKey(1), "train")
+    assert np.isfinite(float(task.loss(params, batch, jax.random.PRNGKey(2))))
