@@ -86,7 +86,7 @@ CASES = [
     (MT, "optimizer=celo optimizer.schedule=constant train_only=schedule",
      "optimizer CeloLOpt has no schedule layers"),
     (MT, "init_from=/no/such/file.msgpack", "init_from='/no/such/file.msgpack': no such file"),
-    (MT, "init_from={empty_dir}", "init_from="),
+    (MT, "init_from={empty_dir}", "the directory holds no learned_optimizer.msgpack"),
     (MT, "init_from={nan}", "NaN or infinite"),
     (MT, "init_from={mlp_8x8}",
      "its optimizer is not the configured one: hidden_sizes=(8, 8) (configured: (32, 32))"),
