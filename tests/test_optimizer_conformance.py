@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from tests_support import perturbed
 
 from lopt_cli.optimizers import baselines
 from lopt_cli.optimizers import features as feats
@@ -131,11 +132,7 @@ def test_meta_gradients_flow_to_theta(name):
     output layer that starts at zero (adam_nominal's, the learned schedules') blocks the
     gradient of the layers before it at exactly the initial theta, by design."""
     lopt = LEARNED_OPTIMIZERS[name]()
-    theta = lopt.init(jax.random.key(0))
-    leaves, treedef = jax.tree.flatten(theta)
-    keys = jax.random.split(jax.random.key(1), len(leaves))
-    theta = treedef.unflatten([x + 0.01 * jax.random.normal(k, x.shape)
-                               for x, k in zip(leaves, keys)])
+    theta = perturbed(lopt.init(jax.random.key(0)), scale=0.01)
     meta_grad = jax.jit(jax.grad(unrolled_loss, argnums=1), static_argnums=0)(
         lopt, theta, jnp.int32(50), make_params())
     assert jax.tree.structure(meta_grad) == jax.tree.structure(theta)

@@ -11,6 +11,7 @@ import numpy as np
 import optax
 import pytest
 from hydra import compose, initialize_config_module
+from tests_support import perturbed
 
 from lopt_cli.config import instantiate_plain
 from lopt_cli.errors import LoptUserError
@@ -38,13 +39,6 @@ def run(opt, params, steps: int, pass_loss: bool = True):
         updates, state = opt.update(grads, state, params, **extra)
         params = optax.apply_updates(params, updates)
     return params
-
-
-def perturbed(theta, scale: float = 0.5, seed: int = 1):
-    leaves, treedef = jax.tree.flatten(theta)
-    keys = jax.random.split(jax.random.key(seed), len(leaves))
-    return treedef.unflatten([x + scale * jax.random.normal(k, x.shape)
-                              for x, k in zip(leaves, keys)])
 
 
 @pytest.mark.parametrize("learning_rate", [1e-3, 3e-2])

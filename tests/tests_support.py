@@ -22,3 +22,13 @@ def compose_config(config_name: str, overrides: list[str] | None = None) -> Dict
     """The composed primary config of a command, as the CLI would build it."""
     with initialize_config_module("conf", version_base="1.3"):
         return compose(config_name, overrides=list(overrides or []))
+
+
+def perturbed(theta, scale: float = 0.5, seed: int = 1):
+    """``theta`` plus ``scale`` × standard normal noise on every leaf (fixed ``seed``)."""
+    import jax
+
+    leaves, treedef = jax.tree.flatten(theta)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    return treedef.unflatten([x + scale * jax.random.normal(k, x.shape)
+                              for x, k in zip(leaves, keys)])
