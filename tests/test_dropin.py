@@ -104,16 +104,21 @@ def test_the_repository_default_points_at_a_shipped_optimizer():
     one_step(lopt_cli.load_optimizer("default", 100))
 
 
+def assert_default_steps_scale_tenfold_with_learning_rate_1e_2(rtol: float, atol: float):
+    """The default's first step at learning_rate=1e-2 is 10× its own (a base rate of 1e-3)."""
+    own = one_step(lopt_cli.load_optimizer("default", 100))
+    tenfold = one_step(lopt_cli.load_optimizer("default", 100, learning_rate=1e-2))
+    for a, b in zip(jax.tree.leaves(own), jax.tree.leaves(tenfold)):
+        assert jnp.all(jnp.isfinite(a)) and jnp.allclose(10 * a, b, rtol=rtol, atol=atol)
+
+
 def test_learning_rate_overrides_the_base_rate_of_an_optimizer_that_has_one(tmp_path,
                                                                             monkeypatch):
     shipped = tmp_path / "pretrained"
     ship(shipped, "nominal", {"_target_": "lopt_cli.optimizers.adam_nominal.AdamNominalLOpt"})
     monkeypatch.setattr(storage, "PRETRAINED_DIR", shipped)
     storage.set_default_shipped_name("nominal")
-    own = one_step(lopt_cli.load_optimizer("default", 100))
-    tenfold = one_step(lopt_cli.load_optimizer("default", 100, learning_rate=1e-2))
-    for a, b in zip(jax.tree.leaves(own), jax.tree.leaves(tenfold)):
-        assert jnp.allclose(10 * a, b, rtol=1e-5)
+    assert_default_steps_scale_tenfold_with_learning_rate_1e_2(rtol=1e-5, atol=0.0)
     adam = one_step(lopt_cli.load_optimizer("adam", 100, learning_rate=0.5))
     assert float(jnp.max(jnp.abs(adam["w"]))) == pytest.approx(0.5, rel=1e-4)
 
@@ -135,10 +140,7 @@ def test_the_shipped_default_is_celo_mix_and_scales_with_its_learning_rate():
     from lopt_cli.optimizers.storage import default_shipped_name
 
     assert default_shipped_name() == "celo_mix"
-    own = one_step(lopt_cli.load_optimizer("default", 100))
-    tenfold = one_step(lopt_cli.load_optimizer("default", 100, learning_rate=1e-2))
-    for a, b in zip(jax.tree.leaves(own), jax.tree.leaves(tenfold)):
-        assert jnp.all(jnp.isfinite(a)) and jnp.allclose(10 * a, b, rtol=1e-4, atol=1e-9)
+    assert_default_steps_scale_tenfold_with_learning_rate_1e_2(rtol=1e-4, atol=1e-9)
 
 
 def test_hand_designed_names_and_opt_list_entries():
