@@ -63,7 +63,6 @@ def test_traced_learning_rate_matches_one_load_optimizer_per_rate(check, tmp_pat
     problem = problems.quick_problems()[1]
     data = problems.make_data(problem)
     args = (str(source), problem, data, 20, 1.0, True)
-    assert check.traced_rate_runs(str(source), problem, data, 20) is not None
     traced = check.candidate_runs(*args, traced=True)
     sequential = check.candidate_runs(*args, traced=False)
     assert traced["rates_vmapped"] and not sequential["rates_vmapped"]
