@@ -140,7 +140,9 @@ def test_meta_train_config_is_typed_end_to_end():
     config = parse_meta_train(compose_config("meta_train", ["compute=smoke"]))
     assert isinstance(config, MetaTrainConfig) and config.compute.num_tasks == 4
     assert config.heldout.first_id == 1_000_000 and config.population.mix == "auto"
-    assert meta_train.JOB_KEYS == tuple(f for f in MetaTrainConfig.__dataclass_fields__)
+    from lopt_cli.commands.meta_train_resume import JOB_KEYS
+
+    assert JOB_KEYS == tuple(f for f in MetaTrainConfig.__dataclass_fields__)
     assert not [name for name, hint in meta_train.MetaTrainJob.__annotations__.items()
                 if hint == "Any"]
 

@@ -176,8 +176,8 @@ def test_resume_wins_over_init_from(tmp_path):
 def test_a_run_saved_before_the_recipe_keys_resumes_with_their_defaults(tmp_path):
     from omegaconf import OmegaConf
 
-    from lopt_cli.commands.meta_train import resumed_config
     from lopt_cli.commands.meta_train_config import parse_meta_train
+    from lopt_cli.commands.meta_train_resume import resumed_config
 
     cfg = compose_config("meta_train", ["compute=smoke", "resume=true"])
     old = OmegaConf.to_container(cfg)

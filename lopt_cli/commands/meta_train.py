@@ -4,15 +4,15 @@
 the config it was started with (read from ``<run dir>/.hydra/config.yaml``); overrides given
 with it must agree with that config. ``resume=true`` does the same for the run in
 ``hydra.run.dir=<run dir>``, or without one (like ``resume=latest``) for this command's newest
-resumable run under ``outputs/``. ``init_from``, ``train_only`` and ``meta_loss`` (the recipe's
-switches) are checked and applied here; see :mod:`lopt_cli.commands.meta_train_start`.
+resumable run under ``outputs/`` (:mod:`lopt_cli.commands.meta_train_resume`). ``init_from``,
+``train_only`` and ``meta_loss`` (the recipe's switches) are checked and applied here; see :mod:`lopt_cli.commands.meta_train_start`.
 """
 from __future__ import annotations
 
 import dataclasses
 import inspect
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import hydra
 import numpy as np
@@ -28,11 +28,10 @@ from lopt_cli.commands.common import (
     run_dir,
 )
 from lopt_cli.commands.meta_train_config import MetaTrainConfig, parse_meta_train
+from lopt_cli.commands.meta_train_resume import resume_directory, resumed_config
 from lopt_cli.errors import LoptUserError
 
 CONFIG_NAME = "meta_train"
-# Top-level keys build_job reads; a resumed run takes them from the run's saved config.
-JOB_KEYS = tuple(field.name for field in dataclasses.fields(MetaTrainConfig))
 
 if TYPE_CHECKING:  # pragma: no cover
     import optax
@@ -70,81 +69,6 @@ class MetaTrainJob:
         """Inner task-steps per outer step: tasks × unrolls per task × truncation length."""
         estimator = self.estimator
         return self.settings.num_tasks * estimator.unrolls_per_task * estimator.truncation_length
-
-
-def _hydra_overrides() -> list[str]:
-    """The command line's overrides, when running under Hydra (none in the pre-run check)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
-def resume_directory(cfg: DictConfig) -> Path | None:
-    """The run directory a ``resume`` value names (None: fresh run, or not known yet)."""
-    value = cfg.get("resume")
-    if value is None or value is False:
-        return None
-    if value is True or value == "latest":  # Hydra's: hydra.run.dir, or the newest resumable
-        from hydra.core.hydra_config import HydraConfig
-
-        if not HydraConfig.initialized():
-            return None  # the pre-run check: known once Hydra has resolved it
-        path = run_dir()
-        if not (path / ".hydra" / "config.yaml").is_file():
-            _discard_if_empty(path)
-            raise LoptUserError(f"resume={value}: no resumable run under {path.parent}; pass "
-                                "resume=<run dir>")
-    else:
-        path = Path(str(value)).expanduser()
-    if not (path / ".hydra" / "config.yaml").is_file():
-        raise LoptUserError(f"resume={value}: not a run directory (no .hydra/config.yaml "
-                            "there); give the directory of the run to continue")
-    if not any(path.glob("**/checkpoint.msgpack")):
-        raise LoptUserError(f"resume={value}: no checkpoint.msgpack in {path}; nothing to resume "
-                            "(runs write one every checkpoint_every outer steps)")
-    return path
-
-
-def _discard_if_empty(path: Path) -> None:
-    """Removes a directory Hydra just made for nothing (at most empty log files in it)."""
-    entries = list(path.iterdir()) if path.is_dir() else []
-    if all(e.is_file() and e.suffix == ".log" and e.stat().st_size == 0 for e in entries):
-        for entry in entries:
-            entry.unlink()
-        for folder in (path, path.parent, path.parent.parent):  # outputs/<command>/<run>
-            try:
-                folder.rmdir()
-            except OSError:  # not empty: stop
-                break
-
-
-def _value(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-
-
-def resumed_config(cfg: DictConfig, directory: Path) -> DictConfig:
-    """The config ``directory``'s run was started with; overrides must agree with it."""
-    saved = OmegaConf.load(directory / ".hydra" / "config.yaml")
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    overridden = [o.key_or_group.lstrip("+~") for o in
-                  OverridesParser.create().parse_overrides(_hydra_overrides())]
-    own_keys = [k for k in cfg if k not in JOB_KEYS]  # read by the command itself
-    for key in dict.fromkeys(overridden + own_keys):
-        if key == "resume" or key.startswith(("hydra", "compute.distributed")):
-            continue
-        ours, theirs = _value(OmegaConf.select(cfg, key)), _value(OmegaConf.select(saved, key))
-        if ours != theirs:
-            fix = "drop the override" if key in overridden else f"pass {key}={theirs}"
-            raise LoptUserError(f"resume: the run in {directory} has {key}={theirs!r}, not "
-                                f"{ours!r}; a resumed run keeps the config it was started with "
-                                f"({fix})")
-    OmegaConf.set_struct(saved, False)
-    saved.resume = cfg.resume
-    for key in JOB_KEYS:  # keys added since the run started: their defaults (not overridden)
-        if key not in saved and key in cfg:
-            saved[key] = cfg[key]
-    return saved
 
 
 def build_job(cfg: DictConfig) -> MetaTrainJob:
