@@ -3,12 +3,22 @@
 On a terminal rich uses the terminal's width; when stdout is a file or a pipe (a Hydra log,
 ``make demo > file``) it would fall back to 80 columns and wrap every wide row into several
 lines, so such output gets ``NON_TERMINAL_WIDTH`` columns (``COLUMNS=N`` still overrides it).
+
+Progress bars come from :func:`progress_bar`: rich redraws them on a thread, and TFDS's imports
+(``etils.epy.lazy_imports``) swap ``builtins.__import__`` for every thread while they run, so a
+redraw that imports (rich's markup renderer does, at each call) inside such a window dies with
+"Relative import statements not supported" and the bar freezes. TFDS is imported before a bar
+starts, and a redraw inside a window shows the previous frame.
 """
 from __future__ import annotations
 
+import builtins
+import functools
 import os
 
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.progress import Progress
+from rich.text import Text
 
 NON_TERMINAL_WIDTH = 160
 
@@ -19,3 +29,36 @@ def output_console(stderr: bool = False, file=None) -> Console:
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = NON_TERMINAL_WIDTH
     return console
+
+
+def settle_imports() -> None:
+    """Imports TFDS now, on this thread, so that its import hook is gone before any progress
+    bar's redraw thread runs (a no-op once imported, or when TFDS is not installed)."""
+    try:
+        import tensorflow_datasets  # noqa: F401
+    except ImportError:  # pragma: no cover - TFDS is a dependency; nothing to settle without it
+        pass
+
+
+def import_hook_active() -> bool:
+    """Whether ``etils.epy.lazy_imports`` has replaced ``builtins.__import__`` right now."""
+    hook = builtins.__import__
+    return isinstance(hook, functools.partial) and hook.func.__name__ == "_lazy_import"
+
+
+class ImportSafeProgress(Progress):
+    """A rich ``Progress`` whose redraws never import while a lazy-import hook is active."""
+
+    _frame: RenderableType = Text("")
+
+    def get_renderable(self) -> RenderableType:
+        if import_hook_active():
+            return self._frame
+        self._frame = super().get_renderable()
+        return self._frame
+
+
+def progress_bar(*columns, **kwargs) -> Progress:
+    """A rich ``Progress`` (same arguments), import-safe, started after :func:`settle_imports`."""
+    settle_imports()
+    return ImportSafeProgress(*columns, **kwargs)

@@ -205,9 +205,8 @@ def curve_panels(rows: list[dict]) -> list[dict]:
 def run(cfg: DictConfig) -> None:
     configure_jax()
     from rich.console import Console
-    from rich.progress import Progress
 
-    from lopt_cli.console import output_console
+    from lopt_cli.console import output_console, progress_bar
     from lopt_cli.evaluation.cache import RunCache, default_cache_dir, file_digest
     from lopt_cli.evaluation.report import summary_table
     from lopt_cli.evaluation.results import result_rows, summary_rows
@@ -226,7 +225,7 @@ def run(cfg: DictConfig) -> None:
     family = build_family(cfg.task_family)
     lopt_id = f"{file_digest(weights)}:{OmegaConf.to_yaml(OmegaConf.create(lopt_config))}"
     cache = RunCache(default_cache_dir() if cfg.cache else None)
-    with Progress(console=Console(stderr=True)) as progress:
+    with progress_bar(console=Console(stderr=True)) as progress:
         bar = progress.add_task("evaluate: task runs", total=total_task_runs(spec))
         choices, results = evaluate_suite(family, lopt, theta, lopt_id, spec, cache,
                                           advance=lambda: progress.advance(bar))
@@ -318,9 +317,7 @@ def benchmark_candidates(cfg: DictConfig, built) -> list:
 
 def run_benchmark_command(cfg: DictConfig) -> None:
     """``benchmark=NAME``: every optimizer on the benchmark's tasks, the leaderboard written."""
-    from rich.progress import Progress
-
-    from lopt_cli.console import output_console
+    from lopt_cli.console import output_console, progress_bar
     from lopt_cli.evaluation.benchmark import run_benchmark, total_runs
     from lopt_cli.evaluation.benchmark_outputs import benchmark_summary, write_benchmark
     from lopt_cli.evaluation.cache import RunCache, default_cache_dir
@@ -331,7 +328,7 @@ def run_benchmark_command(cfg: DictConfig) -> None:
     candidates = benchmark_candidates(cfg, built)
     cache = RunCache(default_cache_dir() if cfg.cache else None)
     console = output_console(stderr=True)
-    with Progress(console=console) as progress:
+    with progress_bar(console=console) as progress:
         bar = progress.add_task(f"{spec.name}: task × optimizer",
                                 total=total_runs(spec, len(candidates)))
 

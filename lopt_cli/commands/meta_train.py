@@ -5,7 +5,8 @@ the config it was started with (read from ``<run dir>/.hydra/config.yaml``); ove
 with it must agree with that config. ``resume=true`` does the same for the run in
 ``hydra.run.dir=<run dir>``, or without one (like ``resume=latest``) for this command's newest
 resumable run under ``outputs/`` (:mod:`lopt_cli.commands.meta_train_resume`). ``init_from``,
-``train_only`` and ``meta_loss`` (the recipe's switches) are checked and applied here; see :mod:`lopt_cli.commands.meta_train_start`.
+``train_only`` and ``meta_loss`` (the recipe's switches) are checked and applied here; see
+:mod:`lopt_cli.commands.meta_train_start`.
 """
 from __future__ import annotations
 

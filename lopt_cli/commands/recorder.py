@@ -10,12 +10,12 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
 
+from lopt_cli.console import progress_bar
 from lopt_cli.io import append_jsonl, write_jsonl_atomic
 from lopt_cli.meta.checkpoint import save_checkpoint
 from lopt_cli.optimizers.storage import save_learned_optimizer
@@ -48,7 +48,7 @@ class MetaTrainRecorder:
         self.history: list[dict] = list(history or [])
         if history is not None:
             write_jsonl_atomic(self.metrics_path, self.history)
-        self.progress = Progress(
+        self.progress = progress_bar(
             TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("meta-loss {task.fields[meta_loss]:.4f}"),
             TextColumn("{task.fields[rate]:,.0f} inner steps/s"),
