@@ -296,7 +296,9 @@ def test_cli_leaderboard_matches_results_and_reuses_the_cache(run_lopt, tmp_path
     second = sorted((tmp_path / "outputs" / "evaluate").iterdir())[-1]
     assert json.loads((second / "summary.json").read_text())["runs"] == {
         "computed": 0, "from_cache": 3}
-    assert re.search(r"diverged trials: AdamLR \d+/2", (second / "leaderboard.md").read_text())
+    leaderboard = (second / "leaderboard.md").read_text()
+    assert re.search(r"diverged trials: AdamLR \d+/2", leaderboard)
+    assert "trials per task: AdamLR 2, candidates 2 (" in leaderboard  # removed baselines: unlisted
 
 
 @pytest.mark.parametrize("override, message", [

@@ -18,6 +18,13 @@ from lopt_cli.evaluation.leaderboard import (
 HEADLINE_KEYS = ("iqm_loss_ratio", "iqm_speedup", "win_rate", "horizon_rise")
 
 
+def trials_run(spec) -> dict:
+    """Trials per task of the baselines this run has (a removed one, ``~baselines.X``, is not
+    listed) and of every candidate."""
+    return {name: n for name, n in spec.trials.items()
+            if name in spec.baselines or name == "candidates"}
+
+
 def benchmark_summary(spec, results: dict, candidates: list[str],
                       lr_multiplier: tuple) -> tuple[dict, list[dict]]:
     """``(summary, rows)``: the leaderboard's numbers and the per-task rows behind them."""
@@ -32,7 +39,7 @@ def benchmark_summary(spec, results: dict, candidates: list[str],
         "horizons": [t.horizon for t in spec.tasks], "tasks": [t.description for t in spec.tasks],
         "num_seeds": spec.measure.num_seeds, "num_points": spec.measure.num_points,
         "eval_batches": spec.measure.eval_batches, "final_fraction": spec.measure.final_fraction,
-        "long_horizon": spec.long_horizon, "trials": dict(spec.trials),
+        "long_horizon": spec.long_horizon, "trials": trials_run(spec),
         "lr_multiplier": list(lr_multiplier), "baselines": list(spec.baselines),
         "reference_setting": reference, "leaderboard": leaderboard,
         "horizon": {"rise": rise, "rising_tasks": {
