@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import math
 import sys
 import time
@@ -92,6 +93,15 @@ def tuned_adam(problem, data, num_steps: int, scale: float) -> dict:
                   for c, t, lr in zip(np.asarray(curves), np.asarray(tests), LR_GRID)])
 
 
+@functools.lru_cache(maxsize=8)
+def learned(source: str) -> tuple:
+    """``(lopt, theta)`` of a learned ``source``, loaded once per process (the check reuses it
+    for every problem and horizon)."""
+    from lopt_cli.optimizers.storage import load_learned_optimizer
+
+    return load_learned_optimizer(source)[:2]
+
+
 def traced_rate_runs(source: str, problem, data, num_steps: int):
     """A learned optimizer with a ``learning_rate`` field at every rate of ``LR_GRID`` in one
     vmapped run (the rate traced; otherwise what ``load_optimizer(source, T, learning_rate=lr)``
@@ -102,11 +112,10 @@ def traced_rate_runs(source: str, problem, data, num_steps: int):
         skip_nonfinite_steps,
         source_kind,
     )
-    from lopt_cli.optimizers.storage import load_learned_optimizer
 
     if source_kind(source) != "learned":  # hand-designed: the sequential path
         return None
-    lopt, theta, _ = load_learned_optimizer(source)
+    lopt, theta = learned(source)
     if not has_learning_rate(lopt):
         return None
 

@@ -119,11 +119,7 @@ def _decays(value: Any) -> tuple[float, ...]:
 
 
 def _chunk_size(value: Any) -> int | None:
-    if value is None:
-        return None
-    if int(value) != value or value < 0:
-        raise ValueError(value)
-    return int(value)
+    return None if value is None else _non_negative_int(value)
 
 
 HIDDEN_SIZES = FieldRule(functools.partial(_ints, allow_empty=False), "a non-empty list of "
