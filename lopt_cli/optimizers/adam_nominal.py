@@ -34,12 +34,11 @@ from lopt_cli.optimizers import per_tensor
 from lopt_cli.optimizers import schedule as sched
 from lopt_cli.optimizers import small_lopt as small
 from lopt_cli.optimizers.base import MetaParams
-from lopt_cli.optimizers.per_tensor import NetworkPath, TensorInput
+from lopt_cli.optimizers.per_tensor import TensorInput
 from lopt_cli.optimizers.scheduled import SCHEDULE_RULES, ScheduledLOpt, ScheduledNetwork
 
 SCALE, CORRECTION_IN, CORRECTION_OUT = "scale", "correction_in", "correction_out"
 ADAM_EPS = 1e-8
-NUM_FEATURES = 3
 
 
 class AdamNominalState(NamedTuple):
@@ -57,6 +56,15 @@ class AdamNominalTensorState(NamedTuple):
     momentum: jax.Array
     rms: jax.Array
     grad_mean_sq: jax.Array
+
+
+def nominal_features(g: jax.Array, p: jax.Array, m_hat: jax.Array, v_hat: jax.Array
+                     ) -> small.Channels:
+    """The correction's inputs :math:`x` (see the module docstring), clipped."""
+    rsqrt_v = jax.lax.rsqrt(v_hat + small.V_EPS)
+    p_scale = jax.lax.rsqrt(jnp.mean(jnp.square(p)) + feats.NORM_EPS)
+    return [jnp.clip(c, -small.FEATURE_CLIP, small.FEATURE_CLIP)
+            for c in (g * rsqrt_v, m_hat * rsqrt_v, p * p_scale)]
 
 
 class AdamNominalNetwork(ScheduledNetwork, nn.Module):
@@ -89,7 +97,7 @@ class AdamNominalNetwork(ScheduledNetwork, nn.Module):
         return log_scale, correction
 
     def input_width(self) -> int:
-        return NUM_FEATURES
+        return self.variables["params"][CORRECTION_IN]["kernel"].shape[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,21 +129,11 @@ class AdamNominalLOpt(ScheduledLOpt):
     def network(self) -> AdamNominalNetwork:
         return AdamNominalNetwork(self.correction_hidden, self.schedule_width)
 
-    def network_init_args(self) -> tuple:
-        return (jnp.zeros((1, NUM_FEATURES)), jnp.zeros((feats.num_tensor_features(),)),
-                jnp.zeros((sched.num_schedule_features(),)))
-
-    def network_paths(self, key: jax.Array) -> list[NetworkPath]:
-        keys = jax.random.split(key, NUM_FEATURES + 2)
-        channels = [jax.random.normal(k, (7, 5)) for k in keys[:NUM_FEATURES]]
-        tensor_x = jax.random.normal(keys[-2], (feats.num_tensor_features(),))
-        paths = [NetworkPath("per_param", AdamNominalNetwork.channels,
-                             ScheduledNetwork.stacked, (channels, tensor_x))]
-        if self.schedule_width:
-            schedule_x = jax.random.normal(keys[-1], (sched.num_schedule_features(),))
-            paths.append(NetworkPath("schedule", ScheduledNetwork.log_rate,
-                                     ScheduledNetwork.log_rate_reference, (schedule_x,)))
-        return paths
+    @property
+    def num_features(self) -> int:
+        """``K = 3`` (derived from :func:`nominal_features`)."""
+        vec = jnp.zeros((2,))
+        return len(jax.eval_shape(nominal_features, vec, vec, vec, vec))
 
     def init_tensor_state(self, param: jax.Array) -> AdamNominalTensorState:
         zeros = per_tensor.float32_zeros(jnp.shape(param))
@@ -149,10 +147,7 @@ class AdamNominalLOpt(ScheduledLOpt):
         v = self.beta2 * state.rms + (1.0 - self.beta2) * jnp.square(g)
         m_hat, v_hat = m / (1.0 - self.beta1**t), v / (1.0 - self.beta2**t)
         adam = m_hat / (jnp.sqrt(v_hat) + ADAM_EPS)
-        rsqrt_v = jax.lax.rsqrt(v_hat + small.V_EPS)
-        p_scale = jax.lax.rsqrt(jnp.mean(jnp.square(p)) + feats.NORM_EPS)
-        channels = [jnp.clip(c, -small.FEATURE_CLIP, small.FEATURE_CLIP)
-                    for c in (g * rsqrt_v, m_hat * rsqrt_v, p * p_scale)]
+        channels = nominal_features(g, p, m_hat, v_hat)
         tensor_x = feats.tensor_features(feats.TensorContext(x.count, x.num_steps, g, p))
         log_scale, correction = self.network.apply(theta, channels, tensor_x,
                                                    method=AdamNominalNetwork.channels)

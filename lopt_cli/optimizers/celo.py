@@ -49,7 +49,7 @@ from lopt_cli.optimizers import per_tensor
 from lopt_cli.optimizers import schedule as sched
 from lopt_cli.optimizers import small_lopt as small
 from lopt_cli.optimizers.base import MetaParams
-from lopt_cli.optimizers.per_tensor import FieldRule, NetworkPath, TensorInput
+from lopt_cli.optimizers.per_tensor import FieldRule, TensorInput
 from lopt_cli.optimizers.scheduled import SCHEDULE_RULES, ScheduledLOpt, ScheduledNetwork
 
 SKIP = "skip"
@@ -194,40 +194,19 @@ class CeloLOpt(ScheduledLOpt):
         return CeloNetwork(self.hidden_sizes, self.output_init_scale,
                            self.num_features / (self.num_features + f_t), self.schedule_width)
 
-    def network_init_args(self) -> tuple:
-        return (jnp.zeros((1, self.num_features)), jnp.zeros((feats.num_tensor_features(),)),
-                jnp.zeros((sched.num_schedule_features(),)))
-
-    def network_paths(self, key: jax.Array) -> list[NetworkPath]:
-        keys = jax.random.split(key, self.num_features + 2)
-        channels = [jax.random.normal(k, (7, 5)) for k in keys[:self.num_features]]
-        tensor_x = jax.random.normal(keys[-2], (feats.num_tensor_features(),))
-        paths = [NetworkPath("per_param", CeloNetwork.channels, ScheduledNetwork.stacked,
-                             (channels, tensor_x))]
-        if self.schedule_width:
-            schedule_x = jax.random.normal(keys[-1], (sched.num_schedule_features(),))
-            paths.append(NetworkPath("schedule", ScheduledNetwork.log_rate,
-                                     ScheduledNetwork.log_rate_reference, (schedule_x,)))
-        return paths
-
     def init_tensor_state(self, param: jax.Array) -> small.SmallTensorState:
         return small.init_factored_state(jnp.shape(param), len(self.momentum_decays))
 
     def step_tensor(self, theta: MetaParams, x: TensorInput, state: small.SmallTensorState
                     ) -> tuple[jax.Array, small.SmallTensorState]:
         g, p = x.grad, x.param
-        t = x.count.astype(jnp.float32) + 1.0
-        v_row, v_col, v_hat = small.update_second_moment(state.v_row, state.v_col, g,
-                                                         self.rms_decay)
-        momenta = [b * state.momentum[i] + (1.0 - b) * g
-                   for i, b in enumerate(self.momentum_decays)]
-        corrected = tuple(m / (1.0 - b**t) for m, b in zip(momenta, self.momentum_decays))
-        channels = celo_features(g, p, corrected, v_hat / (1.0 - self.rms_decay**t))
+        corrected, v_hat, state = small.update_accumulators(state, g, x.count,
+                                                            self.momentum_decays, self.rms_decay)
+        channels = celo_features(g, p, corrected, v_hat)
         tensor_x = feats.tensor_features(feats.TensorContext(x.count, x.num_steps, g, p))
         d, a = self.network.apply(theta, channels, tensor_x, method=CeloNetwork.channels)
         u = d * jnp.exp(self.exp_mult * a)
-        return -self._normalised(u, p), small.SmallTensorState(
-            jnp.stack(momenta), v_row, v_col, state.grad_mean_sq)
+        return -self._normalised(u, p), state
 
     def _normalised(self, u: jax.Array, p: jax.Array) -> jax.Array:
         if self.output == "rms":

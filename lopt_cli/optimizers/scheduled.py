@@ -32,7 +32,7 @@ from lopt_cli.optimizers import hierarchical_features as hfeats
 from lopt_cli.optimizers import per_tensor
 from lopt_cli.optimizers import schedule as sched
 from lopt_cli.optimizers.base import MetaParams
-from lopt_cli.optimizers.per_tensor import FieldRule, TensorInput
+from lopt_cli.optimizers.per_tensor import FieldRule, NetworkPath, TensorInput
 
 SCHEDULE_RULES: dict[str, FieldRule] = {
     "learning_rate": per_tensor.POSITIVE_FINITE,
@@ -97,6 +97,29 @@ class ScheduledLOpt(per_tensor.PerTensorLOpt):
     def schedule_width(self) -> int:
         """Hidden width of the learned schedule; 0 (no schedule layers) for a supplied one."""
         return self.schedule_hidden if self.schedule == "learned" else 0
+
+    @property
+    def num_features(self) -> int:
+        """Per-parameter inputs ``K`` of the rule's network (each subclass derives it)."""
+        raise NotImplementedError
+
+    def network_init_args(self) -> tuple:
+        return (jnp.zeros((1, self.num_features)), jnp.zeros((feats.num_tensor_features(),)),
+                jnp.zeros((sched.num_schedule_features(),)))
+
+    def network_paths(self, key: jax.Array) -> list[NetworkPath]:
+        """The rule's ``channels`` against :meth:`ScheduledNetwork.stacked` and, when the
+        schedule is learned, :meth:`ScheduledNetwork.log_rate` against its reference."""
+        keys = jax.random.split(key, self.num_features + 2)
+        channels = [jax.random.normal(k, (7, 5)) for k in keys[:self.num_features]]
+        tensor_x = jax.random.normal(keys[-2], (feats.num_tensor_features(),))
+        paths = [NetworkPath("per_param", type(self.network).channels,
+                             ScheduledNetwork.stacked, (channels, tensor_x))]
+        if self.schedule_width:
+            schedule_x = jax.random.normal(keys[-1], (sched.num_schedule_features(),))
+            paths.append(NetworkPath("schedule", ScheduledNetwork.log_rate,
+                                     ScheduledNetwork.log_rate_reference, (schedule_x,)))
+        return paths
 
     def init_shared_state(self, num_tensors: int) -> dict[str, Any]:
         del num_tensors

@@ -176,6 +176,20 @@ def update_second_moment(v_row: jax.Array, v_col: jax.Array, grad: jax.Array, de
     return v_row, v_col, v_row
 
 
+def update_accumulators(state: SmallTensorState, grad: jax.Array, count: jax.Array,
+                        momentum_decays: tuple[float, ...], rms_decay: float
+                        ) -> tuple[tuple[jax.Array, ...], jax.Array, SmallTensorState]:
+    r"""One step of the momenta :math:`m_i \leftarrow \beta_i m_i + (1 - \beta_i) g` and the
+    (factored) second moment after ``count`` earlier steps: the bias-corrected momenta
+    :math:`m_i / (1 - \beta_i^t)`, the bias-corrected :math:`\hat v` and the new state."""
+    t = count.astype(jnp.float32) + 1.0
+    v_row, v_col, v_hat = update_second_moment(state.v_row, state.v_col, grad, rms_decay)
+    momenta = [d * state.momentum[i] + (1.0 - d) * grad for i, d in enumerate(momentum_decays)]
+    corrected = tuple(m / (1.0 - d**t) for m, d in zip(momenta, momentum_decays))
+    new_state = SmallTensorState(jnp.stack(momenta), v_row, v_col, state.grad_mean_sq)
+    return corrected, v_hat / (1.0 - rms_decay**t), new_state
+
+
 def channel_dense(layer: dict, channels: Channels) -> Channels:
     r"""A flax ``Dense`` layer's variables (``kernel (K, H)``, ``bias (H,)``) on ``K``
     same-shaped channels, returning ``H`` channels: :math:`y_o = b_o + \sum_j x_j W_{jo}`."""
@@ -320,15 +334,11 @@ class SmallLOpt(per_tensor.PerTensorLOpt):
         """Step and new state of one tensor (its own shape); ``loss=`` and ``valid_loss=`` are
         not read."""
         g, p, count = x.grad, x.param, x.count
-        t = count.astype(jnp.float32) + 1.0
-        v_row, v_col, v_hat = update_second_moment(state.v_row, state.v_col, g, self.rms_decay)
-        rsqrt_v = jax.lax.rsqrt(v_hat / (1.0 - self.rms_decay**t) + V_EPS)
-        momenta = [d * state.momentum[i] + (1.0 - d) * g
-                   for i, d in enumerate(self.momentum_decays)]
-        corrected = tuple(m / (1.0 - d**t) for m, d in zip(momenta, self.momentum_decays))
+        corrected, v_hat, state = update_accumulators(state, g, count, self.momentum_decays,
+                                                      self.rms_decay)
+        rsqrt_v = jax.lax.rsqrt(v_hat + V_EPS)
         p_scale = jax.lax.rsqrt(jnp.mean(jnp.square(p)) + feats.NORM_EPS)
         ctx = SmallContext(g, p * p_scale, corrected, rsqrt_v)
         tensor_x = feats.tensor_features(feats.TensorContext(count, x.num_steps, g, p))
         d, a = self.network.apply(theta, small_features(ctx), tensor_x, method=SmallMLP.channels)
-        step = per_tensor.exp_step(d, a, self.step_mult, self.exp_mult)
-        return step, SmallTensorState(jnp.stack(momenta), v_row, v_col, state.grad_mean_sq)
+        return per_tensor.exp_step(d, a, self.step_mult, self.exp_mult), state
