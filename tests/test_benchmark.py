@@ -13,6 +13,8 @@ from flax import struct
 from hydra import compose, initialize_config_module
 
 from lopt_cli.evaluation.benchmark import BenchmarkSpec, BenchmarkTask, MeasureSettings
+from lopt_cli.evaluation.candidates import first_multiplier, multiplier_grid
+from lopt_cli.evaluation.leaderboard_report import markdown_leaderboard
 from lopt_cli.evaluation.metrics import iqm, loss_ratio, rises, speedup
 
 # ---------------------------------------------------------------- metrics with known answers
@@ -299,6 +301,17 @@ def test_cli_leaderboard_matches_results_and_reuses_the_cache(run_lopt, tmp_path
     leaderboard = (second / "leaderboard.md").read_text()
     assert re.search(r"diverged trials: AdamLR \d+/2", leaderboard)
     assert "trials per task: AdamLR 2, candidates 2 (" in leaderboard  # removed baselines: unlisted
+    assert "factor on [0.1, 10], factor 1 first)" in leaderboard
+    summary = json.loads((second / "summary.json").read_text())
+    summary["lr_multiplier"] = [0.1, 100.0]
+    assert "factor on [0.1, 100], factor 3.16 first)" in markdown_leaderboard(summary)
+
+
+@pytest.mark.parametrize("low, high", [(0.1, 10.0), (0.1, 100.0), (0.5, 2.0)])
+@pytest.mark.parametrize("num", [1, 4, 10])
+def test_trial_zero_is_the_factor_the_leaderboard_names(low, high, num):
+    assert multiplier_grid(num, low, high)[0] == pytest.approx(first_multiplier(low, high),
+                                                               rel=1e-6)
 
 
 @pytest.mark.parametrize("override, message", [

@@ -21,9 +21,14 @@ from lopt_cli.evaluation.search_spaces import coarse_to_fine_order
 
 def multiplier_grid(num: int, low: float, high: float) -> np.ndarray:
     """``num`` factors of a log grid on ``[low, high]``, its middle first (coarse to fine)."""
-    size = num if num % 2 else num + 1
+    size = max(3, num if num % 2 else num + 1)  # odd, so that the middle is a grid point
     grid = np.geomspace(low, high, size).astype(np.float32)
     return grid[coarse_to_fine_order(size)][:num]
+
+
+def first_multiplier(low: float, high: float) -> float:
+    """Trial 0's factor: the grid's middle, :math:`\\sqrt{low \\cdot high}` (1 on [0.1, 10])."""
+    return float(np.sqrt(low * high))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from lopt_cli.evaluation.candidates import first_multiplier
 from lopt_cli.evaluation.leaderboard import COMPARISONS
 
 COMPARISON_TEXT = {"generalisation": "test loss, every optimizer tuned on validation loss",
@@ -52,13 +53,14 @@ def _table(header, rows) -> list[str]:
 def markdown_leaderboard(summary: dict) -> str:
     """The leaderboard: a headline table, then every baseline setting for both comparisons."""
     trials = ", ".join(f"{name} {n}" for name, n in summary["trials"].items())
+    low, high = summary["lr_multiplier"]
     lines = [
         f"# Leaderboard: `{summary['benchmark']}`", "",
         f"- {summary['num_tasks']} held-out tasks ({', '.join(summary['task_names'])}); "
         f"horizons {min(summary['horizons'])}–{max(summary['horizons'])} steps; "
         f"{summary['num_seeds']} seeds per run",
         f"- trials per task: {trials} (candidates: their learning-rate factor on "
-        f"[{summary['lr_multiplier'][0]:g}, {summary['lr_multiplier'][1]:g}], factor 1 first)",
+        f"[{low:g}, {high:g}], factor {first_multiplier(low, high):.3g} first)",
         f"- losses measured {summary['num_points']} times per run on fixed samples of "
         f"{summary['eval_batches']} batches of each split (the same for every optimizer); "
         f"final = mean of the last {100 * summary['final_fraction']:.0f}% of the curve, "

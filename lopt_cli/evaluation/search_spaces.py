@@ -3,8 +3,9 @@
 A search space yields ``trials(num, seed)`` — ``num`` hyperparameter settings as arrays with a
 leading trial axis — and ``make(hparams, num_steps)``, the optimizer of one setting with every
 hyperparameter possibly traced, so that all trials of a task run vmapped in one jitted call.
-Trials are nested: the first ``n`` of ``trials(N)`` are ``trials(n)``, so "tuned with n trials"
-for every ``n <= N`` comes from one run of ``N``.
+Trials come coarse to fine, so the first ``n`` of ``trials(N)`` already spread over the whole
+range, and "tuned with n trials" for every ``n <= N`` is the best of that prefix, from one run
+of ``N`` (a prefix, not ``trials(n)``: a grid's points depend on its size).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 r"""Choosing a baseline's setting, globally or per task, and comparing it with the learned one.
 
 * **Per task with n trials**: on each task, the best of the first ``n`` trials on the metric
-  being compared (trials are nested, see :mod:`search_spaces`).
+  being compared (trials come coarse to fine, see :mod:`search_spaces`).
 * **Globally**: the one trial with the lowest mean normalised loss over a *tuning* set of
   tasks disjoint from the test tasks, then used unchanged on every test task.
 
