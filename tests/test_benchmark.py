@@ -2,6 +2,7 @@
 split, held-out task configs, and the leaderboard written by ``lopt evaluate benchmark=...``."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -115,6 +116,42 @@ def test_tuning_on_validation_never_reads_the_poisoned_test_split(poisoned_resul
         assert row["compared_on"] == "test" and row["tuned_on"] == "valid"
         if row["setting"] == "AdamLR per-task (3 trials)":
             assert row["baseline_trial"] == best_valid
+
+
+def test_host_loop_reproduces_the_vmapped_runs_and_caches_them_alike(poisoned_results):
+    """One (trial, seed) per call gives the vmapped runs' numbers, under the same cache keys."""
+    from lopt_cli.evaluation.benchmark import run_benchmark
+    from lopt_cli.evaluation.cache import RunCache
+    from lopt_cli.evaluation.candidates import resolve_candidate
+
+    spec, _ = poisoned_results
+    spec = dataclasses.replace(spec, measure=dataclasses.replace(spec.measure, num_seeds=2))
+    candidates = [resolve_candidate("adam", 0.1, 10.0)]
+    both = [run_benchmark(dataclasses.replace(spec, host_loop=mode), candidates, RunCache(None))
+            for mode in ("never", "always")]
+    for group, name in (("baselines", "AdamLR"), ("candidates", "adam")):
+        one, looped = (r["poisoned"][group][name] for r in both)
+        for split in ("train", "valid"):
+            np.testing.assert_allclose(looped["final"][split], one["final"][split], rtol=1e-5)
+            np.testing.assert_allclose(np.asarray(looped["curves"][split], float),
+                                       np.asarray(one["curves"][split], float), rtol=1e-5)
+        assert looped["hparams"] == one["hparams"]
+
+
+def test_only_convolutions_on_a_cpu_loop_on_the_host():
+    from lopt_cli.evaluation.benchmark import has_convolution, loops_on_host
+    from task_definitions.conv import ConvConfig, ConvFamily
+    from task_definitions.mlp import MLPConfig, MLPFamily
+
+    conv = ConvFamily().build(ConvConfig(dataset="digits", image_size=0, channels=(4,),
+                                         kernel_size=3, pooling="max", head="dense",
+                                         activation="relu", batch_size=8, init_scale=1.0,
+                                         seed=0))
+    mlp = MLPFamily().build(MLPConfig(dataset="digits", hidden_sizes=(8,), activation="relu",
+                                      batch_size=8, init_scale=1.0, seed=0))
+    assert has_convolution(conv) and not has_convolution(mlp)
+    assert loops_on_host(conv, "auto") and not loops_on_host(mlp, "auto")  # CPU-only tests
+    assert loops_on_host(mlp, "always") and not loops_on_host(conv, "never")
 
 
 def test_choices_are_unchanged_when_test_values_are_replaced():
@@ -320,6 +357,7 @@ def test_trial_zero_is_the_factor_the_leaderboard_names(low, high, num):
     ("benchmark.lr_multiplier=[2.0,1.0]", "expected [min, max] with 0 < min <= max"),
     ("benchmark.lr_multiplier=[1.0]", "expected [min, max] with 0 < min <= max"),
     ("benchmark.select=mlp_deep_digits", "choose task names among"),
+    ("benchmark.host_loop=sometimes", "benchmark.host_loop=sometimes: expected one of auto"),
     ("learned_optimizer=[adam,adam]", "an optimizer is named twice"),
 ])
 def test_bad_benchmark_settings_are_user_errors(override, message):

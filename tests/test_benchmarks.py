@@ -51,6 +51,17 @@ def test_overhead_benchmark_rows_and_json(tmp_path):
         assert rows["mlp:matmuls"]["flops_per_param"] < rows["mlp"]["flops_per_param"]
 
 
+def test_batching_benchmark_times_both_ways_and_they_agree(tmp_path):
+    result = benchmark_module("benchmark_batching").main(tmp_path, horizon=5, rounds=2,
+                                                         names=("mlp_wide_digits",))
+    row = result["rows"]["mlp_wide_digits"]
+    assert json.loads((tmp_path / "benchmark_batching.json").read_text())["rows"] == \
+        json.loads(json.dumps(result["rows"]))
+    assert row["convolution"] is False and row["max_final_rel_gap"] < 1e-4
+    for key in ("vmapped_s", "host_loop_s", "host_loop_speedup"):
+        assert math.isfinite(row[key]) and row[key] > 0
+
+
 def test_runner_discovers_benchmark_modules():
     names = benchmark_module("run").benchmark_names()
     assert "optimizer_overhead" in names and "run" not in names

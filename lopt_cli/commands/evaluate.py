@@ -249,7 +249,7 @@ def run(cfg: DictConfig) -> None:
 
 def build_benchmark_spec(cfg: DictConfig):
     """The only function that reads ``benchmark``: tasks, trial budgets, measurement."""
-    from lopt_cli.evaluation.benchmark import BenchmarkSpec, MeasureSettings
+    from lopt_cli.evaluation.benchmark import HOST_LOOP_SETTINGS, BenchmarkSpec, MeasureSettings
 
     node = cfg.benchmark
     for key in ("num_seeds", "num_points", "eval_batches", "long_horizon"):
@@ -273,6 +273,10 @@ def build_benchmark_spec(cfg: DictConfig):
         raise LoptUserError(f"benchmark.lr_multiplier={bounds}: expected [min, max] with "
                             "0 < min <= max")
     low, high = (float(v) for v in bounds)
+    host_loop = node.get("host_loop", "auto")
+    if host_loop not in HOST_LOOP_SETTINGS:
+        raise LoptUserError(f"benchmark.host_loop={host_loop}: expected one of "
+                            f"{', '.join(HOST_LOOP_SETTINGS)}")
     if not baselines:
         raise LoptUserError("baselines: name at least one baseline")
     names = list(node.tasks)
@@ -287,7 +291,8 @@ def build_benchmark_spec(cfg: DictConfig):
     measure = MeasureSettings(int(node.num_seeds), int(node.num_points), int(node.eval_batches),
                               float(node.final_fraction), int(cfg.seed))
     spec = BenchmarkSpec(str(node.name), tasks, baselines, trials,
-                         tuple(sorted(set(counts))), measure, int(node.long_horizon))
+                         tuple(sorted(set(counts))), measure, int(node.long_horizon),
+                         str(host_loop))
     return spec, (low, high)
 
 

@@ -9,7 +9,9 @@ value (mean of the last ``final_fraction`` of the curve, over seeds).
 
 All trials and seeds of one optimizer on all tasks of one shape and horizon are one jitted,
 vmapped call, and each task's small summary is cached on disk (:mod:`cache`) under everything
-that determines it.
+that determines it. Tasks with convolutions on a CPU backend are the exception
+(:func:`loops_on_host`): XLA:CPU runs a vmapped convolution slower than the same runs one at a
+time, so their runs go one (trial, seed) at a time from the host.
 """
 from __future__ import annotations
 
@@ -80,6 +82,7 @@ class BenchmarkSpec:
     trial_counts: tuple
     measure: MeasureSettings
     long_horizon: int  # tasks of at least this many steps report horizon generalisation
+    host_loop: str = "auto"  # "auto", "always" or "never": see :func:`loops_on_host`
 
 
 def fixed_sample(task, eval_keys: jax.Array, split: str) -> tuple:
@@ -154,6 +157,43 @@ def stacked_trial_curves(space, shared, hparams: dict, tasks, keys, eval_keys, h
                                               horizon, num_points))(tasks)
 
 
+HOST_LOOP_SETTINGS = ("auto", "always", "never")
+
+
+def has_convolution(task) -> bool:
+    """Whether one training loss of ``task`` contains a convolution (traced, not run)."""
+    def loss(key):
+        return task.loss(task.init(key), task.sample_batch(key, "train"), key)
+
+    return "conv_general_dilated" in str(jax.make_jaxpr(loss)(jax.random.PRNGKey(0)))
+
+
+def loops_on_host(task, setting: str) -> bool:
+    """Whether ``task``'s runs go one (trial, seed) at a time from the host instead of vmapped:
+    ``always``, ``never``, or ``auto``: on a CPU backend for a task with convolutions.
+
+    On 2 CPU cores, 4 trials × 2 seeds of ``conv_wide_digits`` for 100 steps took 60 s vmapped
+    and 35 s one at a time (three alternating rounds; README, "Measured results")."""
+    if setting == "auto":
+        return jax.default_backend() == "cpu" and has_convolution(task)
+    return setting == "always"
+
+
+def host_loop_curves(space, shared, hparams: dict, task, keys, eval_keys, horizon: int,
+                     num_points: int) -> dict:
+    """:func:`trial_curves`, one (trial, seed) per compiled call (the same program each time),
+    reassembled on the host with leading axes trial, seed."""
+    num_trials = len(jax.tree_util.tree_leaves(hparams)[0])
+    rows = []
+    for i in range(num_trials):
+        setting = {k: v[i:i + 1] for k, v in hparams.items()}
+        runs = jax.device_get([trial_curves(space, shared, setting, task, keys[j:j + 1],
+                                            eval_keys, horizon, num_points)
+                               for j in range(len(keys))])
+        rows.append(jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=1), *runs))
+    return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=0), *rows)
+
+
 class Optimizer(NamedTuple):
     """A baseline or a candidate as the benchmark runs it."""
 
@@ -177,7 +217,10 @@ def compute_runs(tasks: list, optimizer: Optimizer, spec: BenchmarkSpec) -> list
     m = spec.measure
     hparams = optimizer.space.trials(optimizer.num_trials, seed=m.seed)
     args = (m.keys(), m.eval_keys(), tasks[0].horizon, m.num_points)
-    if len(tasks) == 1:
+    if loops_on_host(tasks[0].task, spec.host_loop):
+        curves = [host_loop_curves(optimizer.space, optimizer.shared, hparams, t.task, *args)
+                  for t in tasks]
+    elif len(tasks) == 1:
         curves = [trial_curves(optimizer.space, optimizer.shared, hparams, tasks[0].task, *args)]
     else:
         stacked = jax.device_get(stacked_trial_curves(  # one transfer, sliced on the host
@@ -224,7 +267,8 @@ def run_benchmark(spec: BenchmarkSpec, candidates: list, cache: RunCache,
             if runs is None:
                 later = [t for t in spec.tasks[index + 1:]
                          if not cache.contains(run_description(t, optimizer, spec))]
-                group = same_shape(task, later)
+                group = ([task] if loops_on_host(task.task, spec.host_loop)
+                         else same_shape(task, later))
                 for member, value in zip(group, compute_runs(group, optimizer, spec)):
                     description = run_description(member, optimizer, spec)
                     fresh[cache_key(description)] = cache.store(description, value)
