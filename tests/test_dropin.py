@@ -104,6 +104,13 @@ def test_the_repository_default_points_at_a_shipped_optimizer():
     one_step(lopt_cli.load_optimizer("default", 100))
 
 
+@pytest.mark.parametrize("name", storage.shipped_names())
+def test_every_shipped_optimizer_has_a_card_and_takes_a_finite_step(name):
+    assert (storage.PRETRAINED_DIR / name / "README.md").is_file()
+    updates = one_step(lopt_cli.load_optimizer(name, 100))
+    assert all(bool(jnp.all(jnp.isfinite(u))) for u in jax.tree.leaves(updates))
+
+
 def assert_default_steps_scale_tenfold_with_learning_rate_1e_2(rtol: float, atol: float):
     """The default's first step at learning_rate=1e-2 is 10× its own (a base rate of 1e-3)."""
     own = one_step(lopt_cli.load_optimizer("default", 100))
