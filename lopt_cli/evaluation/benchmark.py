@@ -212,12 +212,14 @@ def run_description(task: BenchmarkTask, optimizer: Optimizer, spec: BenchmarkSp
             "measure": dataclasses.asdict(spec.measure)}
 
 
-def compute_runs(tasks: list, optimizer: Optimizer, spec: BenchmarkSpec) -> list[dict]:
-    """All trials × seeds of ``optimizer`` on tasks of one shape and horizon: one call."""
+def compute_runs(tasks: list, optimizer: Optimizer, spec: BenchmarkSpec,
+                 host_loop: bool = False) -> list[dict]:
+    """All trials × seeds of ``optimizer`` on tasks of one shape and horizon: one call, or with
+    ``host_loop`` one per (task, trial, seed) (:func:`loops_on_host`)."""
     m = spec.measure
     hparams = optimizer.space.trials(optimizer.num_trials, seed=m.seed)
     args = (m.keys(), m.eval_keys(), tasks[0].horizon, m.num_points)
-    if loops_on_host(tasks[0].task, spec.host_loop):
+    if host_loop:
         curves = [host_loop_curves(optimizer.space, optimizer.shared, hparams, t.task, *args)
                   for t in tasks]
     elif len(tasks) == 1:
@@ -267,9 +269,9 @@ def run_benchmark(spec: BenchmarkSpec, candidates: list, cache: RunCache,
             if runs is None:
                 later = [t for t in spec.tasks[index + 1:]
                          if not cache.contains(run_description(t, optimizer, spec))]
-                group = ([task] if loops_on_host(task.task, spec.host_loop)
-                         else same_shape(task, later))
-                for member, value in zip(group, compute_runs(group, optimizer, spec)):
+                looped = loops_on_host(task.task, spec.host_loop)  # traced once per run
+                group = [task] if looped else same_shape(task, later)
+                for member, value in zip(group, compute_runs(group, optimizer, spec, looped)):
                     description = run_description(member, optimizer, spec)
                     fresh[cache_key(description)] = cache.store(description, value)
                 runs = fresh.pop(key)
