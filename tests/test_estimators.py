@@ -34,7 +34,8 @@ from lopt_cli.meta.outer import (
     sample_population,
 )
 from lopt_cli.meta.pes import PersistentES, PESState, reset_pair
-from lopt_cli.meta.problem import TruncatedProblem, initial_states
+from lopt_cli.meta.heldout import HeldOutEvaluator
+from lopt_cli.meta.problem import META_LOSSES, TruncatedProblem, initial_states
 from lopt_cli.meta.tbptt import TruncatedBackprop
 from task_definitions.base import stack_tasks
 from task_definitions.quadratic import QuadraticFamily, QuadraticTask
@@ -127,6 +128,43 @@ def test_meta_loss_train_is_the_mean_training_loss_of_the_unroll(name):
                                rtol=1e-6)
     assert abs(float(on_valid.metrics.meta_loss - on_train.metrics.meta_loss)) > 1e-3
     assert float(on_valid.grad["log_lr"]) != float(on_train.grad["log_lr"])
+
+
+@pytest.mark.parametrize("name", sorted(ESTIMATORS))
+def test_meta_loss_mean_averages_the_training_and_validation_objectives(name):
+    """``meta_loss="mean"``: the same unrolls and perturbations, so both the meta-loss and the
+    estimate (linear in the losses) are the means of the ``train`` and ``valid`` ones."""
+    estimator, theta = ESTIMATORS[name], lr(-3.0)
+    tasks, _ = sample_population(FAMILY, 3, 4)
+    states = estimator.init_states(PROBLEM, theta, tasks, jax.random.PRNGKey(1))
+    out = {m: estimator.estimate(dataclasses.replace(PROBLEM, meta_loss=m), theta, tasks, states,
+                                 jax.random.PRNGKey(2)) for m in META_LOSSES}
+    np.testing.assert_allclose(
+        out["mean"].metrics.meta_loss,
+        0.5 * (out["train"].metrics.meta_loss + out["valid"].metrics.meta_loss), rtol=1e-5)
+    np.testing.assert_allclose(out["mean"].grad["log_lr"],
+                               0.5 * (out["train"].grad["log_lr"] + out["valid"].grad["log_lr"]),
+                               rtol=1e-4, atol=1e-7)
+    assert float(out["train"].grad["log_lr"]) != float(out["valid"].grad["log_lr"])
+
+
+def test_the_heldout_loss_measures_the_configured_meta_loss():
+    from lopt_cli.inner.curves import learned_curves
+
+    def heldout(meta_loss):
+        return HeldOutEvaluator(FAMILY, LearnedLRSGD(), every=1, num_tasks=2, horizon=40,
+                                num_seeds=2, meta_loss=meta_loss)
+
+    theta = lr(-3.0)
+    losses = {m: heldout(m)(theta) for m in META_LOSSES}
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    curves = [learned_curves(LearnedLRSGD(), theta, task, keys, 40, 5)
+              for task in heldout("valid").tasks]
+    for meta_loss, field in (("valid", "valid_loss"), ("train", "train_loss")):
+        expected = np.mean([np.asarray(getattr(c, field))[:, -1] for c in curves])
+        assert losses[meta_loss] == pytest.approx(float(expected), rel=1e-5)
+    assert losses["train"] != pytest.approx(losses["valid"], rel=1e-3)
+    assert losses["mean"] == pytest.approx(0.5 * (losses["train"] + losses["valid"]), rel=1e-5)
 
 
 def test_an_unknown_meta_loss_is_refused():

@@ -140,7 +140,8 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
         checkpoint_every=settings.checkpoint_every,
         heldout=HeldOutEvaluator(family, lopt, heldout.every, heldout.num_tasks,
                                  heldout.horizon, inner.valid_every, heldout.num_seeds,
-                                 heldout.first_id, config.seed) if heldout.every else None,
+                                 heldout.first_id, config.seed, config.meta_loss)
+        if heldout.every else None,
         num_devices=num_devices,
         num_processes=num_processes,
         resume=bool(config.resume),

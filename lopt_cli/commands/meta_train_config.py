@@ -134,7 +134,7 @@ class MetaTrainConfig:
     checkpoint_every: int | str = rule(auto_or_non_negative)  # auto: see build_job
     max_skipped_updates: int = rule(positive)
     resume: Any = rule(anything)
-    meta_loss: str = rule(one_of("valid", "train"))  # the unroll's loss the meta-loss averages
+    meta_loss: str = rule(one_of("valid", "train", "mean"))  # problem.META_LOSSES
     train_only: str | None = rule(optional(one_of("rule", "schedule")))  # null: all of θ
     init_from: str | None = rule(optional(path_text))  # a saved learned optimizer's θ
     compute: ComputeConfig = rule(anything)

@@ -5,11 +5,13 @@ never samples (ids from ``first_id``, by default 1e6, above the seen range) from
 ``horizon`` steps with the current learned optimizer, ``num_seeds`` seeds each, and logs
 
 .. math:: \\text{heldout\\_loss} = \\frac{1}{T}\\sum_{t=1}^{T}\\frac{1}{S}\\sum_{s=1}^{S}
-    \\mathrm{normalize}(\\ell_{\\text{valid}, t, s}(\\text{horizon})),
+    \\mathrm{normalize}(\\ell_{t, s}(\\text{horizon})),
 
-the mean final normalised validation loss. The tasks are the same at every evaluation, and
-:func:`lopt_cli.inner.curves.learned_curves` compiles once per task shape, so later
-evaluations only run.
+the mean final normalised loss, where :math:`\\ell` is the loss the meta-loss averages
+(``meta_loss``: validation, training or their mean; see
+:func:`lopt_cli.meta.problem.chunk_meta_loss`), so that it tracks the objective. The tasks are
+the same at every evaluation, and :func:`lopt_cli.inner.curves.learned_curves` compiles once
+per task shape, so later evaluations only run.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import jax
 import numpy as np
 
 from lopt_cli.inner.curves import learned_curves
+from lopt_cli.meta.problem import chunk_meta_loss
 from lopt_cli.optimizers.base import LearnedOptimizer, MetaParams
 from task_definitions.task_ids import UNSEEN_FIRST_ID, task_key
 
@@ -37,6 +40,7 @@ class HeldOutEvaluator:
     num_seeds: int = 2
     first_id: int = UNSEEN_FIRST_ID
     seed: int = 0
+    meta_loss: str = "valid"  # which normalised loss (lopt_cli.meta.problem.META_LOSSES)
 
     @functools.cached_property
     def tasks(self) -> tuple:
@@ -54,5 +58,5 @@ class HeldOutEvaluator:
         finals = []
         for task in self.tasks:
             curves = learned_curves(self.lopt, theta, task, keys, self.horizon, self.valid_every)
-            finals.append(np.asarray(curves.valid_loss[:, -1]))
+            finals.append(np.asarray(chunk_meta_loss(curves, self.meta_loss)[:, -1]))
         return float(np.mean(finals))

@@ -16,7 +16,9 @@ compiled truncation.
 
 The meta-objective of a truncation is the mean over its chunks of a normalised loss of the
 unroll (:class:`~lopt_cli.inner.unroll.UnrollMetrics`): the validation loss (``meta_loss="valid"``,
-the default) or the training loss (``"train"``), chosen here once for every estimator.
+the default), the training loss (``"train"``) or their mean (``"mean"``,
+:math:`\tfrac12(\ell_\text{train} + \ell_\text{valid})`: a learned optimizer judged on both
+bars at once), chosen here once for every estimator (:func:`chunk_meta_loss`).
 """
 from __future__ import annotations
 
@@ -37,7 +39,16 @@ from lopt_cli.inner.unroll import (
 from lopt_cli.optimizers.base import LearnedOptimizer, MetaParams
 from task_definitions.base import Task
 
-META_LOSSES = ("valid", "train")
+META_LOSSES = ("valid", "train", "mean")
+
+
+def chunk_meta_loss(metrics: UnrollMetrics, meta_loss: str) -> jax.Array:
+    """Per chunk, the normalised loss that ``meta_loss`` (one of :data:`META_LOSSES`) names."""
+    if meta_loss == "train":
+        return metrics.train_loss
+    if meta_loss == "mean":
+        return 0.5 * (metrics.train_loss + metrics.valid_loss)
+    return metrics.valid_loss
 
 
 @struct.dataclass
@@ -86,9 +97,8 @@ class TruncatedProblem:
 
     def truncation_meta_loss(self, metrics: UnrollMetrics) -> jax.Array:
         """The meta-loss of a truncation: the mean over its chunks (last axis of ``metrics``) of
-        the normalised validation or training loss, as ``meta_loss`` says."""
-        chunks = metrics.train_loss if self.meta_loss == "train" else metrics.valid_loss
-        return jnp.mean(chunks, axis=-1)
+        the normalised loss that ``meta_loss`` names (:func:`chunk_meta_loss`)."""
+        return jnp.mean(chunk_meta_loss(metrics, self.meta_loss), axis=-1)
 
     def sample_horizon(self, key: jax.Array, max_horizon: jax.Array | None = None) -> jax.Array:
         """A horizon drawn log-uniformly from ``[min_horizon, max_horizon]``.
