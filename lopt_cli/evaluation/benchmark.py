@@ -267,10 +267,10 @@ def run_benchmark(spec: BenchmarkSpec, candidates: list, cache: RunCache,
             key = cache_key(run_description(task, optimizer, spec))
             runs = fresh.pop(key, None) or cache.lookup(run_description(task, optimizer, spec))
             if runs is None:
-                later = [t for t in spec.tasks[index + 1:]
-                         if not cache.contains(run_description(t, optimizer, spec))]
                 looped = loops_on_host(task.task, spec.host_loop)  # traced once per run
-                group = [task] if looped else same_shape(task, later)
+                group = [task] if looped else [task, *(
+                    t for t in same_shape(task, spec.tasks[index + 1:])[1:]
+                    if not cache.contains(run_description(t, optimizer, spec)))]
                 for member, value in zip(group, compute_runs(group, optimizer, spec, looped)):
                     description = run_description(member, optimizer, spec)
                     fresh[cache_key(description)] = cache.store(description, value)
