@@ -12,7 +12,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from task_definitions.base import Task
+from task_definitions.base import Task, with_seed
 from task_definitions.sampling import generator_from_key
 
 
@@ -28,7 +28,9 @@ class SuiteConfig:
         return self.config.seed
 
     def with_seed(self, seed: int) -> SuiteConfig:
-        return SuiteConfig(self.family, dataclasses.replace(self.config, seed=seed))
+        """The member config re-seeded its own way (a wrapper's ``with_seed`` moves its inner
+        config's seed too)."""
+        return SuiteConfig(self.family, with_seed(self.config, seed))
 
 
 @dataclasses.dataclass(frozen=True)

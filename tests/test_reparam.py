@@ -213,21 +213,3 @@ def test_cheap_mix_reparameterises_the_suites_cheap_families():
     batch = task.sample_batch(jax.random.PRNGKey(1), "train")
     assert np.isfinite(float(task.loss(params, batch, jax.random.PRNGKey(2))))
 
-
-def test_celo_mix_plus_leaves_its_small_deterministic_problems_at_natural_scale():
-    """``task_family=celo_mix_plus``: celo_mix's classifiers (reparameterised) beside quadratic
-    bowls and 2-D test functions that are not."""
-    from task_definitions.suite import MixtureFamily
-
-    family = build(compose_config("tasks", ["task_family=celo_mix_plus"]).task_family, "plus")
-    assert isinstance(family, MixtureFamily)
-    members = dict(family.families)
-    assert set(members) == {"celo_mix", "quadratic", "functions_2d"}
-    assert isinstance(members["celo_mix"], ReparamFamily)
-    assert not isinstance(members["quadratic"], ReparamFamily)
-    assert not isinstance(members["functions_2d"], ReparamFamily)
-    configs = [family.sample(jax.random.PRNGKey(i)) for i in range(40)]
-    assert {c.family for c in configs} == set(members)
-    natural = next(c for c in configs if c.family == "functions_2d")
-    task = family.build(natural)
-    assert set(task.init(jax.random.PRNGKey(0))) == {"xy"}  # the function's own coordinates
