@@ -41,9 +41,13 @@ def settle_imports() -> None:
 
 
 def import_hook_active() -> bool:
-    """Whether ``etils.epy.lazy_imports`` has replaced ``builtins.__import__`` right now."""
+    """Whether ``etils.epy.lazy_imports`` has replaced ``builtins.__import__`` right now:
+    the current ``__import__`` (or the function a ``functools.partial`` wraps) comes from an
+    ``etils`` module. Any function of etils counts, so a renamed private hook is still seen;
+    another library's import hook is not, so it never freezes the bar."""
     hook = builtins.__import__
-    return isinstance(hook, functools.partial) and hook.func.__name__ == "_lazy_import"
+    function = hook.func if isinstance(hook, functools.partial) else hook
+    return str(getattr(function, "__module__", "") or "").split(".")[0] == "etils"
 
 
 class ImportSafeProgress(Progress):

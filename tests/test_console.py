@@ -34,3 +34,17 @@ def test_a_plain_rich_bar_fails_inside_the_hook_and_ours_shows_its_last_frame():
 def test_a_bar_imports_tfds_before_it_starts():
     progress_bar(console=quiet_console())
     assert "tensorflow_datasets" in sys.modules
+
+
+def test_another_librarys_import_hook_does_not_freeze_the_bar(monkeypatch):
+    import builtins
+    import functools
+
+    original = builtins.__import__
+
+    def other_hook(*args, **kwargs):
+        return original(*args, **kwargs)
+
+    for hook in (other_hook, functools.partial(other_hook)):
+        monkeypatch.setattr(builtins, "__import__", hook)
+        assert not import_hook_active()
