@@ -151,12 +151,43 @@ def test_celo_param_scale_output_is_relative_to_the_tensor():
     (CeloLOpt, "schedule", "bogus"), (CeloLOpt, "learning_rate", 0.0),
     (CeloLOpt, "output", "max"), (CeloLOpt, "weight_decay", -1.0),
     (AdamNominalLOpt, "learning_rate", float("inf")), (AdamNominalLOpt, "beta1", 1.0),
-    (AdamNominalLOpt, "correction_hidden", 0),
+    (AdamNominalLOpt, "correction_hidden", 0), (CeloLOpt, "log_lr_bounds", [1.0, 3.0]),
+    (CeloLOpt, "log_lr_bounds", [-3.0, float("inf")]), (AdamNominalLOpt, "log_lr_bounds", [-1]),
 ])
 def test_fields_are_checked_in_one_line(factory, field, bad):
     with pytest.raises(LoptUserError, match=field) as info:
         factory(**{field: bad})
     assert "\n" not in str(info.value)
+
+
+def test_the_schedule_bound_is_soft_and_may_be_asymmetric():
+    out = jnp.linspace(-50.0, 50.0, 2001)
+    symmetric = sched.bounded_log_rate(out)
+    np.testing.assert_allclose(symmetric, 3.0 * jnp.tanh(out / 3.0), rtol=1e-6)  # as shipped
+    wide = sched.bounded_log_rate(out, (-12.0, 3.0))
+    assert float(wide.min()) == pytest.approx(-12.0, abs=1e-2) and float(wide.max()) <= 3.0
+    np.testing.assert_allclose(wide[out >= 0], symmetric[out >= 0], rtol=1e-6)
+    slope = jax.vmap(jax.grad(lambda o: sched.bounded_log_rate(o, (-12.0, 3.0))))(
+        jnp.asarray([-1e-4, 1e-4]))
+    np.testing.assert_allclose(slope, 1.0, rtol=1e-4)  # smooth through 0
+    assert bool(jnp.all(jnp.diff(wide) >= -1e-6))  # non-decreasing (to rounding)
+
+
+@pytest.mark.parametrize("factory", [CeloLOpt, AdamNominalLOpt])
+def test_a_wider_lower_bound_lets_the_learned_schedule_anneal_further(factory):
+    """The same θ, its schedule's output pushed far negative: the rate floors at η e^{low}."""
+    params, grads = make_params(), jax.grad(loss_fn)(make_params())
+
+    def first_step_rms(bounds):
+        lopt = factory(log_lr_bounds=bounds, learning_rate=0.01)
+        theta = lopt.init(jax.random.key(0))
+        theta["params"][sched.SCHEDULE_OUT]["bias"] = jnp.full((1,), -100.0)
+        opt = lopt.transform(theta, 100)
+        updates, _ = opt.update(grads, opt.init(params), params, loss=1.0)
+        return float(jnp.sqrt(jnp.mean(jnp.square(updates["w"]))))
+
+    narrow, wide = first_step_rms((-3.0, 3.0)), first_step_rms((-12.0, 3.0))
+    assert wide / narrow == pytest.approx(np.exp(-9.0), rel=1e-3)
 
 
 def test_a_learned_schedule_needs_hidden_units():

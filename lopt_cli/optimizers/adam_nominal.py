@@ -72,6 +72,7 @@ class AdamNominalNetwork(ScheduledNetwork, nn.Module):
 
     correction_hidden: int = 4
     schedule_hidden: int = 16
+    log_lr_bounds: tuple[float, float] = sched.LOG_LR_BOUNDS
 
     def layer_names(self) -> tuple[str, ...]:
         schedule = (sched.SCHEDULE_IN, sched.SCHEDULE_OUT) if self.schedule_hidden else ()
@@ -83,7 +84,7 @@ class AdamNominalNetwork(ScheduledNetwork, nn.Module):
         log_scale = nn.Dense(1, kernel_init=zeros, name=SCALE)(tensor_x)[0]
         h = nn.relu(nn.Dense(self.correction_hidden, name=CORRECTION_IN)(x))
         correction = nn.Dense(1, kernel_init=zeros, name=CORRECTION_OUT)(h)[..., 0]
-        log_rate = (sched.schedule_layers(schedule_x, self.schedule_hidden)
+        log_rate = (sched.schedule_layers(schedule_x, self.schedule_hidden, self.log_lr_bounds)
                     if self.schedule_hidden else jnp.zeros(()))
         return log_scale, correction, log_rate
 
@@ -127,7 +128,7 @@ class AdamNominalLOpt(ScheduledLOpt):
 
     @property
     def network(self) -> AdamNominalNetwork:
-        return AdamNominalNetwork(self.correction_hidden, self.schedule_width)
+        return AdamNominalNetwork(self.correction_hidden, self.schedule_width, self.log_lr_bounds)
 
     @property
     def num_features(self) -> int:

@@ -99,6 +99,7 @@ class CeloNetwork(ScheduledNetwork, nn.Module):
     output_init_scale: float = 0.1
     param_share: float = 0.5
     schedule_hidden: int = 16
+    log_lr_bounds: tuple[float, float] = sched.LOG_LR_BOUNDS
 
     def hidden_names(self) -> tuple[str, ...]:
         return tuple(small.dense_name(i) for i in range(1, len(self.hidden_sizes)))
@@ -116,8 +117,8 @@ class CeloNetwork(ScheduledNetwork, nn.Module):
                                      self.param_share)
         skip = nn.Dense(1, use_bias=False, kernel_init=_one_hot_skip(SKIP_FEATURE),
                         name=SKIP)(x)[..., 0]
-        h = (sched.schedule_layers(schedule_x, self.schedule_hidden) if self.schedule_hidden
-             else jnp.zeros(()))
+        h = (sched.schedule_layers(schedule_x, self.schedule_hidden, self.log_lr_bounds)
+             if self.schedule_hidden else jnp.zeros(()))
         return out[..., 0] + skip, out[..., 1], h
 
     def channels(self, channels: small.Channels, tensor_x: jax.Array):
@@ -192,7 +193,8 @@ class CeloLOpt(ScheduledLOpt):
     def network(self) -> CeloNetwork:
         f_t = feats.num_tensor_features()
         return CeloNetwork(self.hidden_sizes, self.output_init_scale,
-                           self.num_features / (self.num_features + f_t), self.schedule_width)
+                           self.num_features / (self.num_features + f_t), self.schedule_width,
+                           self.log_lr_bounds)
 
     def init_tensor_state(self, param: jax.Array) -> small.SmallTensorState:
         return small.init_factored_state(jnp.shape(param), len(self.momentum_decays))

@@ -4,9 +4,10 @@ An architecture with a base learning rate :math:`\eta` (``celo``, ``adam_nominal
 step by :math:`\eta_t = \eta\, s(r)\, e^{h_t}` with :math:`r = (t + 1) / T` the fraction of
 the horizon done after the update (``t`` updates taken before it, :func:`progress`):
 
-* ``schedule="learned"``: :math:`s = 1` and :math:`h_t = B \tanh(\mathrm{MLP}_\theta(x_t) / B)`,
-  a small global network (layers ``schedule_in``, ``schedule_out``; bound :math:`B =`
-  :data:`LOG_LR_BOUND`) on the training and validation losses relative to their running
+* ``schedule="learned"``: :math:`s = 1` and :math:`h_t = b(\mathrm{MLP}_\theta(x_t))`,
+  a small global network (layers ``schedule_in``, ``schedule_out``) bounded softly by
+  :func:`bounded_log_rate` to :math:`(-B_-, B_+)` (``log_lr_bounds``, default
+  :data:`LOG_LR_BOUNDS`) on the training and validation losses relative to their running
   statistics (:func:`~lopt_cli.optimizers.hierarchical_features.observe_losses`) and a
   multi-timescale embedding of :math:`r` (:func:`progress_embedding`). Its output layer starts
   at zero, so :math:`h_0 = 0`: the schedule starts constant at :math:`\eta`.
@@ -32,7 +33,7 @@ SCHEDULE_IN, SCHEDULE_OUT = "schedule_in", "schedule_out"
 SCHEDULES = ("learned", "constant", "cosine", "warmup_cosine")
 LOSS_DECAYS = (0.9, 0.99, 0.999)
 FREQUENCIES = (1.0, 2.0, 4.0, 8.0)  # of the t/T embedding, in half-periods over the horizon
-LOG_LR_BOUND = 3.0  # |h| <= 3: the learned schedule moves the rate by at most e^3 either way
+LOG_LR_BOUNDS = (-3.0, 3.0)  # h in (-3, 3): the learned schedule moves the rate by < e^3 either way
 WARMUP_FRACTION = 0.05
 
 
@@ -77,19 +78,38 @@ def supplied_factor(name: str, r: jax.Array) -> jax.Array:
     return warm * 0.5 * (1.0 + jnp.cos(jnp.pi * after))
 
 
-def schedule_layers(x: jax.Array, hidden: int) -> jax.Array:
+def bounded_log_rate(out: jax.Array, bounds: tuple[float, float] = LOG_LR_BOUNDS) -> jax.Array:
+    r""":math:`h = B_\pm \tanh(o / B_\pm)` with :math:`B_+` for :math:`o \ge 0` and
+    :math:`B_-` below: slope 1 at 0 on both sides, :math:`h \in (-B_-, B_+)`
+    (``bounds = (-B_-, B_+)``). Equal bounds give the symmetric :math:`B \tanh(o / B)`."""
+    low, high = bounds
+    scale = jnp.where(out >= 0, high, -low)
+    return scale * jnp.tanh(out / scale)
+
+
+def check_log_lr_bounds(value: Any) -> tuple[float, float]:
+    """``(low, high)`` as floats with ``-inf < low < 0 < high < inf``, else ``ValueError``."""
+    low, high = (float(v) for v in value)
+    if not (-float("inf") < low < 0.0 < high < float("inf")):
+        raise ValueError(value)
+    return low, high
+
+
+def schedule_layers(x: jax.Array, hidden: int,
+                    bounds: tuple[float, float] = LOG_LR_BOUNDS) -> jax.Array:
     """The learned schedule's layers, created inside a compact module: ``h`` (scalar)."""
     h = nn.relu(nn.Dense(hidden, name=SCHEDULE_IN)(x))
     out = nn.Dense(1, kernel_init=nn.initializers.zeros, name=SCHEDULE_OUT)(h)[0]
-    return LOG_LR_BOUND * jnp.tanh(out / LOG_LR_BOUND)
+    return bounded_log_rate(out, bounds)
 
 
-def apply_schedule_layers(params: Any, x: jax.Array) -> jax.Array:
+def apply_schedule_layers(params: Any, x: jax.Array,
+                          bounds: tuple[float, float] = LOG_LR_BOUNDS) -> jax.Array:
     """:func:`schedule_layers` on a module's ``variables["params"]`` (the same maths)."""
     layer_in, layer_out = params[SCHEDULE_IN], params[SCHEDULE_OUT]
     h = nn.relu(x @ layer_in["kernel"] + layer_in["bias"])
     out = h @ layer_out["kernel"][:, 0] + layer_out["bias"][0]
-    return LOG_LR_BOUND * jnp.tanh(out / LOG_LR_BOUND)
+    return bounded_log_rate(out, bounds)
 
 
 def init_schedule_state() -> hfeats.LossStats:

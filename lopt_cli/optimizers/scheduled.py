@@ -40,13 +40,16 @@ SCHEDULE_RULES: dict[str, FieldRule] = {
     "schedule": FieldRule(sched.check_schedule, "one of " + ", ".join(sched.SCHEDULES)),
     "schedule_hidden": FieldRule(per_tensor.NON_NEGATIVE_INT.normalise,
                                  "a positive int (or 0 with a supplied schedule)"),
+    "log_lr_bounds": FieldRule(sched.check_log_lr_bounds,
+                               "[low, high], finite, with low < 0 < high"),
 }
 
 
 class ScheduledNetwork:
     """Methods shared by the flax modules of :class:`ScheduledLOpt` (a mixin): the module's
-    ``__call__(x, tensor_x, schedule_x)`` returns the rule's outputs and then ``h``, and
-    ``input_width()`` says how many per-parameter inputs ``x`` has."""
+    ``__call__(x, tensor_x, schedule_x)`` returns the rule's outputs and then ``h`` (bounded
+    to its field ``log_lr_bounds``), and ``input_width()`` says how many per-parameter inputs
+    ``x`` has."""
 
     def input_width(self) -> int:
         raise NotImplementedError
@@ -61,7 +64,7 @@ class ScheduledNetwork:
         """``h``: the learned schedule on the module's declared variables."""
         layers = fm.declared_layers(self.variables["params"], self.layer_names(),
                                     type(self).__name__)
-        return sched.apply_schedule_layers(layers, schedule_x)
+        return sched.apply_schedule_layers(layers, schedule_x, self.log_lr_bounds)
 
     def log_rate_reference(self, schedule_x: jax.Array) -> jax.Array:
         """:meth:`log_rate` by the plain definition."""
@@ -80,12 +83,16 @@ class ScheduledLOpt(per_tensor.PerTensorLOpt):
       weight_decay: the decoupled decay :math:`\lambda`.
       schedule: ``learned`` or a supplied one (:data:`~lopt_cli.optimizers.schedule.SCHEDULES`).
       schedule_hidden: hidden units of the learned schedule (unused by a supplied one).
+      log_lr_bounds: ``(low, high)``: the learned schedule's :math:`h_t` stays inside, so
+        :math:`\eta_t \in (\eta e^{low}, \eta e^{high})`
+        (:func:`~lopt_cli.optimizers.schedule.bounded_log_rate`).
     """
 
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
     schedule: str = "learned"
     schedule_hidden: int = 16
+    log_lr_bounds: tuple[float, float] = sched.LOG_LR_BOUNDS
 
     def __post_init__(self):
         super().__post_init__()
