@@ -27,6 +27,7 @@ from lopt_cli.meta.estimator import (
     checked_estimator,
     finite_mean,
 )
+from lopt_cli.meta.heldout import HeldOutEvaluator
 from lopt_cli.meta.outer import (
     MetaTrainSettings,
     make_outer_optimizer,
@@ -34,7 +35,6 @@ from lopt_cli.meta.outer import (
     sample_population,
 )
 from lopt_cli.meta.pes import PersistentES, PESState, reset_pair
-from lopt_cli.meta.heldout import HeldOutEvaluator
 from lopt_cli.meta.problem import META_LOSSES, TruncatedProblem, initial_states
 from lopt_cli.meta.tbptt import TruncatedBackprop
 from task_definitions.base import stack_tasks
