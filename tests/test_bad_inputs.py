@@ -80,7 +80,7 @@ CASES = [
     (MT, "tasks.count=0", "tasks.count=0"),
     (MT, "population.candidates=0", "population.candidates=0"),
     (MT, "resume={empty_dir}", "not a run directory"),
-    (MT, "meta_loss=test", "meta_loss='test': expected valid or train"),
+    (MT, "meta_loss=test", "meta_loss='test': expected valid, train or mean"),
     (MT, "train_only=both", "train_only='both': expected rule or schedule"),
     (MT, "train_only=schedule", "optimizer MLPLOpt has no schedule layers"),
     (MT, "optimizer=celo optimizer.schedule=constant train_only=schedule",
