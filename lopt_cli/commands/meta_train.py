@@ -64,6 +64,7 @@ class MetaTrainJob:
     initial_theta: MetaParams | None = None  # init_from's θ (None: the optimizer's init)
     init_from: Path | None = None  # the weights file it was read from
     train_only: str | None = None  # the part of θ the outer optimizer moves (None: all)
+    average_theta: float = 0.0  # β of the published running average of θ (0: the last θ)
 
     @property
     def inner_steps_per_outer(self) -> int:
@@ -149,6 +150,7 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
         initial_theta=theta,
         init_from=init_path,
         train_only=config.train_only,
+        average_theta=float(config.average_theta),
     )
 
 
@@ -246,6 +248,7 @@ def run_meta_training(job: MetaTrainJob, out_dir, label: str = "meta-train"):
     from lopt_cli.commands.recorder import MetaTrainRecorder, machine_facts
     from lopt_cli.evaluation.plots import plot_meta_loss
     from lopt_cli.io import write_json_atomic
+    from lopt_cli.meta.averaging import with_parameter_average
     from lopt_cli.meta.checkpoint import has_checkpoint, load_checkpoint, remove_stale_temporaries
     from lopt_cli.meta.distributed import QuietRecorder, is_main, is_multiprocess, to_host
     from lopt_cli.meta.outer import meta_train
@@ -253,7 +256,8 @@ def run_meta_training(job: MetaTrainJob, out_dir, label: str = "meta-train"):
     from lopt_cli.meta.sharding import Placement
 
     out_dir = Path(out_dir)
-    outer_tx = train_only_part(job.outer_tx, job.train_only)
+    outer_tx = with_parameter_average(train_only_part(job.outer_tx, job.train_only),
+                                      job.average_theta)
     main = is_main()
     start, history = None, []  # a fresh start rewrites metrics.jsonl (a killed try's rows go)
     if job.resume and has_checkpoint(out_dir):
@@ -265,7 +269,8 @@ def run_meta_training(job: MetaTrainJob, out_dir, label: str = "meta-train"):
         recorder = MetaTrainRecorder(out_dir, job.settings.num_outer_steps,
                                      job.inner_steps_per_outer, job.optimizer_config,
                                      job.checkpoint_every, label=label, heldout=job.heldout,
-                                     seed=job.settings.seed, history=history)
+                                     seed=job.settings.seed, history=history,
+                                     save_last=job.average_theta > 0)
     else:  # other processes of a multi-process run write nothing
         recorder = QuietRecorder(history)
     on_step, on_checkpoint = recorder, recorder.checkpoint
@@ -297,6 +302,7 @@ def run_meta_training(job: MetaTrainJob, out_dir, label: str = "meta-train"):
         "resumed_at_step": start.step if start is not None else None,
         "init_from": str(job.init_from) if job.init_from is not None else None,
         "train_only": job.train_only,
+        "average_theta": job.average_theta,
         "machine": machine_facts(),
     }
     heldout = [r["heldout_loss"] for r in history if "heldout_loss" in r]

@@ -20,6 +20,8 @@ from lopt_cli.io import append_jsonl, write_jsonl_atomic
 from lopt_cli.meta.checkpoint import save_checkpoint
 from lopt_cli.optimizers.storage import save_learned_optimizer
 
+LAST_DIR = "last"  # where a run that publishes an average of θ saves its raw last θ
+
 
 class MetaTrainRecorder:
     """``on_step`` and ``on_checkpoint`` callbacks for :func:`lopt_cli.meta.outer.meta_train`.
@@ -29,13 +31,14 @@ class MetaTrainRecorder:
     progress bar; every ``checkpoint_every`` steps and at the end the current learned optimizer
     is saved atomically into ``out_dir``, and ``checkpoint`` saves the loop's state with the
     rows so far. A resumed run passes the checkpoint's rows as ``history``: ``metrics.jsonl`` is
-    rewritten to exactly those rows, so no line is duplicated.
+    rewritten to exactly those rows, so no line is duplicated. With ``save_last`` (a run that
+    publishes an average of θ) the last checkpoint also saves the raw last θ into ``last/``.
     """
 
     def __init__(self, out_dir: Path, total_steps: int, inner_steps_per_outer: int,
                  optimizer_config: dict, checkpoint_every: int, label: str = "meta-train",
                  console: Console | None = None, heldout=None, seed: int = 0,
-                 history: list[dict] | None = None):
+                 history: list[dict] | None = None, save_last: bool = False):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.out_dir / "metrics.jsonl"
@@ -45,6 +48,7 @@ class MetaTrainRecorder:
         self.checkpoint_every = checkpoint_every
         self.heldout = heldout
         self.seed = seed
+        self.save_last = save_last
         self.history: list[dict] = list(history or [])
         if history is not None:
             write_jsonl_atomic(self.metrics_path, self.history)
@@ -88,6 +92,8 @@ class MetaTrainRecorder:
     def checkpoint(self, state) -> None:
         """Saves the loop's ``state`` (a ``MetaTrainState``) with the metrics rows so far."""
         save_checkpoint(self.out_dir, state, self.seed, self.history)
+        if self.save_last and state.step == self.total_steps:
+            save_learned_optimizer(self.out_dir / LAST_DIR, self.optimizer_config, state.theta)
 
 
 def cpu_model() -> str:

@@ -27,6 +27,7 @@ import numpy as np
 import optax
 
 from lopt_cli.errors import LoptUserError
+from lopt_cli.meta.averaging import published_theta
 from lopt_cli.meta.curriculum import HorizonCurriculum, constant
 from lopt_cli.meta.estimator import GradientEstimator, host_metrics
 from lopt_cli.meta.problem import TruncatedProblem, with_horizon_cap
@@ -210,9 +211,11 @@ def meta_train(
     on_checkpoint: Callable[[MetaTrainState], None] | None = None,
     placement: Placement | None = None,
 ) -> MetaParams:
-    """Meta-trains ``problem.lopt`` and returns the final meta-parameters.
+    """Meta-trains ``problem.lopt`` and returns the final published meta-parameters (the
+    running average when ``outer_tx`` keeps one, :mod:`lopt_cli.meta.averaging`; else θ).
 
-    ``on_step(step, metrics, theta)`` is called after every outer step with host-side floats
+    ``on_step(step, metrics, theta)`` (``theta``: the published one) is called after every
+    outer step with host-side floats
     (the fields of :class:`~lopt_cli.meta.estimator.EstimatorMetrics`, ``grad_norm``,
     ``max_horizon``, and ``task_ids`` when the population was drawn);
     ``on_checkpoint(state)`` every ``settings.checkpoint_every`` steps and after the last one.
@@ -254,7 +257,7 @@ def meta_train(
         host["max_horizon"] = cap
         if resample:  # which tasks were trained on: `lopt evaluate` reads them as "seen"
             host["task_ids"] = sorted({int(member[0]) for member in members})
-        on_step(step, host, theta)
+        on_step(step, host, published_theta(opt_state, theta))
         if skipped_in_a_row >= settings.max_skipped_updates:
             raise DivergedMetaTraining(
                 f"meta-training stopped at outer step {step}: {skipped_in_a_row} consecutive "
@@ -262,4 +265,4 @@ def meta_train(
                 "last finite one); lower outer_optimizer.learning_rate or estimator.sigma")
         if on_checkpoint is not None and checkpoint_due(settings, step):
             on_checkpoint(MetaTrainState(step + 1, theta, opt_state, states, members))
-    return theta
+    return published_theta(opt_state, theta)
