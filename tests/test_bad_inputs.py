@@ -81,6 +81,7 @@ CASES = [
     (MT, "population.candidates=0", "population.candidates=0"),
     (MT, "resume={empty_dir}", "not a run directory"),
     (MT, "meta_loss=test", "meta_loss='test': expected valid, train or mean"),
+    (MT, "average_theta=1.0", "average_theta=1.0: expected a number in [0, 1)"),
     (MT, "task_family=celo_mix_plus task_family.families.quadratic.decades=0",
      "decades=0: expected a number of decades in [1, 30]"),
     (MT, "optimizer=celo optimizer.log_lr_bounds=[1.0,3.0]",
