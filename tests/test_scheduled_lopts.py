@@ -147,6 +147,27 @@ def test_celo_param_scale_output_is_relative_to_the_tensor():
     assert ratio == pytest.approx(100.0, rel=0.2)  # features are scale-free except p / rms(p)
 
 
+def test_celo_adam_scale_output_takes_the_rms_of_adams_step():
+    """output=adam_scale: each tensor's step has the RMS of m_0.9 / sqrt(v_hat) (a rank-1 tensor's
+    v_hat is Adam's own, so one step from zero state is Adam's first step, of RMS 1 · rate), and
+    it shrinks where the gradients have shrunk since (v_hat remembers them), unlike output=rms."""
+    def step_rms(output, grads_seq):
+        lopt = CeloLOpt(learning_rate=0.01, output=output, schedule="constant",
+                        schedule_hidden=0)
+        opt = lopt.transform(lopt.init(jax.random.key(0)), 1000)
+        params = {"b": jnp.zeros(5)}
+        state = opt.init(params)
+        for grads in grads_seq:
+            updates, state = opt.update({"b": grads}, state, params)
+        return float(jnp.sqrt(jnp.mean(jnp.square(updates["b"]))))
+
+    grads = jnp.asarray([1.0, -2.0, 0.5, 3.0, -1.0])
+    assert step_rms("adam_scale", [grads]) == pytest.approx(0.01, rel=1e-4)
+    fading = [grads * 0.5**k for k in range(40)]
+    assert step_rms("adam_scale", fading) < 0.3 * 0.01
+    assert step_rms("rms", fading) == pytest.approx(0.01, rel=1e-4)
+
+
 @pytest.mark.parametrize("factory, field, bad", [
     (CeloLOpt, "schedule", "bogus"), (CeloLOpt, "learning_rate", 0.0),
     (CeloLOpt, "output", "max"), (CeloLOpt, "weight_decay", -1.0),

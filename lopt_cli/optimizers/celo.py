@@ -25,7 +25,13 @@ is normalised per tensor (``output``):
 
 * ``"rms"`` (Celo2): :math:`-u / \mathrm{rms}(u)`: every tensor moves by :math:`\eta_t` in RMS;
 * ``"param_scale"`` (Celo): :math:`-u \cdot \max(\mathrm{rms}(p), \rho)`: steps relative to
-  the tensor's scale (:math:`\rho` = ``PARAM_RMS_FLOOR`` for tensors that start at zero).
+  the tensor's scale (:math:`\rho` = ``PARAM_RMS_FLOOR`` for tensors that start at zero);
+* ``"adam_scale"``: :math:`-\frac{u}{\mathrm{rms}(u)}\,\mathrm{rms}\big(\hat m_{0.9}/\sqrt{\hat v}\big)`:
+  the learned direction at the RMS of Adam's own step for the tensor. ``"rms"`` moves every
+  tensor by :math:`\eta_t` in RMS whatever its gradients, so near a minimum only the schedule
+  can shrink the step; Adam's step shrinks by itself there (the second moment remembers the
+  larger gradients of before), and this mode inherits that. At initialisation (direction
+  :math:`\approx \hat m_{0.9}/\sqrt{\hat v}`) it is Adam's step.
 
 Like :class:`~lopt_cli.optimizers.small_lopt.SmallLOpt`, the network runs on tensor-shaped
 channels, which XLA fuses into one elementwise loop. Cost (defaults): state 3 momenta and the
@@ -53,7 +59,7 @@ from lopt_cli.optimizers.per_tensor import FieldRule, TensorInput
 from lopt_cli.optimizers.scheduled import SCHEDULE_RULES, ScheduledLOpt, ScheduledNetwork
 
 SKIP = "skip"
-OUTPUTS = ("rms", "param_scale")
+OUTPUTS = ("rms", "param_scale", "adam_scale")
 PARAM_RMS_FLOOR = 1e-3
 STEP_EPS = 1e-12  # inside the RMS normaliser of the step
 SKIP_FEATURE = 1  # m_0.9 / sqrt(v): the skip's initial input
@@ -148,7 +154,7 @@ class CeloLOpt(ScheduledLOpt):
       momentum_decays: the momenta's decays (``(0.9, 0.99, 0.999)``).
       rms_decay: decay of the (factored) second moment.
       exp_mult: :math:`\\lambda_2`.
-      output: ``"rms"`` or ``"param_scale"`` (see the module docstring).
+      output: ``"rms"``, ``"param_scale"`` or ``"adam_scale"`` (see the module docstring).
       output_init_scale: initial scale of the MLP's output layer.
       learning_rate, weight_decay, schedule, schedule_hidden (keyword-only): see
         :class:`~lopt_cli.optimizers.scheduled.ScheduledLOpt`.
@@ -208,11 +214,13 @@ class CeloLOpt(ScheduledLOpt):
         tensor_x = feats.tensor_features(feats.TensorContext(x.count, x.num_steps, g, p))
         d, a = self.network.apply(theta, channels, tensor_x, method=CeloNetwork.channels)
         u = d * jnp.exp(self.exp_mult * a)
-        return -self._normalised(u, p), state
+        return -self._normalised(u, p, corrected[0] * jax.lax.rsqrt(v_hat + small.V_EPS)), state
 
-    def _normalised(self, u: jax.Array, p: jax.Array) -> jax.Array:
-        if self.output == "rms":
-            return u * jax.lax.rsqrt(jnp.mean(jnp.square(u)) + STEP_EPS)
+    def _normalised(self, u: jax.Array, p: jax.Array, adam: jax.Array) -> jax.Array:
+        """The tensor's step before the rate (``output``; ``adam``: Adam's direction)."""
+        if self.output in ("rms", "adam_scale"):
+            unit = u * jax.lax.rsqrt(jnp.mean(jnp.square(u)) + STEP_EPS)
+            return unit if self.output == "rms" else unit * jnp.sqrt(jnp.mean(jnp.square(adam)))
         rms_p = jnp.sqrt(jnp.mean(jnp.square(p)))
         return u * jnp.maximum(rms_p, PARAM_RMS_FLOOR)
 
