@@ -51,6 +51,18 @@ def test_latest_finds_newest_run(tmp_path, monkeypatch):
     assert resolve_weights_path("latest").parent.name == "b"
 
 
+def test_latest_is_a_run_not_its_raw_last_theta(tmp_path, monkeypatch):
+    """A run with average_theta writes last/ after its own (averaged) file: `latest` is the run;
+    a run directory that happens to be named `last` still counts."""
+    runs = tmp_path / "outputs" / "meta-train"
+    saved(runs / "a")
+    saved(runs / "a" / "last", seed=2)
+    monkeypatch.chdir(tmp_path)
+    assert resolve_weights_path("latest").resolve() == (runs / "a" / WEIGHTS_FILE).resolve()
+    saved(runs / "last", seed=3)
+    assert resolve_weights_path("latest").parent.name == "last"
+
+
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [

@@ -18,9 +18,7 @@ from rich.progress import (
 from lopt_cli.console import progress_bar
 from lopt_cli.io import append_jsonl, write_jsonl_atomic
 from lopt_cli.meta.checkpoint import save_checkpoint
-from lopt_cli.optimizers.storage import save_learned_optimizer
-
-LAST_DIR = "last"  # where a run that publishes an average of θ saves its raw last θ
+from lopt_cli.optimizers.storage import LAST_DIR, save_learned_optimizer
 
 
 class MetaTrainRecorder:

@@ -24,6 +24,7 @@ from lopt_cli.optimizers.base import LearnedOptimizer, MetaParams
 
 WEIGHTS_FILE = "learned_optimizer.msgpack"
 CONFIG_FILE = "learned_optimizer.yaml"
+LAST_DIR = "last"  # a run publishing an average of θ keeps its raw last θ here (never `latest`)
 CHECKSUM_KEY = "weights_sha256"  # in CONFIG_FILE: SHA-256 of WEIGHTS_FILE's bytes
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 DEFAULT_SOURCE = "default"  # the name that means the recommended shipped optimizer
@@ -43,8 +44,12 @@ def save_learned_optimizer(directory: str | os.PathLike, config: dict, theta: Me
 
 def find_latest_run(root: str | os.PathLike = "outputs", key: str = "learned_optimizer") -> Path:
     """The newest run directory under ``root`` that holds a learned optimizer (``key``: the
-    config key named in the error when there is none)."""
-    candidates = sorted(Path(root).glob(f"**/{WEIGHTS_FILE}"), key=lambda p: p.stat().st_mtime)
+    config key named in the error when there is none). A run's ``last/`` (its raw last θ, beside
+    the published average) is not a run: it is written after the run's own file."""
+    candidates = sorted((p for p in Path(root).glob(f"**/{WEIGHTS_FILE}")
+                         if not (p.parent.name == LAST_DIR
+                                 and (p.parent.parent / WEIGHTS_FILE).is_file())),
+                        key=lambda p: p.stat().st_mtime)
     if not candidates:
         raise LoptUserError(
             f"{key}=latest: no {WEIGHTS_FILE} under {Path(root).resolve()}; "
