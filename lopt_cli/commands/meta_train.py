@@ -78,6 +78,7 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
     (:func:`~lopt_cli.commands.meta_train_config.parse_meta_train`), then built."""
     from lopt_cli.commands.meta_train_start import check_train_only, initial_theta
     from lopt_cli.config import import_object, instantiate_plain
+    from lopt_cli.meta.averaging import check_decay
     from lopt_cli.meta.cpu_tuning import cpu_cores_per_device, for_population
     from lopt_cli.meta.curriculum import HorizonCurriculum
     from lopt_cli.meta.estimator import checked_estimator
@@ -101,6 +102,10 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
         where = f" x {num_processes} processes" if num_processes > 1 else ""
         raise LoptUserError(f"compute.num_tasks={compute.num_tasks} must be a multiple of "
                             f"the {num_devices} devices of compute.num_devices{where}")
+    try:
+        average_theta = check_decay(config.average_theta)
+    except ValueError as error:
+        raise LoptUserError(str(error)) from None
     lopt = build(config.optimizer, "optimizer")
     check_train_only(config.train_only, lopt, config.optimizer)
     if resume_dir is None:
@@ -150,7 +155,7 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
         initial_theta=theta,
         init_from=init_path,
         train_only=config.train_only,
-        average_theta=float(config.average_theta),
+        average_theta=average_theta,
     )
 
 

@@ -28,9 +28,10 @@ class AveragedState(NamedTuple):
     average: Any
 
 
-def check_decay(decay: float) -> float:
-    """``decay`` if it lies in ``[0, 1)``, else a ValueError."""
-    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
+def check_decay(decay: Any) -> float:
+    """``decay`` if it is a number in ``[0, 1)``, else a ValueError naming ``average_theta``."""
+    number = isinstance(decay, (int, float)) and not isinstance(decay, bool)
+    if not (number and 0 <= decay < 1):
         raise ValueError(f"average_theta={decay!r}: expected a number in [0, 1)")
     return float(decay)
 
@@ -43,7 +44,7 @@ def with_parameter_average(outer_tx: optax.GradientTransformationExtraArgs,
         return outer_tx
 
     def init(params):
-        return AveragedState(outer_tx.init(params), jax.tree_util.tree_map(lambda p: p, params))
+        return AveragedState(outer_tx.init(params), params)  # θ̄_0 = θ_0
 
     def update(updates, state, params=None, **extra_args):
         if params is None:
