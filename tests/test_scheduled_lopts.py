@@ -168,12 +168,41 @@ def test_celo_adam_scale_output_takes_the_rms_of_adams_step():
     assert step_rms("rms", fading) == pytest.approx(0.01, rel=1e-4)
 
 
+def test_celo_without_rms_inputs_ignores_the_parameters_signs_and_starts_on_adams_direction():
+    """rms_inputs=False drops g/rms(g) and p/rms(p) (K = 5): with no weight decay the step reads
+    the parameters only through the per-tensor log rms(p), so flipping their signs changes
+    nothing; and the untrained skip still starts on m_0.9 / sqrt(v_hat)."""
+    def first_steps(rms_inputs, params):
+        lopt = CeloLOpt(learning_rate=0.01, output="adam_scale", rms_inputs=rms_inputs)
+        theta = perturbed(lopt.init(jax.random.key(0)))
+        opt = jax.jit(lopt.transform(theta, 1000).update)
+        updates, _ = opt(grads, lopt.transform(theta, 1000).init(params), params, loss=1.0)
+        return updates
+
+    params = make_params()
+    grads = jax.grad(loss_fn)(params)
+    moved = jax.tree.map(jnp.negative, params)
+    assert CeloLOpt(rms_inputs=False).num_features == CeloLOpt().num_features - 2 == 5
+    for a, b in zip(jax.tree.leaves(first_steps(False, params)),
+                    jax.tree.leaves(first_steps(False, moved))):
+        np.testing.assert_array_equal(a, b)
+    with_p = first_steps(True, params)["w"], first_steps(True, moved)["w"]
+    assert not np.allclose(*with_p)
+    lopt = CeloLOpt(learning_rate=0.01, rms_inputs=False)
+    opt = lopt.transform(lopt.init(jax.random.key(0)), 1000)
+    updates, _ = opt.update(grads, opt.init(params), params, loss=1.0)
+    adam, _ = optax.adam(1.0).update(grads, optax.adam(1.0).init(params), params)
+    u, a = np.ravel(updates["w"]), np.ravel(adam["w"])
+    assert np.dot(u, a) / np.linalg.norm(u) / np.linalg.norm(a) > 0.8
+
+
 @pytest.mark.parametrize("factory, field, bad", [
     (CeloLOpt, "schedule", "bogus"), (CeloLOpt, "learning_rate", 0.0),
     (CeloLOpt, "output", "max"), (CeloLOpt, "weight_decay", -1.0),
     (AdamNominalLOpt, "learning_rate", float("inf")), (AdamNominalLOpt, "beta1", 1.0),
     (AdamNominalLOpt, "correction_hidden", 0), (CeloLOpt, "log_lr_bounds", [1.0, 3.0]),
     (CeloLOpt, "log_lr_bounds", [-3.0, float("inf")]), (AdamNominalLOpt, "log_lr_bounds", [-1]),
+    (CeloLOpt, "rms_inputs", "yes"),
 ])
 def test_fields_are_checked_in_one_line(factory, field, bad):
     with pytest.raises(LoptUserError, match=field) as info:

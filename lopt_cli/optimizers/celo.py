@@ -12,6 +12,10 @@ the :math:`K = 7` inputs, each clipped to ``±small_lopt.FEATURE_CLIP``, are
         \frac{g}{\mathrm{rms}(g)},\ \frac{p}{\mathrm{rms}(p)},\
         \sqrt{\frac{\hat v}{\mathrm{mean}(\hat v)}}\Big)
 
+(``rms_inputs=False`` leaves out :math:`g/\mathrm{rms}(g)` and :math:`p/\mathrm{rms}(p)`,
+:math:`K = 5`: on a tensor of one or a few entries they are signs of unit size that never
+shrink, while the other inputs are relative to the gradient's own history.)
+
 and the network gives a direction and a magnitude
 
 .. math:: d = \mathrm{MLP}^{(d)}_\theta(x, x_\text{tensor}) + w^\top x, \qquad
@@ -41,6 +45,7 @@ factored second moment, about 3 floats per parameter of a matrix; compute
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -79,13 +84,17 @@ class CeloState(NamedTuple):
 
 
 def celo_features(g: jax.Array, p: jax.Array, momenta: tuple[jax.Array, ...],
-                  v_hat: jax.Array) -> small.Channels:
-    """The ``K = 3 + M + 1`` input channels (see the module docstring), clipped."""
+                  v_hat: jax.Array, rms_inputs: bool = True) -> small.Channels:
+    """The ``K = 3 + M + 1`` input channels (see the module docstring; ``K = 1 + M + 1``
+    without ``rms_inputs``), clipped."""
     rsqrt_v = jax.lax.rsqrt(v_hat + small.V_EPS)
-    rms_g = jax.lax.rsqrt(jnp.mean(jnp.square(g)) + feats.NORM_EPS)
-    rms_p = jax.lax.rsqrt(jnp.mean(jnp.square(p)) + feats.NORM_EPS)
     ratio = jnp.sqrt(v_hat * jax.lax.rsqrt(jnp.square(jnp.mean(v_hat)) + small.V_EPS))
-    channels = [g * rsqrt_v, *(m * rsqrt_v for m in momenta), g * rms_g, p * rms_p, ratio]
+    relative = []
+    if rms_inputs:
+        rms_g = jax.lax.rsqrt(jnp.mean(jnp.square(g)) + feats.NORM_EPS)
+        rms_p = jax.lax.rsqrt(jnp.mean(jnp.square(p)) + feats.NORM_EPS)
+        relative = [g * rms_g, p * rms_p]
+    channels = [g * rsqrt_v, *(m * rsqrt_v for m in momenta), *relative, ratio]
     return [jnp.clip(x, -small.FEATURE_CLIP, small.FEATURE_CLIP) for x in channels]
 
 
@@ -159,6 +168,7 @@ class CeloLOpt(ScheduledLOpt):
       learning_rate, weight_decay, schedule, schedule_hidden (keyword-only): see
         :class:`~lopt_cli.optimizers.scheduled.ScheduledLOpt`.
       clip_mult: gradients are clipped to ``clip_mult`` running RMS; ``0`` disables.
+      rms_inputs: whether :math:`g/\mathrm{rms}(g)` and :math:`p/\mathrm{rms}(p)` are inputs.
     """
 
     hidden_sizes: tuple[int, ...] = (8, 8)
@@ -168,21 +178,23 @@ class CeloLOpt(ScheduledLOpt):
     output: str = "rms"
     output_init_scale: float = 0.1
     clip_mult: float = 10.0
+    rms_inputs: bool = True
 
     State = CeloState
     TensorState = small.SmallTensorState
     FIELD_RULES = {"hidden_sizes": per_tensor.HIDDEN_SIZES,
                    "momentum_decays": per_tensor.DECAYS, "rms_decay": per_tensor.DECAY,
                    "output": FieldRule(_output, "one of " + ", ".join(OUTPUTS)),
+                   "rms_inputs": per_tensor.BOOL,
                    **SCHEDULE_RULES}
     FLAT_TENSORS = False
 
     @property
     def num_features(self) -> int:
-        """``K = 3 + M + 1`` (derived)."""
+        """``K = 3 + M + 1``, or ``1 + M + 1`` without ``rms_inputs`` (derived)."""
         vec = jnp.zeros((2,))
-        return len(jax.eval_shape(celo_features, vec, vec, (vec,) * len(self.momentum_decays),
-                                  vec))
+        features = functools.partial(celo_features, rms_inputs=self.rms_inputs)
+        return len(jax.eval_shape(features, vec, vec, (vec,) * len(self.momentum_decays), vec))
 
     @property
     def flops_per_param(self) -> int:
@@ -210,7 +222,7 @@ class CeloLOpt(ScheduledLOpt):
         g, p = x.grad, x.param
         corrected, v_hat, state = small.update_accumulators(state, g, x.count,
                                                             self.momentum_decays, self.rms_decay)
-        channels = celo_features(g, p, corrected, v_hat)
+        channels = celo_features(g, p, corrected, v_hat, self.rms_inputs)
         tensor_x = feats.tensor_features(feats.TensorContext(x.count, x.num_steps, g, p))
         d, a = self.network.apply(theta, channels, tensor_x, method=CeloNetwork.channels)
         u = d * jnp.exp(self.exp_mult * a)

@@ -118,6 +118,12 @@ def _decays(value: Any) -> tuple[float, ...]:
     return decays
 
 
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(value)
+    return value
+
+
 def _chunk_size(value: Any) -> int | None:
     return None if value is None else _non_negative_int(value)
 
@@ -132,6 +138,7 @@ POSITIVE_FINITE = FieldRule(_positive_finite, "a finite number > 0")
 NON_NEGATIVE_FINITE = FieldRule(_non_negative_finite, "a finite number >= 0")
 DECAY = FieldRule(_decay, "a number in [0, 1)")
 DECAYS = FieldRule(_decays, "a non-empty list of numbers in [0, 1)")
+BOOL = FieldRule(_bool, "true or false")
 CHUNK_SIZE = FieldRule(_chunk_size, "null (automatic), 0 (one block) or a positive int")
 
 
