@@ -14,7 +14,8 @@ the :math:`K = 7` inputs, each clipped to ``±small_lopt.FEATURE_CLIP``, are
 
 (``rms_inputs=False`` leaves out :math:`g/\mathrm{rms}(g)` and :math:`p/\mathrm{rms}(p)`,
 :math:`K = 5`: on a tensor of one or a few entries they are signs of unit size that never
-shrink, while the other inputs are relative to the gradient's own history.)
+shrink, while the other inputs are relative to the gradient's own history. Measured on
+``lopt_bench_small``: without them the quadratic and Rosenbrock end far higher; see the README.)
 
 and the network gives a direction and a magnitude
 
