@@ -169,7 +169,7 @@ class CeloLOpt(ScheduledLOpt):
       learning_rate, weight_decay, schedule, schedule_hidden (keyword-only): see
         :class:`~lopt_cli.optimizers.scheduled.ScheduledLOpt`.
       clip_mult: gradients are clipped to ``clip_mult`` running RMS; ``0`` disables.
-      rms_inputs: whether :math:`g/\mathrm{rms}(g)` and :math:`p/\mathrm{rms}(p)` are inputs.
+      rms_inputs: whether :math:`g/\\mathrm{rms}(g)` and :math:`p/\\mathrm{rms}(p)` are inputs.
     """
 
     hidden_sizes: tuple[int, ...] = (8, 8)
