@@ -86,6 +86,7 @@ CASES = [
      "decades=0: expected a number of decades in [1, 30]"),
     (MT, "optimizer=celo optimizer.log_lr_bounds=[1.0,3.0]",
      "log_lr_bounds=[1.0, 3.0] must be [low, high], finite, with low < 0 < high"),
+    (MT, "optimizer=celo optimizer.rms_inputs=maybe", "rms_inputs=maybe must be true or false"),
     (MT, "train_only=both", "train_only='both': expected rule or schedule"),
     (MT, "train_only=schedule", "optimizer MLPLOpt has no schedule layers"),
     (MT, "optimizer=celo optimizer.schedule=constant train_only=schedule",

@@ -174,9 +174,8 @@ def test_celo_without_rms_inputs_ignores_the_parameters_signs_and_starts_on_adam
     nothing; and the untrained skip still starts on m_0.9 / sqrt(v_hat)."""
     def first_steps(rms_inputs, params):
         lopt = CeloLOpt(learning_rate=0.01, output="adam_scale", rms_inputs=rms_inputs)
-        theta = perturbed(lopt.init(jax.random.key(0)))
-        opt = jax.jit(lopt.transform(theta, 1000).update)
-        updates, _ = opt(grads, lopt.transform(theta, 1000).init(params), params, loss=1.0)
+        opt = lopt.transform(perturbed(lopt.init(jax.random.key(0))), 1000)
+        updates, _ = jax.jit(opt.update)(grads, opt.init(params), params, loss=1.0)
         return updates
 
     params = make_params()
