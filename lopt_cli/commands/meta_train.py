@@ -65,6 +65,7 @@ class MetaTrainJob:
     init_from: Path | None = None  # the weights file it was read from
     train_only: str | None = None  # the part of θ the outer optimizer moves (None: all)
     average_theta: float = 0.0  # β of the published running average of θ (0: the last θ)
+    keep_best: bool = False  # publish the θ of the lowest heldout_loss, not the last one
 
     @property
     def inner_steps_per_outer(self) -> int:
@@ -144,7 +145,8 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
         settings=settings,
         optimizer_config=dict(config.optimizer),
         checkpoint_every=settings.checkpoint_every,
-        heldout=HeldOutEvaluator(family, lopt, heldout.every, heldout.num_tasks,
+        heldout=HeldOutEvaluator(heldout_family(heldout.task_family, family), lopt,
+                                 heldout.every, heldout.num_tasks,
                                  heldout.horizon, inner.valid_every, heldout.num_seeds,
                                  heldout.first_id, config.seed, config.meta_loss)
         if heldout.every else None,
@@ -156,7 +158,18 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
         init_from=init_path,
         train_only=config.train_only,
         average_theta=average_theta,
+        keep_best=heldout.keep_best,
     )
+
+
+def heldout_family(node, family: TaskFamily) -> TaskFamily:
+    """The held-out check's family: ``heldout.task_family`` built, or the training ``family``."""
+    if node is None:
+        return family
+    try:
+        return build_family(node)
+    except LoptUserError as error:
+        raise LoptUserError(f"heldout.{error}") from None
 
 
 def join_processes(cfg: DictConfig) -> int:
@@ -188,6 +201,11 @@ def check(cfg: DictConfig) -> None:
     if job.resume_dir is not None and not has_checkpoint(job.resume_dir):
         raise LoptUserError(f"resume={cfg.resume}: no checkpoint.msgpack in {job.resume_dir}")
     probe_family(job.family, job.settings.first_task_id)
+    if job.heldout is not None and job.heldout.family is not job.family:
+        try:
+            probe_family(job.heldout.family, job.heldout.first_id)
+        except LoptUserError as error:
+            raise LoptUserError(f"heldout.{error}") from None
     check_population_memory(job)
 
 
@@ -250,7 +268,7 @@ def run_meta_training(job: MetaTrainJob, out_dir, label: str = "meta-train"):
     With ``job.resume`` and a checkpoint in ``out_dir``, continues from it (``metrics.jsonl``
     is cut back to the checkpoint's rows first); without one, starts afresh there.
     """
-    from lopt_cli.commands.recorder import MetaTrainRecorder, machine_facts
+    from lopt_cli.commands.recorder import MetaTrainRecorder, best_heldout, machine_facts
     from lopt_cli.evaluation.plots import plot_meta_loss
     from lopt_cli.io import write_json_atomic
     from lopt_cli.meta.averaging import with_parameter_average
@@ -275,7 +293,8 @@ def run_meta_training(job: MetaTrainJob, out_dir, label: str = "meta-train"):
                                      job.inner_steps_per_outer, job.optimizer_config,
                                      job.checkpoint_every, label=label, heldout=job.heldout,
                                      seed=job.settings.seed, history=history,
-                                     save_last=job.average_theta > 0)
+                                     save_last=job.average_theta > 0 or job.keep_best,
+                                     keep_best=job.keep_best)
     else:  # other processes of a multi-process run write nothing
         recorder = QuietRecorder(history)
     on_step, on_checkpoint = recorder, recorder.checkpoint
@@ -313,7 +332,13 @@ def run_meta_training(job: MetaTrainJob, out_dir, label: str = "meta-train"):
     heldout = [r["heldout_loss"] for r in history if "heldout_loss" in r]
     if heldout:
         summary["final_heldout_loss"] = heldout[-1]
+    if job.keep_best:
+        summary.update(best_heldout(history))
     write_json_atomic(out_dir / "summary.json", summary)
+    if job.keep_best:  # the published θ (this process's best, or a resumed run's file)
+        from lopt_cli.optimizers.storage import load_learned_optimizer
+
+        theta = load_learned_optimizer(out_dir)[1]
     return theta, history
 
 

@@ -112,6 +112,8 @@ class HeldOutConfig:
     horizon: int = rule(anything)
     num_seeds: int = rule(anything)
     first_id: int = rule(integer)
+    task_family: dict | None = rule(anything)  # None: the meta-training family's tasks
+    keep_best: bool = rule(one_of(True, False))  # publish the θ of the lowest heldout_loss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,6 +186,9 @@ def check_relations(config: MetaTrainConfig, truncation_length: int) -> None:
         raise LoptUserError(f"curriculum.start_max_horizon={start} exceeds "
                             f"inner.max_horizon={inner.max_horizon}")
     if not heldout.every:
+        if heldout.keep_best:
+            raise LoptUserError("heldout.keep_best=true selects θ by the held-out check; "
+                                "set heldout.every > 0 (or keep_best=false)")
         return
     for name in ("num_tasks", "horizon", "num_seeds"):
         if (problem := positive(getattr(heldout, name))) is not None:
@@ -192,7 +197,8 @@ def check_relations(config: MetaTrainConfig, truncation_length: int) -> None:
         raise LoptUserError(f"heldout.horizon={heldout.horizon} must be a multiple of "
                             f"inner.valid_every={inner.valid_every}")
     seen_end = tasks.first_id + tasks.count
-    if heldout.first_id < seen_end and heldout.first_id + heldout.num_tasks > tasks.first_id:
+    overlaps = heldout.first_id < seen_end and heldout.first_id + heldout.num_tasks > tasks.first_id
+    if heldout.task_family is None and overlaps:  # another family's tasks are unseen anyway
         raise LoptUserError(f"heldout.first_id={heldout.first_id}: held-out task ids must "
                             f"lie outside the seen ids [{tasks.first_id}, {seen_end})")
 

@@ -19,6 +19,9 @@ from lopt_cli.errors import LoptUserError
 
 # Top-level keys build_job reads; a resumed run takes them from the run's saved config.
 JOB_KEYS = tuple(field.name for field in dataclasses.fields(MetaTrainConfig))
+# Nested keys added since runs were first written; a resumed older run gets their defaults.
+ADDED_NESTED_KEYS = ("heldout.task_family", "heldout.keep_best")
+_MISSING = object()
 
 
 def _hydra_overrides() -> list[str]:
@@ -93,4 +96,7 @@ def resumed_config(cfg: DictConfig, directory: Path) -> DictConfig:
     for key in JOB_KEYS:  # keys added since the run started: their defaults (not overridden)
         if key not in saved and key in cfg:
             saved[key] = cfg[key]
+    for key in ADDED_NESTED_KEYS:
+        if OmegaConf.select(saved, key, default=_MISSING) is _MISSING:
+            OmegaConf.update(saved, key, _value(OmegaConf.select(cfg, key)), force_add=True)
     return saved

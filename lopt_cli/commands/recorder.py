@@ -1,6 +1,7 @@
 """Records a meta-training run as it goes: rich progress, ``metrics.jsonl``, checkpoints."""
 from __future__ import annotations
 
+import math
 import os
 import platform
 import time
@@ -31,12 +32,18 @@ class MetaTrainRecorder:
     rows so far. A resumed run passes the checkpoint's rows as ``history``: ``metrics.jsonl`` is
     rewritten to exactly those rows, so no line is duplicated. With ``save_last`` (a run that
     publishes an average of θ) the last checkpoint also saves the raw last θ into ``last/``.
+
+    With ``keep_best`` the published θ is the one with the lowest ``heldout_loss`` so far: it is
+    saved at each new best, and the periodic saves leave it alone (before the first held-out
+    check they save the current θ). A resumed run starts from its history's best; since it
+    reruns deterministically, it ends with the θ an uninterrupted run publishes.
     """
 
     def __init__(self, out_dir: Path, total_steps: int, inner_steps_per_outer: int,
                  optimizer_config: dict, checkpoint_every: int, label: str = "meta-train",
                  console: Console | None = None, heldout=None, seed: int = 0,
-                 history: list[dict] | None = None, save_last: bool = False):
+                 history: list[dict] | None = None, save_last: bool = False,
+                 keep_best: bool = False):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.out_dir / "metrics.jsonl"
@@ -48,6 +55,8 @@ class MetaTrainRecorder:
         self.seed = seed
         self.save_last = save_last
         self.history: list[dict] = list(history or [])
+        self.keep_best = keep_best
+        self.best_loss = best_heldout(self.history).get("best_heldout_loss", float("inf"))
         if history is not None:
             write_jsonl_atomic(self.metrics_path, self.history)
         self.progress = progress_bar(
@@ -78,12 +87,16 @@ class MetaTrainRecorder:
         if self.heldout is not None and self.heldout.due(step, self.total_steps):
             row["heldout_loss"] = self.heldout(theta)
             row["heldout_seconds"] = time.perf_counter() - now
+            if self.keep_best and row["heldout_loss"] < self.best_loss:  # NaN is never best
+                self.best_loss = row["heldout_loss"]
+                save_learned_optimizer(self.out_dir, self.optimizer_config, theta)
         self.history.append(row)
         append_jsonl(self.metrics_path, row)
         self.progress.update(self.task_id, advance=1, meta_loss=metrics["meta_loss"],
                              rate=row["inner_steps_per_second"])
         last = step + 1 == self.total_steps
-        if last or (self.checkpoint_every and (step + 1) % self.checkpoint_every == 0):
+        due = last or (self.checkpoint_every and (step + 1) % self.checkpoint_every == 0)
+        if due and not (self.keep_best and self.best_loss < float("inf")):
             save_learned_optimizer(self.out_dir, self.optimizer_config, theta)
         self._last_time = time.perf_counter()  # held-out and file time is not step time
 
@@ -92,6 +105,16 @@ class MetaTrainRecorder:
         save_checkpoint(self.out_dir, state, self.seed, self.history)
         if self.save_last and state.step == self.total_steps:
             save_learned_optimizer(self.out_dir / LAST_DIR, self.optimizer_config, state.theta)
+
+
+def best_heldout(history: list[dict]) -> dict:
+    """``best_heldout_loss`` and its ``best_heldout_step`` among the rows with a finite
+    ``heldout_loss`` (the earliest on a tie); empty when there is none."""
+    checked = [r for r in history if math.isfinite(r.get("heldout_loss", math.nan))]
+    if not checked:
+        return {}
+    best = min(checked, key=lambda r: r["heldout_loss"])
+    return {"best_heldout_loss": best["heldout_loss"], "best_heldout_step": best["step"]}
 
 
 def cpu_model() -> str:
