@@ -1,6 +1,7 @@
-"""Every ``lopt ...`` line of the README's shell code blocks is a valid command line: a known
-command, known flags, and overrides (every value of a sweep) that compose with the real configs.
-A renamed key or option that the README still shows fails here."""
+"""Every ``lopt ...`` line of the README's shell code blocks (and of the record of recipe variants
+it links to) is a valid command line: a known command, known flags, and overrides (every value
+of a sweep) that compose with the real configs. A renamed key or option that the README still
+shows fails here."""
 from __future__ import annotations
 
 import re
@@ -14,12 +15,15 @@ from hydra._internal.utils import get_args_parser
 from lopt_cli.cli import COMMANDS
 from lopt_cli.commands.validation import check_seed, compose_checked, expand
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+DOCUMENTS = (README, ROOT / "docs" / "recipe_variants" / "README.md")
 
 
-def readme_command_lines() -> list[str]:
-    """The ``lopt <command> ...`` lines of the README's bash blocks (comments stripped)."""
-    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
+def readme_command_lines(documents=(README,)) -> list[str]:
+    """The ``lopt <command> ...`` lines of the documents' bash blocks (comments stripped)."""
+    blocks = [block for document in documents
+              for block in re.findall(r"```bash\n(.*?)```", document.read_text(), flags=re.S)]
     lines = []
     for block in blocks:
         for line in block.splitlines():
@@ -34,7 +38,7 @@ def test_the_readme_shows_commands():
     assert commands == set(COMMANDS), commands
 
 
-@pytest.mark.parametrize("line", readme_command_lines())
+@pytest.mark.parametrize("line", readme_command_lines(DOCUMENTS))
 def test_readme_command_line_composes(line):
     import importlib
 
