@@ -1,8 +1,9 @@
 """Selecting θ on held-out tasks: ``heldout.task_family`` and ``heldout.keep_best``.
 
-The held-out check may draw its tasks from another family than meta-training's, and with
-``keep_best`` the run publishes the θ of the lowest ``heldout_loss`` (the last θ goes to
-``last/``), a resumed run keeping the best its history records.
+The held-out check may draw its tasks from another family than meta-training's; θ₀ is checked
+before the first step, and with ``keep_best`` the run publishes the θ of the lowest held-out
+loss, θ₀ included (the last θ goes to ``last/``), a resumed run keeping the best its history
+records.
 """
 from __future__ import annotations
 
@@ -50,10 +51,13 @@ def published(directory) -> float:
     return float(saved["w"][0])
 
 
-def record(directory, losses, history=None, first_step=0, keep_best=True):
+def record(directory, losses, history=None, first_step=0, keep_best=True, initial=None):
+    """Records ``losses`` as the checks of steps ``first_step...``, θ of step s being
+    ``theta_at(s)`` (θ₀: ``theta_at(-1)``, whose check is ``initial``)."""
     recorder = MetaTrainRecorder(directory, first_step + len(losses), 1, {"name": "toy"},
                                  checkpoint_every=1, heldout=ScriptedHeldOut(losses),
-                                 history=history, keep_best=keep_best)
+                                 history=history, keep_best=keep_best,
+                                 initial_heldout_loss=initial, initial_theta=theta_at(-1))
     with recorder:
         for step in range(first_step, first_step + len(losses)):
             recorder(step, {"meta_loss": 1.0}, theta_at(step))
@@ -64,6 +68,15 @@ def test_keep_best_publishes_the_lowest_heldout_loss_theta(tmp_path):
     history = record(tmp_path, [0.9, 0.5, math.nan, 0.7, 0.6])
     assert published(tmp_path) == 1.0  # NaN is never the best; later worse θs are not saved
     assert best_heldout(history) == {"best_heldout_loss": 0.5, "best_heldout_step": 1}
+
+
+def test_keep_best_publishes_the_initial_theta_when_no_check_beats_it(tmp_path):
+    history = record(tmp_path, [0.5, 0.45], initial=0.4)
+    assert history[0]["initial_heldout_loss"] == 0.4
+    assert published(tmp_path) == -1.0
+    assert best_heldout(history) == {"best_heldout_loss": 0.4, "best_heldout_step": -1}
+    record(tmp_path, [0.5, 0.3], initial=0.4)
+    assert published(tmp_path) == 1.0
 
 
 def test_without_keep_best_the_last_theta_is_published(tmp_path):
@@ -117,9 +130,10 @@ def test_a_keep_best_run_publishes_its_best_checked_theta(tmp_path):
         "heldout.every=1", "heldout.keep_best=true"]))
     theta, history = run_meta_training(job, tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
-    checked = [r["heldout_loss"] for r in history]
-    assert summary["best_heldout_loss"] == min(checked)
-    assert history[summary["best_heldout_step"]]["heldout_loss"] == min(checked)
+    assert summary["initial_heldout_loss"] == history[0]["initial_heldout_loss"]
+    checked = {-1: summary["initial_heldout_loss"], **{r["step"]: r["heldout_loss"] for r in history}}
+    assert summary["best_heldout_loss"] == min(checked.values())
+    assert checked[summary["best_heldout_step"]] == min(checked.values())
     _, saved, _ = load_learned_optimizer(tmp_path)
     assert serialization.to_bytes(saved) == serialization.to_bytes(theta)
     assert (tmp_path / LAST_DIR / WEIGHTS_FILE).is_file()

@@ -274,7 +274,7 @@ def run_meta_training(job: MetaTrainJob, out_dir, label: str = "meta-train"):
     from lopt_cli.meta.averaging import with_parameter_average
     from lopt_cli.meta.checkpoint import has_checkpoint, load_checkpoint, remove_stale_temporaries
     from lopt_cli.meta.distributed import QuietRecorder, is_main, is_multiprocess, to_host
-    from lopt_cli.meta.outer import meta_train
+    from lopt_cli.meta.outer import initial_state, meta_train
     from lopt_cli.meta.phases import train_only_part
     from lopt_cli.meta.sharding import Placement
 
@@ -288,13 +288,18 @@ def run_meta_training(job: MetaTrainJob, out_dir, label: str = "meta-train"):
             remove_stale_temporaries(out_dir)
         start, history = load_checkpoint(out_dir, job.family, job.problem, job.estimator,
                                           outer_tx, job.settings)
+    theta0 = initial_loss = None
+    if main and start is None and job.heldout is not None:  # θ₀'s held-out check, once
+        theta0 = initial_state(job.problem, outer_tx, job.settings, job.initial_theta).theta
+        initial_loss = job.heldout(theta0)
     if main:
         recorder = MetaTrainRecorder(out_dir, job.settings.num_outer_steps,
                                      job.inner_steps_per_outer, job.optimizer_config,
                                      job.checkpoint_every, label=label, heldout=job.heldout,
                                      seed=job.settings.seed, history=history,
                                      save_last=job.average_theta > 0 or job.keep_best,
-                                     keep_best=job.keep_best)
+                                     keep_best=job.keep_best,
+                                     initial_heldout_loss=initial_loss, initial_theta=theta0)
     else:  # other processes of a multi-process run write nothing
         recorder = QuietRecorder(history)
     on_step, on_checkpoint = recorder, recorder.checkpoint
@@ -332,6 +337,8 @@ def run_meta_training(job: MetaTrainJob, out_dir, label: str = "meta-train"):
     heldout = [r["heldout_loss"] for r in history if "heldout_loss" in r]
     if heldout:
         summary["final_heldout_loss"] = heldout[-1]
+    if "initial_heldout_loss" in history[0]:
+        summary["initial_heldout_loss"] = history[0]["initial_heldout_loss"]
     if job.keep_best:
         summary.update(best_heldout(history))
     write_json_atomic(out_dir / "summary.json", summary)

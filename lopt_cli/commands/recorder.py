@@ -33,17 +33,20 @@ class MetaTrainRecorder:
     rewritten to exactly those rows, so no line is duplicated. With ``save_last`` (a run that
     publishes an average of θ) the last checkpoint also saves the raw last θ into ``last/``.
 
-    With ``keep_best`` the published θ is the one with the lowest ``heldout_loss`` so far: it is
-    saved at each new best, and the periodic saves leave it alone (before the first held-out
-    check they save the current θ). A resumed run starts from its history's best; since it
-    reruns deterministically, it ends with the θ an uninterrupted run publishes.
+    ``initial_heldout_loss`` (the held-out check of θ₀, taken before the first outer step) goes
+    into step 0's row. With ``keep_best`` the published θ is the one with the lowest held-out
+    loss so far, θ₀ included (``initial_theta``): it is saved at each new best, and the
+    periodic saves leave it alone (they save the current θ while there is no best). A resumed
+    run starts from its history's best; since it reruns deterministically, it ends with the θ
+    an uninterrupted run publishes.
     """
 
     def __init__(self, out_dir: Path, total_steps: int, inner_steps_per_outer: int,
                  optimizer_config: dict, checkpoint_every: int, label: str = "meta-train",
                  console: Console | None = None, heldout=None, seed: int = 0,
                  history: list[dict] | None = None, save_last: bool = False,
-                 keep_best: bool = False):
+                 keep_best: bool = False, initial_heldout_loss: float | None = None,
+                 initial_theta=None):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.out_dir / "metrics.jsonl"
@@ -56,7 +59,11 @@ class MetaTrainRecorder:
         self.save_last = save_last
         self.history: list[dict] = list(history or [])
         self.keep_best = keep_best
+        self.initial_heldout_loss = initial_heldout_loss
         self.best_loss = best_heldout(self.history).get("best_heldout_loss", float("inf"))
+        if keep_best and initial_heldout_loss is not None and initial_heldout_loss < self.best_loss:
+            self.best_loss = initial_heldout_loss
+            save_learned_optimizer(self.out_dir, optimizer_config, initial_theta)
         if history is not None:
             write_jsonl_atomic(self.metrics_path, self.history)
         self.progress = progress_bar(
@@ -84,6 +91,8 @@ class MetaTrainRecorder:
         seconds = now - self._last_time
         row = {"step": step, **metrics, "seconds": seconds,
                "inner_steps_per_second": self.inner_steps_per_outer / max(seconds, 1e-9)}
+        if step == 0 and self.initial_heldout_loss is not None:
+            row["initial_heldout_loss"] = self.initial_heldout_loss
         if self.heldout is not None and self.heldout.due(step, self.total_steps):
             row["heldout_loss"] = self.heldout(theta)
             row["heldout_seconds"] = time.perf_counter() - now
@@ -108,13 +117,16 @@ class MetaTrainRecorder:
 
 
 def best_heldout(history: list[dict]) -> dict:
-    """``best_heldout_loss`` and its ``best_heldout_step`` among the rows with a finite
-    ``heldout_loss`` (the earliest on a tie); empty when there is none."""
-    checked = [r for r in history if math.isfinite(r.get("heldout_loss", math.nan))]
+    """``best_heldout_loss`` and its ``best_heldout_step`` among the finite held-out losses of
+    ``history`` (the earliest on a tie; step -1 is θ₀, from step 0's ``initial_heldout_loss``);
+    empty when there is none."""
+    checked = [(-1, r["initial_heldout_loss"]) for r in history[:1] if "initial_heldout_loss" in r]
+    checked += [(r["step"], r["heldout_loss"]) for r in history if "heldout_loss" in r]
+    checked = [(step, loss) for step, loss in checked if math.isfinite(loss)]
     if not checked:
         return {}
-    best = min(checked, key=lambda r: r["heldout_loss"])
-    return {"best_heldout_loss": best["heldout_loss"], "best_heldout_step": best["step"]}
+    step, loss = min(checked, key=lambda pair: pair[1])
+    return {"best_heldout_loss": loss, "best_heldout_step": step}
 
 
 def cpu_model() -> str:
