@@ -1,7 +1,8 @@
 """Held-out evaluation during meta-training: how does the current theta do on unseen tasks?
 
 Every ``every`` outer steps the recorder trains ``num_tasks`` fixed tasks that meta-training
-never samples (ids from ``first_id``, by default 1e6, above the seen range) from scratch for
+never samples (ids from ``first_id``, by default 1e6, above the seen range; ``family`` may also
+be another family than the training one, ``heldout.task_family``) from scratch for
 ``horizon`` steps with the current learned optimizer, ``num_seeds`` seeds each, and logs
 
 .. math:: \\text{heldout\\_loss} = \\frac{1}{T}\\sum_{t=1}^{T}\\frac{1}{S}\\sum_{s=1}^{S}
@@ -11,7 +12,9 @@ the mean final normalised loss, where :math:`\\ell` is the loss the meta-loss av
 (``meta_loss``: validation, training or their mean; see
 :func:`lopt_cli.meta.problem.chunk_meta_loss`), so that it tracks the objective. The tasks are
 the same at every evaluation, and :func:`lopt_cli.inner.curves.learned_curves` compiles once
-per task shape, so later evaluations only run.
+per task shape, so later evaluations only run. The recorder also checks θ₀ before the first
+step, and with ``heldout.keep_best`` publishes the θ of the lowest loss
+(:class:`lopt_cli.commands.recorder.MetaTrainRecorder`).
 """
 from __future__ import annotations
 
