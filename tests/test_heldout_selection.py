@@ -152,3 +152,24 @@ def test_a_run_written_before_these_keys_existed_resumes_with_their_defaults(tmp
     OmegaConf.save(OmegaConf.create(old), tmp_path / ".hydra" / "config.yaml")
     heldout = parse_meta_train(resumed_config(cfg, tmp_path)).heldout
     assert heldout.task_family is None and heldout.keep_best is False
+
+
+def test_the_check_runs_on_a_host_copy_of_theta(monkeypatch):
+    """A θ replicated over a sharded run's devices compiles with another rounding; the check
+    hands learned_curves host arrays, so in-run checks agree with re-evaluations."""
+    import jax
+
+    import lopt_cli.meta.heldout as heldout_module
+
+    job = build_job(compose_config("meta_train", TINY + ["heldout.every=2"] + OTHER_FAMILY))
+    seen, real = [], heldout_module.learned_curves
+
+    def spy(lopt, theta, *args):
+        seen.extend(type(leaf) for leaf in jax.tree_util.tree_leaves(theta))
+        return real(lopt, theta, *args)
+
+    monkeypatch.setattr(heldout_module, "learned_curves", spy)
+    theta = jax.device_put(job.problem.lopt.init(jax.random.PRNGKey(0)))
+    loss = job.heldout(theta)
+    assert seen and all(kind is np.ndarray for kind in seen), set(seen)
+    assert loss == job.heldout(jax.device_get(theta))
