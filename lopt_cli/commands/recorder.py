@@ -31,7 +31,7 @@ class MetaTrainRecorder:
     is saved atomically into ``out_dir``, and ``checkpoint`` saves the loop's state with the
     rows so far. A resumed run passes the checkpoint's rows as ``history``: ``metrics.jsonl`` is
     rewritten to exactly those rows, so no line is duplicated. With ``save_last`` (a run that
-    publishes an average of θ) the last checkpoint also saves the raw last θ into ``last/``.
+    publishes an average of θ or its best θ) the last checkpoint also saves the raw last θ into ``last/``.
 
     ``initial_heldout_loss`` (the held-out check of θ₀, taken before the first outer step) goes
     into step 0's row. With ``keep_best`` the published θ is the one with the lowest held-out
