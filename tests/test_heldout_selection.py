@@ -173,3 +173,27 @@ def test_the_check_runs_on_a_host_copy_of_theta(monkeypatch):
     loss = job.heldout(theta)
     assert seen and all(kind is np.ndarray for kind in seen), set(seen)
     assert loss == job.heldout(jax.device_get(theta))
+
+
+def test_every_held_out_task_draws_its_own_seeds(monkeypatch):
+    """Two MLP tasks that differ only in the config seed the family does not build from
+    (unrescaled celo_mix) must not be the same run twice: each task gets its own keys."""
+    import jax
+
+    import lopt_cli.meta.heldout as heldout_module
+
+    unscaled = ["task_family@heldout.task_family=celo_mix", "heldout.num_tasks=3",
+                "heldout.num_seeds=2", "heldout.horizon=10", "heldout.every=2",
+                "heldout.task_family.param_scale=[1.0,1.0]"]
+    job = build_job(compose_config("meta_train", TINY + unscaled))
+    seen, real = [], heldout_module.learned_curves
+
+    def spy(lopt, theta, task, keys, *args):
+        seen.append(np.asarray(keys))
+        return real(lopt, theta, task, keys, *args)
+
+    monkeypatch.setattr(heldout_module, "learned_curves", spy)
+    job.heldout(job.problem.lopt.init(jax.random.PRNGKey(0)))
+    assert len(seen) == 3
+    distinct = {keys.tobytes() for keys in seen}
+    assert len(distinct) == 3 and all(len({k.tobytes() for k in keys}) == 2 for keys in seen)

@@ -43,8 +43,9 @@ def run(opt, params, steps: int, pass_loss: bool = True):
 
 @pytest.mark.parametrize("learning_rate", [1e-3, 3e-2])
 @pytest.mark.parametrize("pass_loss", [True, False])
-def test_untrained_adam_nominal_is_exactly_adam(learning_rate, pass_loss):
-    lopt = AdamNominalLOpt(learning_rate=learning_rate)
+@pytest.mark.parametrize("correction", ["additive", "multiplicative"])
+def test_untrained_adam_nominal_is_exactly_adam(learning_rate, pass_loss, correction):
+    lopt = AdamNominalLOpt(learning_rate=learning_rate, correction=correction)
     opt = lopt.transform(lopt.init(jax.random.key(0)), 100)
     ours = run(opt, make_params(), 30, pass_loss)
     adam = run(optax.adam(learning_rate), make_params(), 30, pass_loss)
@@ -52,12 +53,47 @@ def test_untrained_adam_nominal_is_exactly_adam(learning_rate, pass_loss):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
-def test_meta_learned_weights_move_adam_nominal_away_from_adam():
-    lopt = AdamNominalLOpt()
+@pytest.mark.parametrize("correction", ["additive", "multiplicative"])
+def test_meta_learned_weights_move_adam_nominal_away_from_adam(correction):
+    lopt = AdamNominalLOpt(correction=correction)
     theta = perturbed(lopt.init(jax.random.key(0)))
     ours = run(lopt.transform(theta, 100), make_params(), 5)
     adam = run(optax.adam(1e-3), make_params(), 5)
     assert not np.allclose(ours["w"], adam["w"], atol=1e-6)
+
+
+def first_step_at_the_minimum(correction: str) -> list:
+    """The first update from the minimiser of ``loss_fn`` (zero gradient) under a trained-looking
+    θ whose correction is far from zero (output bias 1, every weight perturbed)."""
+    lopt = AdamNominalLOpt(correction=correction, schedule="constant", schedule_hidden=0)
+    theta = perturbed(lopt.init(jax.random.key(0)))
+    theta["params"]["correction_out"]["bias"] = jnp.ones((1,))
+    at_minimum = {"w": jnp.ones((6, 4)), "b": jnp.full((4,), -0.5), "s": jnp.asarray(0.0)}
+    opt = lopt.transform(theta, 100)
+    updates, _ = opt.update(jax.grad(loss_fn)(at_minimum), opt.init(at_minimum), at_minimum)
+    return jax.tree.leaves(updates)
+
+
+def test_a_multiplicative_correction_keeps_adams_stationary_points():
+    """exp(γc)·adam vanishes with Adam's step; adam + γc does not, which is what stalls the
+    additive form short of the minimum on long deterministic problems."""
+    assert all(np.all(np.asarray(u) == 0.0) for u in first_step_at_the_minimum("multiplicative"))
+    assert any(np.any(np.asarray(u) != 0.0) for u in first_step_at_the_minimum("additive"))
+
+
+def test_a_multiplicative_correction_keeps_adams_sign():
+    lopt = AdamNominalLOpt(correction="multiplicative", schedule="constant", schedule_hidden=0)
+    theta = perturbed(lopt.init(jax.random.key(0)), scale=2.0)
+    opt, adam = lopt.transform(theta, 100), optax.adam(1e-3)
+    params = make_params()
+    state, adam_state = opt.init(params), adam.init(params)
+    for _ in range(5):
+        grads = jax.grad(loss_fn)(params)
+        ours, state = opt.update(grads, state, params)
+        plain, adam_state = adam.update(grads, adam_state, params)
+        for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(plain)):
+            np.testing.assert_array_equal(np.sign(a), np.sign(b))
+        params = optax.apply_updates(params, ours)
 
 
 def test_decoupled_weight_decay_is_rate_times_decay_times_param():
@@ -201,7 +237,7 @@ def test_celo_without_rms_inputs_ignores_the_parameters_signs_and_starts_on_adam
     (AdamNominalLOpt, "learning_rate", float("inf")), (AdamNominalLOpt, "beta1", 1.0),
     (AdamNominalLOpt, "correction_hidden", 0), (CeloLOpt, "log_lr_bounds", [1.0, 3.0]),
     (CeloLOpt, "log_lr_bounds", [-3.0, float("inf")]), (AdamNominalLOpt, "log_lr_bounds", [-1]),
-    (CeloLOpt, "rms_inputs", "yes"),
+    (CeloLOpt, "rms_inputs", "yes"), (AdamNominalLOpt, "correction", "both"),
 ])
 def test_fields_are_checked_in_one_line(factory, field, bad):
     with pytest.raises(LoptUserError, match=field) as info:

@@ -16,6 +16,17 @@ by :math:`\gamma` = ``correction_scale``, and the step :math:`\eta_t (u - \lambd
 learned schedule starts constant, and gradient clipping is off by default (``clip_mult=0``), so
 the untrained optimizer **is** ``optax.adam(learning_rate)`` (1e-3), up to float rounding.
 Meta-training can only move it away from Adam as far as the meta-gradient asks.
+
+``correction="multiplicative"`` applies the correction as a per-parameter factor instead,
+
+.. math:: u = -e^{s_\theta(x_\text{tensor}) + \gamma\, c_\theta(x)}\,
+    \frac{\hat m}{\sqrt{\hat v} + \epsilon},
+
+so every step keeps Adam's sign and vanishes where Adam's does (:math:`\hat m = 0`): a learned
+rule cannot hold a parameter away from a stationary point. The additive form can: where the
+gradient has become small next to the second-moment memory :math:`\sqrt{\hat v}`, Adam's term
+shrinks below :math:`\gamma c` and the iterate settles where the two cancel, short of the
+minimum (a precision floor on long, deterministic problems such as Rosenbrock).
 """
 from __future__ import annotations
 
@@ -34,11 +45,12 @@ from lopt_cli.optimizers import per_tensor
 from lopt_cli.optimizers import schedule as sched
 from lopt_cli.optimizers import small_lopt as small
 from lopt_cli.optimizers.base import MetaParams
-from lopt_cli.optimizers.per_tensor import TensorInput
+from lopt_cli.optimizers.per_tensor import FieldRule, TensorInput
 from lopt_cli.optimizers.scheduled import SCHEDULE_RULES, ScheduledLOpt, ScheduledNetwork
 
 SCALE, CORRECTION_IN, CORRECTION_OUT = "scale", "correction_in", "correction_out"
 ADAM_EPS = 1e-8
+CORRECTIONS = ("additive", "multiplicative")
 
 
 class AdamNominalState(NamedTuple):
@@ -65,6 +77,12 @@ def nominal_features(g: jax.Array, p: jax.Array, m_hat: jax.Array, v_hat: jax.Ar
     p_scale = jax.lax.rsqrt(jnp.mean(jnp.square(p)) + feats.NORM_EPS)
     return [jnp.clip(c, -small.FEATURE_CLIP, small.FEATURE_CLIP)
             for c in (g * rsqrt_v, m_hat * rsqrt_v, p * p_scale)]
+
+
+def _correction(value: object) -> str:
+    if value not in CORRECTIONS:
+        raise ValueError(value)
+    return str(value)
 
 
 class AdamNominalNetwork(ScheduledNetwork, nn.Module):
@@ -109,6 +127,9 @@ class AdamNominalLOpt(ScheduledLOpt):
       beta1, beta2: Adam's decays.
       correction_hidden: hidden units of the per-parameter correction.
       correction_scale: :math:`\\gamma`.
+      correction: ``"additive"`` (:math:`u \\propto \\text{adam} + \\gamma c`) or
+        ``"multiplicative"`` (:math:`u \\propto e^{\\gamma c}\\,\\text{adam}`); see the module
+        docstring.
       learning_rate, weight_decay, schedule, schedule_hidden (keyword-only): see
         :class:`~lopt_cli.optimizers.scheduled.ScheduledLOpt`.
       clip_mult: ``0`` (default: exactly Adam at initialisation) or the running-RMS clip.
@@ -118,12 +139,15 @@ class AdamNominalLOpt(ScheduledLOpt):
     beta2: float = 0.999
     correction_hidden: int = 4
     correction_scale: float = 0.1
+    correction: str = "additive"
     clip_mult: float = 0.0
 
     State = AdamNominalState
     TensorState = AdamNominalTensorState
     FIELD_RULES = {"beta1": per_tensor.DECAY, "beta2": per_tensor.DECAY,
-                   "correction_hidden": per_tensor.POSITIVE_INT, **SCHEDULE_RULES}
+                   "correction_hidden": per_tensor.POSITIVE_INT,
+                   "correction": FieldRule(_correction, "one of " + ", ".join(CORRECTIONS)),
+                   **SCHEDULE_RULES}
     FLAT_TENSORS = False
 
     @property
@@ -152,5 +176,9 @@ class AdamNominalLOpt(ScheduledLOpt):
         tensor_x = feats.tensor_features(feats.TensorContext(x.count, x.num_steps, g, p))
         log_scale, correction = self.network.apply(theta, channels, tensor_x,
                                                    method=AdamNominalNetwork.channels)
-        direction = -jnp.exp(log_scale) * (adam + self.correction_scale * correction)
+        gamma_c = self.correction_scale * correction
+        if self.correction == "multiplicative":
+            direction = -jnp.exp(log_scale + gamma_c) * adam
+        else:
+            direction = -jnp.exp(log_scale) * (adam + gamma_c)
         return direction, AdamNominalTensorState(m, v, state.grad_mean_sq)
