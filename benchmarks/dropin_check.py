@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import errno
 import functools
 import math
 import sys
@@ -267,17 +268,30 @@ def write(result: dict, out: Path) -> Path:
     return out
 
 
+def writable_targets(out: Path) -> Path:
+    """``out``, once it is sure that it and the markdown beside it can become files: an
+    existing directory, or a parent that is a file, fails here, before minutes of training."""
+    for path in (out, out.with_suffix(".md")):
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+        parent = next((p for p in path.parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(parent))
+    return out
+
+
 def main(out_dir: str | Path, optimizer: str = "default", steps: tuple[int, ...] = (1000, 5000),
          quick: bool = False, out: str | Path | None = None) -> dict:
     """Runs the check, prints its table, writes ``out`` (default
     ``<out_dir>/dropin_check.json``) and the markdown beside it."""
     from rich.console import Console
 
+    target = writable_targets(Path(out) if out else Path(out_dir) / "dropin_check.json")
     console = Console()
     problems = problems_lib.quick_problems() if quick else problems_lib.default_problems()
     result = check(optimizer, tuple(steps), problems, console)
     print_result(result, console)
-    path = write(result, Path(out) if out else Path(out_dir) / "dropin_check.json")
+    path = write(result, target)
     console.print(f"written: {path} and {path.with_suffix('.md')}")
     return result
 

@@ -75,8 +75,13 @@ def test_traced_learning_rate_matches_one_load_optimizer_per_rate(check, tmp_pat
 @pytest.mark.parametrize("argv, message", [
     (["--optimizer", "no_such_optimizer", "--quick"], "unknown optimizer source 'no_such_optimizer'"),
     (["--optimizer", "adam", "--quick", "--out", "{tmp}"], "Is a directory"),
+    (["--optimizer", "adam", "--quick", "--out", "{tmp}/a_file/x.json"], "Not a directory"),
 ])
-def test_bad_inputs_are_one_line_with_exit_2(check, argv, message, tmp_path, capsys):
+def test_bad_inputs_are_one_line_with_exit_2(check, argv, message, tmp_path, capsys,
+                                             monkeypatch):
+    if "--out" in argv:  # an output that cannot be written fails before any training
+        monkeypatch.setattr(check, "check", lambda *a: pytest.fail("trained before the --out check"))
+    (tmp_path / "a_file").write_text("")
     assert check.cli([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err, err
