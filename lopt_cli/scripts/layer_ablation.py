@@ -11,7 +11,8 @@ optimizer's ``learning_rate`` is multiplied by each factor, as ``benchmark.lr_mu
 does. Per source, variant and factor it reports the final training loss (raw, one seed), in a
 table and in ``--out`` (JSON, with a markdown table beside it). Zeroing a layer whose output
 enters additively (``adam_nominal``'s ``correction_out``) removes that term; zeroing a layer
-that is not there, an unknown task or a bad factor is a one-line error (exit 2).
+that is not there, an unknown task or an ``--out`` that is a directory is a one-line error
+(exit 2); a bad ``--factors`` is argparse's usage error (exit 2).
 """
 from __future__ import annotations
 
