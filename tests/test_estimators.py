@@ -157,9 +157,9 @@ def test_the_heldout_loss_measures_the_configured_meta_loss():
 
     theta = lr(-3.0)
     losses = {m: heldout(m)(theta) for m in META_LOSSES}
-    keys = jax.random.split(jax.random.PRNGKey(0), 2)
-    curves = [learned_curves(LearnedLRSGD(), theta, task, keys, 40, 5)
-              for task in heldout("valid").tasks]
+    evaluator = heldout("valid")
+    curves = [learned_curves(LearnedLRSGD(), theta, task, evaluator.task_keys(i), 40, 5)
+              for i, task in enumerate(evaluator.tasks)]
     for meta_loss, field in (("valid", "valid_loss"), ("train", "train_loss")):
         expected = np.mean([np.asarray(getattr(c, field))[:, -1] for c in curves])
         assert losses[meta_loss] == pytest.approx(float(expected), rel=1e-5)
