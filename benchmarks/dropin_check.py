@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import errno
 import functools
 import math
 import sys
@@ -40,6 +39,7 @@ import numpy as np
 import optax
 
 from benchmarks import _dropin_problems as problems_lib
+from lopt_cli.io import writable_targets
 
 LR_GRID = tuple(float(v) for v in np.geomspace(1e-4, 1e-1, 7))
 QUICK_STEPS = (30,)
@@ -265,18 +265,6 @@ def write(result: dict, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out, json_line(result, indent=1) + "\n")
     write_text_atomic(out.with_suffix(".md"), markdown(result))
-    return out
-
-
-def writable_targets(out: Path) -> Path:
-    """``out``, once it is sure that it and the markdown beside it can become files: an
-    existing directory, or a parent that is a file, fails here, before minutes of training."""
-    for path in (out, out.with_suffix(".md")):
-        if path.is_dir():
-            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
-        parent = next((p for p in path.parents if p.exists()), None)
-        if parent is not None and not parent.is_dir():
-            raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(parent))
     return out
 
 

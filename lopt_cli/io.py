@@ -5,6 +5,7 @@ so any JSON parser reads them (Python's ``json`` alone would write the invalid t
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -85,3 +86,15 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 def sha256_hex(data: bytes) -> str:
     """The SHA-256 of ``data``, as 64 hex digits (the checksum of checkpoints and weights)."""
     return hashlib.sha256(data).hexdigest()
+
+
+def writable_targets(out: Path) -> Path:
+    """``out``, once it is sure that it and the markdown beside it can become files: an
+    existing directory, or a parent that is a file, fails here, before minutes of training."""
+    for path in (out, out.with_suffix(".md")):
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+        parent = next((p for p in path.parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(parent))
+    return out

@@ -45,9 +45,11 @@ def test_zeroing_the_correction_removes_its_floor(biased_source, tmp_path, capsy
     (["--zero", "no_such_layer"], "no such layer"),
     (["--task", "no_such_task"], "not a task of benchmark"),
     (["--out", "{tmp}"], "is a directory"),
+    (["--out", "{tmp}/a_file/out.json"], "not a directory"),
 ])
 def test_bad_inputs_are_one_line_with_exit_2(biased_source, argv, message, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     assert layer_ablation.cli([str(biased_source), "--horizon", "50", *argv]) == 2
     err = capsys.readouterr().err.strip()
-    assert message in err and "\n" not in err, err
+    assert message in err.lower() and "\n" not in err, err

@@ -106,3 +106,36 @@ def test_suite_tuning_on_real_bowls_picks_the_known_best_rate():
         assert by_setting[("AdamLR per-task (3 trials)", "valid")]["trial"] == 2
         assert by_setting[("AdamLR global (3 trials)", "train")]["trial"] == 2
         assert len(result["baselines"]["AdamLR"]["final_valid"]) == 3
+
+
+def test_tasks_of_a_family_each_get_their_own_seeds():
+    """Two task ids whose configs are identical (a family that ignores the sampling key) are
+    two different runs, not the same run twice."""
+    import jax.numpy as jnp
+    from toy_lopt import LearnedLRSGD
+
+    from lopt_cli.evaluation.cache import RunCache
+    from lopt_cli.evaluation.runs import RunSettings
+    from lopt_cli.evaluation.suite import SuiteSpec, TaskRef, learned_runs
+    from task_definitions.quadratic import QuadraticFamily
+    from task_definitions.task_ids import task_key
+
+    quadratics = QuadraticFamily(dims=(4,), condition_number=(10.0, 20.0), noise=(0.0,))
+    config = quadratics.sample(task_key(0))
+
+    class OneConfig:
+        name = "one_config"
+
+        def sample(self, key):
+            return config
+
+        def build(self, cfg):
+            return quadratics.build(cfg)
+
+    spec = SuiteSpec(splits={}, tuning_ids=(), baselines={}, max_trials=1, trial_counts=(1,),
+                     run=RunSettings(horizon=20, valid_every=10, num_seeds=2, final_fraction=0.5))
+    cache = RunCache(None)
+    theta = {"log_lr": jnp.asarray(-2.0)}
+    first, second = (learned_runs(TaskRef(OneConfig(), task_id), LearnedLRSGD(), theta, "toy",
+                                  spec, cache) for task_id in (0, 1))
+    assert first["final_train"] != pytest.approx(second["final_train"], rel=1e-6)

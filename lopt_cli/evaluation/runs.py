@@ -17,9 +17,14 @@ from lopt_cli.evaluation.compare import final_value
 from lopt_cli.inner.curves import learned_curves, train_curve
 
 
-def seed_keys(seed: int, num_seeds: int) -> jax.Array:
-    """The per-seed keys of a run: the same for every optimizer and trial."""
-    return jax.random.split(jax.random.PRNGKey(seed), num_seeds)
+def seed_keys(seed: int, num_seeds: int, task_id: int | None = None) -> jax.Array:
+    """The per-seed keys of a run: the same for every optimizer and trial. With ``task_id``
+    they are that task's own, so two tasks of a family whose configs differ only in a seed
+    the family does not use when it builds are not the same run twice."""
+    base = jax.random.PRNGKey(seed)
+    if task_id is not None:
+        base = jax.random.fold_in(base, task_id)
+    return jax.random.split(base, num_seeds)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,8 +37,8 @@ class RunSettings:
     final_fraction: float
     seed: int = 0
 
-    def keys(self) -> jax.Array:
-        return seed_keys(self.seed, self.num_seeds)
+    def keys(self, task_id: int | None = None) -> jax.Array:
+        return seed_keys(self.seed, self.num_seeds, task_id)
 
 
 @functools.partial(jax.jit, static_argnames=("space", "horizon", "valid_every"))
@@ -66,15 +71,16 @@ def summarize_metrics(metrics, settings: RunSettings) -> dict:
     }
 
 
-def run_learned(lopt, theta, task, settings: RunSettings) -> dict:
+def run_learned(lopt, theta, task, settings: RunSettings, task_id: int | None = None) -> dict:
     """The learned optimizer on ``task`` over seeds: finals are scalars, curves 1-D."""
-    metrics = learned_curves(lopt, theta, task, settings.keys(), settings.horizon,
+    metrics = learned_curves(lopt, theta, task, settings.keys(task_id), settings.horizon,
                              settings.valid_every)
     return summarize_metrics(metrics, settings)
 
 
-def run_trials(space, hparams: dict, task, settings: RunSettings) -> dict:
+def run_trials(space, hparams: dict, task, settings: RunSettings,
+               task_id: int | None = None) -> dict:
     """Every trial of a baseline on ``task``: finals ``[trial]``, curves ``[trial, point]``."""
-    metrics = trial_curves(space, hparams, task, settings.keys(), settings.horizon,
+    metrics = trial_curves(space, hparams, task, settings.keys(task_id), settings.horizon,
                            settings.valid_every)
     return summarize_metrics(metrics, settings)

@@ -21,6 +21,10 @@ from lopt_cli.evaluation.tuning import METRICS, choose_global, compare_task, set
 from task_definitions.base import config_to_dict
 from task_definitions.task_ids import task_key
 
+# Runs' keys fold in the task id (``RunSettings.keys``); part of every cached description so
+# results cached when all tasks shared one set of keys are not reused.
+SEEDING = "per_task"
+
 
 @dataclasses.dataclass(frozen=True)
 class SuiteSpec:
@@ -53,9 +57,10 @@ def baseline_runs(ref: TaskRef, space, spec: SuiteSpec, cache: RunCache) -> dict
     """All trials of a baseline's search space on one task (cached)."""
     hparams = space.trials(spec.max_trials, seed=spec.run.seed)
     description = {"kind": "baseline", "task": ref.description,
-                   "space": repr(space), "hparams": hparams, "run": dataclasses.asdict(spec.run)}
+                   "space": repr(space), "hparams": hparams, "run": dataclasses.asdict(spec.run),
+                   "seeding": SEEDING}
     return cache.get(description, lambda: {
-        **run_trials(space, hparams, ref.task, spec.run),
+        **run_trials(space, hparams, ref.task, spec.run, ref.task_id),
         "hparams": {k: np.asarray(v).tolist() for k, v in hparams.items()}})
 
 
@@ -63,8 +68,9 @@ def learned_runs(ref: TaskRef, lopt, theta, lopt_id: str, spec: SuiteSpec,
                  cache: RunCache) -> dict:
     """The learned optimizer on one task (cached by its weights' digest)."""
     description = {"kind": "learned", "task": ref.description,
-                   "optimizer": lopt_id, "run": dataclasses.asdict(spec.run)}
-    return cache.get(description, lambda: run_learned(lopt, theta, ref.task, spec.run))
+                   "optimizer": lopt_id, "run": dataclasses.asdict(spec.run), "seeding": SEEDING}
+    return cache.get(description, lambda: run_learned(lopt, theta, ref.task, spec.run,
+                                                      ref.task_id))
 
 
 def global_choices(family, spec: SuiteSpec, cache, advance: Callable) -> dict:

@@ -11,8 +11,8 @@ optimizer's ``learning_rate`` is multiplied by each factor, as ``benchmark.lr_mu
 does. Per source, variant and factor it reports the final training loss (raw, one seed), in a
 table and in ``--out`` (JSON, with a markdown table beside it). Zeroing a layer whose output
 enters additively (``adam_nominal``'s ``correction_out``) removes that term; zeroing a layer
-that is not there, an unknown task or an ``--out`` that is a directory is a one-line error
-(exit 2); a bad ``--factors`` is argparse's usage error (exit 2).
+that is not there, an unknown task or an ``--out`` that is a directory (or lies under a file)
+is a one-line error (exit 2); a bad ``--factors`` is argparse's usage error (exit 2).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from lopt_cli.errors import LoptUserError
-from lopt_cli.io import json_line, write_text_atomic
+from lopt_cli.io import json_line, writable_targets, write_text_atomic
 
 
 def parse_factors(text: str) -> tuple[float, ...]:
@@ -127,16 +127,14 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="layer_ablation.json")
     args = parser.parse_args(argv)
     try:
-        out = Path(args.out)
-        if out.is_dir():
-            raise LoptUserError(f"--out {out}: is a directory")
+        out = writable_targets(Path(args.out))
         result = ablate(args.sources, tuple(args.zero), args.benchmark, args.task, args.factors,
                         args.horizon)
         text = markdown(result)
         print(text)
         write_text_atomic(out, json_line(result, indent=1) + "\n")
         write_text_atomic(out.with_suffix(".md"), text)
-    except LoptUserError as error:
+    except (LoptUserError, OSError) as error:  # OSError: an --out that cannot be written
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
