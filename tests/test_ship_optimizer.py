@@ -120,3 +120,17 @@ def test_card_says_how_to_choose_the_learning_rate():
     assert "takes a base learning rate, 0.002 as meta-trained" in text
     assert 'load_optimizer("new", num_steps, learning_rate=...)' in text
     assert "ranged 0.001 … 0.01 (median 0.003)" in text
+
+
+def test_card_names_the_kept_best_heldout_theta(tmp_path):
+    record = {"rows": [{"meta_loss": 1.0, "step": 0, "heldout_loss": 0.7,
+                        "inner_steps_per_second": 10.0},
+                       {"meta_loss": 0.5, "step": 1, "heldout_loss": 0.6,
+                        "inner_steps_per_second": 10.0}],
+              "summary": {"best_heldout_loss": 0.6, "best_heldout_step": 1}}
+    lines = ship_optimizer.record_lines(tmp_path, record)
+    assert "- shipped weights: the θ of the lowest held-out loss (0.6 at step 1, " \
+           "`heldout.keep_best=true`), not the last one" in lines
+    record["summary"] = {}
+    assert not any("shipped weights" in line for line in ship_optimizer.record_lines(tmp_path,
+                                                                                   record))

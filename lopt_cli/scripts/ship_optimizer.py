@@ -145,6 +145,10 @@ def record_lines(run_dir: Path, record: dict) -> list[str]:
     if heldout:
         lines.append(f"- held-out loss: {heldout[0][1]:.4g} at step {heldout[0][0]}, "
                      f"{heldout[-1][1]:.4g} at step {heldout[-1][0]}")
+    if summary.get("best_heldout_step") is not None:
+        lines.append(f"- shipped weights: the θ of the lowest held-out loss "
+                     f"({summary['best_heldout_loss']:.4g} at step {summary['best_heldout_step']},"
+                     f" `heldout.keep_best=true`), not the last one")
     rates = sorted(r["inner_steps_per_second"] for r in rows[len(rows) // 2:])
     lines.append(f"- throughput: {rates[len(rates) // 2]:,.0f} inner steps/s (median of the "
                  "second half)")
