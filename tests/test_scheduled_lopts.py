@@ -41,6 +41,20 @@ def run(opt, params, steps: int, pass_loss: bool = True):
     return params
 
 
+def lockstep_with_adam(opt, steps: int, learning_rate: float = 1e-3):
+    """``opt`` and ``optax.adam`` fed the same gradients, stepping ``opt``'s parameters: the
+    pair of updates at each step."""
+    adam = optax.adam(learning_rate)
+    params = make_params()
+    state, adam_state = opt.init(params), adam.init(params)
+    for _ in range(steps):
+        grads = jax.grad(loss_fn)(params)
+        ours, state = opt.update(grads, state, params)
+        plain, adam_state = adam.update(grads, adam_state, params)
+        yield ours, plain
+        params = optax.apply_updates(params, ours)
+
+
 @pytest.mark.parametrize("learning_rate", [1e-3, 3e-2])
 @pytest.mark.parametrize("pass_loss", [True, False])
 @pytest.mark.parametrize("correction", ["additive", "multiplicative"])
@@ -84,16 +98,9 @@ def test_a_multiplicative_correction_keeps_adams_stationary_points():
 def test_a_multiplicative_correction_keeps_adams_sign():
     lopt = AdamNominalLOpt(correction="multiplicative", schedule="constant", schedule_hidden=0)
     theta = perturbed(lopt.init(jax.random.key(0)), scale=2.0)
-    opt, adam = lopt.transform(theta, 100), optax.adam(1e-3)
-    params = make_params()
-    state, adam_state = opt.init(params), adam.init(params)
-    for _ in range(5):
-        grads = jax.grad(loss_fn)(params)
-        ours, state = opt.update(grads, state, params)
-        plain, adam_state = adam.update(grads, adam_state, params)
+    for ours, plain in lockstep_with_adam(lopt.transform(theta, 100), 5):
         for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(plain)):
             np.testing.assert_array_equal(np.sign(a), np.sign(b))
-        params = optax.apply_updates(params, ours)
 
 
 def test_decoupled_weight_decay_is_rate_times_decay_times_param():
@@ -125,13 +132,7 @@ def test_a_cosine_schedule_scales_adam_nominal_steps():
     assert all(not name.startswith(sched.LAYER_PREFIX)
                for name in lopt.init(jax.random.key(0))["params"])
     opt = lopt.transform(lopt.init(jax.random.key(0)), 4)
-    adam = optax.adam(1e-3)
-    params = make_params()
-    state, adam_state = opt.init(params), adam.init(params)
-    for t in range(4):
-        grads = jax.grad(loss_fn)(params)
-        ours, state = opt.update(grads, state, params)
-        plain, adam_state = adam.update(grads, adam_state, params)
+    for t, (ours, plain) in enumerate(lockstep_with_adam(opt, 4)):
         factor = 0.5 * (1 + np.cos(np.pi * (t + 1) / 4))
         np.testing.assert_allclose(ours["w"], factor * plain["w"], rtol=1e-5, atol=1e-9)
 
