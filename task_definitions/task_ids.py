@@ -40,6 +40,18 @@ def task_key(task_id: int) -> jax.Array:
     return jax.random.PRNGKey(task_id)
 
 
+def seed_keys(seed: int, num_seeds: int, task_index: int | None = None) -> jax.Array:
+    """The per-seed keys (initialisation, data order) of a run: the same for every optimizer
+    and trial. With ``task_index`` they are that task's own, so two tasks whose configs differ
+    only in a seed their family does not use when it builds are not the same run twice."""
+    import jax
+
+    base = jax.random.PRNGKey(seed)
+    if task_index is not None:
+        base = jax.random.fold_in(base, task_index)
+    return jax.random.split(base, num_seeds)
+
+
 def first_task_id(range_name: str) -> int:
     """The first id of the reserved range ``range_name`` (a ValueError names the ranges)."""
     if range_name not in TASK_ID_RANGES:

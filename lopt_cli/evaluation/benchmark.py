@@ -27,9 +27,10 @@ import numpy as np
 from lopt_cli.evaluation.cache import RunCache, cache_key
 from lopt_cli.evaluation.candidates import make_optimizer
 from lopt_cli.evaluation.compare import final_value
-from lopt_cli.evaluation.runs import mean_over_seeds, seed_keys
+from lopt_cli.evaluation.runs import mean_over_seeds
 from lopt_cli.inner.unroll import init_inner_state, train_step
 from task_definitions.base import config_to_dict, shape_signature, stack_tasks
+from task_definitions.task_ids import seed_keys
 
 EVAL_SPLITS = ("train", "valid", "test")
 

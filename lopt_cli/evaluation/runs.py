@@ -15,16 +15,7 @@ import numpy as np
 
 from lopt_cli.evaluation.compare import final_value
 from lopt_cli.inner.curves import learned_curves, train_curve
-
-
-def seed_keys(seed: int, num_seeds: int, task_id: int | None = None) -> jax.Array:
-    """The per-seed keys of a run: the same for every optimizer and trial. With ``task_id``
-    they are that task's own, so two tasks of a family whose configs differ only in a seed
-    the family does not use when it builds are not the same run twice."""
-    base = jax.random.PRNGKey(seed)
-    if task_id is not None:
-        base = jax.random.fold_in(base, task_id)
-    return jax.random.split(base, num_seeds)
+from task_definitions.task_ids import seed_keys
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,7 +27,7 @@ import numpy as np
 from lopt_cli.inner.curves import learned_curves
 from lopt_cli.meta.problem import chunk_meta_loss
 from lopt_cli.optimizers.base import LearnedOptimizer, MetaParams
-from task_definitions.task_ids import UNSEEN_FIRST_ID, task_key
+from task_definitions.task_ids import UNSEEN_FIRST_ID, seed_keys, task_key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,11 +52,8 @@ class HeldOutEvaluator:
                      for i in range(self.num_tasks))
 
     def task_keys(self, index: int) -> jax.Array:
-        """The seeds' keys of task ``index`` (initialisation, data order), its own: tasks whose
-        configs differ only in a seed a family does not use when it builds (an MLP's init and
-        batches come from these keys) would otherwise be run twice, identically."""
-        base = jax.random.fold_in(jax.random.PRNGKey(self.seed), index)
-        return jax.random.split(base, self.num_seeds)
+        """The seeds' keys of task ``index``, its own (see ``seed_keys``)."""
+        return seed_keys(self.seed, self.num_seeds, index)
 
     def due(self, step: int, num_outer_steps: int) -> bool:
         """Whether to evaluate after outer step ``step``."""
