@@ -10,7 +10,8 @@ from lopt_cli.commands import evaluate, meta_train, self_train, tasks
 from lopt_cli.commands.common import build
 
 GROUPS = ("task_family", "optimizer", "estimator", "outer_optimizer", "compute", "meta_budget",
-          "hardware")
+          "hardware", "recipe")
+SETS_OTHER_GROUPS = ("compute", "meta_budget", "hardware", "recipe")  # no key of their own
 
 
 @pytest.mark.parametrize(
@@ -19,7 +20,7 @@ def test_every_option_builds_a_meta_training_job(group, option):
     cfg = compose_config("meta_train", [f"{group}={option}"])
     job = meta_train.build_job(cfg)
     assert job.settings.num_outer_steps > 0
-    if group not in ("compute", "meta_budget", "hardware"):
+    if group not in SETS_OTHER_GROUPS:
         assert build(cfg[group], option) is not None
 
 

@@ -216,3 +216,46 @@ def test_a_resume_neither_reloads_nor_re_resolves_init_from(tmp_path):
     resumed = build_job(compose_config("meta_train", [*started, f"resume={run}"]))
     assert resumed.initial_theta is None and resumed.resume_dir == run
     assert resumed.init_from == tmp_path / "saved"
+
+
+# --- recipe=<name>: a shipped optimizer's whole meta-training command as one config ---------
+
+SHIPPED = CONF.parent / "lopt_cli" / "pretrained"
+RECIPES = ["adam_nominal_mix", "celo_mix"]
+
+
+def model_card_command(name: str) -> list[str]:
+    """The overrides of the ``lopt meta-train`` command in a shipped optimizer's model card."""
+    card = (SHIPPED / name / "README.md").read_text()
+    line = next(line for line in card.splitlines() if line.startswith("lopt meta-train "))
+    return line.split()[2:]
+
+
+def plain(config) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(config, resolve=False)
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_a_recipe_composes_exactly_its_model_cards_command(name):
+    assert plain(compose_config("meta_train", [f"recipe={name}"])) == plain(
+        compose_config("meta_train", model_card_command(name)))
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_a_recipe_builds_the_shipped_optimizers_architecture(name):
+    """Every option the shipped config records has the recipe's value (options added to the
+    optimizer since it shipped are absent there and take their defaults)."""
+    shipped = yaml.safe_load((SHIPPED / name / "learned_optimizer.yaml").read_text())
+    shipped.pop("weights_sha256")
+    composed = plain(compose_config("meta_train", [f"recipe={name}"]))["optimizer"]
+    assert {key: composed[key] for key in shipped} == shipped
+
+
+def test_the_command_line_still_overrides_a_recipe():
+    config = compose_config("meta_train", ["recipe=adam_nominal_mix", "seed=3",
+                                           "compute.num_outer_steps=100", "meta_loss=train"])
+    assert (config.seed, config.compute.num_outer_steps, config.meta_loss) == (3, 100, "train")
+    assert config.optimizer.correction == "multiplicative"
+    assert config.heldout.task_family.name == "celo_mix_plus"
