@@ -125,6 +125,15 @@ def test_supplied_schedules():
     assert warm[0] == 0.0 and warm[peak] == pytest.approx(1.0) and r[peak] == pytest.approx(
         sched.WARMUP_FRACTION)
     assert warm[-1] == pytest.approx(0.0, abs=1e-7)
+    stable = sched.supplied_factor("warmup_stable_decay", r)
+    np.testing.assert_allclose(stable[:peak + 1], warm[:peak + 1], atol=1e-7)  # same warm-up
+    decay_start = 1.0 - sched.DECAY_FRACTION
+    np.testing.assert_allclose(stable[(r > sched.WARMUP_FRACTION) & (r <= decay_start)], 1.0)
+    tail = r > decay_start
+    np.testing.assert_allclose(stable[tail], (1.0 - r[tail]) / sched.DECAY_FRACTION, atol=1e-6)
+    assert float(stable[-1]) == 0.0
+    assert float(stable.mean()) == pytest.approx(1.0 - sched.WARMUP_FRACTION / 2
+                                                 - sched.DECAY_FRACTION / 2, abs=0.01)
 
 
 def test_a_cosine_schedule_scales_adam_nominal_steps():
