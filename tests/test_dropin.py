@@ -150,6 +150,31 @@ def test_the_shipped_default_is_adam_nominal_mix_and_scales_with_its_learning_ra
     assert_default_steps_scale_tenfold_with_learning_rate_1e_2(rtol=1e-4, atol=1e-9)
 
 
+def test_schedule_swaps_the_defaults_supplied_schedule_and_keeps_its_weights():
+    """The default runs warm-up + cosine: at t = 0 of 100 steps its factor is 0.2 (1/100 of
+    the way, 5% warm-up); constant's is 1, warmup_stable_decay's shares the warm-up."""
+    own = one_step(lopt_cli.load_optimizer("default", 100))
+    constant = one_step(lopt_cli.load_optimizer("default", 100, schedule="constant"))
+    stable = one_step(lopt_cli.load_optimizer("default", 100, schedule="warmup_stable_decay"))
+    for a, b, c in zip(jax.tree.leaves(own), jax.tree.leaves(constant), jax.tree.leaves(stable)):
+        assert jnp.all(jnp.isfinite(a)) and jnp.allclose(5 * a, b, rtol=1e-4, atol=1e-9)
+        assert jnp.allclose(a, c, rtol=1e-5, atol=0.0)
+
+
+@pytest.mark.parametrize("source, schedule, message", [
+    ("default", "linear", "schedule='linear' is not a supplied schedule; choose one of constant"),
+    ("default", "learned", "schedule='learned' is not a supplied schedule"),
+    ("celo_mix", "constant", "'celo_mix' (CeloLOpt) learns its schedule"),
+    ("mlp_digits", "constant", "'mlp_digits' (MLPLOpt) has no learning-rate schedule"),
+    ("adam", "constant", "'adam' takes no schedule"),
+    ("opt_list:0", "cosine", "'opt_list:0' takes no schedule"),
+])
+def test_schedule_errors_are_one_line(source, schedule, message):
+    with pytest.raises(LoptUserError, match=re.escape(message)) as error:
+        lopt_cli.load_optimizer(source, 100, schedule=schedule)
+    assert "\n" not in str(error.value)
+
+
 def test_hand_designed_names_and_opt_list_entries():
     for name in ("adam", "sgd", "adam8p", "nadamw", "opt_list:0"):
         one_step(lopt_cli.load_optimizer(name, 100))

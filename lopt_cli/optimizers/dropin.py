@@ -58,7 +58,8 @@ def shipped_names() -> list[str]:
 
 
 def load_optimizer(
-    source: str | os.PathLike, num_steps: int, learning_rate: float | None = None
+    source: str | os.PathLike, num_steps: int, learning_rate: float | None = None,
+    schedule: str | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """An optimizer for a training run of ``num_steps`` steps, from ``source``.
 
@@ -75,6 +76,10 @@ def load_optimizer(
       num_steps: the horizon, a positive int.
       learning_rate: ``None`` (the optimizer's own), or a positive number replacing the base
         learning rate of an optimizer that has one.
+      schedule: ``None`` (the optimizer's own), or another supplied learning-rate schedule
+        (``"constant"``, ``"cosine"``, ``"warmup_cosine"``, ``"warmup_stable_decay"``) for a
+        learned optimizer meta-trained with a supplied one (such as the default): the schedule
+        is outside θ, so it can be swapped; a learned schedule cannot.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose ``update`` accepts ``loss=`` and
@@ -89,12 +94,15 @@ def load_optimizer(
     _check_learning_rate(learning_rate)
     text = os.fspath(source)
     kind = source_kind(text)
+    if kind != "learned" and schedule is not None:
+        raise LoptUserError(f"load_optimizer: {text!r} takes no schedule (only a learned "
+                            "optimizer with a supplied schedule does); leave schedule=None")
     if kind == "hand-designed":
         return _hand_designed(text, num_steps, learning_rate)
     if kind == "opt_list":
         _refuse_learning_rate(repr(text), learning_rate)
         return _from_opt_list(text, num_steps)
-    return _learned(text, num_steps, learning_rate)
+    return _learned(text, num_steps, learning_rate, schedule)
 
 
 def source_kind(source: str | os.PathLike) -> str:
@@ -154,8 +162,8 @@ def _refuse_learning_rate(what: str, learning_rate) -> None:
                             "learning rate); leave learning_rate=None")
 
 
-def _learned(source: str, num_steps: int,
-             learning_rate: float | None = None) -> optax.GradientTransformationExtraArgs:
+def _learned(source: str, num_steps: int, learning_rate: float | None = None,
+             schedule: str | None = None) -> optax.GradientTransformationExtraArgs:
     from lopt_cli.optimizers.storage import load_learned_optimizer
 
     lopt, theta, _ = load_learned_optimizer(source)
@@ -163,7 +171,29 @@ def _learned(source: str, num_steps: int,
         if not has_learning_rate(lopt):
             _refuse_learning_rate(f"{source!r} ({type(lopt).__name__})", learning_rate)
         lopt = dataclasses.replace(lopt, **{LEARNING_RATE_FIELD: float(learning_rate)})
+    if schedule is not None:
+        lopt = with_supplied_schedule(lopt, schedule, f"{source!r} ({type(lopt).__name__})")
     return skip_nonfinite_steps(lopt.transform(theta, num_steps))
+
+
+def with_supplied_schedule(lopt, schedule, what: str):
+    """``lopt`` with its supplied schedule replaced by ``schedule`` (another supplied one).
+    θ does not change: a supplied schedule has no layers. A one-line user error when ``lopt``
+    has no schedule, learns its own (its layers are part of θ) or ``schedule`` is unknown."""
+    from lopt_cli.optimizers.schedule import SCHEDULES
+
+    supplied = [name for name in SCHEDULES if name != "learned"]
+    if schedule not in supplied:
+        raise LoptUserError(f"load_optimizer: schedule={schedule!r} is not a supplied schedule; "
+                            f"choose one of {', '.join(supplied)}")
+    own = getattr(lopt, "schedule", None) if dataclasses.is_dataclass(lopt) else None
+    if own is None:
+        raise LoptUserError(f"load_optimizer: {what} has no learning-rate schedule; leave "
+                            "schedule=None")
+    if own == "learned":
+        raise LoptUserError(f"load_optimizer: {what} learns its schedule (part of its weights); "
+                            "it cannot be replaced, leave schedule=None")
+    return dataclasses.replace(lopt, schedule=schedule)
 
 
 class GuardedState(NamedTuple):
