@@ -1,0 +1,62 @@
+"""``python -m lopt_cli.scripts.with_schedule``: a learned optimizer with another supplied
+schedule, written as a run directory (weights byte for byte, config differing in ``schedule``)."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+import yaml
+
+import lopt_cli
+from lopt_cli.optimizers import storage
+from lopt_cli.scripts.with_schedule import cli
+
+
+def first_step(opt: optax.GradientTransformation):
+    params = {"w": jnp.linspace(-1.0, 1.0, 12).reshape(3, 4), "b": jnp.zeros(4)}
+    grads = jax.tree.map(lambda p: 0.1 * p + 0.01, params)
+    return opt.update(grads, opt.init(params), params)[0]
+
+
+def test_it_writes_the_same_weights_with_the_new_schedule(tmp_path, capsys):
+    out = tmp_path / "default_wsd"
+    assert cli(["default", "warmup_stable_decay", str(out)]) == 0
+    shipped = storage.resolve_weights_path("default")
+    assert (out / storage.WEIGHTS_FILE).read_bytes() == shipped.read_bytes()
+    written = yaml.safe_load((out / storage.CONFIG_FILE).read_text())
+    original = yaml.safe_load(shipped.with_name(storage.CONFIG_FILE).read_text())
+    assert written == {**original, "schedule": "warmup_stable_decay"}
+    assert original["schedule"] != "warmup_stable_decay"
+    # Its first step is load_optimizer's in-memory swap, bit for bit.
+    from_dir = first_step(lopt_cli.load_optimizer(str(out), 100))
+    swapped = first_step(lopt_cli.load_optimizer("default", 100, schedule="warmup_stable_decay"))
+    assert jax.tree.all(jax.tree.map(jnp.array_equal, from_dir, swapped))
+    assert "written:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("source, schedule, message", [
+    ("celo_mix", "constant", "learns its schedule"),
+    ("default", "linear", "not a supplied schedule"),
+    ("mlp_digits", "constant", "has no learning-rate schedule"),
+])
+def test_bad_sources_and_schedules_are_one_line_errors(tmp_path, capsys, source, schedule,
+                                                       message):
+    out = tmp_path / "out"
+    assert cli([source, schedule, str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()  # nothing written
+
+
+def test_an_existing_optimizer_needs_force_and_a_file_is_no_directory(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli(["default", "constant", str(out)]) == 0
+    assert cli(["default", "cosine", str(out)]) == 2
+    assert "pass --force" in capsys.readouterr().err
+    assert cli(["default", "cosine", str(out), "--force"]) == 0
+    assert yaml.safe_load((out / storage.CONFIG_FILE).read_text())["schedule"] == "cosine"
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert cli(["default", "cosine", str(blocker / "out")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
