@@ -70,6 +70,7 @@ def test_ships_weights_card_and_default(run_dir, pretrained, tmp_path, capsys):
     ("reserved", "--name 'default'"),
     ("missing dropin", "--dropin"),
     ("malformed dropin", "cannot be read (JSONDecodeError"),
+    ("missing summary", "--summary"),
     ("hand-designed name", "--name 'adam'"),
 ])
 def test_refusals_are_one_line_and_write_nothing(case, message, run_dir, pretrained, tmp_path,
@@ -95,6 +96,8 @@ def test_refusals_are_one_line_and_write_nothing(case, message, run_dir, pretrai
     elif case == "malformed dropin":
         (tmp_path / "bad.json").write_text("{not json")
         args += ["--dropin", str(tmp_path / "bad.json")]
+    elif case == "missing summary":
+        args += ["--summary", str(tmp_path / "nope.md")]
     elif case == "hand-designed name":
         args = ["--name", "adam"]
     before = sorted(p.name for p in pretrained.iterdir())
@@ -110,6 +113,18 @@ def test_force_replaces(run_dir, pretrained, capsys):
     assert ship_optimizer.main([str(run_dir), "--name", "new", "--force"]) == 0
     assert not (pretrained / "new" / "stale.txt").exists()
     assert not (pretrained / storage.DEFAULT_POINTER).exists()  # no --default: untouched
+
+
+def test_hand_written_summary_sits_under_the_title_and_survives_a_reship(run_dir, pretrained,
+                                                                         tmp_path, capsys):
+    summary = tmp_path / "summary.md"
+    summary.write_text("**In short.** Measured with `lopt evaluate ...`: wins 3 of 4.\n")
+    for force in ([], ["--force"]):  # the second ship regenerates the card from the run
+        assert ship_optimizer.main([str(run_dir), "--name", "new", "--summary", str(summary),
+                                    *force]) == 0, capsys.readouterr()
+        lines = (pretrained / "new" / "README.md").read_text().splitlines()
+        assert lines[:3] == ["# Model card: `new`", "", summary.read_text().strip()]
+        assert lines[4].startswith("A learned optimizer")
 
 
 def test_card_says_how_to_choose_the_learning_rate():

@@ -1,7 +1,7 @@
 """Ships a meta-trained learned optimizer with its model card.
 
     python -m lopt_cli.scripts.ship_optimizer <run dir> --name <name> [--default] [--force]
-        [--leaderboard <leaderboard.md>] [--dropin <dropin_check.json>]
+        [--leaderboard <leaderboard.md>] [--dropin <dropin_check.json>] [--summary <file.md>]
 
 Copies ``learned_optimizer.msgpack`` and ``learned_optimizer.yaml`` from a ``lopt meta-train``
 run directory into ``lopt_cli/pretrained/<name>/`` (checksum verified before and after, and the
@@ -12,7 +12,9 @@ outer steps, time and meta-loss (``metrics.jsonl``, ``summary.json``), the machi
 (``summary.json``'s ``machine``; runs that predate it: the machine writing the card, said so),
 and, when given, an evaluation leaderboard (``lopt evaluate benchmark=...``'s
 ``leaderboard.md``) and the drop-in check (``python -m benchmarks.dropin_check``'s JSON, with
-its ``.md`` beside it). ``--default`` also makes it what ``load_optimizer("default", ...)``
+its ``.md`` beside it). ``--summary`` places a hand-written markdown file (a short account of
+what was measured, with its commands) under the card's title, so a card regenerated from a new
+run or evaluation keeps it. ``--default`` also makes it what ``load_optimizer("default", ...)``
 returns. Refused in one line (exit 2, nothing written): a run directory without weights, a
 corrupt copy, an existing name without ``--force``, a reserved or path-like name.
 """
@@ -215,7 +217,8 @@ def task_range(tasks: dict) -> str:
 
 
 def model_card(name: str, run_dir: Path, config: dict, record: dict, is_default: bool,
-               leaderboard: Path | None, dropin: Path | None) -> str:
+               leaderboard: Path | None, dropin: Path | None,
+               summary: Path | None = None) -> str:
     run_config = record["config"]
     architecture = config
     family = run_config.get("task_family", {})
@@ -227,6 +230,7 @@ def model_card(name: str, run_dir: Path, config: dict, record: dict, is_default:
         use += ' (and `load_optimizer("default", num_steps)`: it is the shipped default)'
     dropin_text, dropin_result = dropin_lines(dropin) if dropin else ([], None)
     lines = [f"# Model card: `{name}`", "",
+             *([summary.read_text().strip(), ""] if summary else []),
              f"A learned optimizer (`{architecture['_target_'].rsplit('.', 1)[-1]}`), shipped so "
              f"that {use} works out of the box as an optax optimizer.", "",
              *learning_rate_lines(name, config, dropin_result), "",
@@ -258,19 +262,22 @@ def model_card(name: str, run_dir: Path, config: dict, record: dict, is_default:
 
 
 def ship(run_dir: Path, name: str, make_default: bool = False, force: bool = False,
-         leaderboard: Path | None = None, dropin: Path | None = None) -> Path:
+         leaderboard: Path | None = None, dropin: Path | None = None,
+         summary: Path | None = None) -> Path:
     """Copies, verifies, writes the card; returns the shipped directory."""
     run_dir = Path(run_dir).expanduser()
     if not run_dir.is_dir():
         raise LoptUserError(f"{run_dir}: not a directory; give a meta-train run directory")
     weights, config = verified_weights(run_dir)
     target = check_name(name, force)
-    for label, path in (("--leaderboard", leaderboard), ("--dropin", dropin)):
+    for label, path in (("--leaderboard", leaderboard), ("--dropin", dropin),
+                        ("--summary", summary)):
         if path is not None and not Path(path).is_file():
             raise LoptUserError(f"{label} {path}: no such file")
     try:
         card = model_card(name, run_dir, config, run_record(run_dir), make_default,
-                          leaderboard and Path(leaderboard), dropin and Path(dropin))
+                          leaderboard and Path(leaderboard), dropin and Path(dropin),
+                          summary and Path(summary))
     except (ValueError, KeyError, TypeError, yaml.YAMLError) as error:  # JSON errors included
         raise LoptUserError(f"{run_dir}: its records, --leaderboard or --dropin cannot be read "
                             f"({one_line(error)})") from None
@@ -302,10 +309,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="replace a shipped optimizer")
     parser.add_argument("--leaderboard", type=Path, help="a leaderboard.md to embed")
     parser.add_argument("--dropin", type=Path, help="a dropin_check JSON to embed")
+    parser.add_argument("--summary", type=Path,
+                        help="a hand-written markdown file placed under the card's title")
     args = parser.parse_args(argv)
     try:
         target = ship(args.run_dir, args.name, args.default, args.force, args.leaderboard,
-                      args.dropin)
+                      args.dropin, args.summary)
     except LoptUserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
