@@ -143,10 +143,10 @@ def test_learning_rate_errors_are_one_line(source, learning_rate, message):
     assert "\n" not in str(error.value)
 
 
-def test_the_shipped_default_is_adam_nominal_mix_and_scales_with_its_learning_rate():
+def test_the_shipped_default_is_adam_nominal_wsd_and_scales_with_its_learning_rate():
     from lopt_cli.optimizers.storage import default_shipped_name
 
-    assert default_shipped_name() == "adam_nominal_mix"
+    assert default_shipped_name() == "adam_nominal_wsd"
     assert_default_steps_scale_tenfold_with_learning_rate_1e_2(rtol=1e-4, atol=1e-9)
 
 
