@@ -20,17 +20,17 @@ def first_step(opt: optax.GradientTransformation):
 
 
 def test_it_writes_the_same_weights_with_the_new_schedule(tmp_path, capsys):
-    out = tmp_path / "default_wsd"
-    assert cli(["default", "warmup_stable_decay", str(out)]) == 0
+    out = tmp_path / "default_cosine"
+    assert cli(["default", "warmup_cosine", str(out)]) == 0
     shipped = storage.resolve_weights_path("default")
     assert (out / storage.WEIGHTS_FILE).read_bytes() == shipped.read_bytes()
     written = yaml.safe_load((out / storage.CONFIG_FILE).read_text())
     original = yaml.safe_load(shipped.with_name(storage.CONFIG_FILE).read_text())
-    assert written == {**original, "schedule": "warmup_stable_decay"}
-    assert original["schedule"] != "warmup_stable_decay"
+    assert written == {**original, "schedule": "warmup_cosine"}
+    assert original["schedule"] != "warmup_cosine"
     # Its first step is load_optimizer's in-memory swap, bit for bit.
     from_dir = first_step(lopt_cli.load_optimizer(str(out), 100))
-    swapped = first_step(lopt_cli.load_optimizer("default", 100, schedule="warmup_stable_decay"))
+    swapped = first_step(lopt_cli.load_optimizer("default", 100, schedule="warmup_cosine"))
     assert jax.tree.all(jax.tree.map(jnp.array_equal, from_dir, swapped))
     assert "written:" in capsys.readouterr().out
 
