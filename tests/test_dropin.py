@@ -151,12 +151,12 @@ def test_the_shipped_default_is_adam_nominal_wsd_and_scales_with_its_learning_ra
 
 
 def test_schedule_swaps_the_defaults_supplied_schedule_and_keeps_its_weights():
-    """The default runs warm-up + cosine: at t = 0 of 100 steps its factor is 0.2 (1/100 of
-    the way, 5% warm-up); constant's is 1, warmup_stable_decay's shares the warm-up."""
+    """The default runs warmup_stable_decay: at t = 0 of 100 steps its factor is 0.2 (1/100 of
+    the way, 5% warm-up); constant's is 1, warmup_cosine's shares the warm-up."""
     own = one_step(lopt_cli.load_optimizer("default", 100))
     constant = one_step(lopt_cli.load_optimizer("default", 100, schedule="constant"))
-    stable = one_step(lopt_cli.load_optimizer("default", 100, schedule="warmup_stable_decay"))
-    for a, b, c in zip(jax.tree.leaves(own), jax.tree.leaves(constant), jax.tree.leaves(stable)):
+    cosine = one_step(lopt_cli.load_optimizer("default", 100, schedule="warmup_cosine"))
+    for a, b, c in zip(jax.tree.leaves(own), jax.tree.leaves(constant), jax.tree.leaves(cosine)):
         assert jnp.all(jnp.isfinite(a)) and jnp.allclose(5 * a, b, rtol=1e-4, atol=1e-9)
         assert jnp.allclose(a, c, rtol=1e-5, atol=0.0)
 

@@ -279,7 +279,7 @@ def ship(run_dir: Path, name: str, make_default: bool = False, force: bool = Fal
                           leaderboard and Path(leaderboard), dropin and Path(dropin),
                           summary and Path(summary))
     except (ValueError, KeyError, TypeError, yaml.YAMLError) as error:  # JSON errors included
-        raise LoptUserError(f"{run_dir}: its records, --leaderboard or --dropin cannot be read "
+        raise LoptUserError(f"{run_dir}: its records, --leaderboard, --dropin or --summary cannot be read "
                             f"({one_line(error)})") from None
     staging = target.with_name(f".{name}.staging")
     shutil.rmtree(staging, ignore_errors=True)

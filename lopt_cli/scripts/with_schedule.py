@@ -6,8 +6,8 @@ that ``lopt evaluate``, ``load_optimizer`` and the drop-in check read like any o
 The weights are copied unchanged (a supplied schedule has no layers);
 ``learned_optimizer.yaml`` differs only in ``schedule``. This is what
 ``load_optimizer(source, n, schedule=...)`` does in memory, written down so that a benchmark
-run can name it: for example ``with_schedule default warmup_stable_decay runs/default_wsd``,
-then ``lopt evaluate benchmark=lopt_bench learned_optimizer=[runs/default_wsd,default]``.
+run can name it: for example ``with_schedule default warmup_cosine runs/default_cosine``,
+then ``lopt evaluate benchmark=lopt_bench learned_optimizer=[runs/default_cosine,default]``.
 A source with a learned schedule or none, an unknown schedule, or an ``out dir`` that already
 holds a learned optimizer (without ``--force``) or is a file is a one-line error (exit 2).
 """
