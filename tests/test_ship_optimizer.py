@@ -57,6 +57,7 @@ def test_ships_weights_card_and_default(run_dir, pretrained, tmp_path, capsys):
                  "- outer steps: 4", f"{rows[0]['meta_loss']:.4g} at the first step",
                  "min in outer steps", "recorded by the run (`summary.json`)",
                  "usable of", 'load_optimizer("default", num_steps)', "It takes no learning rate",
+                 "`lopt_cli/pretrained/DEFAULT` names the current default",
                  "### Leaderboard", "| new | 1.23 |",  # embedded, heading nested
                  "training loss 3 wins / 1 ties / 2 losses", "truncation_length: 10"):
         assert fact in card, fact

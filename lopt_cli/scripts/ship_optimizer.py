@@ -227,7 +227,9 @@ def model_card(name: str, run_dir: Path, config: dict, record: dict, is_default:
     command = "lopt meta-train " + " ".join(str(o) for o in overrides) if overrides else None
     use = f'`lopt_cli.load_optimizer("{name}", num_steps)`'
     if is_default:
-        use += ' (and `load_optimizer("default", num_steps)`: it is the shipped default)'
+        use += (f' (and, from when it was shipped on {dt.date.today().isoformat()} until another '
+                'is, `load_optimizer("default", num_steps)`; `lopt_cli/pretrained/DEFAULT` '
+                'names the current default)')
     dropin_text, dropin_result = dropin_lines(dropin) if dropin else ([], None)
     lines = [f"# Model card: `{name}`", "",
              *([summary.read_text().strip(), ""] if summary else []),
