@@ -150,3 +150,34 @@ def test_card_names_the_kept_best_heldout_theta(tmp_path):
     record["summary"] = {}
     assert not any("shipped weights" in line for line in ship_optimizer.record_lines(tmp_path,
                                                                                    record))
+
+
+def test_a_run_stopped_before_its_summary_is_shipped_with_what_it_recorded(run_dir, pretrained,
+                                                                           tmp_path):
+    """A run killed by a time limit: no summary.json nor plot, machine.json from its start."""
+    import shutil
+
+    stopped = tmp_path / "stopped"
+    shutil.copytree(run_dir, stopped)
+    (stopped / "summary.json").unlink()
+    (stopped / "meta_loss.png").unlink()
+    assert (stopped / "machine.json").is_file()  # meta-train wrote it when it started
+    facts = json.loads((stopped / "machine.json").read_text())
+    facts["cpu"] = "Recorded CPU 9000"
+    (stopped / "machine.json").write_text(json.dumps(facts))
+    assert ship_optimizer.main([str(stopped), "--name", "stopped"]) == 0
+    card = (pretrained / "stopped" / "README.md").read_text()
+    assert "recorded by the run at its start (`machine.json`): Recorded CPU 9000" in card
+    assert (pretrained / "stopped" / "meta_loss.png").stat().st_size > 0  # drawn from its rows
+
+
+def test_card_of_a_stopped_run_names_its_progress_and_kept_theta(tmp_path):
+    rows = [{"meta_loss": 1.0, "step": 0, "heldout_loss": 0.7, "inner_steps_per_second": 10.0},
+            {"meta_loss": 0.5, "step": 1, "heldout_loss": 0.6, "inner_steps_per_second": 10.0},
+            {"meta_loss": 0.4, "step": 2, "heldout_loss": 0.65, "inner_steps_per_second": 10.0}]
+    record = {"rows": rows, "summary": {},
+              "config": {"compute": {"num_outer_steps": 40000}, "heldout": {"keep_best": True}}}
+    lines = ship_optimizer.record_lines(tmp_path, record)
+    assert "- the run stopped before its end (no `summary.json`): 3 of its 40,000 outer steps" \
+        in lines
+    assert any("the θ of the lowest held-out loss (0.6 at step 1" in line for line in lines)

@@ -268,7 +268,7 @@ def run_meta_training(job: MetaTrainJob, out_dir, label: str = "meta-train"):
     With ``job.resume`` and a checkpoint in ``out_dir``, continues from it (``metrics.jsonl``
     is cut back to the checkpoint's rows first); without one, starts afresh there.
     """
-    from lopt_cli.commands.recorder import MetaTrainRecorder, best_heldout, machine_facts
+    from lopt_cli.commands.recorder import MACHINE_FILE, MetaTrainRecorder, best_heldout, machine_facts
     from lopt_cli.evaluation.plots import plot_meta_loss
     from lopt_cli.io import write_json_atomic
     from lopt_cli.meta.averaging import with_parameter_average
@@ -288,6 +288,9 @@ def run_meta_training(job: MetaTrainJob, out_dir, label: str = "meta-train"):
             remove_stale_temporaries(out_dir)
         start, history = load_checkpoint(out_dir, job.family, job.problem, job.estimator,
                                           outer_tx, job.settings)
+    if main:  # where it ran, at its start: a run killed before its summary keeps the record
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out_dir / MACHINE_FILE, machine_facts())
     theta0 = initial_loss = None
     if main and start is None and job.heldout is not None:  # θ₀'s held-out check, once
         theta0 = initial_state(job.problem, outer_tx, job.settings, job.initial_theta).theta

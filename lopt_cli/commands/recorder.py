@@ -140,6 +140,9 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+MACHINE_FILE = "machine.json"  # machine_facts() of a run, written when it starts
+
+
 def machine_facts() -> dict:
     """Where a run ran: OS, CPU model and cores (all and usable), JAX version and devices."""
     import jax

@@ -5,11 +5,13 @@
 
 Copies ``learned_optimizer.msgpack`` and ``learned_optimizer.yaml`` from a ``lopt meta-train``
 run directory into ``lopt_cli/pretrained/<name>/`` (checksum verified before and after, and the
-copy loaded as ``load_optimizer`` would), the run's ``meta_loss.png`` beside them, and writes
-``README.md``, a model card built only from what the run recorded: the architecture, the
-meta-training task family (``.hydra/config.yaml``), the command (``.hydra/overrides.yaml``),
-outer steps, time and meta-loss (``metrics.jsonl``, ``summary.json``), the machine
-(``summary.json``'s ``machine``; runs that predate it: the machine writing the card, said so),
+copy loaded as ``load_optimizer`` would), the run's ``meta_loss.png`` beside them (drawn from
+``metrics.jsonl`` for a run stopped before it drew one), and writes ``README.md``, a model card
+built only from what the run recorded: the architecture, the meta-training task family
+(``.hydra/config.yaml``), the command (``.hydra/overrides.yaml``), outer steps, time and
+meta-loss (``metrics.jsonl``, ``summary.json``; a run stopped early is said to be, its kept θ
+found from its rows), the machine (``summary.json``'s, else ``machine.json`` written at the
+run's start; runs that predate both: the machine writing the card, said so),
 and, when given, an evaluation leaderboard (``lopt evaluate benchmark=...``'s
 ``leaderboard.md``) and the drop-in check (``python -m benchmarks.dropin_check``'s JSON, with
 its ``.md`` beside it). ``--summary`` places a hand-written markdown file (a short account of
@@ -31,6 +33,7 @@ from pathlib import Path
 
 import yaml
 
+from lopt_cli.commands.recorder import MACHINE_FILE, best_heldout
 from lopt_cli.errors import LoptUserError, one_line
 from lopt_cli.io import read_jsonl, write_text_atomic
 from lopt_cli.optimizers import storage
@@ -88,10 +91,12 @@ def run_record(run_dir: Path) -> dict:
     """What the run recorded: config, overrides, metrics rows, summary."""
     metrics = run_dir / "metrics.jsonl"
     summary = run_dir / "summary.json"
+    machine = run_dir / MACHINE_FILE
     return {"config": resolved(read_yaml(run_dir / ".hydra" / "config.yaml", {}) or {}),
             "overrides": read_yaml(run_dir / ".hydra" / "overrides.yaml", None),
             "rows": read_jsonl(metrics) if metrics.is_file() else [],
             "summary": json.loads(summary.read_text()) if summary.is_file() else {},
+            "machine": json.loads(machine.read_text()) if machine.is_file() else None,
             "metrics_mtime": metrics.stat().st_mtime if metrics.is_file() else None}
 
 
@@ -117,11 +122,14 @@ def yaml_block(value) -> list[str]:
     return ["```yaml", yaml.safe_dump(value, sort_keys=False).rstrip(), "```"]
 
 
-def machine_lines(summary: dict) -> list[str]:
+def machine_lines(summary: dict, started_on: dict | None = None) -> list[str]:
+    """Where the run ran: its summary's record, else the one written at its start
+    (``machine.json``, kept by a run stopped before its summary), else this machine, said so."""
     from lopt_cli.commands.recorder import machine_facts
 
-    facts = summary.get("machine")
-    note = "recorded by the run (`summary.json`)"
+    facts, note = summary.get("machine"), "recorded by the run (`summary.json`)"
+    if facts is None and started_on is not None:
+        facts, note = started_on, f"recorded by the run at its start (`{MACHINE_FILE}`)"
     if facts is None:
         facts = machine_facts()
         note = ("the run recorded none (it predates the record); this is the machine that wrote "
@@ -147,6 +155,12 @@ def record_lines(run_dir: Path, record: dict) -> list[str]:
     if heldout:
         lines.append(f"- held-out loss: {heldout[0][1]:.4g} at step {heldout[0][0]}, "
                      f"{heldout[-1][1]:.4g} at step {heldout[-1][0]}")
+    planned = record.get("config", {}).get("compute", {}).get("num_outer_steps")
+    if not summary and planned and len(rows) < planned:
+        lines.append(f"- the run stopped before its end (no `summary.json`): {len(rows):,} of "
+                     f"its {planned:,} outer steps")
+    if not summary and record.get("config", {}).get("heldout", {}).get("keep_best"):
+        summary = best_heldout(rows)  # what the run published so far, from its rows
     if summary.get("best_heldout_step") is not None:
         lines.append(f"- shipped weights: the θ of the lowest held-out loss "
                      f"({summary['best_heldout_loss']:.4g} at step {summary['best_heldout_step']},"
@@ -246,9 +260,8 @@ def model_card(name: str, run_dir: Path, config: dict, record: dict, is_default:
              *yaml_block({k: run_config[k] for k in ("estimator", "outer_optimizer", "compute",
                                                      "seed") if k in run_config}), "",
              "## Meta-training record", "", *record_lines(run_dir, record),
-             *([f"- meta-loss curve: `{PLOT}` beside this card"]
-               if (run_dir / PLOT).is_file() else []), "",
-             "## Machine", "", *machine_lines(record["summary"]), ""]
+             *([f"- meta-loss curve: `{PLOT}` beside this card"] if record["rows"] else []), "",
+             "## Machine", "", *machine_lines(record["summary"], record.get("machine")), ""]
     if leaderboard:
         lines += ["## Evaluation leaderboard", "", f"From `{leaderboard.name}`:", "",
                   demoted(leaderboard.read_text()), ""]
@@ -277,7 +290,9 @@ def ship(run_dir: Path, name: str, make_default: bool = False, force: bool = Fal
         if path is not None and not Path(path).is_file():
             raise LoptUserError(f"{label} {path}: no such file")
     try:
-        card = model_card(name, run_dir, config, run_record(run_dir), make_default,
+        record = run_record(run_dir)
+        rows = record["rows"]
+        card = model_card(name, run_dir, config, record, make_default,
                           leaderboard and Path(leaderboard), dropin and Path(dropin),
                           summary and Path(summary))
     except (ValueError, KeyError, TypeError, yaml.YAMLError) as error:  # JSON errors included
@@ -290,6 +305,10 @@ def ship(run_dir: Path, name: str, make_default: bool = False, force: bool = Fal
         for file in (storage.WEIGHTS_FILE, storage.CONFIG_FILE, PLOT):
             if (run_dir / file).is_file():
                 shutil.copy2(run_dir / file, staging / file)
+        if not (staging / PLOT).is_file() and rows:  # a run stopped before it drew its plot
+            from lopt_cli.evaluation.plots import plot_meta_loss
+
+            plot_meta_loss({name: rows}, staging / PLOT, "meta-training")
         write_text_atomic(staging / CARD, card)
         if verified_weights(staging)[0] != weights:
             raise LoptUserError(f"{staging}: the copied weights differ from {run_dir}'s")
