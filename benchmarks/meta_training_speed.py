@@ -160,22 +160,19 @@ def main(out_dir: str | Path = "benchmarks/results", devices: int | str = "auto"
 
     placement = Placement.create(resolve_num_devices(devices, NUM_TASKS))
     peak = peak_matmul_flops(size=1024)
-    rows = [measure(factory(), name, placement) for name, factory in LEARNED_OPTIMIZERS.items()
-            if names is None or name in names]
-    reference = next((r for r in rows if r["optimizer"] == "mlp"), None)
-    for row in rows:
-        row["fraction_of_peak"] = row["achieved_flops_per_second"] / peak
-        if reference is not None:
-            row["speed_vs_mlp"] = (row["inner_task_steps_per_second"]
-                                   / reference["inner_task_steps_per_second"])
-    result = {"benchmark": "meta_training_speed", "peak_matmul_flops_per_second": peak,
-              "devices": [str(d) for d in jax.devices()],
-              "xla_flags": os.environ.get("XLA_FLAGS", ""),
-              "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-              "config": {"num_tasks": NUM_TASKS, "truncation": TRUNCATION, "batch": BATCH,
-                         "layers": LAYERS, "estimator": "pes", "valid_every": VALID_EVERY,
-                         "num_devices": placement.num_devices},
-              "rows": rows}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    chosen = [(name, factory) for name, factory in LEARNED_OPTIMIZERS.items()
+              if names is None or name in names]
+    rows, result = [], {}
+    for name, factory in chosen:  # each row printed and written as measured: a killed run keeps them
+        rows.append(measure(factory(), name, placement))
+        result = throughput_result(rows, peak, placement.num_devices,
+                                   complete=len(rows) == len(chosen))
+        row = rows[-1]
+        print(f"{name}: {row['inner_task_steps_per_second']:,.0f} task-steps/s, compile "
+              f"{row['compile_seconds']:.1f} s ({len(rows)}/{len(chosen)})", flush=True)
+        (out / "meta_training_speed.json").write_text(json.dumps(result, indent=2) + "\n")
     table = Table(title=f"meta-training throughput (PES, {NUM_TASKS} tasks × 2, truncation "
                         f"{TRUNCATION}, MLP {LAYERS} batch {BATCH}, {placement.num_devices} "
                         f"device(s)); peak {peak / 1e9:.1f} GFLOP/s")
@@ -188,10 +185,26 @@ def main(out_dir: str | Path = "benchmarks/results", devices: int | str = "auto"
                       f"{row['achieved_flops_per_second'] / 1e9:.1f}",
                       f"{100 * row['fraction_of_peak']:.0f}%")
     Console().print(table)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "meta_training_speed.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def throughput_result(rows: list[dict], peak: float, num_devices: int, complete: bool) -> dict:
+    """The JSON record of the rows measured so far, each with its share of the matmul peak and
+    its speed relative to ``mlp`` (when ``mlp`` was measured)."""
+    reference = next((r for r in rows if r["optimizer"] == "mlp"), None)
+    for row in rows:
+        row["fraction_of_peak"] = row["achieved_flops_per_second"] / peak
+        if reference is not None:
+            row["speed_vs_mlp"] = (row["inner_task_steps_per_second"]
+                                   / reference["inner_task_steps_per_second"])
+    return {"benchmark": "meta_training_speed", "complete": complete,
+            "peak_matmul_flops_per_second": peak, "devices": [str(d) for d in jax.devices()],
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "config": {"num_tasks": NUM_TASKS, "truncation": TRUNCATION, "batch": BATCH,
+                       "layers": LAYERS, "estimator": "pes", "valid_every": VALID_EVERY,
+                       "num_devices": num_devices},
+            "rows": rows}
 
 
 if __name__ == "__main__":

@@ -140,3 +140,30 @@ def test_ab_command_rejects_a_bad_override_in_one_line(capsys):
         assert exit_info.value.code == 2
         message = capsys.readouterr().err.strip().splitlines()[-1]
         assert bad in message or repr(bad) in message
+
+
+def test_meta_training_speed_writes_each_row_as_measured(tmp_path, monkeypatch):
+    """A run killed mid-way (a time limit on a lent GPU) keeps the rows it measured, marked
+    incomplete; ratios to ``mlp`` appear once ``mlp`` is measured."""
+    speed = benchmark_module("meta_training_speed")
+    measured = []
+
+    def fake_measure(lopt, name, placement):
+        if len(measured) == 2:
+            raise KeyboardInterrupt  # stands in for the kill
+        measured.append(name)
+        rate = 1000.0 * len(measured)
+        return {"optimizer": name, "inner_task_steps_per_second": rate, "compile_seconds": 1.0,
+                "achieved_flops_per_second": 1e9}
+
+    monkeypatch.setattr(speed, "measure", fake_measure)
+    monkeypatch.setattr(speed, "peak_matmul_flops", lambda size: 1e10)
+    try:
+        speed.main(tmp_path, devices=1, names=["mlp", "small", "celo"])
+    except KeyboardInterrupt:
+        pass
+    written = json.loads((tmp_path / "meta_training_speed.json").read_text())
+    assert written["complete"] is False
+    assert [row["optimizer"] for row in written["rows"]] == measured == ["mlp", "small"]
+    assert [row["speed_vs_mlp"] for row in written["rows"]] == [1.0, 2.0]
+    assert written["rows"][0]["fraction_of_peak"] == 0.1
