@@ -72,6 +72,7 @@ def test_ships_weights_card_and_default(run_dir, pretrained, tmp_path, capsys):
     ("missing dropin", "--dropin"),
     ("malformed dropin", "cannot be read (JSONDecodeError"),
     ("missing summary", "--summary"),
+    ("malformed machine record", "cannot be read (JSONDecodeError"),
     ("hand-designed name", "--name 'adam'"),
 ])
 def test_refusals_are_one_line_and_write_nothing(case, message, run_dir, pretrained, tmp_path,
@@ -101,6 +102,13 @@ def test_refusals_are_one_line_and_write_nothing(case, message, run_dir, pretrai
         args += ["--summary", str(tmp_path / "nope.md")]
     elif case == "hand-designed name":
         args = ["--name", "adam"]
+    elif case == "malformed machine record":
+        import shutil
+
+        source = tmp_path / "bad_machine_run"
+        shutil.copytree(run_dir, source)
+        (source / "summary.json").unlink()
+        (source / "machine.json").write_text("{not json")
     before = sorted(p.name for p in pretrained.iterdir())
     assert ship_optimizer.main([str(source), *args, "--default"]) == 2
     err = capsys.readouterr().err.strip()

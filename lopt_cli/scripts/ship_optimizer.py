@@ -33,7 +33,7 @@ from pathlib import Path
 
 import yaml
 
-from lopt_cli.commands.recorder import MACHINE_FILE, best_heldout
+from lopt_cli.commands.recorder import MACHINE_FILE, best_heldout, machine_facts
 from lopt_cli.errors import LoptUserError, one_line
 from lopt_cli.io import read_jsonl, write_text_atomic
 from lopt_cli.optimizers import storage
@@ -125,8 +125,6 @@ def yaml_block(value) -> list[str]:
 def machine_lines(summary: dict, started_on: dict | None = None) -> list[str]:
     """Where the run ran: its summary's record, else the one written at its start
     (``machine.json``, kept by a run stopped before its summary), else this machine, said so."""
-    from lopt_cli.commands.recorder import machine_facts
-
     facts, note = summary.get("machine"), "recorded by the run (`summary.json`)"
     if facts is None and started_on is not None:
         facts, note = started_on, f"recorded by the run at its start (`{MACHINE_FILE}`)"
@@ -155,11 +153,12 @@ def record_lines(run_dir: Path, record: dict) -> list[str]:
     if heldout:
         lines.append(f"- held-out loss: {heldout[0][1]:.4g} at step {heldout[0][0]}, "
                      f"{heldout[-1][1]:.4g} at step {heldout[-1][0]}")
-    planned = record.get("config", {}).get("compute", {}).get("num_outer_steps")
+    run_config = record.get("config", {})
+    planned = run_config.get("compute", {}).get("num_outer_steps")
     if not summary and planned and len(rows) < planned:
         lines.append(f"- the run stopped before its end (no `summary.json`): {len(rows):,} of "
                      f"its {planned:,} outer steps")
-    if not summary and record.get("config", {}).get("heldout", {}).get("keep_best"):
+    if not summary and run_config.get("heldout", {}).get("keep_best"):
         summary = best_heldout(rows)  # what the run published so far, from its rows
     if summary.get("best_heldout_step") is not None:
         lines.append(f"- shipped weights: the θ of the lowest held-out loss "
@@ -291,7 +290,6 @@ def ship(run_dir: Path, name: str, make_default: bool = False, force: bool = Fal
             raise LoptUserError(f"{label} {path}: no such file")
     try:
         record = run_record(run_dir)
-        rows = record["rows"]
         card = model_card(name, run_dir, config, record, make_default,
                           leaderboard and Path(leaderboard), dropin and Path(dropin),
                           summary and Path(summary))
@@ -305,10 +303,10 @@ def ship(run_dir: Path, name: str, make_default: bool = False, force: bool = Fal
         for file in (storage.WEIGHTS_FILE, storage.CONFIG_FILE, PLOT):
             if (run_dir / file).is_file():
                 shutil.copy2(run_dir / file, staging / file)
-        if not (staging / PLOT).is_file() and rows:  # a run stopped before it drew its plot
+        if not (staging / PLOT).is_file() and record["rows"]:  # stopped before drawing it
             from lopt_cli.evaluation.plots import plot_meta_loss
 
-            plot_meta_loss({name: rows}, staging / PLOT, "meta-training")
+            plot_meta_loss({name: record["rows"]}, staging / PLOT, "meta-training")
         write_text_atomic(staging / CARD, card)
         if verified_weights(staging)[0] != weights:
             raise LoptUserError(f"{staging}: the copied weights differ from {run_dir}'s")
