@@ -83,7 +83,6 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
     from lopt_cli.meta.cpu_tuning import cpu_cores_per_device, for_population
     from lopt_cli.meta.curriculum import HorizonCurriculum
     from lopt_cli.meta.estimator import checked_estimator
-    from lopt_cli.meta.heldout import HeldOutEvaluator
     from lopt_cli.meta.outer import MetaTrainSettings
     from lopt_cli.meta.problem import TruncatedProblem
     from lopt_cli.meta.sharding import resolve_num_devices
@@ -135,7 +134,6 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
     particles = compute.num_tasks * estimator.unrolls_per_task
     inner_lopt = for_population(lopt, particles // (num_devices * num_processes),
                                 cpu_cores_per_device(num_devices))
-    heldout = config.heldout
     return MetaTrainJob(
         family=family,
         problem=TruncatedProblem(inner_lopt, inner.min_horizon, inner.max_horizon,
@@ -145,11 +143,7 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
         settings=settings,
         optimizer_config=dict(config.optimizer),
         checkpoint_every=settings.checkpoint_every,
-        heldout=HeldOutEvaluator(heldout_family(heldout.task_family, family), lopt,
-                                 heldout.every, heldout.num_tasks,
-                                 heldout.horizon, inner.valid_every, heldout.num_seeds,
-                                 heldout.first_id, config.seed, config.meta_loss)
-        if heldout.every else None,
+        heldout=heldout_evaluator(config, lopt, family),
         num_devices=num_devices,
         num_processes=num_processes,
         resume=bool(config.resume),
@@ -158,8 +152,21 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
         init_from=init_path,
         train_only=config.train_only,
         average_theta=average_theta,
-        keep_best=heldout.keep_best,
+        keep_best=config.heldout.keep_best,
     )
+
+
+def heldout_evaluator(config, lopt, family: TaskFamily):
+    """The held-out check of a parsed meta-train ``config`` for ``lopt`` (``None`` when
+    ``heldout.every`` is 0); ``family`` is the training family it defaults to."""
+    from lopt_cli.meta.heldout import HeldOutEvaluator
+
+    heldout = config.heldout
+    if not heldout.every:
+        return None
+    return HeldOutEvaluator(heldout_family(heldout.task_family, family), lopt, heldout.every,
+                            heldout.num_tasks, heldout.horizon, config.inner.valid_every,
+                            heldout.num_seeds, heldout.first_id, config.seed, config.meta_loss)
 
 
 def heldout_family(node, family: TaskFamily) -> TaskFamily:
