@@ -35,13 +35,11 @@ INIT = "init"
 def composed_config(overrides: list[str]):
     """The parsed ``meta_train`` config of ``overrides`` (Hydra's errors as one line)."""
     from hydra import initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
 
     from lopt_cli.commands.meta_train_config import parse_meta_train
-    from lopt_cli.commands.validation import compose_checked
+    from lopt_cli.commands.validation import CONFIG_MODULE, compose_checked
 
-    GlobalHydra.instance().clear()
-    with initialize_config_module("conf", version_base="1.3"):
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
         return parse_meta_train(compose_checked("meta_train", overrides))
 
 
@@ -61,16 +59,18 @@ def source_optimizer(source: str, config):
 def heldout_losses(sources: list[str], overrides: list[str], report=print) -> dict:
     """``{"losses": {source: loss}, "check": the held-out settings}``, measured in order once
     every source has loaded; ``report`` gets the settings, then one line per source."""
+    import dataclasses
+
     from lopt_cli.commands.common import build_family
-    from lopt_cli.commands.meta_train import heldout_evaluator, heldout_family
+    from lopt_cli.commands.meta_train import heldout_evaluator
 
     config = composed_config(overrides)
-    if not config.heldout.every:
+    evaluator = heldout_evaluator(config, None, build_family(config.task_family))
+    if evaluator is None:
         raise LoptUserError("the config has no held-out check (heldout.every=0); pass a recipe "
                             "(for example recipe=adam_nominal_wsd) or heldout.every=1")
-    family = build_family(config.task_family)
     heldout = config.heldout
-    check = {"task_family": getattr(heldout_family(heldout.task_family, family), "name", None),
+    check = {"task_family": getattr(evaluator.family, "name", None),
              "num_tasks": heldout.num_tasks, "num_seeds": heldout.num_seeds,
              "horizon": heldout.horizon, "first_id": heldout.first_id,
              "meta_loss": config.meta_loss, "seed": config.seed, "overrides": list(overrides)}
@@ -80,7 +80,7 @@ def heldout_losses(sources: list[str], overrides: list[str], report=print) -> di
     losses = {}
     for source, (lopt, theta) in optimizers.items():
         started = time.perf_counter()
-        losses[source] = heldout_evaluator(config, lopt, family)(theta)
+        losses[source] = dataclasses.replace(evaluator, lopt=lopt)(theta)
         report(f"{source}: heldout_loss {losses[source]:.4f} "
                f"({time.perf_counter() - started:.0f} s)")
     return {"losses": losses, "check": check}
@@ -110,6 +110,7 @@ def cli(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
+
 
 if __name__ == "__main__":
     raise SystemExit(cli())
