@@ -76,6 +76,56 @@ def test_meta_learned_weights_move_adam_nominal_away_from_adam(correction):
     assert not np.allclose(ours["w"], adam["w"], atol=1e-6)
 
 
+def two_moment_run(mix_bias: float, steps: int = 30):
+    """The untrained two-moment ``adam_nominal`` (β₂ 0.999 and 0.99) with its mixing logit's
+    bias set to ``mix_bias``."""
+    lopt = AdamNominalLOpt(beta2_fast=0.99, correction="multiplicative", schedule="constant",
+                           schedule_hidden=0)
+    theta = lopt.init(jax.random.key(0))
+    theta["params"]["second_moment_mix"]["bias"] = jnp.full((1,), mix_bias)
+    return run(lopt.transform(theta, 100), make_params(), steps)
+
+
+def reference_two_moment_adam(steps: int = 30, learning_rate: float = 1e-3):
+    """Adam whose bias-corrected second moment is the mean of the 0.999 and 0.99 ones (the
+    untrained mixing weight 1/2), written out."""
+    params = make_params()
+    m, v_slow, v_fast = (jax.tree.map(jnp.zeros_like, params) for _ in range(3))
+    for t in range(1, steps + 1):
+        grads = jax.grad(loss_fn)(params)
+        m = jax.tree.map(lambda a, g: 0.9 * a + 0.1 * g, m, grads)
+        v_slow = jax.tree.map(lambda a, g: 0.999 * a + 0.001 * g * g, v_slow, grads)
+        v_fast = jax.tree.map(lambda a, g: 0.99 * a + 0.01 * g * g, v_fast, grads)
+        m_hat, s_hat, f_hat = (jax.tree.map(lambda a, k=1 - c**t: a / k, tree)
+                               for tree, c in ((m, 0.9), (v_slow, 0.999), (v_fast, 0.99)))
+        params = jax.tree.map(
+            lambda p, a, s, f: p - learning_rate * a / (jnp.sqrt(0.5 * s + 0.5 * f) + 1e-8),
+            params, m_hat, s_hat, f_hat)
+    return params
+
+
+def test_untrained_two_moment_adam_nominal_is_adam_on_the_mean_second_moment():
+    for a, b in zip(jax.tree.leaves(two_moment_run(0.0)),
+                    jax.tree.leaves(reference_two_moment_adam())):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("mix_bias, beta2", [(40.0, 0.99), (-40.0, 0.999)])
+def test_the_learned_mix_selects_either_second_moment(mix_bias, beta2):
+    """A saturated mixing weight makes the rule Adam with that second moment alone."""
+    adam = run(optax.adam(1e-3, b2=beta2), make_params(), 30)
+    for a, b in zip(jax.tree.leaves(two_moment_run(mix_bias)), jax.tree.leaves(adam)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_two_second_moments_add_one_correction_input_and_a_mixing_layer():
+    one, two = AdamNominalLOpt(), AdamNominalLOpt(beta2_fast=0.99)
+    assert two.num_features == one.num_features + 1
+    layers = two.init(jax.random.key(0))["params"]
+    assert "second_moment_mix" in layers
+    assert "second_moment_mix" not in one.init(jax.random.key(0))["params"]
+
+
 def first_step_at_the_minimum(correction: str) -> list:
     """The first update from the minimiser of ``loss_fn`` (zero gradient) under a trained-looking
     θ whose correction is far from zero (output bias 1, every weight perturbed)."""
@@ -248,6 +298,7 @@ def test_celo_without_rms_inputs_ignores_the_parameters_signs_and_starts_on_adam
     (AdamNominalLOpt, "correction_hidden", 0), (CeloLOpt, "log_lr_bounds", [1.0, 3.0]),
     (CeloLOpt, "log_lr_bounds", [-3.0, float("inf")]), (AdamNominalLOpt, "log_lr_bounds", [-1]),
     (CeloLOpt, "rms_inputs", "yes"), (AdamNominalLOpt, "correction", "both"),
+    (AdamNominalLOpt, "beta2_fast", 1.0),
 ])
 def test_fields_are_checked_in_one_line(factory, field, bad):
     with pytest.raises(LoptUserError, match=field) as info:

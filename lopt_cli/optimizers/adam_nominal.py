@@ -27,6 +27,17 @@ rule cannot hold a parameter away from a stationary point. The additive form can
 gradient has become small next to the second-moment memory :math:`\sqrt{\hat v}`, Adam's term
 shrinks below :math:`\gamma c` and the iterate settles where the two cancel, short of the
 minimum (a precision floor on long, deterministic problems such as Rosenbrock).
+
+``beta2_fast`` (off by default) keeps a second, shorter second moment :math:`\hat v_f` (decay
+``beta2_fast``, e.g. 0.99 beside ``beta2`` = 0.999) and learns per tensor how much of it to use:
+
+.. math:: \hat v \leftarrow (1 - w)\, \hat v_s + w\, \hat v_f, \qquad
+    w = \sigma\big(a_\theta(x_\text{tensor})\big),
+
+with :math:`a` a linear map of the per-tensor features (layer ``second_moment_mix``, zero
+weights: :math:`w = 1/2` untrained), so the effective :math:`\beta_2` may differ between tensors
+and move with :math:`t/T`. The correction then also sees
+:math:`\sqrt{\hat v_f / \hat v_s} - 1` (how much the gradient scale has changed lately).
 """
 from __future__ import annotations
 
@@ -49,16 +60,18 @@ from lopt_cli.optimizers.per_tensor import FieldRule, TensorInput
 from lopt_cli.optimizers.scheduled import SCHEDULE_RULES, ScheduledLOpt, ScheduledNetwork
 
 SCALE, CORRECTION_IN, CORRECTION_OUT = "scale", "correction_in", "correction_out"
+MIX = "second_moment_mix"
 ADAM_EPS = 1e-8
 CORRECTIONS = ("additive", "multiplicative")
 
 
 class AdamNominalState(NamedTuple):
-    """Adam's moments and the clipping RMS (trees mirroring the parameters), the schedule's
-    loss statistics and the step count."""
+    """Adam's moments (the fast second moment: zeros of shape ``()`` when off) and the clipping
+    RMS (trees mirroring the parameters), the schedule's loss statistics and the step count."""
 
     momentum: optax.Updates
     rms: optax.Updates
+    rms_fast: optax.Updates
     grad_mean_sq: optax.Updates
     loss_stats: hfeats.LossStats
     count: jax.Array
@@ -67,16 +80,24 @@ class AdamNominalState(NamedTuple):
 class AdamNominalTensorState(NamedTuple):
     momentum: jax.Array
     rms: jax.Array
+    rms_fast: jax.Array
     grad_mean_sq: jax.Array
 
 
-def nominal_features(g: jax.Array, p: jax.Array, m_hat: jax.Array, v_hat: jax.Array
-                     ) -> small.Channels:
-    """The correction's inputs :math:`x` (see the module docstring), clipped."""
+def nominal_features(g: jax.Array, p: jax.Array, m_hat: jax.Array, v_hat: jax.Array,
+                     fast_over_slow: jax.Array | None = None) -> small.Channels:
+    r"""The correction's inputs :math:`x` (see the module docstring), clipped; with two second
+    moments, also ``fast_over_slow`` :math:`= \sqrt{\hat v_f / \hat v_s} - 1`."""
     rsqrt_v = jax.lax.rsqrt(v_hat + small.V_EPS)
     p_scale = jax.lax.rsqrt(jnp.mean(jnp.square(p)) + feats.NORM_EPS)
-    return [jnp.clip(c, -small.FEATURE_CLIP, small.FEATURE_CLIP)
-            for c in (g * rsqrt_v, m_hat * rsqrt_v, p * p_scale)]
+    channels = [g * rsqrt_v, m_hat * rsqrt_v, p * p_scale]
+    if fast_over_slow is not None:
+        channels.append(fast_over_slow)
+    return [jnp.clip(c, -small.FEATURE_CLIP, small.FEATURE_CLIP) for c in channels]
+
+
+def _optional_decay(value: object) -> float | None:
+    return None if value is None else per_tensor.DECAY.normalise(value)
 
 
 def _correction(value: object) -> str:
@@ -91,10 +112,12 @@ class AdamNominalNetwork(ScheduledNetwork, nn.Module):
     correction_hidden: int = 4
     schedule_hidden: int = 16
     log_lr_bounds: tuple[float, float] = sched.LOG_LR_BOUNDS
+    mix_second_moments: bool = False
 
     def layer_names(self) -> tuple[str, ...]:
         schedule = (sched.SCHEDULE_IN, sched.SCHEDULE_OUT) if self.schedule_hidden else ()
-        return (SCALE, CORRECTION_IN, CORRECTION_OUT) + schedule
+        mix = (MIX,) if self.mix_second_moments else ()
+        return (SCALE, CORRECTION_IN, CORRECTION_OUT) + mix + schedule
 
     @nn.compact
     def __call__(self, x: jax.Array, tensor_x: jax.Array, schedule_x: jax.Array):
@@ -102,18 +125,31 @@ class AdamNominalNetwork(ScheduledNetwork, nn.Module):
         log_scale = nn.Dense(1, kernel_init=zeros, name=SCALE)(tensor_x)[0]
         h = nn.relu(nn.Dense(self.correction_hidden, name=CORRECTION_IN)(x))
         correction = nn.Dense(1, kernel_init=zeros, name=CORRECTION_OUT)(h)[..., 0]
+        mix_logit = (nn.Dense(1, kernel_init=zeros, name=MIX)(tensor_x)[0]
+                     if self.mix_second_moments else jnp.zeros(()))
         log_rate = (sched.schedule_layers(schedule_x, self.schedule_hidden, self.log_lr_bounds)
                     if self.schedule_hidden else jnp.zeros(()))
-        return log_scale, correction, log_rate
+        return log_scale, correction, mix_logit, log_rate
 
     def channels(self, channels: small.Channels, tensor_x: jax.Array):
-        """``(s, c)``: the log-scale and the correction on ``K`` channels of any shape."""
+        """``(s, c, a)``: the log-scale, the correction on ``K`` channels of any shape and the
+        second-moment mixing logit (0 without a fast second moment)."""
         layers = fm.declared_layers(self.variables["params"], self.layer_names(),
                                     "AdamNominalNetwork")
         log_scale = tensor_x @ layers[SCALE]["kernel"][:, 0] + layers[SCALE]["bias"][0]
         h = [nn.relu(y) for y in small.channel_dense(layers[CORRECTION_IN], channels)]
         (correction,) = small.channel_dense(layers[CORRECTION_OUT], h)
-        return log_scale, correction
+        return log_scale, correction, self.mix(channels, tensor_x)
+
+    def mix(self, channels: small.Channels, tensor_x: jax.Array) -> jax.Array:
+        """The second-moment mixing logit :math:`a` (0 without a fast second moment); needs
+        no per-parameter channels (they are computed from its result)."""
+        del channels
+        if not self.mix_second_moments:
+            return jnp.zeros(())
+        layer = fm.declared_layers(self.variables["params"], self.layer_names(),
+                                   "AdamNominalNetwork")[MIX]
+        return tensor_x @ layer["kernel"][:, 0] + layer["bias"][0]
 
     def input_width(self) -> int:
         return self.variables["params"][CORRECTION_IN]["kernel"].shape[0]
@@ -133,6 +169,8 @@ class AdamNominalLOpt(ScheduledLOpt):
       learning_rate, weight_decay, schedule, schedule_hidden (keyword-only): see
         :class:`~lopt_cli.optimizers.scheduled.ScheduledLOpt`.
       clip_mult: ``0`` (default: exactly Adam at initialisation) or the running-RMS clip.
+      beta2_fast: ``None`` (default: one second moment) or the decay of a second, faster one,
+        mixed with the ``beta2`` one per tensor by a learned weight (see the module docstring).
     """
 
     beta1: float = 0.9
@@ -141,44 +179,65 @@ class AdamNominalLOpt(ScheduledLOpt):
     correction_scale: float = 0.1
     correction: str = "additive"
     clip_mult: float = 0.0
+    beta2_fast: float | None = None
 
     State = AdamNominalState
     TensorState = AdamNominalTensorState
     FIELD_RULES = {"beta1": per_tensor.DECAY, "beta2": per_tensor.DECAY,
                    "correction_hidden": per_tensor.POSITIVE_INT,
                    "correction": FieldRule(_correction, "one of " + ", ".join(CORRECTIONS)),
+                   "beta2_fast": FieldRule(_optional_decay, "null or a number in [0, 1)"),
                    **SCHEDULE_RULES}
     FLAT_TENSORS = False
 
     @property
     def network(self) -> AdamNominalNetwork:
-        return AdamNominalNetwork(self.correction_hidden, self.schedule_width, self.log_lr_bounds)
+        return AdamNominalNetwork(self.correction_hidden, self.schedule_width, self.log_lr_bounds,
+                                  self.beta2_fast is not None)
 
     @property
     def num_features(self) -> int:
-        """``K = 3`` (derived from :func:`nominal_features`)."""
+        """``K = 3``, or 4 with a fast second moment (derived from :func:`nominal_features`)."""
         vec = jnp.zeros((2,))
-        return len(jax.eval_shape(nominal_features, vec, vec, vec, vec))
+        ratio = None if self.beta2_fast is None else vec
+        return len(jax.eval_shape(nominal_features, vec, vec, vec, vec, ratio))
 
     def init_tensor_state(self, param: jax.Array) -> AdamNominalTensorState:
         zeros = per_tensor.float32_zeros(jnp.shape(param))
-        return AdamNominalTensorState(zeros, zeros, per_tensor.float32_zeros(()))
+        scalar = per_tensor.float32_zeros(())
+        return AdamNominalTensorState(zeros, zeros,
+                                      scalar if self.beta2_fast is None else zeros, scalar)
+
+    def second_moment(self, g: jax.Array, t: jax.Array, state: AdamNominalTensorState
+                      ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+        """``(v_s, v_f, v̂_f)``: the new slow and fast second moments (``v_f`` is the state's
+        placeholder when off) and the fast one bias-corrected (``None`` when off)."""
+        v = self.beta2 * state.rms + (1.0 - self.beta2) * jnp.square(g)
+        if self.beta2_fast is None:
+            return v, state.rms_fast, None
+        v_fast = self.beta2_fast * state.rms_fast + (1.0 - self.beta2_fast) * jnp.square(g)
+        return v, v_fast, v_fast / (1.0 - self.beta2_fast**t)
 
     def step_tensor(self, theta: MetaParams, x: TensorInput, state: AdamNominalTensorState
                     ) -> tuple[jax.Array, AdamNominalTensorState]:
         g, p = x.grad, x.param
         t = x.count.astype(jnp.float32) + 1.0
         m = self.beta1 * state.momentum + (1.0 - self.beta1) * g
-        v = self.beta2 * state.rms + (1.0 - self.beta2) * jnp.square(g)
+        v, v_fast, v_fast_hat = self.second_moment(g, t, state)
         m_hat, v_hat = m / (1.0 - self.beta1**t), v / (1.0 - self.beta2**t)
-        adam = m_hat / (jnp.sqrt(v_hat) + ADAM_EPS)
-        channels = nominal_features(g, p, m_hat, v_hat)
         tensor_x = feats.tensor_features(feats.TensorContext(x.count, x.num_steps, g, p))
-        log_scale, correction = self.network.apply(theta, channels, tensor_x,
-                                                   method=AdamNominalNetwork.channels)
+        fast_over_slow = None
+        if v_fast_hat is not None:
+            mix_logit = self.network.apply(theta, [], tensor_x, method=AdamNominalNetwork.mix)
+            fast_over_slow = jnp.sqrt(v_fast_hat) * jax.lax.rsqrt(v_hat + small.V_EPS) - 1.0
+            v_hat = v_hat + jax.nn.sigmoid(mix_logit) * (v_fast_hat - v_hat)
+        channels = nominal_features(g, p, m_hat, v_hat, fast_over_slow)
+        log_scale, correction, _ = self.network.apply(theta, channels, tensor_x,
+                                                      method=AdamNominalNetwork.channels)
+        adam = m_hat / (jnp.sqrt(v_hat) + ADAM_EPS)
         gamma_c = self.correction_scale * correction
         if self.correction == "multiplicative":
             direction = -jnp.exp(log_scale + gamma_c) * adam
         else:
             direction = -jnp.exp(log_scale) * (adam + gamma_c)
-        return direction, AdamNominalTensorState(m, v, state.grad_mean_sq)
+        return direction, AdamNominalTensorState(m, v, v_fast, state.grad_mean_sq)

@@ -31,6 +31,7 @@ LEARNED_OPTIMIZERS: dict[str, Callable[[], LearnedOptimizer]] = {
     "small": SmallLOpt,
     "celo": CeloLOpt,
     "adam_nominal": AdamNominalLOpt,
+    "adam_nominal_two_moments": functools.partial(AdamNominalLOpt, beta2_fast=0.99),
 }
 
 
