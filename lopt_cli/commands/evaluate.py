@@ -322,6 +322,7 @@ def benchmark_candidates(cfg: DictConfig, built) -> list:
 
 def run_benchmark_command(cfg: DictConfig) -> None:
     """``benchmark=NAME``: every optimizer on the benchmark's tasks, the leaderboard written."""
+    from lopt_cli.commands.benchmark_progress import benchmark_progress
     from lopt_cli.console import output_console, progress_bar
     from lopt_cli.evaluation.benchmark import run_benchmark, total_runs
     from lopt_cli.evaluation.benchmark_outputs import benchmark_summary, write_benchmark
@@ -334,19 +335,9 @@ def run_benchmark_command(cfg: DictConfig) -> None:
     cache = RunCache(default_cache_dir() if cfg.cache else None)
     console = output_console(stderr=True)
     with progress_bar(console=console) as progress:
-        bar = progress.add_task(f"{spec.name}: task × optimizer",
-                                total=total_runs(spec, len(candidates)))
-
-        def advance(label: str) -> None:
-            progress.update(bar, advance=1, description=f"{spec.name}: {label}")
-            if not console.is_terminal:  # a log file: one line per finished run, with the ETA
-                done = progress.tasks[0]
-                elapsed = done.elapsed or 0.0
-                eta = elapsed * (done.total - done.completed) / max(done.completed, 1)
-                console.print(f"{spec.name}: {int(done.completed)}/{int(done.total)} {label}; "
-                              f"elapsed {elapsed:.0f} s, ETA {eta:.0f} s", highlight=False)
-
-        results = run_benchmark(spec, candidates, cache, advance)
+        results = run_benchmark(spec, candidates, cache,
+                                benchmark_progress(progress, console, spec.name,
+                                                   total_runs(spec, len(candidates))))
     names = [c.name for c in candidates]
     summary, rows = benchmark_summary(spec, results, names, built[1])
     summary["runs"] = {"computed": cache.computed, "from_cache": cache.hits}

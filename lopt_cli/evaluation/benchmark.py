@@ -181,16 +181,18 @@ def loops_on_host(task, setting: str) -> bool:
 
 
 def host_loop_curves(space, shared, hparams: dict, task, keys, eval_keys, horizon: int,
-                     num_points: int) -> dict:
+                     num_points: int, call_done: Callable[[], Any] = lambda: None) -> dict:
     """:func:`trial_curves`, one (trial, seed) per compiled call (the same program each time),
-    reassembled on the host with leading axes trial, seed."""
+    reassembled on the host with leading axes trial, seed; ``call_done()`` after each call."""
     num_trials = len(jax.tree_util.tree_leaves(hparams)[0])
     rows = []
     for i in range(num_trials):
         setting = {k: v[i:i + 1] for k, v in hparams.items()}
-        runs = jax.device_get([trial_curves(space, shared, setting, task, keys[j:j + 1],
-                                            eval_keys, horizon, num_points)
-                               for j in range(len(keys))])
+        runs = []
+        for j in range(len(keys)):
+            runs.append(jax.device_get(trial_curves(space, shared, setting, task, keys[j:j + 1],
+                                                    eval_keys, horizon, num_points)))
+            call_done()
         rows.append(jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=1), *runs))
     return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=0), *rows)
 
@@ -213,16 +215,24 @@ def run_description(task: BenchmarkTask, optimizer: Optimizer, spec: BenchmarkSp
             "measure": dataclasses.asdict(spec.measure)}
 
 
+def compiled_calls(num_tasks: int, optimizer: Optimizer, spec: BenchmarkSpec,
+                   host_loop: bool) -> int:
+    """How many compiled calls :func:`compute_runs` makes (for a progress bar)."""
+    return num_tasks * optimizer.num_trials * spec.measure.num_seeds if host_loop else 1
+
+
 def compute_runs(tasks: list, optimizer: Optimizer, spec: BenchmarkSpec,
-                 host_loop: bool = False) -> list[dict]:
+                 host_loop: bool = False, call_done: Callable[[], Any] = lambda: None
+                 ) -> list[dict]:
     """All trials × seeds of ``optimizer`` on tasks of one shape and horizon: one call, or with
-    ``host_loop`` one per (task, trial, seed) (:func:`loops_on_host`)."""
+    ``host_loop`` one per (task, trial, seed) (:func:`loops_on_host`); ``call_done()`` after
+    each of the :func:`compiled_calls`."""
     m = spec.measure
     hparams = optimizer.space.trials(optimizer.num_trials, seed=m.seed)
     args = (m.keys(), m.eval_keys(), tasks[0].horizon, m.num_points)
     if host_loop:
-        curves = [host_loop_curves(optimizer.space, optimizer.shared, hparams, t.task, *args)
-                  for t in tasks]
+        curves = [host_loop_curves(optimizer.space, optimizer.shared, hparams, t.task, *args,
+                                   call_done=call_done) for t in tasks]
     elif len(tasks) == 1:
         curves = [trial_curves(optimizer.space, optimizer.shared, hparams, tasks[0].task, *args)]
     else:
@@ -231,6 +241,8 @@ def compute_runs(tasks: list, optimizer: Optimizer, spec: BenchmarkSpec,
             *args))
         curves = [jax.tree_util.tree_map(lambda x, i=i: x[i], stacked)
                   for i in range(len(tasks))]
+    if not host_loop:
+        call_done()
     plain_hparams = {k: np.asarray(v).tolist() for k, v in hparams.items()}
     return [{**summarize_curves(c, m, t.horizon), "hparams": plain_hparams}
             for c, t in zip(curves, tasks)]
@@ -253,10 +265,20 @@ def optimizers_of(spec: BenchmarkSpec, candidates: list) -> list[Optimizer]:
                         spec.trials["candidates"]) for c in candidates)]
 
 
+class RunProgress(NamedTuple):
+    """What :func:`run_benchmark` reports as it goes (each a no-op by default)."""
+
+    finished: Callable[[str], Any] = lambda label: None  # after every task × optimizer
+    started: Callable[[str, int], Any] = lambda label, calls: None  # before one is computed
+    call_done: Callable[[], Any] = lambda: None  # after each of its compiled calls
+
+
 def run_benchmark(spec: BenchmarkSpec, candidates: list, cache: RunCache,
-                  advance: Callable[[str], Any] = lambda _: None) -> dict:
+                  progress: RunProgress = RunProgress()) -> dict:
     """``{task name: {"task": description, "baselines": {name: runs},
-    "candidates": {name: runs}}}``; ``advance(label)`` after every task × optimizer.
+    "candidates": {name: runs}}}``. ``progress.finished(label)`` after every task × optimizer,
+    ``progress.started(label, calls)`` before one that is computed (not cached), with the number
+    of compiled calls it makes, and ``progress.call_done()`` after each of them.
 
     A run missing from the cache is computed together with the later tasks of the same shape
     and horizon that miss it too (stacked and vmapped in one call)."""
@@ -272,16 +294,19 @@ def run_benchmark(spec: BenchmarkSpec, candidates: list, cache: RunCache,
                 group = [task] if looped else [task, *(
                     t for t in same_shape(task, spec.tasks[index + 1:])[1:]
                     if not cache.contains(run_description(t, optimizer, spec)))]
-                for member, value in zip(group, compute_runs(group, optimizer, spec, looped)):
+                progress.started(f"{task.name}: {optimizer.name}",
+                                 compiled_calls(len(group), optimizer, spec, looped))
+                computed = compute_runs(group, optimizer, spec, looped, progress.call_done)
+                for member, value in zip(group, computed):
                     description = run_description(member, optimizer, spec)
                     fresh[cache_key(description)] = cache.store(description, value)
                 runs = fresh.pop(key)
             entry[optimizer.group][optimizer.name] = runs
-            advance(f"{task.name}: {optimizer.name}")
+            progress.finished(f"{task.name}: {optimizer.name}")
         results[task.name] = entry
     return results
 
 
 def total_runs(spec: BenchmarkSpec, num_candidates: int) -> int:
-    """Number of ``advance`` calls of :func:`run_benchmark` (for the progress bar)."""
+    """Number of ``progress.finished`` calls of :func:`run_benchmark` (for the progress bar)."""
     return len(spec.tasks) * (len(spec.baselines) + num_candidates)
