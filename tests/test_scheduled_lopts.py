@@ -126,6 +126,22 @@ def test_two_second_moments_add_one_correction_input_and_a_mixing_layer():
     assert "second_moment_mix" not in one.init(jax.random.key(0))["params"]
 
 
+@pytest.mark.parametrize("decay_bias, decay", [(0.0, np.exp(-7.0)), (100.0, 1.0)])
+def test_the_learned_decay_shrinks_parameters_at_rate_times_decay(decay_bias, decay):
+    """With no gradient, the step is the decay alone: -η λ_θ p, λ_θ = e^-7 untrained and
+    bounded by 1 however far the head is pushed."""
+    lopt = AdamNominalLOpt(learning_rate=0.01, learned_decay=True, schedule="constant",
+                           schedule_hidden=0)
+    theta = lopt.init(jax.random.key(0))
+    theta["params"]["weight_decay"]["bias"] = jnp.full((1,), decay_bias)
+    opt = lopt.transform(theta, 10)
+    params = make_params()
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = opt.update(zeros, opt.init(params), params)
+    for u, p in zip(jax.tree.leaves(updates), jax.tree.leaves(params)):
+        np.testing.assert_allclose(u, -0.01 * decay * p, rtol=1e-5)
+
+
 def first_step_at_the_minimum(correction: str) -> list:
     """The first update from the minimiser of ``loss_fn`` (zero gradient) under a trained-looking
     θ whose correction is far from zero (output bias 1, every weight perturbed)."""
@@ -298,7 +314,7 @@ def test_celo_without_rms_inputs_ignores_the_parameters_signs_and_starts_on_adam
     (AdamNominalLOpt, "correction_hidden", 0), (CeloLOpt, "log_lr_bounds", [1.0, 3.0]),
     (CeloLOpt, "log_lr_bounds", [-3.0, float("inf")]), (AdamNominalLOpt, "log_lr_bounds", [-1]),
     (CeloLOpt, "rms_inputs", "yes"), (AdamNominalLOpt, "correction", "both"),
-    (AdamNominalLOpt, "beta2_fast", 1.0),
+    (AdamNominalLOpt, "beta2_fast", 1.0), (AdamNominalLOpt, "learned_decay", "yes"),
 ])
 def test_fields_are_checked_in_one_line(factory, field, bad):
     with pytest.raises(LoptUserError, match=field) as info:

@@ -38,6 +38,13 @@ with :math:`a` a linear map of the per-tensor features (layer ``second_moment_mi
 weights: :math:`w = 1/2` untrained), so the effective :math:`\beta_2` may differ between tensors
 and move with :math:`t/T`. The correction then also sees
 :math:`\sqrt{\hat v_f / \hat v_s} - 1` (how much the gradient scale has changed lately).
+
+``learned_decay`` (off by default) adds a per-tensor decoupled weight decay to the direction,
+:math:`u \leftarrow u - \lambda_\theta p` with
+:math:`\lambda_\theta = e^{c + r\tanh(a_\theta(x_\text{tensor}) / r)}` (layer
+``weight_decay``, zero weights: :math:`\lambda = e^{-7} \approx 9\cdot10^{-4}` untrained, a
+negligible shrink at rate 1e-3; bounded below 1), so meta-training on validation loss can
+regularise, which a correction that keeps Adam's sign cannot.
 """
 from __future__ import annotations
 
@@ -60,7 +67,9 @@ from lopt_cli.optimizers.per_tensor import FieldRule, TensorInput
 from lopt_cli.optimizers.scheduled import SCHEDULE_RULES, ScheduledLOpt, ScheduledNetwork
 
 SCALE, CORRECTION_IN, CORRECTION_OUT = "scale", "correction_in", "correction_out"
-MIX = "second_moment_mix"
+MIX, DECAY = "second_moment_mix", "weight_decay"
+# the learned decay λ = exp(c + r tanh(a / r)): e^-7 ≈ 9e-4 untrained, within (e^-14, 1)
+LOG_DECAY_CENTRE, LOG_DECAY_RANGE = -7.0, 7.0
 ADAM_EPS = 1e-8
 CORRECTIONS = ("additive", "multiplicative")
 
@@ -100,6 +109,12 @@ def _optional_decay(value: object) -> float | None:
     return None if value is None else per_tensor.DECAY.normalise(value)
 
 
+def learned_decay(logit: jax.Array) -> jax.Array:
+    r""":math:`\lambda_\theta = e^{c + r \tanh(a / r)}` (:data:`LOG_DECAY_CENTRE`,
+    :data:`LOG_DECAY_RANGE`): about 9e-4 untrained, bounded in :math:`(e^{-14}, 1)`."""
+    return jnp.exp(LOG_DECAY_CENTRE + LOG_DECAY_RANGE * jnp.tanh(logit / LOG_DECAY_RANGE))
+
+
 def _correction(value: object) -> str:
     if value not in CORRECTIONS:
         raise ValueError(value)
@@ -107,17 +122,18 @@ def _correction(value: object) -> str:
 
 
 class AdamNominalNetwork(ScheduledNetwork, nn.Module):
-    """Per-tensor log-scale, per-parameter correction and the learned schedule."""
+    """Per-tensor log-scale, per-parameter correction, optional per-tensor heads (linear maps
+    of the tensor features, zero-initialised: :data:`MIX`, :data:`DECAY`) and the learned
+    schedule."""
 
     correction_hidden: int = 4
     schedule_hidden: int = 16
     log_lr_bounds: tuple[float, float] = sched.LOG_LR_BOUNDS
-    mix_second_moments: bool = False
+    tensor_heads: tuple[str, ...] = ()
 
     def layer_names(self) -> tuple[str, ...]:
         schedule = (sched.SCHEDULE_IN, sched.SCHEDULE_OUT) if self.schedule_hidden else ()
-        mix = (MIX,) if self.mix_second_moments else ()
-        return (SCALE, CORRECTION_IN, CORRECTION_OUT) + mix + schedule
+        return (SCALE, CORRECTION_IN, CORRECTION_OUT) + self.tensor_heads + schedule
 
     @nn.compact
     def __call__(self, x: jax.Array, tensor_x: jax.Array, schedule_x: jax.Array):
@@ -125,31 +141,30 @@ class AdamNominalNetwork(ScheduledNetwork, nn.Module):
         log_scale = nn.Dense(1, kernel_init=zeros, name=SCALE)(tensor_x)[0]
         h = nn.relu(nn.Dense(self.correction_hidden, name=CORRECTION_IN)(x))
         correction = nn.Dense(1, kernel_init=zeros, name=CORRECTION_OUT)(h)[..., 0]
-        mix_logit = (nn.Dense(1, kernel_init=zeros, name=MIX)(tensor_x)[0]
-                     if self.mix_second_moments else jnp.zeros(()))
+        heads = {name: nn.Dense(1, kernel_init=zeros, name=name)(tensor_x)[0]
+                 for name in self.tensor_heads}
         log_rate = (sched.schedule_layers(schedule_x, self.schedule_hidden, self.log_lr_bounds)
                     if self.schedule_hidden else jnp.zeros(()))
-        return log_scale, correction, mix_logit, log_rate
+        return log_scale, correction, heads, log_rate
 
     def channels(self, channels: small.Channels, tensor_x: jax.Array):
-        """``(s, c, a)``: the log-scale, the correction on ``K`` channels of any shape and the
-        second-moment mixing logit (0 without a fast second moment)."""
+        """``(s, c, heads)``: the log-scale, the correction on ``K`` channels of any shape and
+        the per-tensor heads (:meth:`heads`)."""
         layers = fm.declared_layers(self.variables["params"], self.layer_names(),
                                     "AdamNominalNetwork")
         log_scale = tensor_x @ layers[SCALE]["kernel"][:, 0] + layers[SCALE]["bias"][0]
         h = [nn.relu(y) for y in small.channel_dense(layers[CORRECTION_IN], channels)]
         (correction,) = small.channel_dense(layers[CORRECTION_OUT], h)
-        return log_scale, correction, self.mix(channels, tensor_x)
+        return log_scale, correction, self.heads(channels, tensor_x)
 
-    def mix(self, channels: small.Channels, tensor_x: jax.Array) -> jax.Array:
-        """The second-moment mixing logit :math:`a` (0 without a fast second moment); needs
-        no per-parameter channels (they are computed from its result)."""
+    def heads(self, channels: small.Channels, tensor_x: jax.Array) -> dict[str, jax.Array]:
+        """``{name: a}``, each head's linear map of the tensor features (no per-parameter
+        input: the mixing head is needed before the channels exist)."""
         del channels
-        if not self.mix_second_moments:
-            return jnp.zeros(())
-        layer = fm.declared_layers(self.variables["params"], self.layer_names(),
-                                   "AdamNominalNetwork")[MIX]
-        return tensor_x @ layer["kernel"][:, 0] + layer["bias"][0]
+        layers = fm.declared_layers(self.variables["params"], self.layer_names(),
+                                    "AdamNominalNetwork")
+        return {name: tensor_x @ layers[name]["kernel"][:, 0] + layers[name]["bias"][0]
+                for name in self.tensor_heads}
 
     def input_width(self) -> int:
         return self.variables["params"][CORRECTION_IN]["kernel"].shape[0]
@@ -171,6 +186,8 @@ class AdamNominalLOpt(ScheduledLOpt):
       clip_mult: ``0`` (default: exactly Adam at initialisation) or the running-RMS clip.
       beta2_fast: ``None`` (default: one second moment) or the decay of a second, faster one,
         mixed with the ``beta2`` one per tensor by a learned weight (see the module docstring).
+      learned_decay: add a learned per-tensor decoupled weight decay (module docstring), on
+        top of the fixed ``weight_decay``.
     """
 
     beta1: float = 0.9
@@ -180,6 +197,7 @@ class AdamNominalLOpt(ScheduledLOpt):
     correction: str = "additive"
     clip_mult: float = 0.0
     beta2_fast: float | None = None
+    learned_decay: bool = False
 
     State = AdamNominalState
     TensorState = AdamNominalTensorState
@@ -187,13 +205,16 @@ class AdamNominalLOpt(ScheduledLOpt):
                    "correction_hidden": per_tensor.POSITIVE_INT,
                    "correction": FieldRule(_correction, "one of " + ", ".join(CORRECTIONS)),
                    "beta2_fast": FieldRule(_optional_decay, "null or a number in [0, 1)"),
+                   "learned_decay": per_tensor.BOOL,
                    **SCHEDULE_RULES}
     FLAT_TENSORS = False
 
     @property
     def network(self) -> AdamNominalNetwork:
+        heads = ((MIX,) if self.beta2_fast is not None else ()) + (
+            (DECAY,) if self.learned_decay else ())
         return AdamNominalNetwork(self.correction_hidden, self.schedule_width, self.log_lr_bounds,
-                                  self.beta2_fast is not None)
+                                  heads)
 
     @property
     def num_features(self) -> int:
@@ -226,11 +247,11 @@ class AdamNominalLOpt(ScheduledLOpt):
         v, v_fast, v_fast_hat = self.second_moment(g, t, state)
         m_hat, v_hat = m / (1.0 - self.beta1**t), v / (1.0 - self.beta2**t)
         tensor_x = feats.tensor_features(feats.TensorContext(x.count, x.num_steps, g, p))
+        heads = self.network.apply(theta, [], tensor_x, method=AdamNominalNetwork.heads)
         fast_over_slow = None
         if v_fast_hat is not None:
-            mix_logit = self.network.apply(theta, [], tensor_x, method=AdamNominalNetwork.mix)
             fast_over_slow = jnp.sqrt(v_fast_hat) * jax.lax.rsqrt(v_hat + small.V_EPS) - 1.0
-            v_hat = v_hat + jax.nn.sigmoid(mix_logit) * (v_fast_hat - v_hat)
+            v_hat = v_hat + jax.nn.sigmoid(heads[MIX]) * (v_fast_hat - v_hat)
         channels = nominal_features(g, p, m_hat, v_hat, fast_over_slow)
         log_scale, correction, _ = self.network.apply(theta, channels, tensor_x,
                                                       method=AdamNominalNetwork.channels)
@@ -240,4 +261,6 @@ class AdamNominalLOpt(ScheduledLOpt):
             direction = -jnp.exp(log_scale + gamma_c) * adam
         else:
             direction = -jnp.exp(log_scale) * (adam + gamma_c)
+        if self.learned_decay:
+            direction = direction - learned_decay(heads[DECAY]) * p
         return direction, AdamNominalTensorState(m, v, v_fast, state.grad_mean_sq)

@@ -32,6 +32,7 @@ LEARNED_OPTIMIZERS: dict[str, Callable[[], LearnedOptimizer]] = {
     "celo": CeloLOpt,
     "adam_nominal": AdamNominalLOpt,
     "adam_nominal_two_moments": functools.partial(AdamNominalLOpt, beta2_fast=0.99),
+    "adam_nominal_learned_decay": functools.partial(AdamNominalLOpt, learned_decay=True),
 }
 
 
