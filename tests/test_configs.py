@@ -123,6 +123,7 @@ def test_budget_and_hardware_stay_apart_and_the_command_line_wins_over_a_preset(
     ("checkpoint_every=-1", "checkpoint_every=-1: expected an integer >= 0"),
     ("population.mix=maybe", "population.mix='maybe': expected true, false or auto"),
     ("heldout.num_seeds=0", "heldout.num_seeds=0: expected a positive integer"),
+    ("heldout.seed=-1", "heldout.seed=-1: expected an integer >= 0"),
     ("curriculum.start_max_horizon=99999", "curriculum.start_max_horizon=99999 exceeds"),
     ("estimator.truncation_length=7", "estimator.truncation_length=7 must be a multiple of"),
     ("inner.min_horizon=500", "inner.min_horizon=500 exceeds inner.max_horizon=400"),

@@ -39,6 +39,19 @@ def test_it_measures_what_meta_training_logged(keep_best_run):
     assert lines[1].startswith("init: heldout_loss ") and len(lines) == 3
 
 
+def test_a_runs_check_does_not_depend_on_its_seed(tmp_path):
+    """The check has its own seed (``heldout.seed``): a run of another ``seed`` logs what the
+    check measures with the default one, so held-out losses compare across seeds."""
+    run_meta_training(build_job(compose_config("meta_train", TINY + ["seed=1"])), tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    result = heldout_loss.heldout_losses([str(tmp_path)], TINY + ["heldout.keep_best=false"])
+    assert result["losses"][str(tmp_path)] == pytest.approx(summary["final_heldout_loss"],
+                                                             rel=1e-6)
+    other = heldout_loss.heldout_losses([str(tmp_path)], TINY + ["heldout.seed=1"])
+    assert other["losses"][str(tmp_path)] != pytest.approx(summary["final_heldout_loss"],
+                                                            rel=1e-6)
+
+
 def test_the_cli_writes_the_losses_as_json(keep_best_run, tmp_path, capsys):
     out, summary = keep_best_run
     target = tmp_path / "losses.json"

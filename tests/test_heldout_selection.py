@@ -147,11 +147,13 @@ def test_a_run_written_before_these_keys_existed_resumes_with_their_defaults(tmp
 
     cfg = compose_config("meta_train", TINY + ["resume=true"])
     old = OmegaConf.to_container(cfg)
-    del old["heldout"]["task_family"], old["heldout"]["keep_best"]
+    del old["heldout"]["task_family"], old["heldout"]["keep_best"], old["heldout"]["seed"]
+    old["seed"] = 3
     (tmp_path / ".hydra").mkdir()
     OmegaConf.save(OmegaConf.create(old), tmp_path / ".hydra" / "config.yaml")
     heldout = parse_meta_train(resumed_config(cfg, tmp_path)).heldout
     assert heldout.task_family is None and heldout.keep_best is False
+    assert heldout.seed == 3  # the check of such a run used the run's seed: it still does
 
 
 def test_the_check_runs_on_a_host_copy_of_theta(monkeypatch):

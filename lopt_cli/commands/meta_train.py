@@ -166,7 +166,7 @@ def heldout_evaluator(config, lopt, family: TaskFamily):
         return None
     return HeldOutEvaluator(heldout_family(heldout.task_family, family), lopt, heldout.every,
                             heldout.num_tasks, heldout.horizon, config.inner.valid_every,
-                            heldout.num_seeds, heldout.first_id, config.seed, config.meta_loss)
+                            heldout.num_seeds, heldout.first_id, heldout.seed, config.meta_loss)
 
 
 def heldout_family(node, family: TaskFamily) -> TaskFamily:

@@ -114,6 +114,7 @@ class HeldOutConfig:
     first_id: int = rule(integer)
     task_family: dict | None = rule(anything)  # None: the meta-training family's tasks
     keep_best: bool = rule(one_of(True, False))  # publish the θ of the lowest heldout_loss
+    seed: int = rule(non_negative)  # the check's own seed, the same for every run
 
 
 @dataclasses.dataclass(frozen=True)

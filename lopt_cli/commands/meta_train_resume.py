@@ -99,4 +99,7 @@ def resumed_config(cfg: DictConfig, directory: Path) -> DictConfig:
     for key in ADDED_NESTED_KEYS:
         if OmegaConf.select(saved, key, default=_MISSING) is _MISSING:
             OmegaConf.update(saved, key, _value(OmegaConf.select(cfg, key)), force_add=True)
+    if OmegaConf.select(saved, "heldout.seed", default=_MISSING) is _MISSING:
+        # before heldout.seed existed, the check used the run's seed: keep measuring on those
+        OmegaConf.update(saved, "heldout.seed", saved.seed, force_add=True)
     return saved
