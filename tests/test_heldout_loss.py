@@ -48,6 +48,7 @@ def test_a_runs_check_does_not_depend_on_its_seed(tmp_path):
     assert result["losses"][str(tmp_path)] == pytest.approx(summary["final_heldout_loss"],
                                                              rel=1e-6)
     other = heldout_loss.heldout_losses([str(tmp_path)], TINY + ["heldout.seed=1"])
+    assert (result["check"]["seed"], other["check"]["seed"]) == (0, 1)  # the check's seed
     assert other["losses"][str(tmp_path)] != pytest.approx(summary["final_heldout_loss"],
                                                             rel=1e-6)
 

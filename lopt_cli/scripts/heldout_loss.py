@@ -73,7 +73,7 @@ def heldout_losses(sources: list[str], overrides: list[str], report=print) -> di
     check = {"task_family": getattr(evaluator.family, "name", None),
              "num_tasks": heldout.num_tasks, "num_seeds": heldout.num_seeds,
              "horizon": heldout.horizon, "first_id": heldout.first_id,
-             "meta_loss": config.meta_loss, "seed": config.seed, "overrides": list(overrides)}
+             "meta_loss": config.meta_loss, "seed": heldout.seed, "overrides": list(overrides)}
     optimizers = {source: source_optimizer(source, config) for source in sources}  # all, first
     report(f"held-out check: {heldout.num_tasks} tasks of {check['task_family']} x "
            f"{heldout.num_seeds} seeds, {heldout.horizon} steps, {config.meta_loss} loss")
