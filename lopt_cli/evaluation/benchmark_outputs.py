@@ -14,6 +14,7 @@ from lopt_cli.evaluation.leaderboard import (
     reference_label,
     summarize_rows,
 )
+from lopt_cli.evaluation.tuning_edges import edge_budgets, tuned_at_edge
 
 HEADLINE_KEYS = ("iqm_loss_ratio", "iqm_speedup", "win_rate", "horizon_rise")
 
@@ -46,6 +47,7 @@ def benchmark_summary(spec, results: dict, candidates: list[str],
             name: [r["task"] for r in rows if r["record"] == "horizon"
                    and r["optimizer"] == name and r["rises"]] for name in rise}},
         "diverged": divergence_counts(results),
+        "tuned_at_edge": tuned_at_edge(results, edge_budgets(spec, candidates)),
         **{key: {name: headline(leaderboard, rise, name, key) for name in candidates}
            for key in HEADLINE_KEYS},
     }
