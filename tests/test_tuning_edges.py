@@ -76,6 +76,8 @@ def test_the_leaderboard_has_the_section_and_older_summaries_do_without_it():
                "leaderboard": {"cand": {"generalisation": per, "optimisation": per}},
                "horizon_rise": {}, "horizon": {"rise": {}, "rising_tasks": {}}}
     assert "Tuned at the edge" not in markdown_leaderboard(summary)
+    summary["tuned_at_edge"] = {}
+    assert "Not checked: no optimizer was tuned" in markdown_leaderboard(summary)
     summary["tuned_at_edge"] = {"AdamLR": {"generalisation": {
         "hyperparameter": "learning_rate", "low": ["a"], "high": []}}}
     text = markdown_leaderboard(summary)

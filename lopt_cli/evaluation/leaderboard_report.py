@@ -60,6 +60,9 @@ def edge_section(summary: dict) -> list[str]:
              "Per task (full trial budget), a choice at the lowest or highest value of a "
              "one-hyperparameter grid: that optimizer might do better outside the range, so "
              "its comparison on the task is bounded by the range.", ""]
+    if not edges:
+        return [*lines, "Not checked: no optimizer was tuned on one hyperparameter with at "
+                "least 3 trials.", ""]
     rows = edge_rows(edges)
     if not any(row[3] != "-" or row[4] != "-" for row in rows):
         return [*lines, "None: every choice is inside its range.", ""]
