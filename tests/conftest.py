@@ -1,4 +1,4 @@
-"""Shared fixtures: CPU only, offline, a private data directory and compile cache per session."""
+"""Shared fixtures: CPU only, offline, a private data directory and compile cache per test run."""
 from __future__ import annotations
 
 import os
@@ -12,12 +12,33 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 REPO = Path(__file__).resolve().parent.parent
 
 
+def run_wide_dir(tmp_path_factory, name: str) -> Path:
+    """A directory shared by every process of this pytest run (both xdist workers included)."""
+    base = tmp_path_factory.getbasetemp()
+    path = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def jax_compile_cache(tmp_path_factory) -> Path:
+    """One persistent compilation cache for this run's tests and their CLI subprocesses:
+    a program compiled by one test (or worker) is read back by the next, never by another
+    run (the directory is this run's)."""
+    import jax
+
+    path = run_wide_dir(tmp_path_factory, "jax-compile-cache")
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    return path
+
+
 @pytest.fixture(scope="session")
-def lopt_env(tmp_path_factory) -> dict:
+def lopt_env(tmp_path_factory, jax_compile_cache) -> dict:
     """Environment for CLI subprocesses: shared data dir and JAX cache, no accelerators."""
     cache = tmp_path_factory.mktemp("cache")
     env = dict(os.environ)
-    env.update(JAX_PLATFORMS="cpu", LOPT_JAX_CACHE=str(cache / "jax"),
+    env.update(JAX_PLATFORMS="cpu", LOPT_JAX_CACHE=str(jax_compile_cache),
                PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0", LOPT_CACHE_DIR=str(cache / "lopt"))
     env.setdefault("LOPT_DATA_DIR", str(Path.home() / ".cache" / "lopt" / "tensorflow_datasets"))
     return env

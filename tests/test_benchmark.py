@@ -339,6 +339,7 @@ def test_cli_leaderboard_matches_results_and_reuses_the_cache(run_lopt, tmp_path
     assert re.search(r"diverged trials: AdamLR \d+/2", leaderboard)
     assert "trials per task: AdamLR 2, candidates 2 (" in leaderboard  # removed baselines: unlisted
     assert "factor on [0.1, 10], factor 1 first)" in leaderboard
+    assert "Not checked: no optimizer was tuned" in leaderboard  # 2 trials: no edge to speak of
     summary = json.loads((second / "summary.json").read_text())
     summary["lr_multiplier"] = [0.1, 100.0]
     assert "factor on [0.1, 100], factor 3.16 first)" in markdown_leaderboard(summary)
