@@ -1,7 +1,7 @@
-"""Every ``lopt ...`` line of the README's shell code blocks (and of the record of recipe variants
-it links to) is a valid command line: a known command, known flags, and overrides (every value
-of a sweep) that compose with the real configs. A renamed key or option that the README still
-shows fails here."""
+"""Every ``lopt ...`` line of the README's shell code blocks (and of the records of recipe
+variants and tuning ranges it links to) is a valid command line: a known command, known flags,
+and overrides (every value of a sweep) that compose with the real configs. A renamed key or
+option that the README still shows fails here."""
 from __future__ import annotations
 
 import re
@@ -17,7 +17,8 @@ from lopt_cli.commands.validation import check_seed, compose_checked, expand
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-DOCUMENTS = (README, ROOT / "docs" / "recipe_variants" / "README.md")
+DOCUMENTS = (README, ROOT / "docs" / "recipe_variants" / "README.md",
+             ROOT / "docs" / "tuning_ranges" / "README.md")
 
 
 def readme_command_lines(documents=(README,)) -> list[str]:
