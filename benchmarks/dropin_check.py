@@ -15,7 +15,9 @@ For every problem and horizon ``T`` (``--steps``):
   against Adam on each (win / tie / loss: a tie is within 1% of the larger loss, plus 1e-6 of
   the initial loss), non-finite final losses (always a loss), and whether the training loss
   (of the training-tuned run) rose late: final > 1.05 × its minimum over the run (+ 1e-6 of
-  the initial loss).
+  the initial loss);
+* a tuned rate at an end of the grid is starred (its best may lie outside the grid), and
+  counted per horizon.
 
     python -m benchmarks.dropin_check --optimizer default --steps 1000,5000 --out dropin.json
     python -m benchmarks.dropin_check --optimizer mlp_digits --quick   # 2 problems, few steps
@@ -185,6 +187,17 @@ def check(source: str, steps: tuple[int, ...], problems: list, console=None,
             "seconds": time.perf_counter() - start, "jax_devices": str(jax.devices())}
 
 
+def at_edge(run: dict) -> bool:
+    """The run's rate is the grid's lowest or highest: its optimum may lie outside the grid."""
+    return run["learning_rate"] is not None and run["learning_rate"] in (LR_GRID[0], LR_GRID[-1])
+
+
+def edge_count(rows: list[dict], who: str) -> int:
+    """How many of ``who``'s tuned choices (per problem: by training and by test loss) sit at
+    an end of ``LR_GRID``."""
+    return sum(at_edge(r[who][key]) for r in rows for key in ("by_train", "by_test"))
+
+
 def tally(rows: list[dict]) -> dict:
     counts = {m: {o: sum(r[m] == o for r in rows) for o in ("win", "tie", "loss")}
               for m in ("train", "test")}
@@ -193,7 +206,9 @@ def tally(rows: list[dict]) -> dict:
                     for r in rows)
     return {**counts, "problems": len(rows), "candidate_nonfinite": nonfinite,
             "candidate_rose_late": sum(r["candidate"]["by_train"]["rose_late"] for r in rows),
-            "adam_rose_late": sum(r["adam"]["by_train"]["rose_late"] for r in rows)}
+            "adam_rose_late": sum(r["adam"]["by_train"]["rose_late"] for r in rows),
+            "candidate_at_edge": edge_count(rows, "candidate"),
+            "adam_at_edge": edge_count(rows, "adam")}
 
 
 def fmt(value) -> str:
@@ -208,7 +223,7 @@ COLUMNS = ("problem", "T", "Adam train (lr)", "opt train", "Adam test (lr)", "op
 
 def with_rate(run: dict, key: str) -> str:
     rate = run["learning_rate"]
-    return fmt(run[key]) + ("" if rate is None else f" ({rate:.2g})")
+    return fmt(run[key]) + ("" if rate is None else f" ({rate:.2g}{'*' * at_edge(run)})")
 
 
 def table_rows(result: dict) -> list[list[str]]:
@@ -232,7 +247,9 @@ def summary_lines(result: dict) -> list[str]:
             f"{s['train']['loss']} losses, test loss {s['test']['win']} / {s['test']['tie']} / "
             f"{s['test']['loss']} of {s['problems']}; non-finite {s['candidate_nonfinite']}; "
             f"training loss rose late: optimizer {s['candidate_rose_late']}, "
-            f"Adam {s['adam_rose_late']}")
+            f"Adam {s['adam_rose_late']}; rates tuned at an end of the grid (*): optimizer "
+            f"{s.get('candidate_at_edge', '-')}, Adam {s.get('adam_at_edge', '-')} of "
+            f"{2 * s['problems']} choices")
     return lines
 
 

@@ -49,6 +49,25 @@ def test_outcome_and_late_rise_rules(check):
     assert check.rose_late(np.array([3.0, np.nan, 1.0]), 3.0)
 
 
+def test_rates_at_an_end_of_the_grid_are_starred_and_counted(check):
+    def run(rate):
+        return {"learning_rate": rate, "train_loss": 0.1, "test_loss": 0.2, "rose_late": False}
+
+    low, middle, high = check.LR_GRID[0], check.LR_GRID[3], check.LR_GRID[-1]
+    rows = [{"problem": "p", "num_steps": 10, "train": "win", "test": "tie",
+             "adam": {"by_train": run(high), "by_test": run(low)},
+             "candidate": {"by_train": run(middle), "by_test": run(low)}},
+            {"problem": "q", "num_steps": 10, "train": "win", "test": "tie",
+             "adam": {"by_train": run(middle), "by_test": run(middle)},
+             "candidate": {"by_train": run(None), "by_test": run(None)}}]
+    counts = check.tally(rows)
+    assert (counts["adam_at_edge"], counts["candidate_at_edge"]) == (2, 1)
+    cells = check.table_rows({"rows": rows})[0]
+    assert cells[2] == "0.1 (0.1*)" and cells[3] == "0.1 (0.0032)" and cells[4] == "0.2 (0.0001*)"
+    line = check.summary_lines({"summary": {"10": counts}})[0]
+    assert "rates tuned at an end of the grid (*): optimizer 1, Adam 2 of 4 choices" in line
+
+
 def test_traced_learning_rate_matches_one_load_optimizer_per_rate(check, tmp_path, monkeypatch):
     from lopt_cli.optimizers.adam_nominal import AdamNominalLOpt
 
