@@ -81,6 +81,7 @@ def test_evaluate_writes_results_and_summary(run_lopt, trained, tmp_path):
     report = (run / "report.md").read_text()
     for row in learned:
         assert f"{row['final_valid']:.4f}" in report
+    assert summary["tuned_at_edge"] == {} and "Not checked: no optimizer was tuned" in report
     for name in ("improvement.png", "improvement_train.png", "curves.png"):
         assert (run / name).read_bytes()[:4] == b"\x89PNG"
     assert "learned optimizer vs. tuned baselines" in result.stdout

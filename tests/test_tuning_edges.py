@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from lopt_cli.evaluation.leaderboard_report import markdown_leaderboard
-from lopt_cli.evaluation.tuning_edges import edge_line, edge_of, tuned_at_edge
+from lopt_cli.evaluation.tuning_edges import edge_line, edge_of, suite_edges, tuned_at_edge
 
 GRID = [1e-3, 1e-4, 1e-2, 3e-4, 3e-3]  # coarse to fine: the middle, then the ends, ...
 
@@ -85,3 +85,23 @@ def test_the_leaderboard_has_the_section_and_older_summaries_do_without_it():
     assert "| AdamLR | generalisation | learning_rate | a | - |" in text
     summary["tuned_at_edge"]["AdamLR"]["generalisation"]["low"] = []
     assert "None: every choice is inside its range." in markdown_leaderboard(summary)
+
+
+def test_the_paper_style_evaluation_checks_its_baselines_by_task_id():
+    def suite_runs(valid, train, hparams=None):
+        return {"final_valid": valid, "final_train": train,
+                "hparams": hparams or {"learning_rate": GRID}}
+
+    low_valid = [0.5, 0.1, 0.9, 0.3, 0.6]
+    inside = [0.5, 0.9, 0.9, 0.2, 0.6]
+    adam8p = {"learning_rate": GRID, "b1": GRID}
+    results = [{"task_id": 7, "baselines": {"AdamLR": suite_runs(low_valid, inside),
+                                            "Adam8p": suite_runs(low_valid, low_valid, adam8p)}},
+               {"task_id": 1000000, "baselines": {"AdamLR": suite_runs(inside, inside),
+                                                  "Adam8p": suite_runs(inside, inside, adam8p)}}]
+    edges = suite_edges(results, 5)
+    assert set(edges) == {"AdamLR"}
+    assert edges["AdamLR"]["generalisation"]["low"] == ["7"]
+    assert edges["AdamLR"]["optimisation"] == {"hyperparameter": "learning_rate",
+                                              "low": [], "high": []}
+    assert suite_edges([], 5) == {}

@@ -211,6 +211,7 @@ def run(cfg: DictConfig) -> None:
     from lopt_cli.evaluation.report import summary_table
     from lopt_cli.evaluation.results import result_rows, summary_rows
     from lopt_cli.evaluation.suite import evaluate_suite, total_task_runs
+    from lopt_cli.evaluation.tuning_edges import edge_line, suite_edges
     from lopt_cli.optimizers.storage import load_learned_optimizer, resolve_weights_path
 
     if cfg.get("benchmark") is not None:
@@ -239,11 +240,15 @@ def run(cfg: DictConfig) -> None:
                "baselines": list(spec.baselines), "max_trials": spec.max_trials,
                "trial_counts": list(spec.trial_counts), "global_choices": choices,
                "comparisons": summary_rows(results),
+               "tuned_at_edge": suite_edges(results, spec.max_trials),
                "runs": {"computed": cache.computed, "from_cache": cache.hits}}
     out_dir = run_dir()
     write_outputs(out_dir, summary, results, rows)
     console = output_console()
     console.print(summary_table(summary, "valid"))
+    edges = edge_line(summary["tuned_at_edge"], len(results))
+    if edges:
+        console.print(edges)
     console.print(f"results written to {out_dir} (report.md, improvement.png, curves.png)")
 
 

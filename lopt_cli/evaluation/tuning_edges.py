@@ -77,6 +77,35 @@ def edge_rows(edges: dict) -> list[list[str]]:
     return rows
 
 
+def suite_edges(results: list[dict], max_trials: int) -> dict:
+    """:func:`tuned_at_edge` for ``lopt evaluate``'s suite results (tasks named by id)."""
+    shaped = {str(r["task_id"]): {"baselines": {
+        name: {"final": {"valid": runs["final_valid"], "train": runs["final_train"]},
+               "hparams": runs["hparams"]} for name, runs in r["baselines"].items()}}
+        for r in results}
+    names = results[0]["baselines"] if results else {}
+    return tuned_at_edge(shaped, {("baselines", name): max_trials for name in names})
+
+
+def edge_markdown(edges: dict | None) -> list[str]:
+    """The report's section: tasks whose choice is the lowest or highest value tried."""
+    if edges is None:  # a summary written before the check existed
+        return []
+    lines = ["## Tuned at the edge of its range", "",
+             "Per task (full trial budget), a choice at the lowest or highest value of a "
+             "one-hyperparameter grid: that optimizer might do better outside the range, so "
+             "its comparison on the task is bounded by the range.", ""]
+    if not edges:
+        return [*lines, "Not checked: no optimizer was tuned on one hyperparameter with at "
+                "least 3 trials.", ""]
+    rows = edge_rows(edges)
+    if not any(row[3] != "-" or row[4] != "-" for row in rows):
+        return [*lines, "None: every choice is inside its range.", ""]
+    header = ("optimizer", "comparison", "tuned", "at the low end", "at the high end")
+    return [*lines, "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *["| " + " | ".join(row) + " |" for row in rows], ""]
+
+
 def edge_line(edges: dict, num_tasks: int) -> str | None:
     """One line for the terminal naming how many choices sit at an edge, or None if none."""
     parts = [f"{name} {comparison} {len(r['low']) + len(r['high'])}/{num_tasks}"
