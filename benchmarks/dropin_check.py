@@ -6,9 +6,10 @@ deep-narrow and wide nets).
 
 For every problem and horizon ``T`` (``--steps``):
 
-* Adam (``optax.adam``) at each learning rate of a fixed grid (7 values, log-spaced 1e-4 …
-  1e-1), tuned per problem and per metric: the rate with the lowest final training loss for
-  the training-loss comparison, the one with the lowest test loss for the test-loss one;
+* Adam (``optax.adam``) at each learning rate of a grid (by default 7 values, log-spaced
+  1e-4 … 1e-1; ``--rates LOW,HIGH,N`` for another), tuned per problem and per metric: the
+  rate with the lowest final training loss for the training-loss comparison, the one with the
+  lowest test loss for the test-loss one;
 * the optimizer under test, ``load_optimizer(source, T)``; if it takes a learning rate
   (``takes_learning_rate``), tuned over the same grid the same way;
 * reported: final training loss (full training set) and test loss, the outcome of the optimizer
@@ -88,12 +89,12 @@ def tuned(runs: list[dict]) -> dict:
             "nonfinite_rates": sum(not math.isfinite(r["train_loss"]) for r in runs)}
 
 
-def tuned_adam(problem, data, num_steps: int, scale: float) -> dict:
-    """Adam at every rate of ``LR_GRID`` (one vmapped run), tuned per metric."""
+def tuned_adam(problem, data, num_steps: int, scale: float, grid: tuple = LR_GRID) -> dict:
+    """Adam at every rate of ``grid`` (one vmapped run), tuned per metric."""
     run = problems_lib.train_curve(problem, data, optax.adam, num_steps)
-    curves, tests = jax.vmap(run)(jnp.asarray(LR_GRID, jnp.float32))
+    curves, tests = jax.vmap(run)(jnp.asarray(grid, jnp.float32))
     return tuned([summarise_run(c, t, lr, scale)
-                  for c, t, lr in zip(np.asarray(curves), np.asarray(tests), LR_GRID)])
+                  for c, t, lr in zip(np.asarray(curves), np.asarray(tests), grid)])
 
 
 @functools.lru_cache(maxsize=8)
@@ -105,8 +106,8 @@ def learned(source: str) -> tuple:
     return load_learned_optimizer(source)[:2]
 
 
-def traced_rate_runs(source: str, problem, data, num_steps: int):
-    """A learned optimizer with a ``learning_rate`` field at every rate of ``LR_GRID`` in one
+def traced_rate_runs(source: str, problem, data, num_steps: int, grid: tuple = LR_GRID):
+    """A learned optimizer with a ``learning_rate`` field at every rate of ``grid`` in one
     vmapped run (the rate traced; otherwise what ``load_optimizer(source, T, learning_rate=lr)``
     builds); ``None`` if the architecture cannot take a traced rate."""
     from lopt_cli.optimizers.dropin import (
@@ -129,25 +130,25 @@ def traced_rate_runs(source: str, problem, data, num_steps: int):
 
     run = problems_lib.train_curve(problem, data, make, num_steps)
     try:
-        return jax.vmap(run)(jnp.asarray(LR_GRID, jnp.float32))
+        return jax.vmap(run)(jnp.asarray(grid, jnp.float32))
     except (TypeError, jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError):
         return None
 
 
 def candidate_runs(source: str, problem, data, num_steps: int, scale: float,
-                   with_rates: bool, traced: bool = True) -> dict:
-    """The optimizer under test, tuned per metric over ``LR_GRID`` if it takes a learning
+                   with_rates: bool, traced: bool = True, grid: tuple = LR_GRID) -> dict:
+    """The optimizer under test, tuned per metric over ``grid`` if it takes a learning
     rate (vmapped over a traced rate when it can be, else one ``load_optimizer`` per rate)."""
     from lopt_cli import load_optimizer
 
     if with_rates and traced:
-        results = traced_rate_runs(source, problem, data, num_steps)
+        results = traced_rate_runs(source, problem, data, num_steps, grid)
         if results is not None:
             return {**tuned([summarise_run(c, t, lr, scale) for c, t, lr in
-                             zip(np.asarray(results[0]), np.asarray(results[1]), LR_GRID)]),
+                             zip(np.asarray(results[0]), np.asarray(results[1]), grid)]),
                     "rates_vmapped": True}
     runs = []
-    for lr in LR_GRID if with_rates else (None,):
+    for lr in grid if with_rates else (None,):
         opt = load_optimizer(source, num_steps, learning_rate=lr)
         curve, test = problems_lib.train_curve(problem, data, lambda opt=opt: opt, num_steps)()
         runs.append(summarise_run(curve, test, lr, scale))
@@ -155,7 +156,7 @@ def candidate_runs(source: str, problem, data, num_steps: int, scale: float,
 
 
 def check(source: str, steps: tuple[int, ...], problems: list, console=None,
-          traced: bool = True) -> dict:
+          traced: bool = True, grid: tuple = LR_GRID) -> dict:
     """Every (problem, horizon) row, the tallies per horizon, and the settings."""
     from lopt_cli.optimizers.dropin import takes_learning_rate
 
@@ -166,9 +167,9 @@ def check(source: str, steps: tuple[int, ...], problems: list, console=None,
         loss = problems_lib.loss_fn(problem)
         scale = float(loss(problems_lib.init_params(problem), data.x_train, data.y_train))
         for num_steps in steps:
-            adam = tuned_adam(problem, data, num_steps, scale)
+            adam = tuned_adam(problem, data, num_steps, scale, grid)
             candidate = candidate_runs(source, problem, data, num_steps, scale, with_rates,
-                                       traced)
+                                       traced, grid)
             rows.append({
                 "problem": problem.name, "description": problems_lib.describe(problem),
                 "num_steps": num_steps, "initial_train_loss": scale,
@@ -181,24 +182,25 @@ def check(source: str, steps: tuple[int, ...], problems: list, console=None,
             if console is not None:
                 console.log(f"{problem.name} T={num_steps}: train {rows[-1]['train']}, "
                             f"test {rows[-1]['test']}")
-    return {"optimizer": source, "steps": list(steps), "lr_grid": list(LR_GRID),
+    return {"optimizer": source, "steps": list(steps), "lr_grid": list(grid),
             "candidate_tuned_over_lr_grid": with_rates, "rows": rows,
-            "summary": {str(t): tally([r for r in rows if r["num_steps"] == t]) for t in steps},
+            "summary": {str(t): tally([r for r in rows if r["num_steps"] == t], grid)
+                        for t in steps},
             "seconds": time.perf_counter() - start, "jax_devices": str(jax.devices())}
 
 
-def at_edge(run: dict) -> bool:
+def at_edge(run: dict, grid: tuple = LR_GRID) -> bool:
     """The run's rate is the grid's lowest or highest: its optimum may lie outside the grid."""
-    return run["learning_rate"] is not None and run["learning_rate"] in (LR_GRID[0], LR_GRID[-1])
+    return run["learning_rate"] is not None and run["learning_rate"] in (min(grid), max(grid))
 
 
-def edge_count(rows: list[dict], who: str) -> int:
+def edge_count(rows: list[dict], who: str, grid: tuple = LR_GRID) -> int:
     """How many of ``who``'s tuned choices (per problem: by training and by test loss) sit at
-    an end of ``LR_GRID``."""
-    return sum(at_edge(r[who][key]) for r in rows for key in ("by_train", "by_test"))
+    an end of ``grid``."""
+    return sum(at_edge(r[who][key], grid) for r in rows for key in ("by_train", "by_test"))
 
 
-def tally(rows: list[dict]) -> dict:
+def tally(rows: list[dict], grid: tuple = LR_GRID) -> dict:
     counts = {m: {o: sum(r[m] == o for r in rows) for o in ("win", "tie", "loss")}
               for m in ("train", "test")}
     nonfinite = sum(not (math.isfinite(r["candidate"]["by_train"]["train_loss"])
@@ -207,8 +209,8 @@ def tally(rows: list[dict]) -> dict:
     return {**counts, "problems": len(rows), "candidate_nonfinite": nonfinite,
             "candidate_rose_late": sum(r["candidate"]["by_train"]["rose_late"] for r in rows),
             "adam_rose_late": sum(r["adam"]["by_train"]["rose_late"] for r in rows),
-            "candidate_at_edge": edge_count(rows, "candidate"),
-            "adam_at_edge": edge_count(rows, "adam")}
+            "candidate_at_edge": edge_count(rows, "candidate", grid),
+            "adam_at_edge": edge_count(rows, "adam", grid)}
 
 
 def fmt(value) -> str:
@@ -221,21 +223,22 @@ COLUMNS = ("problem", "T", "Adam train (lr)", "opt train", "Adam test (lr)", "op
            "train", "test", "rose late opt/Adam")
 
 
-def with_rate(run: dict, key: str) -> str:
+def with_rate(run: dict, key: str, grid: tuple = LR_GRID) -> str:
     rate = run["learning_rate"]
-    return fmt(run[key]) + ("" if rate is None else f" ({rate:.2g}{'*' * at_edge(run)})")
+    return fmt(run[key]) + ("" if rate is None else f" ({rate:.2g}{'*' * at_edge(run, grid)})")
 
 
 def table_rows(result: dict) -> list[list[str]]:
+    grid = tuple(result.get("lr_grid", LR_GRID))
     rows = []
     for r in result["rows"]:
         adam, cand = r["adam"], r["candidate"]
         rose = "/".join("yes" if x["by_train"]["rose_late"] else "no" for x in (cand, adam))
         rows.append([r["problem"], str(r["num_steps"]),
-                     with_rate(adam["by_train"], "train_loss"),
-                     with_rate(cand["by_train"], "train_loss"),
-                     with_rate(adam["by_test"], "test_loss"),
-                     with_rate(cand["by_test"], "test_loss"), r["train"], r["test"], rose])
+                     with_rate(adam["by_train"], "train_loss", grid),
+                     with_rate(cand["by_train"], "train_loss", grid),
+                     with_rate(adam["by_test"], "test_loss", grid),
+                     with_rate(cand["by_test"], "test_loss", grid), r["train"], r["test"], rose])
     return rows
 
 
@@ -286,7 +289,7 @@ def write(result: dict, out: Path) -> Path:
 
 
 def main(out_dir: str | Path, optimizer: str = "default", steps: tuple[int, ...] = (1000, 5000),
-         quick: bool = False, out: str | Path | None = None) -> dict:
+         quick: bool = False, out: str | Path | None = None, grid: tuple = LR_GRID) -> dict:
     """Runs the check, prints its table, writes ``out`` (default
     ``<out_dir>/dropin_check.json``) and the markdown beside it."""
     from rich.console import Console
@@ -294,7 +297,7 @@ def main(out_dir: str | Path, optimizer: str = "default", steps: tuple[int, ...]
     target = writable_targets(Path(out) if out else Path(out_dir) / "dropin_check.json")
     console = Console()
     problems = problems_lib.quick_problems() if quick else problems_lib.default_problems()
-    result = check(optimizer, tuple(steps), problems, console)
+    result = check(optimizer, tuple(steps), problems, console, grid=grid)
     print_result(result, console)
     path = write(result, target)
     console.print(f"written: {path} and {path.with_suffix('.md')}")
@@ -311,6 +314,19 @@ def parse_steps(text: str) -> tuple[int, ...]:
     return steps
 
 
+def parse_rates(text: str) -> tuple[float, ...]:
+    """``LOW,HIGH,N``: N learning rates log-spaced from LOW to HIGH."""
+    try:
+        low, high, num = text.split(",")
+        low, high, num = float(low), float(high), int(num)
+    except ValueError:
+        low = high = num = 0
+    if not (0 < low < high and math.isfinite(high) and num >= 3):
+        raise argparse.ArgumentTypeError(
+            f"--rates {text!r}: expected LOW,HIGH,N with 0 < LOW < HIGH and N >= 3, e.g. 1e-6,1,13")
+    return tuple(float(v) for v in np.geomspace(low, high, num))
+
+
 def cli(argv: list[str] | None = None) -> int:
     from lopt_cli.errors import LoptUserError
 
@@ -325,11 +341,13 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="JSON path (markdown beside it); default "
                         "benchmarks/results/dropin_check.json")
     parser.add_argument("--quick", action="store_true", help="2 small problems, 30 steps")
+    parser.add_argument("--rates", type=parse_rates, default=LR_GRID,
+                        help="the learning-rate grid, LOW,HIGH,N log-spaced (default 1e-4,0.1,7)")
     args = parser.parse_args(argv)
     steps = args.steps or (QUICK_STEPS if args.quick else (1000, 5000))
     try:
         main(Path(__file__).resolve().parent / "results", args.optimizer, steps, args.quick,
-             args.out)
+             args.out, args.rates)
     except (LoptUserError, OSError) as error:  # OSError: an --out that cannot be written
         print(f"error: {error}", file=sys.stderr)
         return 2

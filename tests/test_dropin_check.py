@@ -104,3 +104,25 @@ def test_bad_inputs_are_one_line_with_exit_2(check, argv, message, tmp_path, cap
     assert check.cli([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err, err
+
+
+def test_another_rate_grid_is_used_by_adam_and_recorded(check, tmp_path):
+    grid = check.parse_rates("1e-5,1,6")
+    assert grid[0] == pytest.approx(1e-5) and grid[-1] == pytest.approx(1.0) and len(grid) == 6
+    result = check.main(tmp_path, optimizer="mlp_digits", steps=(10,), quick=True, grid=grid)
+    assert result["lr_grid"] == list(grid)
+    for row in result["rows"]:
+        for key in ("by_train", "by_test"):
+            assert row["adam"][key]["learning_rate"] in grid
+    edges = sum(row["adam"][key]["learning_rate"] in (grid[0], grid[-1])
+                for row in result["rows"] for key in ("by_train", "by_test"))
+    assert result["summary"]["10"]["adam_at_edge"] == edges
+
+
+@pytest.mark.parametrize("rates", ["0.1,1e-4,7", "1e-4,0.1", "1e-4,0.1,2", "a,b,c"])
+def test_a_bad_rate_grid_is_refused_before_any_training(check, rates, capsys, monkeypatch):
+    monkeypatch.setattr(check, "check", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(SystemExit) as exit_info:
+        check.cli(["--rates", rates])
+    assert exit_info.value.code == 2
+    assert "expected LOW,HIGH,N with 0 < LOW < HIGH and N >= 3" in capsys.readouterr().err
