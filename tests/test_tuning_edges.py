@@ -41,6 +41,8 @@ def test_choices_at_either_end_are_listed_per_optimizer_and_comparison():
     assert edge_line(edges, 2) == (
         "tuned at the edge of its range (may do better outside it; leaderboard.md lists the "
         "tasks): AdamLR generalisation 1/2, AdamLR optimisation 1/2, cand optimisation 1/2")
+    assert "(may do better outside it; report.md lists the tasks)" in edge_line(
+        edges, 2, listed_in="report.md")  # the paper-style evaluation's file
 
 
 def test_only_the_trials_of_the_budget_count():

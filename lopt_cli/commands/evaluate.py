@@ -246,7 +246,7 @@ def run(cfg: DictConfig) -> None:
     write_outputs(out_dir, summary, results, rows)
     console = output_console()
     console.print(summary_table(summary, "valid"))
-    edges = edge_line(summary["tuned_at_edge"], len(results))
+    edges = edge_line(summary["tuned_at_edge"], len(results), listed_in="report.md")
     if edges:
         console.print(edges)
     console.print(f"results written to {out_dir} (report.md, improvement.png, curves.png)")

@@ -5,7 +5,7 @@ from rich.table import Table
 
 from lopt_cli.evaluation.candidates import first_multiplier
 from lopt_cli.evaluation.leaderboard import COMPARISONS
-from lopt_cli.evaluation.tuning_edges import edge_markdown
+from lopt_cli.evaluation.tuning_edges import any_at_edge, edge_rows
 
 COMPARISON_TEXT = {"generalisation": "test loss, every optimizer tuned on validation loss",
                    "optimisation": "training loss, every optimizer tuned on training loss"}
@@ -51,6 +51,23 @@ def _table(header, rows) -> list[str]:
             *["| " + " | ".join(row) + " |" for row in rows], ""]
 
 
+def edge_section(edges: dict | None) -> list[str]:
+    """Tasks whose per-task choice (full budget) is the lowest or highest value tried."""
+    if edges is None:  # a summary written before the check existed
+        return []
+    lines = ["## Tuned at the edge of its range", "",
+             "Per task (full trial budget), a choice at the lowest or highest value of a "
+             "one-hyperparameter grid: that optimizer might do better outside the range, so "
+             "its comparison on the task is bounded by the range.", ""]
+    if not edges:
+        return [*lines, "Not checked: no optimizer was tuned on one hyperparameter with at "
+                "least 3 trials.", ""]
+    if not any_at_edge(edges):
+        return [*lines, "None: every choice is inside its range.", ""]
+    return [*lines, *_table(("optimizer", "comparison", "tuned", "at the low end",
+                             "at the high end"), edge_rows(edges))]
+
+
 def markdown_leaderboard(summary: dict) -> str:
     """The leaderboard: a headline table, then every baseline setting for both comparisons."""
     trials = ", ".join(f"{name} {n}" for name, n in summary["trials"].items())
@@ -77,7 +94,7 @@ def markdown_leaderboard(summary: dict) -> str:
         "", f"## Headline: vs {summary['reference_setting']}, {summary['num_seeds']} seeds, "
         f"candidates {summary['trials']['candidates']} trials", "",
         *_table(HEADLINE_COLUMNS, headline_rows(summary)),
-        *edge_markdown(summary.get("tuned_at_edge")),
+        *edge_section(summary.get("tuned_at_edge")),
     ]
     for comparison in COMPARISONS:
         lines += [f"## {comparison.capitalize()}: {COMPARISON_TEXT[comparison]}", ""]

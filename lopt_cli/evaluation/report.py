@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from lopt_cli.evaluation.leaderboard_report import edge_section
 from lopt_cli.evaluation.tuning import METRICS
-from lopt_cli.evaluation.tuning_edges import edge_markdown
 
 METRIC_TEXT = {"valid": "validation loss", "train": "training loss"}
 
@@ -96,7 +96,7 @@ def markdown_report(summary: dict, rows: list[dict]) -> str:
         "optimizer reaches the lower loss", "",
         *_summary_section(summary, "valid"),
         *_summary_section(summary, "train"),
-        *edge_markdown(summary.get("tuned_at_edge")),
+        *edge_section(summary.get("tuned_at_edge")),
         "## Global choices (trial index, on the tuning tasks)", "",
         *[f"- {name}: {choice}" for name, choice in summary["global_choices"].items()], "",
         *_per_task_section(rows, "valid"),

@@ -28,13 +28,14 @@ def edge_of(values, index: int) -> str | None:
     return None
 
 
-def one_range(runs: dict, budget: int) -> str | None:
-    """The hyperparameter a one-dimensional grid tunes, or None (several, or too few trials)."""
+def one_range(runs: dict, budget: int) -> tuple[str, np.ndarray] | None:
+    """``(hyperparameter, its values in the budget's trials)`` of a one-dimensional grid, or
+    None (several hyperparameters, too few trials, or a single value)."""
     if len(runs["hparams"]) != 1 or budget < MIN_TRIALS:
         return None
     name = next(iter(runs["hparams"]))
     values = np.asarray(runs["hparams"][name], float)[:budget]
-    return name if values.min() < values.max() else None
+    return (name, values) if values.min() < values.max() else None
 
 
 def tuned_at_edge(results: dict, budgets: dict[tuple[str, str], int]) -> dict:
@@ -47,10 +48,10 @@ def tuned_at_edge(results: dict, budgets: dict[tuple[str, str], int]) -> dict:
     for (group, name), budget in budgets.items():
         for task, entry in results.items():
             runs = entry[group][name]
-            hyperparameter = one_range(runs, budget)
-            if hyperparameter is None:
+            grid = one_range(runs, budget)
+            if grid is None:
                 continue
-            values = np.asarray(runs["hparams"][hyperparameter], float)[:budget]
+            hyperparameter, values = grid
             for comparison, tuned_on in COMPARISON_TUNED_ON.items():
                 record = edges.setdefault(name, {}).setdefault(
                     comparison, {"hyperparameter": hyperparameter, "low": [], "high": []})
@@ -87,31 +88,16 @@ def suite_edges(results: list[dict], max_trials: int) -> dict:
     return tuned_at_edge(shaped, {("baselines", name): max_trials for name in names})
 
 
-def edge_markdown(edges: dict | None) -> list[str]:
-    """The report's section: tasks whose choice is the lowest or highest value tried."""
-    if edges is None:  # a summary written before the check existed
-        return []
-    lines = ["## Tuned at the edge of its range", "",
-             "Per task (full trial budget), a choice at the lowest or highest value of a "
-             "one-hyperparameter grid: that optimizer might do better outside the range, so "
-             "its comparison on the task is bounded by the range.", ""]
-    if not edges:
-        return [*lines, "Not checked: no optimizer was tuned on one hyperparameter with at "
-                "least 3 trials.", ""]
-    rows = edge_rows(edges)
-    if not any(row[3] != "-" or row[4] != "-" for row in rows):
-        return [*lines, "None: every choice is inside its range.", ""]
-    header = ("optimizer", "comparison", "tuned", "at the low end", "at the high end")
-    return [*lines, "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *["| " + " | ".join(row) + " |" for row in rows], ""]
+def any_at_edge(edges: dict) -> bool:
+    return any(r["low"] or r["high"] for per in edges.values() for r in per.values())
 
 
-def edge_line(edges: dict, num_tasks: int) -> str | None:
+def edge_line(edges: dict, num_tasks: int, listed_in: str = "leaderboard.md") -> str | None:
     """One line for the terminal naming how many choices sit at an edge, or None if none."""
     parts = [f"{name} {comparison} {len(r['low']) + len(r['high'])}/{num_tasks}"
              for name, per in edges.items() for comparison, r in per.items()
              if r["low"] or r["high"]]
     if not parts:
         return None
-    return ("tuned at the edge of its range (may do better outside it; leaderboard.md lists "
+    return (f"tuned at the edge of its range (may do better outside it; {listed_in} lists "
             "the tasks): " + ", ".join(parts))
