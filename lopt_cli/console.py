@@ -4,6 +4,10 @@ On a terminal rich uses the terminal's width; when stdout is a file or a pipe (a
 ``make demo > file``) it would fall back to 80 columns and wrap every wide row into several
 lines, so such output gets ``NON_TERMINAL_WIDTH`` columns (``COLUMNS=N`` still overrides it).
 
+Off a terminal rich draws a progress bar only when it stops, so a long job run in the
+background (``nohup lopt meta-train ... > log &``) would write nothing for hours; such jobs also
+print a plain progress line every :func:`heartbeat_seconds` (``LOPT_PROGRESS_EVERY``).
+
 Progress bars come from :func:`progress_bar`: rich redraws them on a thread, and TFDS's imports
 (``etils.epy.lazy_imports``) swap ``builtins.__import__`` for every thread while they run, so a
 redraw that imports (rich's markup renderer does, at each call) inside such a window dies with
@@ -14,13 +18,18 @@ from __future__ import annotations
 
 import builtins
 import functools
+import math
 import os
 
 from rich.console import Console, RenderableType
 from rich.progress import Progress
 from rich.text import Text
 
+from lopt_cli.errors import LoptUserError
+
 NON_TERMINAL_WIDTH = 160
+HEARTBEAT_ENV = "LOPT_PROGRESS_EVERY"  # seconds between plain progress lines off a terminal
+DEFAULT_HEARTBEAT_SECONDS = 60.0
 
 
 def output_console(stderr: bool = False, file=None) -> Console:
@@ -29,6 +38,29 @@ def output_console(stderr: bool = False, file=None) -> Console:
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = NON_TERMINAL_WIDTH
     return console
+
+
+def heartbeat_seconds(console: Console) -> float | None:
+    """Seconds between plain progress lines of a long job on ``console``: ``LOPT_PROGRESS_EVERY``
+    (default 60; 0: every step), or None on a terminal, where the live bar shows progress."""
+    raw = os.environ.get(HEARTBEAT_ENV, "").strip()
+    try:
+        seconds = float(raw) if raw else DEFAULT_HEARTBEAT_SECONDS
+    except ValueError:
+        seconds = -1.0
+    if not math.isfinite(seconds) or seconds < 0:
+        raise LoptUserError(f"{HEARTBEAT_ENV} must be a number of seconds >= 0, got {raw!r}")
+    return None if console.is_terminal else seconds
+
+
+def duration(seconds: float) -> str:
+    """``3h05m``, ``12m04s`` or ``42s``: a wall time for a progress line."""
+    seconds = max(int(round(seconds)), 0)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def settle_imports() -> None:

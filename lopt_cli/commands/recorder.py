@@ -16,7 +16,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from lopt_cli.console import progress_bar
+from lopt_cli.console import duration, heartbeat_seconds, progress_bar
 from lopt_cli.io import append_jsonl, write_jsonl_atomic
 from lopt_cli.meta.checkpoint import save_checkpoint
 from lopt_cli.optimizers.storage import LAST_DIR, save_learned_optimizer
@@ -39,6 +39,9 @@ class MetaTrainRecorder:
     periodic saves leave it alone (they save the current θ while there is no best). A resumed
     run starts from its history's best; since it reruns deterministically, it ends with the θ
     an uninterrupted run publishes.
+
+    Off a terminal (a log file) a plain :func:`heartbeat_line` is printed every
+    ``LOPT_PROGRESS_EVERY`` seconds (default 60) and after the last step.
     """
 
     def __init__(self, out_dir: Path, total_steps: int, inner_steps_per_outer: int,
@@ -47,6 +50,7 @@ class MetaTrainRecorder:
                  history: list[dict] | None = None, save_last: bool = False,
                  keep_best: bool = False, initial_heldout_loss: float | None = None,
                  initial_theta=None):
+        self.label = label
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.out_dir / "metrics.jsonl"
@@ -76,11 +80,15 @@ class MetaTrainRecorder:
         last = self.history[-1]["meta_loss"] if self.history else float("nan")
         self.task_id = self.progress.add_task(label, total=total_steps, meta_loss=last,
                                               rate=0.0, completed=len(self.history))
+        self.heartbeat = heartbeat_seconds(self.progress.console)
         self._last_time = time.perf_counter()
+        self._heartbeat = (self._last_time, len(self.history))  # (time, rows) of the last line
+        self._started = self._heartbeat
 
     def __enter__(self) -> MetaTrainRecorder:
         self.progress.start()
         self._last_time = time.perf_counter()
+        self._heartbeat = self._started = (self._last_time, len(self.history))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -104,16 +112,54 @@ class MetaTrainRecorder:
         self.progress.update(self.task_id, advance=1, meta_loss=metrics["meta_loss"],
                              rate=row["inner_steps_per_second"])
         last = step + 1 == self.total_steps
+        self.maybe_print_heartbeat(last)
         due = last or (self.checkpoint_every and (step + 1) % self.checkpoint_every == 0)
         if due and not (self.keep_best and self.best_loss < float("inf")):
             save_learned_optimizer(self.out_dir, self.optimizer_config, theta)
         self._last_time = time.perf_counter()  # held-out and file time is not step time
+
+    def maybe_print_heartbeat(self, last: bool) -> None:
+        """One :func:`heartbeat_line` when ``LOPT_PROGRESS_EVERY`` seconds have passed since the
+        previous one (or at the last step), off a terminal only."""
+        now = time.perf_counter()
+        since, rows = self._heartbeat
+        if self.heartbeat is None or not (last or now - since >= self.heartbeat):
+            return
+        started, first_row = self._started
+        line = heartbeat_line(self.label, self.history, self.total_steps,
+                              self.inner_steps_per_outer, window_seconds=now - since,
+                              window_rows=len(self.history) - rows, elapsed=now - started,
+                              rows_this_run=len(self.history) - first_row)
+        self.progress.console.print(line, markup=False, highlight=False)
+        self._heartbeat = (now, len(self.history))
 
     def checkpoint(self, state) -> None:
         """Saves the loop's ``state`` (a ``MetaTrainState``) with the metrics rows so far."""
         save_checkpoint(self.out_dir, state, self.seed, self.history)
         if self.save_last and state.step == self.total_steps:
             save_learned_optimizer(self.out_dir / LAST_DIR, self.optimizer_config, state.theta)
+
+
+def heartbeat_line(label: str, history: list[dict], total_steps: int, inner_steps_per_outer: int,
+                   window_seconds: float, window_rows: int, elapsed: float,
+                   rows_this_run: int) -> str:
+    """A plain progress line: steps done of ``total_steps``, the mean meta-loss and the inner
+    steps/s over the last ``window_rows`` steps (``window_seconds``), the best held-out loss so
+    far, elapsed time and ETA (remaining steps at this run's mean pace)."""
+    done = len(history)
+    window = history[-max(window_rows, 1):]
+    meta_loss = sum(r["meta_loss"] for r in window) / len(window)
+    rate = inner_steps_per_outer * len(window) / max(window_seconds, 1e-9)
+    parts = [f"{label}: step {done:,}/{total_steps:,} ({100 * done / total_steps:.0f}%)",
+             f"meta-loss {meta_loss:.4f} (mean of the last {len(window):,})",
+             f"{rate:,.0f} inner steps/s"]
+    best = best_heldout(history)
+    if best:
+        parts.append(f"held-out best {best['best_heldout_loss']:.4f} "
+                     f"(step {best['best_heldout_step']})")
+    eta = elapsed * (total_steps - done) / max(rows_this_run, 1)
+    parts.append(f"elapsed {duration(elapsed)}, ETA {duration(eta)}")
+    return ", ".join(parts)
 
 
 def best_heldout(history: list[dict]) -> dict:

@@ -1,0 +1,85 @@
+"""Plain progress lines of a long meta-training run off a terminal (``LOPT_PROGRESS_EVERY``).
+
+rich draws nothing off a terminal until the bar stops, so ``nohup lopt meta-train ... > log``
+would show nothing for hours; the recorder prints a heartbeat line instead.
+"""
+from __future__ import annotations
+
+import io
+import re
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from lopt_cli.commands.recorder import MetaTrainRecorder, heartbeat_line
+from lopt_cli.console import HEARTBEAT_ENV, duration, heartbeat_seconds
+from lopt_cli.errors import LoptUserError
+
+
+def log_console() -> Console:
+    return Console(file=io.StringIO(), force_terminal=False, width=200)
+
+
+def test_heartbeat_only_off_a_terminal_every_60_s_unless_set(monkeypatch):
+    monkeypatch.delenv(HEARTBEAT_ENV, raising=False)
+    assert heartbeat_seconds(Console(file=io.StringIO(), force_terminal=True)) is None
+    assert heartbeat_seconds(log_console()) == 60.0
+    monkeypatch.setenv(HEARTBEAT_ENV, "0")
+    assert heartbeat_seconds(log_console()) == 0.0
+    monkeypatch.setenv(HEARTBEAT_ENV, " 300 ")
+    assert heartbeat_seconds(log_console()) == 300.0
+
+
+@pytest.mark.parametrize("bad", ["soon", "-5", "nan", "inf"])
+def test_a_bad_interval_is_one_line_naming_the_variable(monkeypatch, bad):
+    monkeypatch.setenv(HEARTBEAT_ENV, bad)
+    with pytest.raises(LoptUserError, match=f"{HEARTBEAT_ENV} must be a number of seconds"):
+        heartbeat_seconds(log_console())
+
+
+def test_durations_read_as_wall_time():
+    assert [duration(s) for s in (0, 42.4, 61, 3599, 3600, 11_100)] == [
+        "0s", "42s", "1m01s", "59m59s", "1h00m", "3h05m"]
+
+
+def test_the_line_has_progress_mean_meta_loss_rate_best_heldout_and_eta():
+    history = [{"step": s, "meta_loss": 1.0 - 0.1 * s} for s in range(4)]
+    history[1]["heldout_loss"] = 0.7
+    history[3]["heldout_loss"] = 0.8
+    line = heartbeat_line("meta-train", history, 10, 800, window_seconds=2.0, window_rows=2,
+                          elapsed=40.0, rows_this_run=4)
+    assert line == ("meta-train: step 4/10 (40%), meta-loss 0.7500 (mean of the last 2), "
+                    "800 inner steps/s, held-out best 0.7000 (step 1), elapsed 40s, ETA 1m00s")
+    # a resumed run: ETA from this process's pace, not the steps its history already had
+    resumed = heartbeat_line("meta-train", history, 10, 800, 2.0, 2, elapsed=20.0,
+                             rows_this_run=1)
+    assert resumed.endswith("elapsed 20s, ETA 2m00s")
+    assert "held-out" not in heartbeat_line("m", history[:1], 10, 1, 1.0, 1, 1.0, 1)
+
+
+def run_recorder(directory, console: Console, steps: int) -> str:
+    """What a recorder of ``steps`` outer steps prints on ``console``."""
+    recorder = MetaTrainRecorder(directory, steps, 50, {"name": "toy"}, checkpoint_every=0,
+                                 console=console)
+    with recorder:
+        for step in range(steps):
+            recorder(step, {"meta_loss": 0.5}, {"w": np.zeros(2, np.float32)})
+    return console.file.getvalue()
+
+
+def test_the_recorder_prints_a_line_per_interval_and_after_the_last_step(monkeypatch, tmp_path):
+    monkeypatch.setenv(HEARTBEAT_ENV, "0")
+    lines = re.findall(r"^meta-train: step .*$", run_recorder(tmp_path, log_console(), 3), re.M)
+    assert [line.split(",")[0] for line in lines] == [
+        "meta-train: step 1/3 (33%)", "meta-train: step 2/3 (67%)", "meta-train: step 3/3 (100%)"]
+    monkeypatch.setenv(HEARTBEAT_ENV, "3600")  # not due within the run: only the last step
+    lines = re.findall(r"^meta-train: step .*$", run_recorder(tmp_path, log_console(), 3), re.M)
+    assert len(lines) == 1 and lines[0].startswith("meta-train: step 3/3 (100%)")
+    assert "meta-loss 0.5000 (mean of the last 3)" in lines[0]
+
+
+def test_on_a_terminal_only_the_live_bar_shows_progress(monkeypatch, tmp_path):
+    monkeypatch.setenv(HEARTBEAT_ENV, "0")
+    terminal = Console(file=io.StringIO(), force_terminal=True, width=200)
+    assert "meta-train: step" not in run_recorder(tmp_path, terminal, 3)
