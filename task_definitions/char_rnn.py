@@ -24,9 +24,12 @@ import numpy as np
 from flax import struct
 
 from task_definitions.base import normalize_by_ceiling
+from task_definitions.orthogonal import orthogonal
 from task_definitions.sampling import choice, generator_from_key, log_uniform, task_seed
 
 CELLS = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell, "rnn": nn.SimpleCell}
+# flax's default recurrent init (orthogonal), computed without LAPACK: batched QR hangs on CPU.
+RECURRENT_INIT = orthogonal()
 # Small readout initialisation: logits start near zero, so the initial loss is close to log V.
 READOUT_INIT = nn.initializers.variance_scaling(0.1, "fan_in", "normal")
 
@@ -138,7 +141,8 @@ class CharRNN(nn.Module):
     @nn.compact
     def __call__(self, tokens: jax.Array) -> jax.Array:
         x = nn.Embed(self.vocab_size, self.embed_size, name="embed")(tokens)
-        hidden = nn.RNN(CELLS[self.cell](features=self.hidden_size), name="rnn")(x)
+        cell = CELLS[self.cell](features=self.hidden_size, recurrent_kernel_init=RECURRENT_INIT)
+        hidden = nn.RNN(cell, name="rnn")(x)
         return nn.Dense(self.vocab_size, kernel_init=READOUT_INIT, name="readout")(hidden)
 
 

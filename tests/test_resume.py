@@ -141,3 +141,29 @@ def test_incompatible_checkpoint_is_a_user_error(tmp_path):
     (tmp_path / "checkpoint.msgpack").write_bytes(b"garbage")
     with pytest.raises(LoptUserError, match="unreadable checkpoint"):
         load_checkpoint(tmp_path, FAMILY, PROBLEM, estimator, outer_tx, settings)
+
+
+def test_a_resume_may_move_to_another_device_count_and_nothing_else(tmp_path, monkeypatch):
+    """``compute.num_devices`` (or ``hardware=...``) given with a resume replaces the saved
+    value (where the run runs, not what it computes); without one the saved value stays, and
+    any other differing key is still refused."""
+    from omegaconf import OmegaConf
+    from tests_support import compose_config
+
+    from lopt_cli.commands import meta_train_resume
+
+    (tmp_path / ".hydra").mkdir()
+    saved = compose_config("meta_train", ["compute=smoke", "compute.num_devices=2"])
+    OmegaConf.save(saved, tmp_path / ".hydra" / "config.yaml")
+
+    def resumed(*overrides: str):
+        monkeypatch.setattr(meta_train_resume, "_hydra_overrides",
+                            lambda: ["resume=true", *overrides])
+        cfg = compose_config("meta_train", ["compute=smoke", "resume=true", *overrides])
+        return meta_train_resume.resumed_config(cfg, tmp_path)
+
+    assert resumed("compute.num_devices=1").compute.num_devices == 1
+    assert resumed("hardware=one_device").compute.num_devices == 1
+    assert resumed().compute.num_devices == 2
+    with pytest.raises(LoptUserError, match="compute.num_tasks"):
+        resumed("compute.num_devices=1", "compute.num_tasks=5")

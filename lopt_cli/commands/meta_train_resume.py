@@ -3,7 +3,10 @@
 ``resume=<run dir>`` names the run; ``resume=true`` (or ``latest``) the run in
 ``hydra.run.dir``, or this command's newest resumable run under ``outputs/``. A resumed run keeps
 the config it was started with (``<run dir>/.hydra/config.yaml``): overrides given with it must
-agree, and recipe keys added since it started take their defaults.
+agree, and recipe keys added since it started take their defaults. The one exception is where it
+runs: ``compute.num_devices`` (or ``hardware=...``) given with a resume replaces the saved value,
+so a run can continue on another device count (for example ``compute.num_devices=1`` after a hang
+with host devices); the maths is the same, its float rounding may differ.
 """
 from __future__ import annotations
 
@@ -21,6 +24,9 @@ from lopt_cli.errors import LoptUserError
 JOB_KEYS = tuple(field.name for field in dataclasses.fields(MetaTrainConfig))
 # Nested keys added since runs were first written; a resumed older run gets their defaults.
 ADDED_NESTED_KEYS = ("heldout.task_family", "heldout.keep_best")
+# Where the run runs, not what it computes: a resume may change them (given on its command line).
+HARDWARE_KEYS = ("compute.num_devices",)
+HARDWARE_GROUP = "hardware"
 _MISSING = object()
 
 
@@ -83,7 +89,8 @@ def resumed_config(cfg: DictConfig, directory: Path) -> DictConfig:
                   OverridesParser.create().parse_overrides(_hydra_overrides())]
     own_keys = [k for k in cfg if k not in JOB_KEYS]  # read by the command itself
     for key in dict.fromkeys(overridden + own_keys):
-        if key == "resume" or key.startswith(("hydra", "compute.distributed")):
+        if key in ("resume", HARDWARE_GROUP, *HARDWARE_KEYS) or key.startswith(
+                ("hydra", "compute.distributed")):
             continue
         ours, theirs = _value(OmegaConf.select(cfg, key)), _value(OmegaConf.select(saved, key))
         if ours != theirs:
@@ -93,6 +100,9 @@ def resumed_config(cfg: DictConfig, directory: Path) -> DictConfig:
                                 f"({fix})")
     OmegaConf.set_struct(saved, False)
     saved.resume = cfg.resume
+    if HARDWARE_GROUP in overridden or any(key in overridden for key in HARDWARE_KEYS):
+        for key in HARDWARE_KEYS:
+            OmegaConf.update(saved, key, _value(OmegaConf.select(cfg, key)), force_add=True)
     for key in JOB_KEYS:  # keys added since the run started: their defaults (not overridden)
         if key not in saved and key in cfg:
             saved[key] = cfg[key]
