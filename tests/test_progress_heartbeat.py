@@ -18,7 +18,7 @@ from lopt_cli.errors import LoptUserError
 
 
 def log_console() -> Console:
-    return Console(file=io.StringIO(), force_terminal=False, width=200)
+    return Console(file=io.StringIO(), force_terminal=False, width=80)  # a log's default
 
 
 def test_heartbeat_only_off_a_terminal_every_60_s_unless_set(monkeypatch):
@@ -76,7 +76,7 @@ def test_the_recorder_prints_a_line_per_interval_and_after_the_last_step(monkeyp
     monkeypatch.setenv(HEARTBEAT_ENV, "3600")  # not due within the run: only the last step
     lines = re.findall(r"^meta-train: step .*$", run_recorder(tmp_path, log_console(), 3), re.M)
     assert len(lines) == 1 and lines[0].startswith("meta-train: step 3/3 (100%)")
-    assert "meta-loss 0.5000 (mean of the last 3)" in lines[0]
+    assert "meta-loss 0.5000 (mean of the last 3)" in lines[0] and "ETA" in lines[0]  # unwrapped
 
 
 def test_on_a_terminal_only_the_live_bar_shows_progress(monkeypatch, tmp_path):

@@ -130,7 +130,7 @@ class MetaTrainRecorder:
                               self.inner_steps_per_outer, window_seconds=now - since,
                               window_rows=len(self.history) - rows, elapsed=now - started,
                               rows_this_run=len(self.history) - first_row)
-        self.progress.console.print(line, markup=False, highlight=False)
+        self.progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
         self._heartbeat = (now, len(self.history))
 
     def checkpoint(self, state) -> None:
