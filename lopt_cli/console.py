@@ -20,6 +20,7 @@ import builtins
 import functools
 import math
 import os
+import time
 
 from rich.console import Console, RenderableType
 from rich.progress import Progress
@@ -61,6 +62,40 @@ def duration(seconds: float) -> str:
     if hours:
         return f"{hours}h{minutes:02d}m"
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+class Heartbeat:
+    """Plain progress lines off a terminal: :meth:`due` says whether ``LOPT_PROGRESS_EVERY``
+    seconds have passed since the last :meth:`emit` (always when ``final``); never on a
+    terminal. :attr:`elapsed` counts from construction (or :meth:`restart`)."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.every = heartbeat_seconds(console)
+        self.restart()
+
+    def restart(self) -> None:
+        self.started = self.last = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def due(self, final: bool = False) -> bool:
+        return self.every is not None and (
+            final or time.perf_counter() - self.last >= self.every)
+
+    def emit(self, line: str) -> None:
+        """Prints ``line`` unwrapped and unstyled (a log keeps it on one line)."""
+        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        self.last = time.perf_counter()
+
+
+def count_line(label: str, done: int, total: int, elapsed: float) -> str:
+    """``label: 12/40 (30%), elapsed 1m05s, ETA 2m32s`` (ETA at the mean pace so far)."""
+    eta = elapsed * (total - done) / max(done, 1)
+    return (f"{label}: {done:,}/{total:,} ({100 * done / max(total, 1):.0f}%), "
+            f"elapsed {duration(elapsed)}, ETA {duration(eta)}")
 
 
 def settle_imports() -> None:

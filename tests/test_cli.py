@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from conftest import only_run_dir
@@ -59,6 +60,9 @@ def test_meta_train_writes_run_directory(trained):
 def test_evaluate_writes_results_and_summary(run_lopt, trained, tmp_path):
     result = run_lopt("evaluate", f"learned_optimizer={trained}", *TINY_EVALUATE)
     run = only_run_dir(tmp_path / "outputs" / "evaluate")
+    # off a terminal, a plain progress line at least at the end (LOPT_PROGRESS_EVERY)
+    assert re.search(r"^evaluate: task runs: (\d+)/\1 \(100%\), elapsed .*, ETA 0s$",
+                     result.stderr, re.M), result.stderr
     rows = read_jsonl(run / "results.jsonl")
     learned = [r for r in rows if r["optimizer"] == "learned"]
     trained_ids = [i for row in read_jsonl(trained / "metrics.jsonl") for i in row.get("task_ids", [])]

@@ -83,3 +83,18 @@ def test_on_a_terminal_only_the_live_bar_shows_progress(monkeypatch, tmp_path):
     monkeypatch.setenv(HEARTBEAT_ENV, "0")
     terminal = Console(file=io.StringIO(), force_terminal=True, width=200)
     assert "meta-train: step" not in run_recorder(tmp_path, terminal, 3)
+
+
+def test_count_lines_and_when_a_heartbeat_is_due(monkeypatch):
+    from lopt_cli.console import Heartbeat, count_line
+
+    assert count_line("evaluate: task runs", 10, 40, 30.0) == (
+        "evaluate: task runs: 10/40 (25%), elapsed 30s, ETA 1m30s")
+    monkeypatch.setenv(HEARTBEAT_ENV, "3600")
+    heartbeat = Heartbeat(log_console())
+    assert not heartbeat.due() and heartbeat.due(final=True)
+    heartbeat.emit("x" * 150)
+    assert heartbeat.console.file.getvalue() == "x" * 150 + "\n"  # one line, however long
+    monkeypatch.setenv(HEARTBEAT_ENV, "0")
+    assert Heartbeat(log_console()).due()
+    assert not Heartbeat(Console(file=io.StringIO(), force_terminal=True)).due(final=True)

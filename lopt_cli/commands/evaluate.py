@@ -206,7 +206,7 @@ def run(cfg: DictConfig) -> None:
     configure_jax()
     from rich.console import Console
 
-    from lopt_cli.console import output_console, progress_bar
+    from lopt_cli.console import Heartbeat, count_line, output_console, progress_bar
     from lopt_cli.evaluation.cache import RunCache, default_cache_dir, file_digest
     from lopt_cli.evaluation.report import summary_table
     from lopt_cli.evaluation.results import result_rows, summary_rows
@@ -227,9 +227,18 @@ def run(cfg: DictConfig) -> None:
     lopt_id = f"{file_digest(weights)}:{OmegaConf.to_yaml(OmegaConf.create(lopt_config))}"
     cache = RunCache(default_cache_dir() if cfg.cache else None)
     with progress_bar(console=Console(stderr=True)) as progress:
-        bar = progress.add_task("evaluate: task runs", total=total_task_runs(spec))
+        total = total_task_runs(spec)
+        bar = progress.add_task("evaluate: task runs", total=total)
+        heartbeat = Heartbeat(progress.console)
+
+        def advance() -> None:
+            progress.advance(bar)
+            done = int(progress.tasks[0].completed)
+            if heartbeat.due(final=done >= total):
+                heartbeat.emit(count_line("evaluate: task runs", done, total, heartbeat.elapsed))
+
         choices, results = evaluate_suite(family, lopt, theta, lopt_id, spec, cache,
-                                          advance=lambda: progress.advance(bar))
+                                          advance=advance)
     rows = result_rows(results, spec.run.valid_every)
     summary = {"learned_optimizer": str(weights), "task_family": getattr(family, "name", "?"),
                "splits": list(spec.splits), "tasks_per_split": {k: len(v) for k, v in

@@ -16,7 +16,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from lopt_cli.console import duration, heartbeat_seconds, progress_bar
+from lopt_cli.console import Heartbeat, duration, progress_bar
 from lopt_cli.io import append_jsonl, write_jsonl_atomic
 from lopt_cli.meta.checkpoint import save_checkpoint
 from lopt_cli.optimizers.storage import LAST_DIR, save_learned_optimizer
@@ -80,15 +80,14 @@ class MetaTrainRecorder:
         last = self.history[-1]["meta_loss"] if self.history else float("nan")
         self.task_id = self.progress.add_task(label, total=total_steps, meta_loss=last,
                                               rate=0.0, completed=len(self.history))
-        self.heartbeat = heartbeat_seconds(self.progress.console)
+        self.heartbeat = Heartbeat(self.progress.console)
         self._last_time = time.perf_counter()
-        self._heartbeat = (self._last_time, len(self.history))  # (time, rows) of the last line
-        self._started = self._heartbeat
+        self._rows = (len(self.history), len(self.history))  # (at the start, at the last line)
 
     def __enter__(self) -> MetaTrainRecorder:
         self.progress.start()
         self._last_time = time.perf_counter()
-        self._heartbeat = self._started = (self._last_time, len(self.history))
+        self.heartbeat.restart()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -121,17 +120,15 @@ class MetaTrainRecorder:
     def maybe_print_heartbeat(self, last: bool) -> None:
         """One :func:`heartbeat_line` when ``LOPT_PROGRESS_EVERY`` seconds have passed since the
         previous one (or at the last step), off a terminal only."""
-        now = time.perf_counter()
-        since, rows = self._heartbeat
-        if self.heartbeat is None or not (last or now - since >= self.heartbeat):
+        if not self.heartbeat.due(final=last):
             return
-        started, first_row = self._started
-        line = heartbeat_line(self.label, self.history, self.total_steps,
-                              self.inner_steps_per_outer, window_seconds=now - since,
-                              window_rows=len(self.history) - rows, elapsed=now - started,
-                              rows_this_run=len(self.history) - first_row)
-        self.progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
-        self._heartbeat = (now, len(self.history))
+        first_row, rows = self._rows
+        now = time.perf_counter()
+        self.heartbeat.emit(heartbeat_line(
+            self.label, self.history, self.total_steps, self.inner_steps_per_outer,
+            window_seconds=now - self.heartbeat.last, window_rows=len(self.history) - rows,
+            elapsed=self.heartbeat.elapsed, rows_this_run=len(self.history) - first_row))
+        self._rows = (first_row, len(self.history))
 
     def checkpoint(self, state) -> None:
         """Saves the loop's ``state`` (a ``MetaTrainState``) with the metrics rows so far."""
