@@ -47,8 +47,10 @@ def main(argv: list[str] | None = None) -> None:
     module = importlib.import_module(COMMANDS[command][0])
     if not HELP_FLAGS.intersection(rest):
         from lopt_cli.commands.validation import validate_overrides
+        from lopt_cli.console import heartbeat_interval
 
         try:
+            heartbeat_interval()
             validate_overrides(module.CONFIG_NAME, rest, module.check)
         except LoptUserError as error:
             fail(str(error))

@@ -41,9 +41,9 @@ def output_console(stderr: bool = False, file=None) -> Console:
     return console
 
 
-def heartbeat_seconds(console: Console) -> float | None:
-    """Seconds between plain progress lines of a long job on ``console``: ``LOPT_PROGRESS_EVERY``
-    (default 60; 0: every step), or None on a terminal, where the live bar shows progress."""
+def heartbeat_interval() -> float:
+    """``LOPT_PROGRESS_EVERY`` in seconds (default 60; 0: every step); a one-line
+    :class:`LoptUserError` for anything else (the CLI checks it before any work)."""
     raw = os.environ.get(HEARTBEAT_ENV, "").strip()
     try:
         seconds = float(raw) if raw else DEFAULT_HEARTBEAT_SECONDS
@@ -51,6 +51,13 @@ def heartbeat_seconds(console: Console) -> float | None:
         seconds = -1.0
     if not math.isfinite(seconds) or seconds < 0:
         raise LoptUserError(f"{HEARTBEAT_ENV} must be a number of seconds >= 0, got {raw!r}")
+    return seconds
+
+
+def heartbeat_seconds(console: Console) -> float | None:
+    """Seconds between plain progress lines of a long job on ``console``
+    (:func:`heartbeat_interval`), or None on a terminal, where the live bar shows progress."""
+    seconds = heartbeat_interval()
     return None if console.is_terminal else seconds
 
 

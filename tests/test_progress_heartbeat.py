@@ -38,6 +38,20 @@ def test_a_bad_interval_is_one_line_naming_the_variable(monkeypatch, bad):
         heartbeat_seconds(log_console())
 
 
+@pytest.mark.parametrize("command", ["meta-train", "self-train", "evaluate"])
+def test_the_cli_refuses_a_bad_interval_before_any_work(monkeypatch, tmp_path, capsys, command):
+    from lopt_cli.cli import main
+
+    monkeypatch.setenv(HEARTBEAT_ENV, "soon")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main([command])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("lopt: error:") and HEARTBEAT_ENV in error and "\n" not in error
+    assert list(tmp_path.iterdir()) == []  # no run directory, nothing written
+
+
 def test_durations_read_as_wall_time():
     assert [duration(s) for s in (0, 42.4, 61, 3599, 3600, 11_100)] == [
         "0s", "42s", "1m01s", "59m59s", "1h00m", "3h05m"]

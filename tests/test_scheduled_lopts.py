@@ -200,6 +200,12 @@ def test_supplied_schedules():
     assert float(stable[-1]) == 0.0
     assert float(stable.mean()) == pytest.approx(1.0 - sched.WARMUP_FRACTION / 2
                                                  - sched.DECAY_FRACTION / 2, abs=0.01)
+    sqrt_decay = sched.supplied_factor("warmup_stable_sqrt_decay", r)
+    np.testing.assert_allclose(sqrt_decay[~tail], stable[~tail], atol=1e-7)  # same until decay
+    np.testing.assert_allclose(sqrt_decay[tail], 1.0 - jnp.sqrt(1.0 - stable[tail]), atol=1e-5)
+    assert bool(jnp.all(sqrt_decay[tail] <= stable[tail] + 1e-7)) and float(sqrt_decay[-1]) == 0.0
+    quarter = int(jnp.argmin(jnp.abs(r - (decay_start + sched.DECAY_FRACTION / 4))))
+    assert float(sqrt_decay[quarter]) == pytest.approx(0.5, abs=1e-5)
 
 
 def test_a_cosine_schedule_scales_adam_nominal_steps():

@@ -208,6 +208,7 @@ def run(cfg: DictConfig) -> None:
 
     from lopt_cli.console import Heartbeat, count_line, output_console, progress_bar
     from lopt_cli.evaluation.cache import RunCache, default_cache_dir, file_digest
+    from lopt_cli.evaluation.code_version import code_digest
     from lopt_cli.evaluation.report import summary_table
     from lopt_cli.evaluation.results import result_rows, summary_rows
     from lopt_cli.evaluation.suite import evaluate_suite, total_task_runs
@@ -224,7 +225,8 @@ def run(cfg: DictConfig) -> None:
         return
     spec = build_spec(cfg)
     family = build_family(cfg.task_family)
-    lopt_id = f"{file_digest(weights)}:{OmegaConf.to_yaml(OmegaConf.create(lopt_config))}"
+    lopt_id = (f"{file_digest(weights)}:{code_digest(lopt)}:"
+               f"{OmegaConf.to_yaml(OmegaConf.create(lopt_config))}")
     cache = RunCache(default_cache_dir() if cfg.cache else None)
     with progress_bar(console=Console(stderr=True)) as progress:
         total = total_task_runs(spec)

@@ -93,11 +93,13 @@ def resolve_candidate(text: str, min_multiplier: float, max_multiplier: float) -
     from omegaconf import OmegaConf
 
     from lopt_cli.evaluation.cache import file_digest
+    from lopt_cli.evaluation.code_version import code_digest
     from lopt_cli.optimizers.storage import load_learned_optimizer, resolve_weights_path
 
     weights = resolve_weights_path(text).resolve()
     lopt, theta, config = load_learned_optimizer(weights)
-    identity = f"{file_digest(weights)}:{OmegaConf.to_yaml(OmegaConf.create(config))}"
+    identity = (f"{file_digest(weights)}:{code_digest(lopt)}:"
+                f"{OmegaConf.to_yaml(OmegaConf.create(config))}")
     return Candidate(text, ScaledOptimizer(text, lopt, min_multiplier, max_multiplier),
                      theta, identity)
 

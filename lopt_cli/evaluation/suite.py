@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from lopt_cli.evaluation.cache import RunCache
+from lopt_cli.evaluation.code_version import task_code
 from lopt_cli.evaluation.runs import RunSettings, run_learned, run_trials
 from lopt_cli.evaluation.tuning import METRICS, choose_global, compare_task, settings_for
 from task_definitions.base import config_to_dict
@@ -56,7 +57,7 @@ class TaskRef:
 def baseline_runs(ref: TaskRef, space, spec: SuiteSpec, cache: RunCache) -> dict:
     """All trials of a baseline's search space on one task (cached)."""
     hparams = space.trials(spec.max_trials, seed=spec.run.seed)
-    description = {"kind": "baseline", "task": ref.description,
+    description = {"kind": "baseline", "task": ref.description, "code": task_code(ref.family),
                    "space": repr(space), "hparams": hparams, "run": dataclasses.asdict(spec.run),
                    "seeding": SEEDING}
     return cache.get(description, lambda: {
@@ -67,7 +68,7 @@ def baseline_runs(ref: TaskRef, space, spec: SuiteSpec, cache: RunCache) -> dict
 def learned_runs(ref: TaskRef, lopt, theta, lopt_id: str, spec: SuiteSpec,
                  cache: RunCache) -> dict:
     """The learned optimizer on one task (cached by its weights' digest)."""
-    description = {"kind": "learned", "task": ref.description,
+    description = {"kind": "learned", "task": ref.description, "code": task_code(ref.family),
                    "optimizer": lopt_id, "run": dataclasses.asdict(spec.run), "seeding": SEEDING}
     return cache.get(description, lambda: run_learned(lopt, theta, ref.task, spec.run,
                                                       ref.task_id))

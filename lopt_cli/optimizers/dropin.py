@@ -77,7 +77,8 @@ def load_optimizer(
       learning_rate: ``None`` (the optimizer's own), or a positive number replacing the base
         learning rate of an optimizer that has one.
       schedule: ``None`` (the optimizer's own), or another supplied learning-rate schedule
-        (``"constant"``, ``"cosine"``, ``"warmup_cosine"``, ``"warmup_stable_decay"``) for a
+        (``"constant"``, ``"cosine"``, ``"warmup_cosine"``, ``"warmup_stable_decay"``,
+        ``"warmup_stable_sqrt_decay"``) for a
         learned optimizer meta-trained with a supplied one (such as the default): the schedule
         is outside θ, so it can be swapped; a learned schedule cannot.
 

@@ -14,9 +14,12 @@ the horizon done after the update (``t`` updates taken before it, :func:`progres
 * ``"constant"`` (:math:`s = 1`), ``"cosine"`` (:math:`s = \tfrac12 (1 + \cos \pi r)`),
   ``"warmup_cosine"`` (linear warm-up over the first 5 %, then cosine) and
   ``"warmup_stable_decay"`` (the same warm-up, constant, then linear to zero over the last
-  20 %: :math:`s = \min(r / 0.05,\, 1,\, (1 - r) / 0.2)`), with :math:`h = 0`: supplied
-  schedules, no learned layers. Over a horizon the cosine's steps add up to about half of the
-  constant's and the stable-decay's to about 0.88, while both end at zero.
+  20 %: :math:`s = \min(r / 0.05,\, 1,\, (1 - r) / 0.2)`) and ``"warmup_stable_sqrt_decay"``
+  (the same with the "1 − sqrt" cool-down of Hägele et al. 2024, :math:`s = 1 - \sqrt{u}`,
+  :math:`u = \mathrm{clip}((r - 0.8) / 0.2, 0, 1)`: half the rate after a quarter of the
+  decay, not half of it), with :math:`h = 0`: supplied schedules, no learned layers. Over a
+  horizon the cosine's steps add up to about half of the constant's and the stable-decay's to
+  about 0.88 (the sqrt one's to 0.84), while all end at zero.
 
 Two-phase meta-training (``train_only=rule|schedule``) tells the schedule's meta-parameters from
 the update rule's by the ``schedule`` prefix of their layer names (:data:`LAYER_PREFIX`).
@@ -33,7 +36,8 @@ from lopt_cli.optimizers import hierarchical_features as hfeats
 
 LAYER_PREFIX = "schedule"
 SCHEDULE_IN, SCHEDULE_OUT = "schedule_in", "schedule_out"
-SCHEDULES = ("learned", "constant", "cosine", "warmup_cosine", "warmup_stable_decay")
+SCHEDULES = ("learned", "constant", "cosine", "warmup_cosine", "warmup_stable_decay",
+             "warmup_stable_sqrt_decay")
 LOSS_DECAYS = (0.9, 0.99, 0.999)
 FREQUENCIES = (1.0, 2.0, 4.0, 8.0)  # of the t/T embedding, in half-periods over the horizon
 LOG_LR_BOUNDS = (-3.0, 3.0)  # h in (-3, 3): the learned schedule moves the rate by < e^3 either way
@@ -78,8 +82,11 @@ def supplied_factor(name: str, r: jax.Array) -> jax.Array:
     if name == "cosine":
         return cosine
     warm = jnp.minimum(r / WARMUP_FRACTION, 1.0)
+    remaining = jnp.clip((1.0 - r) / DECAY_FRACTION, 0.0, 1.0)  # 1 until the decay, then → 0
     if name == "warmup_stable_decay":
-        return jnp.minimum(warm, jnp.clip((1.0 - r) / DECAY_FRACTION, 0.0, 1.0))
+        return jnp.minimum(warm, remaining)
+    if name == "warmup_stable_sqrt_decay":
+        return jnp.minimum(warm, 1.0 - jnp.sqrt(1.0 - remaining))
     after = jnp.clip((r - WARMUP_FRACTION) / (1.0 - WARMUP_FRACTION), 0.0, 1.0)
     return warm * 0.5 * (1.0 + jnp.cos(jnp.pi * after))
 

@@ -1,0 +1,125 @@
+"""A digest of the source code behind a task family or a learned optimizer, for cache keys.
+
+A cached evaluation run is only valid for the code that computed it: a change to a task's
+initialisation or data pipeline changes every run on it. :func:`code_digest` hashes the source
+files of the object's module and of every module it imports (at the top or inside a function,
+read from the source) inside the same packages, transitively. An edit to a helper such as
+``task_definitions/orthogonal.py`` changes the digest of the recurrent families that use it;
+an edit to an unrelated family does not.
+"""
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import importlib.util
+import inspect
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+
+def code_digest(obj: Any, packages: Iterable[str] = ()) -> str:
+    """SHA-256 (32 hex digits) of the sources of :func:`code_modules` of ``obj``."""
+    hasher = hashlib.sha256()
+    for name in code_modules(obj, packages):
+        hasher.update(name.encode("utf-8") + b"\0" + _source_bytes(name) + b"\0")
+    return hasher.hexdigest()[:32]
+
+
+def task_code(family: Any) -> str:
+    """The digest of a task family's code: its module and the ``task_definitions`` it uses."""
+    return code_digest(family, ("task_definitions",))
+
+
+def code_modules(obj: Any, packages: Iterable[str] = ()) -> list[str]:
+    """The sorted names of ``obj``'s module and the modules it imports inside ``packages``,
+    transitively (the package of the object's own module is always one of them)."""
+    root = _module_name(obj)
+    if not root:
+        return []
+    own_package = root.rpartition(".")[0] or root
+    return sorted(_reachable(root, tuple(sorted({own_package, *packages}))))
+
+
+def _module_name(obj: Any) -> str | None:
+    if inspect.ismodule(obj):
+        return obj.__name__
+    target = obj if inspect.isclass(obj) or inspect.isroutine(obj) else type(obj)
+    return getattr(target, "__module__", None)
+
+
+def _in_scope(name: str, scope: tuple[str, ...]) -> bool:
+    return any(name == package or name.startswith(f"{package}.") for package in scope)
+
+
+@functools.cache
+def _reachable(start: str, scope: tuple[str, ...]) -> frozenset[str]:
+    seen, frontier = {start}, [start]
+    while frontier:
+        for name in _imports(frontier.pop(), scope):
+            if name not in seen:
+                seen.add(name)
+                frontier.append(name)
+    return frozenset(seen)
+
+
+def _imports(module: str, scope: tuple[str, ...]) -> set[str]:
+    """The modules inside ``scope`` that ``module``'s source imports (``from a import b``: ``a``,
+    and ``a.b`` where that is a module), relative imports resolved."""
+    source = _source_bytes(module)
+    try:
+        tree = ast.parse(source) if source else None
+    except SyntaxError:
+        tree = None
+    if tree is None:
+        return set()
+    package = module if _is_package(module) else module.rpartition(".")[0]
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = _absolute(node.module, node.level, package)
+            if not _in_scope(base, scope):
+                continue
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names
+                         if _source_path(f"{base}.{alias.name}") is not None)
+    return {name for name in names if name and _in_scope(name, scope)}
+
+
+def _absolute(module: str | None, level: int, package: str) -> str:
+    if level == 0:
+        return module or ""
+    parts = package.split(".")
+    base = ".".join(parts[: len(parts) - (level - 1)])
+    return f"{base}.{module}" if module else base
+
+
+def _is_package(module: str) -> bool:
+    path = _source_path(module)
+    return path is not None and path.name == "__init__.py"
+
+
+@functools.cache
+def _source_path(module: str) -> Path | None:
+    """Where ``module``'s source is, without importing it (``None``: none found)."""
+    loaded = sys.modules.get(module)
+    origin = getattr(loaded, "__file__", None)
+    if origin is None:
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            spec = None
+        origin = getattr(spec, "origin", None)
+    return Path(origin) if origin and str(origin).endswith(".py") else None
+
+
+def _source_bytes(module: str) -> bytes:
+    path = _source_path(module)
+    try:
+        return path.read_bytes() if path is not None else b""
+    except OSError:
+        return b""

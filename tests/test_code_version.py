@@ -1,0 +1,89 @@
+"""Cached evaluation runs are keyed by the code that computed them (``code_version``)."""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from lopt_cli.evaluation import code_version
+from lopt_cli.evaluation.benchmark import BenchmarkTask, Optimizer, run_description
+from lopt_cli.evaluation.cache import cache_key
+from lopt_cli.evaluation.code_version import code_digest, code_modules, task_code
+from task_definitions.char_rnn import CharRNNFamily
+from task_definitions.mlp import MLPFamily
+
+
+def test_a_family_reaches_the_helpers_it_imports_even_inside_functions():
+    rnn = code_modules(CharRNNFamily, ("task_definitions",))
+    assert "task_definitions.orthogonal" in rnn  # the recurrent init
+    assert "task_definitions.datasets" in rnn  # imported inside a function
+    assert "task_definitions.orthogonal" not in code_modules(MLPFamily, ("task_definitions",))
+    assert all(name.startswith("task_definitions") for name in rnn)
+
+
+def test_digests_are_stable_and_differ_between_families():
+    assert task_code(CharRNNFamily()) == task_code(CharRNNFamily)
+    assert task_code(CharRNNFamily) != task_code(MLPFamily)
+
+
+@pytest.fixture
+def scratch_package(tmp_path, monkeypatch):
+    """A package ``scratchpkg`` whose family module imports a helper inside a function."""
+    package = tmp_path / "scratchpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "helper.py").write_text("SCALE = 1.0\n")
+    (package / "family.py").write_text(
+        "class Family:\n    def build(self):\n        from . import helper\n"
+        "        return helper.SCALE\n")
+    (package / "unrelated.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield package
+    for name in [n for n in sys.modules if n.startswith("scratchpkg")]:
+        del sys.modules[name]
+    code_version._reachable.cache_clear()
+    code_version._source_path.cache_clear()
+
+
+def test_an_edit_to_an_imported_helper_changes_the_digest_an_unrelated_one_does_not(
+        scratch_package):
+    from scratchpkg.family import Family
+
+    before = code_digest(Family)
+    assert code_modules(Family) == ["scratchpkg", "scratchpkg.family", "scratchpkg.helper"]
+    (scratch_package / "unrelated.py").write_text("X = 2\n")
+    assert code_digest(Family) == before
+    (scratch_package / "helper.py").write_text("SCALE = 2.0\n")
+    assert code_digest(Family) != before
+
+
+def test_the_benchmark_cache_key_holds_the_task_code(monkeypatch):
+    from task_definitions.mlp import MLPConfig
+
+    @dataclasses.dataclass
+    class Measure:
+        seed: int = 0
+
+    class Space:
+        def trials(self, n, seed):
+            return {"learning_rate": [1e-3] * n}
+
+    task = BenchmarkTask("t", MLPFamily(), MLPConfig("digits", (8,), "relu", 32, 1.0, 0), 100)
+    spec = SimpleNamespace(measure=Measure())
+    optimizer = Optimizer("baselines", "AdamLR", Space(), None, "adam", 2)
+    key = cache_key(run_description(task, optimizer, spec))
+    assert run_description(task, optimizer, spec)["code"] == task_code(MLPFamily)
+    monkeypatch.setattr("lopt_cli.evaluation.benchmark.task_code", lambda family: "edited")
+    assert cache_key(run_description(task, optimizer, spec)) != key
+
+
+def test_a_learned_candidate_identity_holds_its_architecture_code():
+    from lopt_cli.evaluation.candidates import resolve_candidate
+    from lopt_cli.optimizers.storage import load_learned_optimizer, resolve_weights_path
+
+    lopt, _, _ = load_learned_optimizer(resolve_weights_path("default"))
+    candidate = resolve_candidate("default", 0.1, 10.0)
+    assert code_digest(lopt) in candidate.identity
+    assert "lopt_cli.optimizers.adam_nominal" in code_modules(lopt)
