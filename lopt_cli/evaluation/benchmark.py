@@ -26,8 +26,8 @@ import numpy as np
 
 from lopt_cli.evaluation.cache import RunCache, cache_key
 from lopt_cli.evaluation.candidates import make_optimizer
-from lopt_cli.evaluation.compare import final_value
 from lopt_cli.evaluation.code_version import task_code
+from lopt_cli.evaluation.compare import final_value
 from lopt_cli.evaluation.runs import mean_over_seeds
 from lopt_cli.inner.unroll import init_inner_state, train_step
 from task_definitions.base import config_to_dict, shape_signature, stack_tasks
@@ -212,7 +212,8 @@ class Optimizer(NamedTuple):
 def run_description(task: BenchmarkTask, optimizer: Optimizer, spec: BenchmarkSpec) -> dict:
     """Everything that determines an optimizer's runs on a task: the cache key."""
     return {"kind": "benchmark-run", "task": task.description, "code": task_code(task.family),
-            "optimizer": optimizer.identity, "hparams": optimizer.space.trials(optimizer.num_trials, seed=spec.measure.seed),
+            "optimizer": optimizer.identity,
+            "hparams": optimizer.space.trials(optimizer.num_trials, seed=spec.measure.seed),
             "measure": dataclasses.asdict(spec.measure)}
 
 

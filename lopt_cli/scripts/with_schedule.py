@@ -49,7 +49,8 @@ def cli(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lopt_cli.scripts.with_schedule",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("source", help="θ source: a run directory, a shipped name, default")
-    parser.add_argument("schedule", help="constant, cosine, warmup_cosine, warmup_stable_decay, warmup_stable_sqrt_decay")
+    parser.add_argument("schedule", help="constant, cosine, warmup_cosine, warmup_stable_decay, "
+                                         "warmup_stable_sqrt_decay")
     parser.add_argument("out", help="the run directory to write")
     parser.add_argument("--force", action="store_true", help="replace a learned optimizer there")
     args = parser.parse_args(argv)
