@@ -27,6 +27,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow  # two lopt processes meta-training together: ~40 s on 2 cores
 def test_two_processes_meta_train_one_optimizer(lopt_env, run_lopt, tmp_path):
     port = free_port()
     procs = []

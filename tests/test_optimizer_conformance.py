@@ -126,7 +126,13 @@ def unrolled_loss(lopt: LearnedOptimizer, theta, num_steps, params, length: int 
     return jnp.mean(losses)
 
 
-@pytest.mark.parametrize("name", sorted(LEARNED_OPTIMIZERS))
+# celo's meta-gradient compiles for ~40 s on 2 cores: run with the slow tests (make test-slow).
+SLOW_META_GRADIENT = {"celo"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow)
+                                  if name in SLOW_META_GRADIENT else name
+                                  for name in sorted(LEARNED_OPTIMIZERS)])
 def test_meta_gradients_flow_to_theta(name):
     """Every leaf of theta gets a non-zero meta-gradient, at a slightly perturbed theta: an
     output layer that starts at zero (adam_nominal's, the learned schedules') blocks the

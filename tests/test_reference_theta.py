@@ -55,7 +55,12 @@ def run_case(overrides: list[str]) -> tuple[dict, dict]:
     return flat(theta0), flat(theta)
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+# The two costliest cases (~30 s each on 2 cores) run with the slow tests (make test-slow).
+SLOW_CASES = {"hierarchical-es", "mlp-tbptt"}
+
+
+@pytest.mark.parametrize("case", [pytest.param(case, marks=pytest.mark.slow)
+                                  if case in SLOW_CASES else case for case in sorted(CASES)])
 def test_short_meta_training_reproduces_the_stored_theta(case):
     stored = np.load(REFERENCE)
     theta0, theta = run_case(CASES[case])
