@@ -68,6 +68,7 @@ def test_rates_at_an_end_of_the_grid_are_starred_and_counted(check):
     assert "rates tuned at an end of the grid (*): optimizer 1, Adam 2 of 4 choices" in line
 
 
+@pytest.mark.slow  # one compile per rate: ~20 s on 2 cores
 def test_traced_learning_rate_matches_one_load_optimizer_per_rate(check, tmp_path, monkeypatch):
     from lopt_cli.optimizers.adam_nominal import AdamNominalLOpt
 

@@ -59,6 +59,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # two full meta-training runs through the CLI: ~30 s on 2 cores
 def test_sharded_meta_training_matches_single_device(lopt_env):
     env = dict(lopt_env, XLA_FLAGS="--xla_force_host_platform_device_count=2",
                PYTHONPATH=os.pathsep.join([str(REPO), lopt_env.get("PYTHONPATH", "")]))
