@@ -87,3 +87,27 @@ def test_a_learned_candidate_identity_holds_its_architecture_code():
     candidate = resolve_candidate("default", 0.1, 10.0)
     assert code_digest(lopt) in candidate.identity
     assert "lopt_cli.optimizers.adam_nominal" in code_modules(lopt)
+
+
+def test_the_paper_style_cache_keys_hold_the_task_code():
+    from lopt_cli.evaluation.runs import RunSettings
+    from lopt_cli.evaluation.suite import baseline_runs, learned_runs
+
+    class RecordingCache:
+        def __init__(self):
+            self.descriptions = []
+
+        def get(self, description, compute):
+            self.descriptions.append(description)
+            return {}
+
+    class Space:
+        def trials(self, n, seed):
+            return {"learning_rate": [1e-3] * n}
+
+    ref = SimpleNamespace(family=MLPFamily(), description={"task_id": 0}, task=None, task_id=0)
+    spec = SimpleNamespace(max_trials=2, run=RunSettings(100, 10, 1, 0.1))
+    cache = RecordingCache()
+    baseline_runs(ref, Space(), spec, cache)
+    learned_runs(ref, None, None, "lopt-id", spec, cache)
+    assert [d["code"] for d in cache.descriptions] == [task_code(MLPFamily)] * 2
