@@ -68,6 +68,18 @@ def test_untrained_adam_nominal_is_exactly_adam(learning_rate, pass_loss, correc
 
 
 @pytest.mark.parametrize("correction", ["additive", "multiplicative"])
+def test_untrained_nesterov_adam_nominal_is_exactly_nadam(correction):
+    lopt = AdamNominalLOpt(correction=correction, nesterov=True, schedule="constant",
+                           schedule_hidden=0)
+    ours = run(lopt.transform(lopt.init(jax.random.key(0)), 100), make_params(), 30)
+    nadam = run(optax.nadam(1e-3), make_params(), 30)
+    adam = run(optax.adam(1e-3), make_params(), 30)
+    for a, b, c in zip(jax.tree.leaves(ours), jax.tree.leaves(nadam), jax.tree.leaves(adam)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+        assert not np.allclose(a, c, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("correction", ["additive", "multiplicative"])
 def test_meta_learned_weights_move_adam_nominal_away_from_adam(correction):
     lopt = AdamNominalLOpt(correction=correction)
     theta = perturbed(lopt.init(jax.random.key(0)))

@@ -39,6 +39,11 @@ weights: :math:`w = 1/2` untrained), so the effective :math:`\beta_2` may differ
 and move with :math:`t/T`. The correction then also sees
 :math:`\sqrt{\hat v_f / \hat v_s} - 1` (how much the gradient scale has changed lately).
 
+``nesterov`` (off by default) uses Nesterov's momentum in the nominal term (NAdam, Dozat 2016,
+as ``optax.nadam``): :math:`\hat m \leftarrow \beta_1 m_t / (1 - \beta_1^{t+1})
++ (1 - \beta_1) g_t / (1 - \beta_1^t)`, a look-ahead of one step of the momentum. Untrained
+it is then exactly ``optax.nadam(learning_rate)``.
+
 ``learned_decay`` (off by default) adds a per-tensor decoupled weight decay to the direction,
 :math:`u \leftarrow u - \lambda_\theta p` with
 :math:`\lambda_\theta = e^{c + r\tanh(a_\theta(x_\text{tensor}) / r)}` (layer
@@ -188,6 +193,7 @@ class AdamNominalLOpt(ScheduledLOpt):
         mixed with the ``beta2`` one per tensor by a learned weight (see the module docstring).
       learned_decay: add a learned per-tensor decoupled weight decay (module docstring), on
         top of the fixed ``weight_decay``.
+      nesterov: Nesterov's momentum in the nominal term (NAdam; module docstring).
     """
 
     beta1: float = 0.9
@@ -198,6 +204,7 @@ class AdamNominalLOpt(ScheduledLOpt):
     clip_mult: float = 0.0
     beta2_fast: float | None = None
     learned_decay: bool = False
+    nesterov: bool = False
 
     State = AdamNominalState
     TensorState = AdamNominalTensorState
@@ -205,7 +212,7 @@ class AdamNominalLOpt(ScheduledLOpt):
                    "correction_hidden": per_tensor.POSITIVE_INT,
                    "correction": FieldRule(_correction, "one of " + ", ".join(CORRECTIONS)),
                    "beta2_fast": FieldRule(_optional_decay, "null or a number in [0, 1)"),
-                   "learned_decay": per_tensor.BOOL,
+                   "learned_decay": per_tensor.BOOL, "nesterov": per_tensor.BOOL,
                    **SCHEDULE_RULES}
     FLAT_TENSORS = False
 
@@ -239,13 +246,21 @@ class AdamNominalLOpt(ScheduledLOpt):
         v_fast = self.beta2_fast * state.rms_fast + (1.0 - self.beta2_fast) * jnp.square(g)
         return v, v_fast, v_fast / (1.0 - self.beta2_fast**t)
 
+    def first_moment(self, m: jax.Array, g: jax.Array, t: jax.Array) -> jax.Array:
+        """The bias-corrected first moment: Adam's :math:`m_t / (1 - \beta_1^t)`, or with
+        ``nesterov`` NAdam's look-ahead (module docstring)."""
+        if not self.nesterov:
+            return m / (1.0 - self.beta1**t)
+        return (self.beta1 * m / (1.0 - self.beta1 ** (t + 1.0))
+                + (1.0 - self.beta1) * g / (1.0 - self.beta1**t))
+
     def step_tensor(self, theta: MetaParams, x: TensorInput, state: AdamNominalTensorState
                     ) -> tuple[jax.Array, AdamNominalTensorState]:
         g, p = x.grad, x.param
         t = x.count.astype(jnp.float32) + 1.0
         m = self.beta1 * state.momentum + (1.0 - self.beta1) * g
         v, v_fast, v_fast_hat = self.second_moment(g, t, state)
-        m_hat, v_hat = m / (1.0 - self.beta1**t), v / (1.0 - self.beta2**t)
+        m_hat, v_hat = self.first_moment(m, g, t), v / (1.0 - self.beta2**t)
         tensor_x = feats.tensor_features(feats.TensorContext(x.count, x.num_steps, g, p))
         heads = self.network.apply(theta, [], tensor_x, method=AdamNominalNetwork.heads)
         fast_over_slow = None
