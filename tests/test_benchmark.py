@@ -15,7 +15,8 @@ from hydra import compose, initialize_config_module
 
 from lopt_cli.evaluation.benchmark import BenchmarkSpec, BenchmarkTask, MeasureSettings
 from lopt_cli.evaluation.candidates import first_multiplier, multiplier_grid
-from lopt_cli.evaluation.leaderboard_report import markdown_leaderboard
+from lopt_cli.evaluation.leaderboard import per_task
+from lopt_cli.evaluation.leaderboard_report import markdown_leaderboard, per_task_cells
 from lopt_cli.evaluation.metrics import iqm, loss_ratio, rises, speedup
 
 # ---------------------------------------------------------------- metrics with known answers
@@ -330,6 +331,19 @@ def test_cli_leaderboard_matches_results_and_reuses_the_cache(run_lopt, tmp_path
                 assert float(table[name][5]) == pytest.approx(ratio, abs=5e-4)
                 assert float(table[name][6]) == pytest.approx(
                     independent_iqm([r["speedup"] for r in mine]), abs=5e-4)
+    per_task_tables = {sub: {cells[0]: cells for cells in table}
+                       for (section, sub), table in tables.items() if section == "Per task"}
+    reference = [r for r in rows if r["record"] == "comparison"
+                 and r["setting"] == summary["reference_setting"]]
+    assert len(reference) == 2 * 2  # two candidates, two comparisons, one task
+    for r in reference:
+        entry = summary["per_task"][r["candidate"]][r["task"]][r["comparison"]]
+        assert entry["loss_ratio"] == pytest.approx(r["loss_ratio"])
+        assert entry["speedup"] == pytest.approx(r["speedup"])
+        cells = per_task_tables[r["candidate"]][r["task"]]
+        column = 1 if r["comparison"] == "generalisation" else 3
+        assert float(cells[column]) == pytest.approx(r["loss_ratio"], abs=5e-4)
+        assert float(cells[column + 1]) == pytest.approx(r["speedup"], abs=5e-4)
     assert summary["runs"]["computed"] == 3 and summary["runs"]["from_cache"] == 0
     run_lopt("evaluate", *TINY_BENCHMARK, "learned_optimizer=[mlp_digits,adam]")
     second = sorted((tmp_path / "outputs" / "evaluate").iterdir())[-1]
@@ -472,3 +486,20 @@ def test_the_log_names_the_run_in_progress_and_its_calls():
     assert lines[1:3] == ["tiny:   conv: adam: 1/2 runs", "tiny:   conv: adam: 2/2 runs"]
     assert lines[3].startswith("tiny: 1/2 conv: adam; elapsed")
     assert lines[4].startswith("tiny: 2/2 conv: AdamLR; elapsed") and "ETA 0 s" in lines[4]
+
+
+def test_per_task_numbers_are_the_headline_settings_with_the_rise():
+    def row(setting, ratio):
+        return {"record": "comparison", "candidate": "c", "task": "t", "setting": setting,
+                "comparison": "optimisation", "loss_ratio": ratio, "speedup": 1.5,
+                "baseline_final": 0.2, "candidate_final": 0.1}
+
+    rows = [row("ref", 2.0), row("other", 9.0),
+            {"record": "horizon", "optimizer": "c", "task": "t", "rises": True},
+            {"record": "horizon", "optimizer": "AdamLR", "task": "t", "rises": False}]
+    table = per_task(rows, "ref")
+    assert table == {"c": {"t": {"optimisation": {"loss_ratio": 2.0, "speedup": 1.5,
+                                                  "baseline_final": 0.2,
+                                                  "candidate_final": 0.1},
+                                 "rises": True}}}
+    assert per_task_cells("t", table["c"]["t"]) == ["t", "-", "-", "2.000", "1.500", "yes"]

@@ -11,6 +11,7 @@ from lopt_cli.evaluation.leaderboard import (
     headline,
     horizon_rows,
     horizon_summary,
+    per_task,
     reference_label,
     summarize_rows,
 )
@@ -43,6 +44,7 @@ def benchmark_summary(spec, results: dict, candidates: list[str],
         "long_horizon": spec.long_horizon, "trials": trials_run(spec),
         "lr_multiplier": list(lr_multiplier), "baselines": list(spec.baselines),
         "reference_setting": reference, "leaderboard": leaderboard,
+        "per_task": per_task(rows, reference),
         "horizon": {"rise": rise, "rising_tasks": {
             name: [r["task"] for r in rows if r["record"] == "horizon"
                    and r["optimizer"] == name and r["rises"]] for name in rise}},

@@ -119,6 +119,23 @@ def summarize_rows(rows: list[dict], reference: str | None) -> dict:
     return summary
 
 
+PER_TASK_KEYS = ("loss_ratio", "speedup", "baseline_final", "candidate_final")
+
+
+def per_task(rows: list[dict], reference: str | None) -> dict:
+    """``{candidate: {task: {comparison: {loss_ratio, speedup, baseline_final,
+    candidate_final}, "rises": bool}}}`` against the ``reference`` setting: the per-task
+    numbers behind the headline's IQMs (``rises`` on long-horizon tasks only)."""
+    table: dict = {}
+    for row in rows:
+        if row["record"] == "comparison" and row["setting"] == reference:
+            entry = table.setdefault(row["candidate"], {}).setdefault(row["task"], {})
+            entry[row["comparison"]] = {key: row[key] for key in PER_TASK_KEYS}
+        elif row["record"] == "horizon" and row["optimizer"] in table:
+            table[row["optimizer"]].setdefault(row["task"], {})["rises"] = bool(row["rises"])
+    return table
+
+
 def horizon_rows(results: dict, spec, candidates: list[str]) -> list[dict]:
     """Long-horizon tasks: whether each optimizer's training curve rises after its minimum
     (each tuned per task on the training loss with its full budget)."""

@@ -68,6 +68,39 @@ def edge_section(edges: dict | None) -> list[str]:
                              "at the high end"), edge_rows(edges))]
 
 
+PER_TASK_COLUMNS = ("task", "test: loss ratio", "test: speedup", "train: loss ratio",
+                    "train: speedup", "training loss rises")
+
+
+def per_task_cells(task: str, entry: dict) -> list[str]:
+    """One task's row of :data:`PER_TASK_COLUMNS` (``-`` where a number is missing)."""
+    cells = [task]
+    for comparison in COMPARISONS:
+        values = entry.get(comparison)
+        cells += ([number(values["loss_ratio"]), number(values["speedup"])]
+                  if values else ["-", "-"])
+    rises = entry.get("rises")
+    return [*cells, "-" if rises is None else ("yes" if rises else "no")]
+
+
+def per_task_section(summary: dict) -> list[str]:
+    """Per candidate, every task's loss ratio and speedup against the headline baseline (the
+    values the IQMs average; a summary written before they were kept has none)."""
+    table = summary.get("per_task")
+    if not table:
+        return []
+    lines = [f"## Per task: vs {summary['reference_setting']}", "",
+             "Loss ratio > 1: the candidate's final loss is lower; speedup 0: it never reaches "
+             "the baseline's final loss; rises: on tasks of ≥ "
+             f"{summary['long_horizon']} steps, whether its training loss ends above 1.05 × "
+             "its minimum.", ""]
+    for name, tasks in table.items():
+        lines += [f"### {name}", "",
+                  *_table(PER_TASK_COLUMNS, [per_task_cells(task, entry)
+                                             for task, entry in tasks.items()])]
+    return lines
+
+
 def markdown_leaderboard(summary: dict) -> str:
     """The leaderboard: a headline table, then every baseline setting for both comparisons."""
     trials = ", ".join(f"{name} {n}" for name, n in summary["trials"].items())
@@ -108,6 +141,7 @@ def markdown_leaderboard(summary: dict) -> str:
                       f"tuned the same way with {some['candidate_trials']} "
                       f"trial{'s' * (some['candidate_trials'] > 1)}", "",
                       *_table(("optimizer", *COLUMNS), rows)]
+    lines += per_task_section(summary)
     lines += ["## Horizon generalisation (training loss rises after its minimum)", "",
               *_table(("optimizer", "long-horizon tasks rising", "which"),
                       [[name, f"{100 * value:.0f}%",
