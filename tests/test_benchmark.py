@@ -495,8 +495,10 @@ def test_per_task_numbers_are_the_headline_settings_with_the_rise():
                 "baseline_final": 0.2, "candidate_final": 0.1}
 
     rows = [row("ref", 2.0), row("other", 9.0),
-            {"record": "horizon", "optimizer": "c", "task": "t", "rises": True},
-            {"record": "horizon", "optimizer": "AdamLR", "task": "t", "rises": False}]
+            {"record": "horizon", "optimizer": "c", "group": "candidates", "task": "t",
+             "rises": True},
+            {"record": "horizon", "optimizer": "AdamLR", "group": "baselines", "task": "t",
+             "rises": False}]
     table = per_task(rows, "ref")
     assert table == {"c": {"t": {"optimisation": {"loss_ratio": 2.0, "speedup": 1.5,
                                                   "baseline_final": 0.2,

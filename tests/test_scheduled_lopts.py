@@ -333,6 +333,7 @@ def test_celo_without_rms_inputs_ignores_the_parameters_signs_and_starts_on_adam
     (CeloLOpt, "log_lr_bounds", [-3.0, float("inf")]), (AdamNominalLOpt, "log_lr_bounds", [-1]),
     (CeloLOpt, "rms_inputs", "yes"), (AdamNominalLOpt, "correction", "both"),
     (AdamNominalLOpt, "beta2_fast", 1.0), (AdamNominalLOpt, "learned_decay", "yes"),
+    (AdamNominalLOpt, "nesterov", "yes"),
 ])
 def test_fields_are_checked_in_one_line(factory, field, bad):
     with pytest.raises(LoptUserError, match=field) as info:

@@ -131,8 +131,9 @@ def per_task(rows: list[dict], reference: str | None) -> dict:
         if row["record"] == "comparison" and row["setting"] == reference:
             entry = table.setdefault(row["candidate"], {}).setdefault(row["task"], {})
             entry[row["comparison"]] = {key: row[key] for key in PER_TASK_KEYS}
-        elif row["record"] == "horizon" and row["optimizer"] in table:
-            table[row["optimizer"]].setdefault(row["task"], {})["rises"] = bool(row["rises"])
+        elif row["record"] == "horizon" and row["group"] == "candidates":
+            entry = table.setdefault(row["optimizer"], {}).setdefault(row["task"], {})
+            entry["rises"] = bool(row["rises"])
     return table
 
 
