@@ -16,8 +16,13 @@ from hydra import compose, initialize_config_module
 from lopt_cli.evaluation.benchmark import BenchmarkSpec, BenchmarkTask, MeasureSettings
 from lopt_cli.evaluation.candidates import first_multiplier, multiplier_grid
 from lopt_cli.evaluation.leaderboard import per_task
-from lopt_cli.evaluation.leaderboard_report import markdown_leaderboard, per_task_cells
-from lopt_cli.evaluation.metrics import iqm, loss_ratio, rises, speedup
+from lopt_cli.evaluation.leaderboard_report import (
+    markdown_leaderboard,
+    per_task_cells,
+    rise_cell,
+    rising_cell,
+)
+from lopt_cli.evaluation.metrics import iqm, loss_ratio, rise_ratio, rises, speedup
 
 # ---------------------------------------------------------------- metrics with known answers
 
@@ -53,6 +58,9 @@ def test_rise_flags_a_curve_that_climbs_back_and_not_one_that_settles():
     assert not rises([1.0, 0.8, 0.6, 0.4])
     assert rises([1.0, 0.5, None])  # diverged at the end
     assert not rises([1.0, 1e-13, 1e-12])  # float noise near zero
+    assert rise_ratio([1.0, 0.5, 0.3, 0.2, 0.3]) == pytest.approx(1.5)
+    assert rise_ratio([1.0, 0.8, 0.6, 0.4]) == 1.0
+    assert rise_ratio([1.0, 0.5, None]) == float("inf")
 
 
 # ---------------------------------------------------------------- tuning never reads the test split
@@ -344,6 +352,18 @@ def test_cli_leaderboard_matches_results_and_reuses_the_cache(run_lopt, tmp_path
         column = 1 if r["comparison"] == "generalisation" else 3
         assert float(cells[column]) == pytest.approx(r["loss_ratio"], abs=5e-4)
         assert float(cells[column + 1]) == pytest.approx(r["speedup"], abs=5e-4)
+    horizon = [r for r in rows if r["record"] == "horizon"]
+    assert {r["optimizer"] for r in horizon} == {"AdamLR", "mlp_digits", "adam"}
+    for r in horizon:  # the rise ratio is the curve's last reading over its lowest
+        curve = np.asarray(r["train_curve"], float)
+        assert r["rise_ratio"] == pytest.approx(curve[-1] / np.nanmin(curve))
+        assert summary["horizon"]["rise_ratio"][r["optimizer"]][r["task"]] == r["rise_ratio"]
+        if r["group"] == "candidates":
+            entry = summary["per_task"][r["optimizer"]][r["task"]]
+            assert entry["rise_ratio"] == r["rise_ratio"]
+            flag = "yes" if r["rises"] else "no"
+            assert per_task_tables[r["optimizer"]][r["task"]][-1] == \
+                f"{flag} ({r['rise_ratio']:.2f}×)"
     assert summary["runs"]["computed"] == 3 and summary["runs"]["from_cache"] == 0
     run_lopt("evaluate", *TINY_BENCHMARK, "learned_optimizer=[mlp_digits,adam]")
     second = sorted((tmp_path / "outputs" / "evaluate").iterdir())[-1]
@@ -496,12 +516,15 @@ def test_per_task_numbers_are_the_headline_settings_with_the_rise():
 
     rows = [row("ref", 2.0), row("other", 9.0),
             {"record": "horizon", "optimizer": "c", "group": "candidates", "task": "t",
-             "rises": True},
+             "rises": True, "rise_ratio": 1.172},
             {"record": "horizon", "optimizer": "AdamLR", "group": "baselines", "task": "t",
-             "rises": False}]
+             "rises": False, "rise_ratio": 1.0}]
     table = per_task(rows, "ref")
     assert table == {"c": {"t": {"optimisation": {"loss_ratio": 2.0, "speedup": 1.5,
                                                   "baseline_final": 0.2,
                                                   "candidate_final": 0.1},
-                                 "rises": True}}}
-    assert per_task_cells("t", table["c"]["t"]) == ["t", "-", "-", "2.000", "1.500", "yes"]
+                                 "rises": True, "rise_ratio": 1.172}}}
+    assert per_task_cells("t", table["c"]["t"]) == ["t", "-", "-", "2.000", "1.500",
+                                                    "yes (1.17×)"]
+    assert rise_cell(True, None) == "yes" and rise_cell(False, float("inf")) == "no"
+    assert rising_cell(["t", "u"], {"t": 6.272}) == "t (6.27×), u"

@@ -47,7 +47,10 @@ def benchmark_summary(spec, results: dict, candidates: list[str],
         "per_task": per_task(rows, reference),
         "horizon": {"rise": rise, "rising_tasks": {
             name: [r["task"] for r in rows if r["record"] == "horizon"
-                   and r["optimizer"] == name and r["rises"]] for name in rise}},
+                   and r["optimizer"] == name and r["rises"]] for name in rise},
+            "rise_ratio": {name: {r["task"]: r["rise_ratio"] for r in rows
+                                  if r["record"] == "horizon" and r["optimizer"] == name}
+                           for name in rise}},
         "diverged": divergence_counts(results),
         "tuned_at_edge": tuned_at_edge(results, edge_budgets(spec, candidates)),
         **{key: {name: headline(leaderboard, rise, name, key) for name in candidates}

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from lopt_cli.evaluation.compare import relative_improvement, summarize
-from lopt_cli.evaluation.metrics import iqm, loss_ratio, rises, speedup
+from lopt_cli.evaluation.metrics import iqm, loss_ratio, rise_ratio, rises, speedup
 from lopt_cli.evaluation.tuning import Setting, choose_global, choose_per_task, settings_for
 
 COMPARISONS = {"generalisation": ("valid", "test"), "optimisation": ("train", "train")}
@@ -124,8 +124,9 @@ PER_TASK_KEYS = ("loss_ratio", "speedup", "baseline_final", "candidate_final")
 
 def per_task(rows: list[dict], reference: str | None) -> dict:
     """``{candidate: {task: {comparison: {loss_ratio, speedup, baseline_final,
-    candidate_final}, "rises": bool}}}`` against the ``reference`` setting: the per-task
-    numbers behind the headline's IQMs (``rises`` on long-horizon tasks only)."""
+    candidate_final}, "rises": bool, "rise_ratio": float}}}`` against the ``reference``
+    setting: the per-task numbers behind the headline's IQMs (``rises`` and ``rise_ratio``
+    on long-horizon tasks only)."""
     table: dict = {}
     for row in rows:
         if row["record"] == "comparison" and row["setting"] == reference:
@@ -134,6 +135,7 @@ def per_task(rows: list[dict], reference: str | None) -> dict:
         elif row["record"] == "horizon" and row["group"] == "candidates":
             entry = table.setdefault(row["optimizer"], {}).setdefault(row["task"], {})
             entry["rises"] = bool(row["rises"])
+            entry["rise_ratio"] = row["rise_ratio"]
     return table
 
 
@@ -152,7 +154,8 @@ def horizon_rows(results: dict, spec, candidates: list[str]) -> list[dict]:
             curve = runs["curves"]["train"][index]
             rows.append({"record": "horizon", "optimizer": name, "group": group, "task": task,
                          "horizon": entry["task"]["horizon"], "trial": index,
-                         "rises": rises(curve), "steps": runs["steps"], "train_curve": curve})
+                         "rises": rises(curve), "rise_ratio": rise_ratio(curve),
+                         "steps": runs["steps"], "train_curve": curve})
     return rows
 
 

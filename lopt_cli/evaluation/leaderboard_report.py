@@ -1,6 +1,8 @@
 """``leaderboard.md`` and the terminal table of a benchmark run (numbers from ``summary.json``)."""
 from __future__ import annotations
 
+import math
+
 from rich.table import Table
 
 from lopt_cli.evaluation.candidates import first_multiplier
@@ -80,7 +82,23 @@ def per_task_cells(task: str, entry: dict) -> list[str]:
         cells += ([number(values["loss_ratio"]), number(values["speedup"])]
                   if values else ["-", "-"])
     rises = entry.get("rises")
-    return [*cells, "-" if rises is None else ("yes" if rises else "no")]
+    return [*cells, "-" if rises is None else rise_cell(rises, entry.get("rise_ratio"))]
+
+
+def with_ratio(text: str, ratio: float | None) -> str:
+    """``text (1.17×)``; just ``text`` where the ratio is missing or not finite (diverged)."""
+    return text if ratio is None or not math.isfinite(ratio) else f"{text} ({ratio:.2f}×)"
+
+
+def rise_cell(rises: bool, ratio: float | None) -> str:
+    """``yes (1.17×)``: the flag and, where kept, the final ÷ minimum behind it."""
+    return with_ratio("yes" if rises else "no", ratio)
+
+
+def rising_cell(names: list[str], ratios: dict | None) -> str:
+    """The rising tasks, each with its final ÷ minimum where the summary keeps it."""
+    ratios = ratios or {}
+    return ", ".join(with_ratio(task, ratios.get(task)) for task in names) or "-"
 
 
 def per_task_section(summary: dict) -> list[str]:
@@ -93,7 +111,7 @@ def per_task_section(summary: dict) -> list[str]:
              "Loss ratio > 1: the candidate's final loss is lower; speedup 0: it never reaches "
              "the baseline's final loss; rises: on tasks of ≥ "
              f"{summary['long_horizon']} steps, whether its training loss ends above 1.05 × "
-             "its minimum.", ""]
+             "its minimum (in brackets: final ÷ minimum).", ""]
     for name, tasks in table.items():
         lines += [f"### {name}", "",
                   *_table(PER_TASK_COLUMNS, [per_task_cells(task, entry)
@@ -145,7 +163,8 @@ def markdown_leaderboard(summary: dict) -> str:
     lines += ["## Horizon generalisation (training loss rises after its minimum)", "",
               *_table(("optimizer", "long-horizon tasks rising", "which"),
                       [[name, f"{100 * value:.0f}%",
-                        ", ".join(summary["horizon"]["rising_tasks"][name]) or "-"]
+                        rising_cell(summary["horizon"]["rising_tasks"][name],
+                                    summary["horizon"].get("rise_ratio", {}).get(name))]
                        for name, value in summary["horizon"]["rise"].items()]),
               "![leaderboard](leaderboard.png)", "", "![horizon](horizon.png)", ""]
     return "\n".join(lines)

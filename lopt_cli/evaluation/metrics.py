@@ -9,7 +9,8 @@ r"""The field's summary metrics of an optimizer against a tuned baseline, over t
 * **IQM**: the interquartile mean, the mean of the middle 50% of the values (sorted; the
   lowest and highest quarter dropped, as in ``rliable``).
 * **Rise** of a training curve (horizon generalisation): final value > 1.05 × its minimum
-  (and above it by more than 1e-6 of the normalised loss).
+  (and above it by more than 1e-6 of the normalised loss); the **rise ratio** is
+  final ÷ minimum, the number behind that flag.
 """
 from __future__ import annotations
 
@@ -78,3 +79,16 @@ def rises(curve, tolerance: float = RISE_TOLERANCE, floor: float = RISE_FLOOR) -
         return True
     low = finite.min()
     return bool(values[-1] > tolerance * low and values[-1] - low > floor)
+
+
+def rise_ratio(curve) -> float:
+    """The curve's last value over its lowest (1: it ends at its minimum; inf: it diverged).
+
+    >>> rise_ratio([1.0, 0.5, 0.25, 0.5])
+    2.0
+    """
+    values = np.asarray(curve, float)  # None (a diverged point) -> nan
+    finite = values[np.isfinite(values)]
+    if finite.size == 0 or not np.isfinite(values[-1]):
+        return float("inf")
+    return float(values[-1] / max(float(finite.min()), LOSS_FLOOR))

@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from lopt_cli.evaluation.leaderboard_report import with_ratio  # noqa: E402
 from lopt_cli.io import write_bytes_atomic  # noqa: E402
 
 
@@ -171,7 +172,8 @@ def plot_horizon(rows: list[dict], path: Path) -> Path:
         return _save(figure, path)
     panels = []
     for task in tasks.values():
-        rising = [name for name, row in task["curves"].items() if row["rises"]]
+        rising = [with_ratio(name, row.get("rise_ratio"))
+                  for name, row in task["curves"].items() if row["rises"]]
         panels.append({"title": f"{task['title']}\nrises: {', '.join(rising) or 'none'}",
                        "curves": {name: {"steps": row["steps"], "train": row["train_curve"]}
                                   for name, row in task["curves"].items()}})
