@@ -98,11 +98,17 @@ class Heartbeat:
         self.last = time.perf_counter()
 
 
+def elapsed_and_eta(elapsed: float, remaining: int, done: int) -> str:
+    """``elapsed 1m05s, ETA 2m32s``: the ``remaining`` units at the mean pace of the ``done``
+    ones that took ``elapsed`` seconds."""
+    eta = elapsed * remaining / max(done, 1)
+    return f"elapsed {duration(elapsed)}, ETA {duration(eta)}"
+
+
 def count_line(label: str, done: int, total: int, elapsed: float) -> str:
     """``label: 12/40 (30%), elapsed 1m05s, ETA 2m32s`` (ETA at the mean pace so far)."""
-    eta = elapsed * (total - done) / max(done, 1)
     return (f"{label}: {done:,}/{total:,} ({100 * done / max(total, 1):.0f}%), "
-            f"elapsed {duration(elapsed)}, ETA {duration(eta)}")
+            f"{elapsed_and_eta(elapsed, total - done, done)}")
 
 
 def settle_imports() -> None:

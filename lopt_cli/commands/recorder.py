@@ -16,7 +16,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from lopt_cli.console import Heartbeat, duration, progress_bar
+from lopt_cli.console import Heartbeat, elapsed_and_eta, progress_bar
 from lopt_cli.io import append_jsonl, write_jsonl_atomic
 from lopt_cli.meta.checkpoint import save_checkpoint
 from lopt_cli.optimizers.storage import LAST_DIR, save_learned_optimizer
@@ -154,8 +154,7 @@ def heartbeat_line(label: str, history: list[dict], total_steps: int, inner_step
     if best:
         parts.append(f"held-out best {best['best_heldout_loss']:.4f} "
                      f"(step {best['best_heldout_step']})")
-    eta = elapsed * (total_steps - done) / max(rows_this_run, 1)
-    parts.append(f"elapsed {duration(elapsed)}, ETA {duration(eta)}")
+    parts.append(elapsed_and_eta(elapsed, total_steps - done, rows_this_run))
     return ", ".join(parts)
 
 
