@@ -22,7 +22,16 @@ from lopt_cli.evaluation.leaderboard_report import (
     rise_cell,
     rising_cell,
 )
-from lopt_cli.evaluation.metrics import iqm, loss_ratio, rise_ratio, rises, speedup
+from lopt_cli.evaluation.metrics import (
+    bootstrap_interval,
+    iqm,
+    iqm_rows,
+    loss_ratio,
+    mean_rows,
+    rise_ratio,
+    rises,
+    speedup,
+)
 
 # ---------------------------------------------------------------- metrics with known answers
 
@@ -61,6 +70,20 @@ def test_rise_flags_a_curve_that_climbs_back_and_not_one_that_settles():
     assert rise_ratio([1.0, 0.5, 0.3, 0.2, 0.3]) == pytest.approx(1.5)
     assert rise_ratio([1.0, 0.8, 0.6, 0.4]) == 1.0
     assert rise_ratio([1.0, 0.5, None]) == float("inf")
+
+
+def test_bootstrap_interval_brackets_the_iqm_and_narrows_with_more_tasks():
+    rng = np.random.default_rng(3)
+    few, many = rng.lognormal(0.1, 0.3, 12), rng.lognormal(0.1, 0.3, 400)
+    for values in (few, many):
+        low, high = bootstrap_interval(values)
+        assert low < iqm(values) < high
+        assert bootstrap_interval(values) == [low, high]  # seeded: the same every time
+    assert np.diff(bootstrap_interval(many)) < 0.5 * np.diff(bootstrap_interval(few))
+    assert bootstrap_interval([1.2, 1.2, 1.2]) == [1.2, 1.2]
+    assert bootstrap_interval([0, 1, 1, 0], mean_rows) == pytest.approx([0.0, 1.0])
+    rows = rng.normal(size=(5, 9))
+    assert iqm_rows(rows) == pytest.approx([iqm(row) for row in rows])
 
 
 # ---------------------------------------------------------------- tuning never reads the test split
@@ -352,6 +375,16 @@ def test_cli_leaderboard_matches_results_and_reuses_the_cache(run_lopt, tmp_path
         column = 1 if r["comparison"] == "generalisation" else 3
         assert float(cells[column]) == pytest.approx(r["loss_ratio"], abs=5e-4)
         assert float(cells[column + 1]) == pytest.approx(r["speedup"], abs=5e-4)
+    intervals = tables[("Headline", "How sure: 95% intervals over tasks, vs "
+                        f"{summary['reference_setting']}")]
+    for r in reference:  # one task: every draw is that task, a zero-width interval
+        entry = summary["intervals"][r["candidate"]][r["comparison"]]
+        assert entry["iqm_loss_ratio"] == pytest.approx([r["loss_ratio"]] * 2)
+        assert entry["iqm_speedup"] == pytest.approx([r["speedup"]] * 2)
+        assert entry["win_rate"] == [float(r["improvement"] > 0)] * 2
+        cells = next(c for c in intervals if c[0] == r["candidate"])
+        column = 2 if r["comparison"] == "generalisation" else 5
+        assert cells[column] == f"[{r['loss_ratio']:.3f}, {r['loss_ratio']:.3f}]"
     horizon = [r for r in rows if r["record"] == "horizon"]
     assert {r["optimizer"] for r in horizon} == {"AdamLR", "mlp_digits", "adam"}
     for r in horizon:  # the rise ratio is the curve's last reading over its lowest

@@ -9,6 +9,7 @@ from lopt_cli.evaluation.leaderboard import (
     comparison_rows,
     divergence_counts,
     headline,
+    headline_intervals,
     horizon_rows,
     horizon_summary,
     per_task,
@@ -45,6 +46,7 @@ def benchmark_summary(spec, results: dict, candidates: list[str],
         "lr_multiplier": list(lr_multiplier), "baselines": list(spec.baselines),
         "reference_setting": reference, "leaderboard": leaderboard,
         "per_task": per_task(rows, reference),
+        "intervals": headline_intervals(rows, reference),
         "horizon": {"rise": rise, "rising_tasks": {
             name: [r["task"] for r in rows if r["record"] == "horizon"
                    and r["optimizer"] == name and r["rises"]] for name in rise},

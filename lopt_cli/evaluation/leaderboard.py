@@ -17,7 +17,16 @@ from __future__ import annotations
 import numpy as np
 
 from lopt_cli.evaluation.compare import relative_improvement, summarize
-from lopt_cli.evaluation.metrics import iqm, loss_ratio, rise_ratio, rises, speedup
+from lopt_cli.evaluation.metrics import (
+    bootstrap_interval,
+    iqm,
+    iqm_rows,
+    loss_ratio,
+    mean_rows,
+    rise_ratio,
+    rises,
+    speedup,
+)
 from lopt_cli.evaluation.tuning import Setting, choose_global, choose_per_task, settings_for
 
 COMPARISONS = {"generalisation": ("valid", "test"), "optimisation": ("train", "train")}
@@ -137,6 +146,25 @@ def per_task(rows: list[dict], reference: str | None) -> dict:
             entry["rises"] = bool(row["rises"])
             entry["rise_ratio"] = row["rise_ratio"]
     return table
+
+
+INTERVAL_STATISTICS = {"win_rate": ("improvement", mean_rows, lambda v: v > 0),
+                       "iqm_loss_ratio": ("loss_ratio", iqm_rows, lambda v: v),
+                       "iqm_speedup": ("speedup", iqm_rows, lambda v: v)}
+
+
+def headline_intervals(rows: list[dict], reference: str | None) -> dict:
+    """``{candidate: {comparison: {win_rate | iqm_loss_ratio | iqm_speedup: [low, high]}}}``:
+    95% bootstrap intervals over tasks (:func:`~metrics.bootstrap_interval`) of the headline's
+    numbers against the ``reference`` setting."""
+    values: dict = {}
+    for row in rows:
+        if row["record"] == "comparison" and row["setting"] == reference:
+            values.setdefault(row["candidate"], {}).setdefault(row["comparison"], []).append(row)
+    return {candidate: {comparison: {
+        key: bootstrap_interval([transform(r[field]) for r in group], statistic)
+        for key, (field, statistic, transform) in INTERVAL_STATISTICS.items()}
+        for comparison, group in per.items()} for candidate, per in values.items()}
 
 
 def horizon_rows(results: dict, spec, candidates: list[str]) -> list[dict]:

@@ -7,6 +7,7 @@ from rich.table import Table
 
 from lopt_cli.evaluation.candidates import first_multiplier
 from lopt_cli.evaluation.leaderboard import COMPARISONS
+from lopt_cli.evaluation.metrics import BOOTSTRAP_RESAMPLES
 from lopt_cli.evaluation.tuning_edges import any_at_edge, edge_rows
 
 COMPARISON_TEXT = {"generalisation": "test loss, every optimizer tuned on validation loss",
@@ -43,6 +44,39 @@ def headline_rows(summary: dict) -> list[list[str]]:
     return rows
 
 
+def interval_cell(interval: list | None, percent: bool = False) -> str:
+    """``[0.981, 1.120]`` (``[50%, 86%]`` for a rate); ``-`` where there is none."""
+    if not interval or any(v is None or not math.isfinite(v) for v in interval):
+        return "-"
+    low, high = interval
+    return f"[{100 * low:.0f}%, {100 * high:.0f}%]" if percent else \
+        f"[{number(low)}, {number(high)}]"
+
+
+def interval_section(summary: dict) -> list[str]:
+    """95% bootstrap intervals over tasks of the headline's win rates and IQMs (a summary
+    written before they were kept has none)."""
+    intervals = summary.get("intervals")
+    if not intervals:
+        return []
+    rows = []
+    for name, per in intervals.items():
+        cells = [name]
+        for comparison in COMPARISONS:
+            values = per.get(comparison, {})
+            cells += [interval_cell(values.get("win_rate"), percent=True),
+                      interval_cell(values.get("iqm_loss_ratio")),
+                      interval_cell(values.get("iqm_speedup"))]
+        rows.append(cells)
+    return [f"### How sure: 95% intervals over tasks, vs {summary['reference_setting']}", "",
+            "The 2.5th and 97.5th percentiles of each headline number recomputed on "
+            f"{BOOTSTRAP_RESAMPLES} draws of {summary['num_tasks']} tasks with replacement: "
+            "how far it could move on another draw of tasks like these.", "",
+            *_table(INTERVAL_COLUMNS, rows)]
+
+
+INTERVAL_COLUMNS = ("optimizer", "test: win rate", "test: IQM loss ratio", "test: IQM speedup",
+                    "train: win rate", "train: IQM loss ratio", "train: IQM speedup")
 HEADLINE_COLUMNS = ("optimizer", "test: win rate", "test: IQM loss ratio", "test: IQM speedup",
                     "test: faster than AdamLR", "train: win rate", "train: IQM loss ratio",
                     "train: IQM speedup", "train: faster than AdamLR", "horizon rise")
@@ -145,6 +179,7 @@ def markdown_leaderboard(summary: dict) -> str:
         "", f"## Headline: vs {summary['reference_setting']}, {summary['num_seeds']} seeds, "
         f"candidates {summary['trials']['candidates']} trials", "",
         *_table(HEADLINE_COLUMNS, headline_rows(summary)),
+        *interval_section(summary),
         *edge_section(summary.get("tuned_at_edge")),
     ]
     for comparison in COMPARISONS:
