@@ -19,6 +19,11 @@ def number(value: float) -> str:
     return f"{value:.3f}"
 
 
+def count(value: int, noun: str) -> str:
+    """``1 task``, ``14 tasks``."""
+    return f"{value} {noun}{'s' * (value != 1)}"
+
+
 def metric_cells(values: dict) -> list[str]:
     """The cells of :data:`COLUMNS` for one candidate against one baseline setting."""
     return [f"{values['wins']}/{values['num_tasks']}", f"{100 * values['win_rate']:.0f}%",
@@ -70,7 +75,7 @@ def interval_section(summary: dict) -> list[str]:
         rows.append(cells)
     return [f"### How sure: 95% intervals over tasks, vs {summary['reference_setting']}", "",
             "The 2.5th and 97.5th percentiles of each headline number recomputed on "
-            f"{BOOTSTRAP_RESAMPLES} draws of {summary['num_tasks']} tasks with replacement: "
+            f"{BOOTSTRAP_RESAMPLES} draws of {count(summary['num_tasks'], 'task')} with replacement: "
             "how far it could move on another draw of tasks like these.", "",
             *_table(INTERVAL_COLUMNS, rows)]
 
@@ -159,7 +164,7 @@ def markdown_leaderboard(summary: dict) -> str:
     low, high = summary["lr_multiplier"]
     lines = [
         f"# Leaderboard: `{summary['benchmark']}`", "",
-        f"- {summary['num_tasks']} held-out tasks ({', '.join(summary['task_names'])}); "
+        f"- {count(summary['num_tasks'], 'held-out task')} ({', '.join(summary['task_names'])}); "
         f"horizons {min(summary['horizons'])}–{max(summary['horizons'])} steps; "
         f"{summary['num_seeds']} seeds per run",
         f"- trials per task: {trials} (candidates: their learning-rate factor on "
@@ -189,8 +194,10 @@ def markdown_leaderboard(summary: dict) -> str:
             rows = [[name, *metric_cells(per[comparison]["settings"][label])]
                     for name, per in summary["leaderboard"].items()]
             some = next(iter(summary["leaderboard"].values()))[comparison]["settings"][label]
+            tasks_and_seeds = (f"{count(summary['num_tasks'], 'task')}, "
+                               f"{count(summary['num_seeds'], 'seed')}")
             lines += [f"### vs {label}", "",
-                      f"{summary['num_tasks']} tasks, {summary['num_seeds']} seeds; candidates "
+                      f"{tasks_and_seeds}; candidates "
                       f"tuned the same way with {some['candidate_trials']} "
                       f"trial{'s' * (some['candidate_trials'] > 1)}", "",
                       *_table(("optimizer", *COLUMNS), rows)]
@@ -207,7 +214,8 @@ def markdown_leaderboard(summary: dict) -> str:
 
 def terminal_table(summary: dict) -> Table:
     table = Table(title=f"{summary['benchmark']}: vs {summary['reference_setting']} "
-                        f"({summary['num_tasks']} tasks, {summary['num_seeds']} seeds)")
+                        f"({count(summary['num_tasks'], 'task')}, "
+                        f"{count(summary['num_seeds'], 'seed')})")
     for column in HEADLINE_COLUMNS:
         table.add_column(column, justify="left" if column == "optimizer" else "right")
     for row in headline_rows(summary):
