@@ -85,17 +85,20 @@ def rises(curve, tolerance: float = RISE_TOLERANCE, floor: float = RISE_FLOOR) -
     return bool(values[-1] > tolerance * low and values[-1] - low > floor)
 
 
-def rise_ratio(curve) -> float:
-    """The curve's last value over its lowest (1: it ends at its minimum; inf: it diverged).
+def rise_ratio(curve, floor: float = RISE_FLOOR) -> float:
+    """The curve's last value over its lowest, both raised to ``floor`` (1: it ends at its
+    minimum, or both are below the float noise that :func:`rises` ignores; inf: diverged).
 
     >>> rise_ratio([1.0, 0.5, 0.25, 0.5])
     2.0
+    >>> rise_ratio([1.0, 1e-13, 1e-12])
+    1.0
     """
     values = np.asarray(curve, float)  # None (a diverged point) -> nan
     finite = values[np.isfinite(values)]
     if finite.size == 0 or not np.isfinite(values[-1]):
         return float("inf")
-    return float(values[-1] / max(float(finite.min()), LOSS_FLOOR))
+    return float(max(values[-1], floor) / max(float(finite.min()), floor))
 
 
 BOOTSTRAP_RESAMPLES = 2000
