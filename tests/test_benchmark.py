@@ -28,6 +28,7 @@ from lopt_cli.evaluation.metrics import (
     iqm_rows,
     loss_ratio,
     mean_rows,
+    paired_bootstrap_interval,
     rise_ratio,
     rises,
     speedup,
@@ -85,6 +86,19 @@ def test_bootstrap_interval_brackets_the_iqm_and_narrows_with_more_tasks():
     assert bootstrap_interval([0, 1, 1, 0], mean_rows) == pytest.approx([0.0, 1.0])
     rows = rng.normal(size=(5, 9))
     assert iqm_rows(rows) == pytest.approx([iqm(row) for row in rows])
+
+
+def test_paired_interval_sees_a_small_shift_that_separate_intervals_cannot():
+    rng = np.random.default_rng(4)
+    tasks = rng.lognormal(0.0, 0.5, 20)  # tasks differ far more than the two candidates do
+    better = tasks * 1.05
+    low, high = paired_bootstrap_interval(better, tasks)
+    assert 0 < low <= iqm(better) - iqm(tasks) <= high
+    separate = bootstrap_interval(tasks)
+    assert separate[0] < iqm(better) < separate[1]  # alone, each interval holds the other's IQM
+    assert paired_bootstrap_interval(tasks, tasks) == [0.0, 0.0]
+    with pytest.raises(ValueError, match="paired values of 20 and 3 tasks"):
+        paired_bootstrap_interval(tasks, tasks[:3])
 
 
 # ---------------------------------------------------------------- tuning never reads the test split
@@ -318,12 +332,13 @@ TINY_BENCHMARK = ("benchmark=lopt_bench_small", "benchmark.select=[beale_noisy]"
 def markdown_tables(text: str) -> dict:
     """``{(section, subsection): [row cells]}`` of the tables in ``leaderboard.md``."""
     tables, section, sub = {}, None, None
-    for line in text.splitlines():
+    lines = text.splitlines()
+    for line, after in zip(lines, [*lines[1:], ""]):
         if line.startswith("## "):
             section, sub = line[3:].split(":")[0], None
         elif line.startswith("### "):
             sub = line[4:]
-        elif line.startswith("| ") and not line.startswith("| optimizer"):
+        elif line.startswith("| ") and not after.startswith("|---"):  # a header precedes |---|
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
             tables.setdefault((section, sub), []).append(cells)
     return tables
@@ -386,6 +401,16 @@ def test_cli_leaderboard_matches_results_and_reuses_the_cache(run_lopt, tmp_path
         cells = next(c for c in intervals if c[0] == r["candidate"])
         column = 2 if r["comparison"] == "generalisation" else 5
         assert cells[column] == f"[{r['loss_ratio']:.3f}, {r['loss_ratio']:.3f}]"
+    paired = tables[("Headline", "Paired: mlp_digits against each other candidate")]
+    assert [cells[0] for cells in paired] == ["mlp_digits − adam"]
+    for comparison, column in (("generalisation", 1), ("optimisation", 3)):
+        mine, theirs = (next(r for r in reference if r["candidate"] == name
+                             and r["comparison"] == comparison) for name in ("mlp_digits", "adam"))
+        difference = mine["loss_ratio"] - theirs["loss_ratio"]
+        entry = summary["paired"]["adam"][comparison]["iqm_loss_ratio"]
+        assert entry["difference"] == pytest.approx(difference)
+        assert entry["interval"] == pytest.approx([difference] * 2)  # one task
+        assert paired[0][column].startswith(f"{difference:+.3f} [")
     horizon = [r for r in rows if r["record"] == "horizon"]
     assert {r["optimizer"] for r in horizon} == {"AdamLR", "mlp_digits", "adam"}
     for r in horizon:  # the rise ratio is the curve's last reading over its lowest

@@ -12,6 +12,7 @@ from lopt_cli.evaluation.leaderboard import (
     headline_intervals,
     horizon_rows,
     horizon_summary,
+    paired_differences,
     per_task,
     reference_label,
     summarize_rows,
@@ -47,6 +48,7 @@ def benchmark_summary(spec, results: dict, candidates: list[str],
         "reference_setting": reference, "leaderboard": leaderboard,
         "per_task": per_task(rows, reference),
         "intervals": headline_intervals(rows, reference),
+        "paired": paired_differences(rows, reference, candidates),
         "horizon": {"rise": rise, "rising_tasks": {
             name: [r["task"] for r in rows if r["record"] == "horizon"
                    and r["optimizer"] == name and r["rises"]] for name in rise},

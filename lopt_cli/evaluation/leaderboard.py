@@ -23,6 +23,7 @@ from lopt_cli.evaluation.metrics import (
     iqm_rows,
     loss_ratio,
     mean_rows,
+    paired_bootstrap_interval,
     rise_ratio,
     rises,
     speedup,
@@ -165,6 +166,34 @@ def headline_intervals(rows: list[dict], reference: str | None) -> dict:
         key: bootstrap_interval([transform(r[field]) for r in group], statistic)
         for key, (field, statistic, transform) in INTERVAL_STATISTICS.items()}
         for comparison, group in per.items()} for candidate, per in values.items()}
+
+
+PAIRED_STATISTICS = {"iqm_loss_ratio": "loss_ratio", "iqm_speedup": "speedup"}
+
+
+def paired_differences(rows: list[dict], reference: str | None, candidates: list[str]) -> dict:
+    """``{other: {comparison: {iqm_loss_ratio | iqm_speedup: {"difference", "interval"}}}}``:
+    the first candidate's IQM minus each other candidate's against the ``reference`` setting,
+    with the 95% paired bootstrap interval over the tasks both have
+    (:func:`~metrics.paired_bootstrap_interval`)."""
+    values: dict = {}
+    for row in rows:
+        if row["record"] == "comparison" and row["setting"] == reference:
+            values.setdefault((row["candidate"], row["comparison"]), {})[row["task"]] = row
+    first, table = candidates[0] if candidates else None, {}
+    for other in candidates[1:]:
+        for comparison in COMPARISONS:
+            mine, theirs = values.get((first, comparison), {}), values.get((other, comparison), {})
+            tasks = [task for task in mine if task in theirs]
+            if not tasks:
+                continue
+            entry = table.setdefault(other, {}).setdefault(comparison, {})
+            for key, field in PAIRED_STATISTICS.items():
+                a = [mine[t][field] for t in tasks]
+                b = [theirs[t][field] for t in tasks]
+                entry[key] = {"difference": iqm(a) - iqm(b),
+                              "interval": paired_bootstrap_interval(a, b)}
+    return table
 
 
 def horizon_rows(results: dict, spec, candidates: list[str]) -> list[dict]:

@@ -80,6 +80,36 @@ def interval_section(summary: dict) -> list[str]:
             *_table(INTERVAL_COLUMNS, rows)]
 
 
+def difference_cell(values: dict | None) -> str:
+    """``+0.044 [-0.022, 0.166]``: a difference of IQMs and its interval."""
+    if not values or values.get("difference") is None:
+        return "-"
+    difference = values["difference"]
+    text = f"{difference:+.3f}" if math.isfinite(difference) else str(difference)
+    interval = interval_cell(values.get("interval"))
+    return text if interval == "-" else f"{text} {interval}"
+
+
+def paired_section(summary: dict) -> list[str]:
+    """The first candidate's IQMs minus each other candidate's, with paired intervals (none
+    with one candidate, or in a summary written before they were kept)."""
+    paired = summary.get("paired")
+    if not paired:
+        return []
+    first = summary["candidates"][0]
+    rows = [[f"{first} − {other}", *(difference_cell(per.get(comparison, {}).get(key))
+                                     for comparison in COMPARISONS
+                                     for key in ("iqm_loss_ratio", "iqm_speedup"))]
+            for other, per in paired.items()]
+    return [f"### Paired: {first} against each other candidate", "",
+            "Its IQM minus the other's, and the 95% interval of that difference over the same "
+            f"{BOOTSTRAP_RESAMPLES} draws of tasks for both: an interval that holds 0 does not "
+            "tell the two apart on tasks like these.", "",
+            *_table(PAIRED_COLUMNS, rows)]
+
+
+PAIRED_COLUMNS = ("candidates", "test: IQM loss ratio", "test: IQM speedup",
+                  "train: IQM loss ratio", "train: IQM speedup")
 INTERVAL_COLUMNS = ("optimizer", "test: win rate", "test: IQM loss ratio", "test: IQM speedup",
                     "train: win rate", "train: IQM loss ratio", "train: IQM speedup")
 HEADLINE_COLUMNS = ("optimizer", "test: win rate", "test: IQM loss ratio", "test: IQM speedup",
@@ -185,6 +215,7 @@ def markdown_leaderboard(summary: dict) -> str:
         f"candidates {summary['trials']['candidates']} trials", "",
         *_table(HEADLINE_COLUMNS, headline_rows(summary)),
         *interval_section(summary),
+        *paired_section(summary),
         *edge_section(summary.get("tuned_at_edge")),
     ]
     for comparison in COMPARISONS:
