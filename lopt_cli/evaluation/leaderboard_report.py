@@ -196,7 +196,7 @@ def markdown_leaderboard(summary: dict) -> str:
         f"# Leaderboard: `{summary['benchmark']}`", "",
         f"- {count(summary['num_tasks'], 'held-out task')} ({', '.join(summary['task_names'])}); "
         f"horizons {min(summary['horizons'])}–{max(summary['horizons'])} steps; "
-        f"{summary['num_seeds']} seeds per run",
+        f"{count(summary['num_seeds'], 'seed')} per run",
         f"- trials per task: {trials} (candidates: their learning-rate factor on "
         f"[{low:g}, {high:g}], factor {first_multiplier(low, high):.3g} first)",
         f"- losses measured {summary['num_points']} times per run on fixed samples of "
@@ -211,7 +211,8 @@ def markdown_leaderboard(summary: dict) -> str:
         "its minimum (by more than 1e-6, normalised)",
         "- diverged trials: " + ", ".join(
             f"{name} {c['diverged']}/{c['trials']}" for name, c in summary["diverged"].items()),
-        "", f"## Headline: vs {summary['reference_setting']}, {summary['num_seeds']} seeds, "
+        "", f"## Headline: vs {summary['reference_setting']}, "
+        f"{count(summary['num_seeds'], 'seed')}, "
         f"candidates {summary['trials']['candidates']} trials", "",
         *_table(HEADLINE_COLUMNS, headline_rows(summary)),
         *interval_section(summary),
