@@ -88,6 +88,24 @@ def test_bootstrap_interval_brackets_the_iqm_and_narrows_with_more_tasks():
     assert iqm_rows(rows) == pytest.approx([iqm(row) for row in rows])
 
 
+def test_the_terminal_shows_the_intervals_when_there_is_more_than_one_task():
+    from rich.console import Console
+
+    from lopt_cli.evaluation.leaderboard_report import terminal_interval_table
+
+    summary = {"reference_setting": "AdamLR per-task (10 trials)", "num_tasks": 14,
+               "intervals": {"c": {"generalisation": {"win_rate": [0.357, 0.857],
+                                                      "iqm_loss_ratio": [0.979, 1.21],
+                                                      "iqm_speedup": [0.896, 2.583]}}}}
+    console = Console(record=True, width=200)
+    console.print(terminal_interval_table(summary))
+    text = console.export_text()
+    assert "How sure: 95% intervals over tasks" in text
+    assert "[36%, 86%]" in text and "[0.979, 1.210]" in text and "[0.896, 2.583]" in text
+    assert terminal_interval_table({**summary, "num_tasks": 1}) is None
+    assert terminal_interval_table({**summary, "intervals": {}}) is None
+
+
 def test_paired_interval_sees_a_small_shift_that_separate_intervals_cannot():
     rng = np.random.default_rng(4)
     tasks = rng.lognormal(0.0, 0.5, 20)  # tasks differ far more than the two candidates do

@@ -343,7 +343,7 @@ def run_benchmark_command(cfg: DictConfig) -> None:
     from lopt_cli.evaluation.benchmark import run_benchmark, total_runs
     from lopt_cli.evaluation.benchmark_outputs import benchmark_summary, write_benchmark
     from lopt_cli.evaluation.cache import RunCache, default_cache_dir
-    from lopt_cli.evaluation.leaderboard_report import terminal_table
+    from lopt_cli.evaluation.leaderboard_report import terminal_interval_table, terminal_table
     from lopt_cli.evaluation.tuning_edges import edge_line
 
     built = build_benchmark_spec(cfg)
@@ -361,6 +361,9 @@ def run_benchmark_command(cfg: DictConfig) -> None:
     out_dir = run_dir()
     write_benchmark(out_dir, summary, rows)
     output_console().print(terminal_table(summary))
+    intervals = terminal_interval_table(summary)
+    if intervals is not None:
+        output_console().print(intervals)
     edges = edge_line(summary["tuned_at_edge"], summary["num_tasks"])
     if edges:
         print(edges)

@@ -58,14 +58,11 @@ def interval_cell(interval: list | None, percent: bool = False) -> str:
         f"[{number(low)}, {number(high)}]"
 
 
-def interval_section(summary: dict) -> list[str]:
-    """95% bootstrap intervals over tasks of the headline's win rates and IQMs (a summary
-    written before they were kept has none)."""
-    intervals = summary.get("intervals")
-    if not intervals:
-        return []
+def interval_rows(summary: dict) -> list[list[str]]:
+    """Per candidate, the cells of :data:`INTERVAL_COLUMNS` (none in a summary written before
+    the intervals were kept)."""
     rows = []
-    for name, per in intervals.items():
+    for name, per in (summary.get("intervals") or {}).items():
         cells = [name]
         for comparison in COMPARISONS:
             values = per.get(comparison, {})
@@ -73,10 +70,22 @@ def interval_section(summary: dict) -> list[str]:
                       interval_cell(values.get("iqm_loss_ratio")),
                       interval_cell(values.get("iqm_speedup"))]
         rows.append(cells)
-    return [f"### How sure: 95% intervals over tasks, vs {summary['reference_setting']}", "",
+    return rows
+
+
+def interval_title(summary: dict) -> str:
+    return f"How sure: 95% intervals over tasks, vs {summary['reference_setting']}"
+
+
+def interval_section(summary: dict) -> list[str]:
+    """95% bootstrap intervals over tasks of the headline's win rates and IQMs."""
+    rows = interval_rows(summary)
+    if not rows:
+        return []
+    return [f"### {interval_title(summary)}", "",
             "The 2.5th and 97.5th percentiles of each headline number recomputed on "
-            f"{BOOTSTRAP_RESAMPLES} draws of {count(summary['num_tasks'], 'task')} with replacement: "
-            "how far it could move on another draw of tasks like these.", "",
+            f"{BOOTSTRAP_RESAMPLES} draws of {count(summary['num_tasks'], 'task')} with "
+            "replacement: how far it could move on another draw of tasks like these.", "",
             *_table(INTERVAL_COLUMNS, rows)]
 
 
@@ -242,6 +251,19 @@ def markdown_leaderboard(summary: dict) -> str:
                        for name, value in summary["horizon"]["rise"].items()]),
               "![leaderboard](leaderboard.png)", "", "![horizon](horizon.png)", ""]
     return "\n".join(lines)
+
+
+def terminal_interval_table(summary: dict) -> Table | None:
+    """The intervals under the terminal's headline (``None``: one task, or none kept)."""
+    rows = interval_rows(summary)
+    if not rows or summary["num_tasks"] < 2:
+        return None
+    table = Table(title=interval_title(summary))
+    for column in INTERVAL_COLUMNS:
+        table.add_column(column, justify="left" if column == "optimizer" else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 def terminal_table(summary: dict) -> Table:
