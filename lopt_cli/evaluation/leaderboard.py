@@ -154,18 +154,25 @@ INTERVAL_STATISTICS = {"win_rate": ("improvement", mean_rows, lambda v: v > 0),
                        "iqm_speedup": ("speedup", iqm_rows, lambda v: v)}
 
 
+def reference_rows(rows: list[dict], reference: str | None) -> dict:
+    """``{candidate: {comparison: {task: row}}}``: the comparison rows against ``reference``."""
+    table: dict = {}
+    for row in rows:
+        if row["record"] == "comparison" and row["setting"] == reference:
+            per = table.setdefault(row["candidate"], {}).setdefault(row["comparison"], {})
+            per[row["task"]] = row
+    return table
+
+
 def headline_intervals(rows: list[dict], reference: str | None) -> dict:
     """``{candidate: {comparison: {win_rate | iqm_loss_ratio | iqm_speedup: [low, high]}}}``:
     95% bootstrap intervals over tasks (:func:`~metrics.bootstrap_interval`) of the headline's
     numbers against the ``reference`` setting."""
-    values: dict = {}
-    for row in rows:
-        if row["record"] == "comparison" and row["setting"] == reference:
-            values.setdefault(row["candidate"], {}).setdefault(row["comparison"], []).append(row)
     return {candidate: {comparison: {
-        key: bootstrap_interval([transform(r[field]) for r in group], statistic)
+        key: bootstrap_interval([transform(r[field]) for r in by_task.values()], statistic)
         for key, (field, statistic, transform) in INTERVAL_STATISTICS.items()}
-        for comparison, group in per.items()} for candidate, per in values.items()}
+        for comparison, by_task in per.items()}
+        for candidate, per in reference_rows(rows, reference).items()}
 
 
 PAIRED_STATISTICS = {"iqm_loss_ratio": "loss_ratio", "iqm_speedup": "speedup"}
@@ -176,14 +183,11 @@ def paired_differences(rows: list[dict], reference: str | None, candidates: list
     the first candidate's IQM minus each other candidate's against the ``reference`` setting,
     with the 95% paired bootstrap interval over the tasks both have
     (:func:`~metrics.paired_bootstrap_interval`)."""
-    values: dict = {}
-    for row in rows:
-        if row["record"] == "comparison" and row["setting"] == reference:
-            values.setdefault((row["candidate"], row["comparison"]), {})[row["task"]] = row
-    first, table = candidates[0] if candidates else None, {}
+    values, table = reference_rows(rows, reference), {}
     for other in candidates[1:]:
         for comparison in COMPARISONS:
-            mine, theirs = values.get((first, comparison), {}), values.get((other, comparison), {})
+            mine = values.get(candidates[0], {}).get(comparison, {})
+            theirs = values.get(other, {}).get(comparison, {})
             tasks = [task for task in mine if task in theirs]
             if not tasks:
                 continue

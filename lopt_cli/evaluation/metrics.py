@@ -25,19 +25,29 @@ RISE_FLOOR = 1e-6  # normalised loss: smaller changes are float noise
 LOSS_FLOOR = 1e-8  # keeps a ratio finite when a loss reaches exactly 0
 
 
+def iqm_rows(matrix) -> np.ndarray:
+    """Interquartile mean of every row of a 2-D array: the mean after dropping ``floor(n / 4)``
+    sorted values at each end (``scipy.stats.trim_mean(row, 0.25)``, the definition of
+    ``rliable``).
+
+    >>> iqm_rows([[1, 2, 3, 4], [0, 1, 1, 100]]).tolist()
+    [2.5, 1.0]
+    """
+    rows = np.sort(np.asarray(matrix, float), axis=1)
+    cut = rows.shape[1] // 4
+    return rows[:, cut:rows.shape[1] - cut].mean(axis=1)
+
+
 def iqm(values) -> float:
-    """Interquartile mean: the mean after dropping ``floor(n / 4)`` values at each end
-    (``scipy.stats.trim_mean(values, 0.25)``, the definition of ``rliable``).
+    """Interquartile mean of ``values`` (:func:`iqm_rows` of one row; ``nan`` when empty).
 
     >>> iqm([1, 2, 3, 4])
     2.5
     >>> iqm([0, 1, 1, 1, 1, 1, 1, 100])
     1.0
     """
-    from scipy.stats import trim_mean
-
     values = np.asarray(values, float).ravel()
-    return float(trim_mean(values, 0.25)) if values.size else float("nan")
+    return float(iqm_rows(values[None])[0]) if values.size else float("nan")
 
 
 def loss_ratio(baseline_final: float, candidate_final: float) -> float:
@@ -103,17 +113,6 @@ def rise_ratio(curve, floor: float = RISE_FLOOR) -> float:
 
 BOOTSTRAP_RESAMPLES = 2000
 CONFIDENCE = 0.95
-
-
-def iqm_rows(matrix) -> np.ndarray:
-    """:func:`iqm` of every row of a 2-D array (the same trimming, vectorised).
-
-    >>> iqm_rows([[1, 2, 3, 4], [0, 1, 1, 100]]).tolist()
-    [2.5, 1.0]
-    """
-    rows = np.sort(np.asarray(matrix, float), axis=1)
-    cut = rows.shape[1] // 4
-    return rows[:, cut:rows.shape[1] - cut].mean(axis=1)
 
 
 def mean_rows(matrix) -> np.ndarray:
