@@ -81,6 +81,8 @@ CASES = [
     (MT, "population.candidates=0", "population.candidates=0"),
     (MT, "resume={empty_dir}", "not a run directory"),
     (MT, "meta_loss=test", "meta_loss='test': expected valid, train or mean"),
+    (MT, "meta_loss_progress_power=-1", "meta_loss_progress_power=-1: expected a finite number >= 0"),
+    (MT, "meta_loss_progress_power=inf", "meta_loss_progress_power=inf"),
     (MT, "average_theta=1.0", "average_theta=1.0: expected a number in [0, 1)"),
     (MT, "task_family=celo_mix_plus task_family.families.quadratic.decades=0",
      "decades=0: expected a number of decades in [1, 30]"),

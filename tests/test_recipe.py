@@ -181,12 +181,13 @@ def test_a_run_saved_before_the_recipe_keys_resumes_with_their_defaults(tmp_path
 
     cfg = compose_config("meta_train", ["compute=smoke", "resume=true"])
     old = OmegaConf.to_container(cfg)
-    for key in ("meta_loss", "train_only", "init_from"):
+    for key in ("meta_loss", "train_only", "init_from", "meta_loss_progress_power"):
         del old[key]
     (tmp_path / ".hydra").mkdir()
     OmegaConf.save(OmegaConf.create(old), tmp_path / ".hydra" / "config.yaml")
     config = parse_meta_train(resumed_config(cfg, tmp_path))
-    assert (config.meta_loss, config.train_only, config.init_from) == ("valid", None, None)
+    assert (config.meta_loss, config.train_only, config.init_from,
+            config.meta_loss_progress_power) == ("valid", None, None, 0.0)
 
 
 def test_a_resume_neither_reloads_nor_re_resolves_init_from(tmp_path):

@@ -137,7 +137,8 @@ def build_job(cfg: DictConfig) -> MetaTrainJob:
     return MetaTrainJob(
         family=family,
         problem=TruncatedProblem(inner_lopt, inner.min_horizon, inner.max_horizon,
-                                 inner.valid_every, config.meta_loss),
+                                 inner.valid_every, config.meta_loss,
+                                 float(config.meta_loss_progress_power)),
         estimator=estimator,
         outer_tx=instantiate_plain(outer),  # restricted to train_only's part when it runs
         settings=settings,

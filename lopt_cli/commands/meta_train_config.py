@@ -47,6 +47,12 @@ def positive_finite(value: Any) -> str | None:
         "expected a finite number > 0"
 
 
+def non_negative_finite(value: Any) -> str | None:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return None if number and math.isfinite(value) and value >= 0 else \
+        "expected a finite number >= 0"
+
+
 def integer(value: Any) -> str | None:
     return None if _is_int(value) else "expected an integer"
 
@@ -138,6 +144,7 @@ class MetaTrainConfig:
     max_skipped_updates: int = rule(positive)
     resume: Any = rule(anything)
     meta_loss: str = rule(one_of("valid", "train", "mean"))  # problem.META_LOSSES
+    meta_loss_progress_power: float = rule(non_negative_finite)  # problem.progress_weights
     train_only: str | None = rule(optional(one_of("rule", "schedule")))  # null: all of θ
     init_from: str | None = rule(optional(path_text))  # a saved learned optimizer's θ
     average_theta: float = rule(anything)  # checked by averaging.check_decay (0: last θ)

@@ -42,6 +42,7 @@ class UnrollMetrics(NamedTuple):
     valid_loss: jax.Array  # normalised validation loss after the chunk
     raw_train_loss: jax.Array
     raw_valid_loss: jax.Array
+    progress: jax.Array  # t/T after the chunk: the task's step over its horizon
 
 
 def init_inner_state(
@@ -114,6 +115,7 @@ def unroll(
             valid_loss=task.normalize(valid),
             raw_train_loss=jnp.mean(losses),
             raw_valid_loss=valid,
+            progress=state.step / state.horizon,
         )
         return state, metrics
 

@@ -19,10 +19,17 @@ unroll (:class:`~lopt_cli.inner.unroll.UnrollMetrics`): the validation loss (``m
 the default), the training loss (``"train"``) or their mean (``"mean"``,
 :math:`\tfrac12(\ell_\text{train} + \ell_\text{valid})`: a learned optimizer judged on both
 bars at once), chosen here once for every estimator (:func:`chunk_meta_loss`).
+
+``progress_power`` :math:`p \ge 0` weighs the end of training: chunk :math:`k`, ending at step
+:math:`t_k` of a life of :math:`T` steps, counts with :math:`w_k = (p + 1)(t_k/T)^p`, so a
+truncation's meta-loss is :math:`\frac1K \sum_k w_k\,\ell_k` (:func:`progress_weights`).
+The weights average 1 over a whole life (:math:`\int_0^1 (p+1)x^p\,dx = 1`), so the objective
+keeps the unweighted one's scale; :math:`p = 0` is the plain mean.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -49,6 +56,11 @@ def chunk_meta_loss(metrics: UnrollMetrics, meta_loss: str) -> jax.Array:
     if meta_loss == "mean":
         return 0.5 * (metrics.train_loss + metrics.valid_loss)
     return metrics.valid_loss
+
+
+def progress_weights(progress: jax.Array, power: float) -> jax.Array:
+    r"""Chunk weights :math:`(p + 1)\,(t/T)^p` for the progress :math:`t/T` of each chunk."""
+    return (power + 1.0) * jnp.power(progress, power)
 
 
 @struct.dataclass
@@ -90,15 +102,23 @@ class TruncatedProblem:
     max_horizon: int = 1000
     valid_every: int = 5
     meta_loss: str = "valid"  # one of META_LOSSES: which normalised loss the meta-loss averages
+    progress_power: float = 0.0  # p: chunk k weighs (p + 1)(t_k/T)^p (0: the plain mean)
 
     def __post_init__(self):
         if self.meta_loss not in META_LOSSES:
             raise ValueError(f"meta_loss={self.meta_loss!r}: expected one of {META_LOSSES}")
+        if not (math.isfinite(self.progress_power) and self.progress_power >= 0):
+            raise ValueError(f"progress_power={self.progress_power!r}: expected a finite "
+                             "number >= 0")
 
     def truncation_meta_loss(self, metrics: UnrollMetrics) -> jax.Array:
         """The meta-loss of a truncation: the mean over its chunks (last axis of ``metrics``) of
-        the normalised loss that ``meta_loss`` names (:func:`chunk_meta_loss`)."""
-        return jnp.mean(chunk_meta_loss(metrics, self.meta_loss), axis=-1)
+        the normalised loss that ``meta_loss`` names (:func:`chunk_meta_loss`), each weighted by
+        its progress when ``progress_power`` > 0 (:func:`progress_weights`)."""
+        losses = chunk_meta_loss(metrics, self.meta_loss)
+        if self.progress_power:
+            losses = losses * progress_weights(metrics.progress, self.progress_power)
+        return jnp.mean(losses, axis=-1)
 
     def sample_horizon(self, key: jax.Array, max_horizon: jax.Array | None = None) -> jax.Array:
         """A horizon drawn log-uniformly from ``[min_horizon, max_horizon]``.
