@@ -1,8 +1,8 @@
 """The meta-objective weighted by progress (``meta_loss_progress_power``): chunk k, ending at
 step t of a life of T steps, weighs (p + 1)(t/T)^p, for every estimator.
 
-Tiny problem as in ``test_estimators.py``: the one-parameter :class:`LearnedLRSGD` on
-deterministic 8-dim quadratic bowls.
+The tiny problem and estimators of ``test_estimators.py``: the one-parameter
+:class:`LearnedLRSGD` on deterministic 8-dim quadratic bowls.
 """
 from __future__ import annotations
 
@@ -12,36 +12,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_estimators import ESTIMATORS, FAMILY, PROBLEM, fresh_population, lr
 from tests_support import compose_config
-from toy_lopt import LearnedLRSGD
 
 from lopt_cli.inner.unroll import InnerState, UnrollMetrics
-from lopt_cli.meta.es import AntitheticES
 from lopt_cli.meta.outer import sample_population
-from lopt_cli.meta.pes import PersistentES
-from lopt_cli.meta.problem import TruncatedProblem, progress_weights
-from lopt_cli.meta.tbptt import TruncatedBackprop
-from task_definitions.quadratic import QuadraticFamily
+from lopt_cli.meta.problem import progress_weights
 
-FAMILY = QuadraticFamily(dims=(8,), condition_number=(1.0, 10.0), noise=(0.0,))
-PROBLEM = TruncatedProblem(LearnedLRSGD(), min_horizon=200, max_horizon=400, valid_every=5)
-ESTIMATORS = {
-    "es": AntitheticES(sigma=0.01, truncation_length=10),
-    "pes": PersistentES(sigma=0.01, truncation_length=10),
-    "tbptt": TruncatedBackprop(truncation_length=10),
-}
 LIFE = 20  # steps: a 10-step truncation from step 0 ends its chunks at progress 1/4 and 1/2
-
-
-def lr(log_lr: float) -> dict:
-    return {"log_lr": jnp.asarray(log_lr, jnp.float32)}
 
 
 def short_lives(num_tasks: int, theta):
     """``num_tasks`` bowls at step 0 of a ``LIFE``-step life."""
-    tasks, _ = sample_population(FAMILY, 3, num_tasks)
-    keys = jax.random.split(jax.random.PRNGKey(1), num_tasks)
-    states = jax.vmap(PROBLEM.fresh_state, in_axes=(None, 0, 0))(theta, tasks, keys)
+    tasks, states = fresh_population(num_tasks, theta)
     return tasks, states._replace(horizon=jnp.full_like(states.horizon, LIFE))
 
 
