@@ -41,16 +41,17 @@ def auto_or_non_negative(value: Any) -> str | None:
     return non_negative(value)
 
 
-def positive_finite(value: Any) -> str | None:
+def _is_finite_number(value: Any) -> bool:
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return None if number and math.isfinite(value) and value > 0 else \
-        "expected a finite number > 0"
+    return number and math.isfinite(value)
+
+
+def positive_finite(value: Any) -> str | None:
+    return None if _is_finite_number(value) and value > 0 else "expected a finite number > 0"
 
 
 def non_negative_finite(value: Any) -> str | None:
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return None if number and math.isfinite(value) and value >= 0 else \
-        "expected a finite number >= 0"
+    return None if _is_finite_number(value) and value >= 0 else "expected a finite number >= 0"
 
 
 def integer(value: Any) -> str | None:
