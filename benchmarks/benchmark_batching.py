@@ -36,7 +36,8 @@ def lopt_bench_task(name: str):
 def time_both(task, horizon: int, rounds: int) -> dict:
     """Median seconds of the vmapped and the host-loop runs, and their largest final gap."""
     from benchmarks._ab import interleaved
-    from lopt_cli.evaluation.benchmark import MeasureSettings, host_loop_curves, trial_curves
+    from lopt_cli.evaluation.benchmark import MeasureSettings
+    from lopt_cli.evaluation.measured_runs import host_loop_curves, trial_curves
     from lopt_cli.evaluation.search_spaces import AdamLR
 
     measure = MeasureSettings(num_seeds=2, num_points=5, eval_batches=4, final_fraction=0.2)

@@ -506,12 +506,13 @@ def test_same_shape_tasks_run_stacked_in_one_call_with_the_same_results(monkeypa
                          (1,), MeasureSettings(1, 2, 1, 0.5), long_horizon=8)
     candidates = [resolve_candidate("adam", 0.1, 10.0)]
     calls = []
-    stacked = benchmark.stacked_trial_curves
-    monkeypatch.setattr(benchmark, "stacked_trial_curves",
-                        lambda *a, **k: calls.append(a[3]) or stacked(*a, **k))
+    real = benchmark.trial_curves
+    monkeypatch.setattr(benchmark, "trial_curves",
+                        lambda *a, **k: calls.append(k.get("stacked", False)) or real(*a, **k))
     cache = RunCache(None)
     together = benchmark.run_benchmark(spec, candidates, cache)
-    assert len(calls) == 2 and cache.computed == 6  # a and c stacked, for each optimizer
+    assert calls == [True, True, False, False]  # a and c stacked per optimizer, then b alone
+    assert cache.computed == 6
     alone = benchmark.run_benchmark(
         BenchmarkSpec("tiny", (tasks[2],), *[getattr(spec, f) for f in (
             "baselines", "trials", "trial_counts", "measure", "long_horizon")]),
@@ -520,70 +521,6 @@ def test_same_shape_tasks_run_stacked_in_one_call_with_the_same_results(monkeypa
         for name, runs in alone["c"][group].items():
             np.testing.assert_allclose(together["c"][group][name]["final"]["train"],
                                        runs["final"]["train"], rtol=1e-5)
-
-
-# ---------------------------------------------------------------- progress while it runs
-
-
-def recorded_progress(events: list):
-    from lopt_cli.evaluation.benchmark import RunProgress
-
-    return RunProgress(finished=lambda label: events.append(("finished", label)),
-                       started=lambda label, calls: events.append(("started", label, calls)),
-                       call_done=lambda: events.append(("call",)))
-
-
-@pytest.mark.parametrize("mode, calls", [("never", 1), ("always", 3 * 2)])
-def test_a_computed_run_is_announced_before_it_runs_and_counts_its_calls(poisoned_results,
-                                                                         mode, calls, tmp_path):
-    """``started`` names the run about to be computed and how many compiled calls it makes
-    (one vmapped call, or one per trial × seed on the host loop); a cached run is not
-    announced, only finished."""
-    from lopt_cli.evaluation.benchmark import run_benchmark
-    from lopt_cli.evaluation.cache import RunCache
-    from lopt_cli.evaluation.candidates import resolve_candidate
-
-    spec, _ = poisoned_results
-    spec = dataclasses.replace(spec, host_loop=mode, measure=dataclasses.replace(
-        spec.measure, num_seeds=2))
-    candidates = [resolve_candidate("adam", 0.1, 10.0)]
-    cache, events = RunCache(None), []
-    run_benchmark(spec, candidates, cache, recorded_progress(events))
-    expected = []
-    for name in ("AdamLR", "adam"):
-        label = f"poisoned: {name}"
-        expected += [("started", label, calls), *[("call",)] * calls, ("finished", label)]
-    assert events == expected
-
-    cached, events = dataclasses.replace(spec, host_loop="never"), []
-    run_benchmark(cached, candidates, RunCache(tmp_path))
-    run_benchmark(cached, candidates, RunCache(tmp_path), recorded_progress(events))
-    assert events == [("finished", "poisoned: AdamLR"), ("finished", "poisoned: adam")]
-
-
-def test_the_log_names_the_run_in_progress_and_its_calls():
-    """Not on a terminal, every event is a line: what starts, each host-loop call, what ends."""
-    import io
-
-    from rich.console import Console
-
-    from lopt_cli.commands.benchmark_progress import benchmark_progress
-    from lopt_cli.console import progress_bar
-
-    out = io.StringIO()
-    console = Console(file=out, force_terminal=False, width=200)
-    with progress_bar(console=console) as progress:
-        report = benchmark_progress(progress, console, "tiny", total=2)
-        report.started("conv: adam", 2)
-        report.call_done()
-        report.call_done()
-        report.finished("conv: adam")
-        report.finished("conv: AdamLR")  # cached: never started
-    lines = [line for line in out.getvalue().splitlines() if line.startswith("tiny:")]
-    assert lines[0] == "tiny: running conv: adam (2 runs, one at a time)"
-    assert lines[1:3] == ["tiny:   conv: adam: 1/2 runs", "tiny:   conv: adam: 2/2 runs"]
-    assert lines[3].startswith("tiny: 1/2 conv: adam; elapsed")
-    assert lines[4].startswith("tiny: 2/2 conv: AdamLR; elapsed") and "ETA 0 s" in lines[4]
 
 
 def test_per_task_numbers_are_the_headline_settings_with_the_rise():

@@ -4,21 +4,25 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import Progress
 
+from lopt_cli.console import Heartbeat, count_line
 from lopt_cli.evaluation.benchmark import RunProgress
 
 
 def benchmark_progress(progress: Progress, console: Console, name: str, total: int
                        ) -> RunProgress:
     """The :class:`~lopt_cli.evaluation.benchmark.RunProgress` of ``lopt evaluate benchmark=``:
-    one bar over task × optimizer, and a row for the run being computed (its compiled calls:
-    one vmapped call, or one per trial and seed on the host loop), which is what a long run
-    shows while it works. Not on a terminal (a log file), one line per event, with the ETA."""
+    one bar over task × optimizer, and a row for the run being computed, advanced after each
+    segment of its horizon (per trial and seed on the host loop), which is what a long run
+    shows while it works. Not on a terminal (a log file): a line when a run starts and when a
+    task × optimizer ends, with the ETA, and in between a line on the run's segments every
+    ``LOPT_PROGRESS_EVERY`` seconds, with the run's own ETA."""
     bar = progress.add_task(f"{name}: task × optimizer", total=total)
     current: dict = {}
+    heartbeat = Heartbeat(console)
 
     def log(line: str) -> None:
         if not console.is_terminal:
-            console.print(f"{name}: {line}", highlight=False)
+            heartbeat.emit(f"{name}: {line}")
 
     def finished(label: str) -> None:
         if "row" in current:
@@ -30,15 +34,17 @@ def benchmark_progress(progress: Progress, console: Console, name: str, total: i
         log(f"{int(done.completed)}/{int(done.total)} {label}; elapsed {elapsed:.0f} s, "
             f"ETA {eta:.0f} s")
 
-    def started(label: str, calls: int) -> None:
-        current.update(label=label, calls=calls, done=0)
-        current["row"] = progress.add_task(f"  running {label}", total=calls)
-        log(f"running {label}" + (f" ({calls} runs, one at a time)" if calls > 1 else ""))
+    def started(label: str, parts: int) -> None:
+        current.update(label=label, parts=parts, done=0)
+        current["row"] = progress.add_task(f"  running {label}", total=parts)
+        heartbeat.restart()
+        log(f"running {label} ({parts} segments)")
 
-    def call_done() -> None:
+    def part_done() -> None:
         current["done"] += 1
         progress.update(current["row"], advance=1)
-        if current["calls"] > 1:
-            log(f"  {current['label']}: {current['done']}/{current['calls']} runs")
+        if heartbeat.due():
+            log("  " + count_line(f"{current['label']}: segments", current["done"],
+                                  current["parts"], heartbeat.elapsed))
 
-    return RunProgress(finished, started, call_done)
+    return RunProgress(finished, started, part_done)

@@ -7,9 +7,10 @@ keys that are the same for every optimizer, trial and seed — so the curves com
 not batch noise. Per split it records the normalised curve (mean over seeds) and the final
 value (mean of the last ``final_fraction`` of the curve, over seeds).
 
-All trials and seeds of one optimizer on all tasks of one shape and horizon are one jitted,
-vmapped call, and each task's small summary is cached on disk (:mod:`cache`) under everything
-that determines it. Tasks with convolutions on a CPU backend are the exception
+All trials and seeds of one optimizer on all tasks of one shape and horizon are vmapped into
+one compiled program, run in segments of the horizon so that a long run shows its progress
+(:mod:`measured_runs`), and each task's small summary is cached on disk (:mod:`cache`) under
+everything that determines it. Tasks with convolutions on a CPU backend are the exception
 (:func:`loops_on_host`): XLA:CPU runs a vmapped convolution slower than the same runs one at a
 time, so their runs go one (trial, seed) at a time from the host.
 """
@@ -21,19 +22,15 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from lopt_cli.evaluation.cache import RunCache, cache_key
-from lopt_cli.evaluation.candidates import make_optimizer
 from lopt_cli.evaluation.code_version import task_code
 from lopt_cli.evaluation.compare import final_value
+from lopt_cli.evaluation.measured_runs import EVAL_SPLITS, host_loop_curves, segments_of, trial_curves
 from lopt_cli.evaluation.runs import mean_over_seeds
-from lopt_cli.inner.unroll import init_inner_state, train_step
 from task_definitions.base import config_to_dict, shape_signature, stack_tasks
 from task_definitions.task_ids import seed_keys
-
-EVAL_SPLITS = ("train", "valid", "test")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,54 +84,6 @@ class BenchmarkSpec:
     host_loop: str = "auto"  # "auto", "always" or "never": see :func:`loops_on_host`
 
 
-def fixed_sample(task, eval_keys: jax.Array, split: str) -> tuple:
-    """The fixed sample of ``split``: ``(batches, loss keys)``, one batch per key (drawn once
-    per run, not at every evaluation)."""
-    batch_keys, loss_keys = jnp.moveaxis(jax.vmap(jax.random.split)(eval_keys), 1, 0)
-    return jax.vmap(lambda k: task.sample_batch(k, split))(batch_keys), loss_keys
-
-
-def fixed_sample_loss(task, params, sample: tuple) -> jax.Array:
-    """Mean loss of ``params`` over a :func:`fixed_sample`."""
-    batches, loss_keys = sample
-    return jnp.mean(jax.vmap(lambda b, k: task.loss(params, b, k))(batches, loss_keys))
-
-
-def measured_curve(task, opt, key: jax.Array, eval_keys: jax.Array, horizon: int,
-                   num_points: int) -> dict:
-    """Trains ``horizon`` steps; after each ``horizon / num_points`` the raw and normalised
-    losses on the fixed sample of every split (``{split: [point]}``, ``{f"raw_{split}": …}``).
-    The validation value is what a learned optimizer reads as ``valid_loss``."""
-    every = horizon // num_points
-    state = init_inner_state(task, lambda _: opt, key, jnp.asarray(horizon))
-    step_keys = jax.random.split(state.key, num_points * every * 2)
-    step_keys = step_keys.reshape((num_points, every, 2) + step_keys.shape[1:])
-
-    samples = {split: fixed_sample(task, eval_keys, split) for split in EVAL_SPLITS}
-
-    def chunk(state, keys):
-        state, _ = jax.lax.scan(lambda s, k: train_step(task, opt, s, k), state, keys)
-        losses = {split: fixed_sample_loss(task, state.params, samples[split])
-                  for split in EVAL_SPLITS}
-        state = state._replace(valid_loss=losses["valid"])
-        return state, {**losses, **{f"norm_{s}": task.normalize(v) for s, v in losses.items()}}
-
-    _, curves = jax.lax.scan(chunk, state, step_keys)
-    return curves
-
-
-@functools.partial(jax.jit, static_argnames=("space", "horizon", "num_points"))
-def trial_curves(space, shared, hparams: dict, task, keys, eval_keys, horizon: int,
-                 num_points: int) -> dict:
-    """Every trial of ``space`` over every seed (leading axes: trial, seed), one compiled call."""
-
-    def one(setting, key):
-        opt = make_optimizer(space, setting, horizon, shared)
-        return measured_curve(task, opt, key, eval_keys, horizon, num_points)
-
-    return jax.vmap(lambda setting: jax.vmap(lambda k: one(setting, k))(keys))(hparams)
-
-
 def summarize_curves(curves: dict, measure: MeasureSettings, horizon: int) -> dict:
     """Per split: final normalised values ``[trial]`` and mean curves ``[trial][point]``;
     ``diverged[trial]``: a seed's raw training loss stopped being finite."""
@@ -149,14 +98,6 @@ def summarize_curves(curves: dict, measure: MeasureSettings, horizon: int) -> di
                    for s in EVAL_SPLITS},
         "diverged": (~np.all(np.isfinite(raw_train), axis=(-2, -1))).tolist(),
     }
-
-
-@functools.partial(jax.jit, static_argnames=("space", "horizon", "num_points"))
-def stacked_trial_curves(space, shared, hparams: dict, tasks, keys, eval_keys, horizon: int,
-                         num_points: int) -> dict:
-    """:func:`trial_curves` of same-shape tasks stacked on a leading axis, in one call."""
-    return jax.vmap(lambda task: trial_curves(space, shared, hparams, task, keys, eval_keys,
-                                              horizon, num_points))(tasks)
 
 
 HOST_LOOP_SETTINGS = ("auto", "always", "never")
@@ -181,23 +122,6 @@ def loops_on_host(task, setting: str) -> bool:
     return setting == "always"
 
 
-def host_loop_curves(space, shared, hparams: dict, task, keys, eval_keys, horizon: int,
-                     num_points: int, call_done: Callable[[], Any] = lambda: None) -> dict:
-    """:func:`trial_curves`, one (trial, seed) per compiled call (the same program each time),
-    reassembled on the host with leading axes trial, seed; ``call_done()`` after each call."""
-    num_trials = len(jax.tree_util.tree_leaves(hparams)[0])
-    rows = []
-    for i in range(num_trials):
-        setting = {k: v[i:i + 1] for k, v in hparams.items()}
-        runs = []
-        for j in range(len(keys)):
-            runs.append(jax.device_get(trial_curves(space, shared, setting, task, keys[j:j + 1],
-                                                    eval_keys, horizon, num_points)))
-            call_done()
-        rows.append(jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=1), *runs))
-    return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=0), *rows)
-
-
 class Optimizer(NamedTuple):
     """A baseline or a candidate as the benchmark runs it."""
 
@@ -217,34 +141,37 @@ def run_description(task: BenchmarkTask, optimizer: Optimizer, spec: BenchmarkSp
             "measure": dataclasses.asdict(spec.measure)}
 
 
-def compiled_calls(num_tasks: int, optimizer: Optimizer, spec: BenchmarkSpec,
-                   host_loop: bool) -> int:
-    """How many compiled calls :func:`compute_runs` makes (for a progress bar)."""
-    return num_tasks * optimizer.num_trials * spec.measure.num_seeds if host_loop else 1
+def run_parts(num_tasks: int, optimizer: Optimizer, spec: BenchmarkSpec,
+              host_loop: bool) -> int:
+    """How many segments :func:`compute_runs` computes one after another (for a progress bar):
+    :func:`segments_of` the measurements, once per vmapped call, or per (task, trial, seed)
+    on the host loop."""
+    calls = num_tasks * optimizer.num_trials * spec.measure.num_seeds if host_loop else 1
+    return calls * segments_of(spec.measure.num_points)
 
 
 def compute_runs(tasks: list, optimizer: Optimizer, spec: BenchmarkSpec,
-                 host_loop: bool = False, call_done: Callable[[], Any] = lambda: None
+                 host_loop: bool = False, part_done: Callable[[], Any] = lambda: None
                  ) -> list[dict]:
-    """All trials × seeds of ``optimizer`` on tasks of one shape and horizon: one call, or with
-    ``host_loop`` one per (task, trial, seed) (:func:`loops_on_host`); ``call_done()`` after
-    each of the :func:`compiled_calls`."""
+    """All trials × seeds of ``optimizer`` on tasks of one shape and horizon: vmapped (the
+    tasks stacked), or with ``host_loop`` one (task, trial, seed) at a time
+    (:func:`loops_on_host`); ``part_done()`` after each of the :func:`run_parts`."""
     m = spec.measure
     hparams = optimizer.space.trials(optimizer.num_trials, seed=m.seed)
     args = (m.keys(), m.eval_keys(), tasks[0].horizon, m.num_points)
+    segments = segments_of(m.num_points)
     if host_loop:
         curves = [host_loop_curves(optimizer.space, optimizer.shared, hparams, t.task, *args,
-                                   call_done=call_done) for t in tasks]
+                                   segments=segments, segment_done=part_done) for t in tasks]
     elif len(tasks) == 1:
-        curves = [trial_curves(optimizer.space, optimizer.shared, hparams, tasks[0].task, *args)]
+        curves = [trial_curves(optimizer.space, optimizer.shared, hparams, tasks[0].task, *args,
+                               segments=segments, segment_done=part_done)]
     else:
-        stacked = jax.device_get(stacked_trial_curves(  # one transfer, sliced on the host
-            optimizer.space, optimizer.shared, hparams, stack_tasks([t.task for t in tasks]),
-            *args))
+        stacked = trial_curves(optimizer.space, optimizer.shared, hparams,
+                               stack_tasks([t.task for t in tasks]), *args, stacked=True,
+                               segments=segments, segment_done=part_done)
         curves = [jax.tree_util.tree_map(lambda x, i=i: x[i], stacked)
                   for i in range(len(tasks))]
-    if not host_loop:
-        call_done()
     plain_hparams = {k: np.asarray(v).tolist() for k, v in hparams.items()}
     return [{**summarize_curves(c, m, t.horizon), "hparams": plain_hparams}
             for c, t in zip(curves, tasks)]
@@ -271,16 +198,17 @@ class RunProgress(NamedTuple):
     """What :func:`run_benchmark` reports as it goes (each a no-op by default)."""
 
     finished: Callable[[str], Any] = lambda label: None  # after every task × optimizer
-    started: Callable[[str, int], Any] = lambda label, calls: None  # before one is computed
-    call_done: Callable[[], Any] = lambda: None  # after each of its compiled calls
+    started: Callable[[str, int], Any] = lambda label, parts: None  # before one is computed
+    part_done: Callable[[], Any] = lambda: None  # after each of its segments
 
 
 def run_benchmark(spec: BenchmarkSpec, candidates: list, cache: RunCache,
                   progress: RunProgress = RunProgress()) -> dict:
     """``{task name: {"task": description, "baselines": {name: runs},
     "candidates": {name: runs}}}``. ``progress.finished(label)`` after every task × optimizer,
-    ``progress.started(label, calls)`` before one that is computed (not cached), with the number
-    of compiled calls it makes, and ``progress.call_done()`` after each of them.
+    ``progress.started(label, parts)`` before one that is computed (not cached), with the number
+    of segments it runs one after another (:func:`run_parts`), and ``progress.part_done()``
+    after each of them.
 
     A run missing from the cache is computed together with the later tasks of the same shape
     and horizon that miss it too (stacked and vmapped in one call)."""
@@ -297,8 +225,8 @@ def run_benchmark(spec: BenchmarkSpec, candidates: list, cache: RunCache,
                     t for t in same_shape(task, spec.tasks[index + 1:])[1:]
                     if not cache.contains(run_description(t, optimizer, spec)))]
                 progress.started(f"{task.name}: {optimizer.name}",
-                                 compiled_calls(len(group), optimizer, spec, looped))
-                computed = compute_runs(group, optimizer, spec, looped, progress.call_done)
+                                 run_parts(len(group), optimizer, spec, looped))
+                computed = compute_runs(group, optimizer, spec, looped, progress.part_done)
                 for member, value in zip(group, computed):
                     description = run_description(member, optimizer, spec)
                     fresh[cache_key(description)] = cache.store(description, value)

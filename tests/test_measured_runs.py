@@ -1,0 +1,158 @@
+"""Benchmark runs in segments of the horizon: the same numbers whatever the split, and the
+progress a long run reports after each segment (the bar's row and the log's lines)."""
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from lopt_cli.evaluation.benchmark import BenchmarkSpec, BenchmarkTask, MeasureSettings
+from lopt_cli.evaluation.measured_runs import host_loop_curves, segments_of, trial_curves
+from lopt_cli.evaluation.search_spaces import AdamLR
+from task_definitions.base import stack_tasks
+from task_definitions.quadratic import QuadraticConfig, QuadraticFamily
+from tests.test_benchmark import poisoned_results  # noqa: F401 (a fixture)
+
+MEASURE = MeasureSettings(num_seeds=2, num_points=8, eval_batches=2, final_fraction=0.5)
+HORIZON = 16
+
+
+def quadratic(seed: int, noise: float = 0.5):
+    return QuadraticFamily().build(QuadraticConfig(6, 30.0, noise, 1.0, seed))
+
+
+def curves(task, segments: int, stacked: bool = False, host_loop: bool = False) -> tuple:
+    """The curves of 2 AdamLR trials × 2 seeds in ``segments`` segments, and how many
+    segments reported done."""
+    space, done = AdamLR(), []
+    args = (space, None, space.trials(2), task, MEASURE.keys(), MEASURE.eval_keys(), HORIZON,
+            MEASURE.num_points)
+    if host_loop:
+        out = host_loop_curves(*args, segments=segments, segment_done=lambda: done.append(1))
+    else:
+        out = trial_curves(*args, stacked=stacked, segments=segments,
+                           segment_done=lambda: done.append(1))
+    return out, len(done)
+
+
+def test_segments_are_the_largest_divisor_up_to_ten_of_two_points_or_more():
+    assert [segments_of(n) for n in (50, 40, 64, 13, 8, 4, 3, 2, 1)] == [10, 10, 8, 1, 4, 2, 1,
+                                                                          1, 1]
+    assert segments_of(50, max_segments=4) == 2
+
+
+@pytest.mark.parametrize("layout", ["vmapped", "stacked", "host_loop"])
+def test_a_run_split_into_segments_gives_exactly_the_unsplit_numbers(layout):
+    """Every segment continues the same state with the same keys: splitting 8 measurements in
+    2 or 4 segments changes no bit of any curve (noisy batches, so the keys matter), and each segment
+    reports once it has run (per trial and seed on the host loop)."""
+    stacked = layout == "stacked"
+    task = stack_tasks([quadratic(1), quadratic(2)]) if stacked else quadratic(1)
+    whole, _ = curves(task, 1, stacked, layout == "host_loop")
+    per_call = 2 * 2 if layout == "host_loop" else 1
+    for segments in (2, 4):
+        split, done = curves(task, segments, stacked, layout == "host_loop")
+        assert done == segments * per_call
+        assert whole.keys() == split.keys()
+        for name in whole:
+            assert split[name].shape == whole[name].shape
+            np.testing.assert_array_equal(split[name], whole[name])
+    points = np.asarray(whole["train"])
+    assert points.shape[-3:] == (2, 2, MEASURE.num_points)  # trial, seed, point
+    assert not np.allclose(points[..., 0, :], points[..., 1, :])  # seeds differ: keys used
+
+
+def test_segments_that_do_not_divide_the_points_are_refused():
+    with pytest.raises(ValueError, match="3 segments do not divide 8 points"):
+        curves(quadratic(1), 3)
+
+
+# ---------------------------------------------------------------- progress while it runs
+
+
+def recorded_progress(events: list):
+    from lopt_cli.evaluation.benchmark import RunProgress
+
+    return RunProgress(finished=lambda label: events.append(("finished", label)),
+                       started=lambda label, parts: events.append(("started", label, parts)),
+                       part_done=lambda: events.append(("part",)))
+
+
+@pytest.mark.parametrize("mode, runs", [("never", 1), ("always", 3 * 2)])
+def test_a_computed_run_is_announced_before_it_runs_and_counts_its_segments(
+        poisoned_results, mode, runs, tmp_path):  # noqa: F811 (the fixture)
+    """``started`` names the run about to be computed and how many segments it runs one after
+    another (its measurements split in :func:`segments_of` parts, once vmapped or per trial ×
+    seed on the host loop); a cached run is not announced, only finished."""
+    from lopt_cli.evaluation.benchmark import run_benchmark
+    from lopt_cli.evaluation.cache import RunCache
+    from lopt_cli.evaluation.candidates import resolve_candidate
+
+    spec, _ = poisoned_results
+    spec = dataclasses.replace(spec, host_loop=mode, measure=dataclasses.replace(
+        spec.measure, num_seeds=2, num_points=4))
+    parts = runs * 2  # 8 steps, 4 measurements: 2 segments of 2
+    candidates = [resolve_candidate("adam", 0.1, 10.0)]
+    cache, events = RunCache(None), []
+    run_benchmark(spec, candidates, cache, recorded_progress(events))
+    expected = []
+    for name in ("AdamLR", "adam"):
+        label = f"poisoned: {name}"
+        expected += [("started", label, parts), *[("part",)] * parts, ("finished", label)]
+    assert events == expected
+
+    cached, events = dataclasses.replace(spec, host_loop="never"), []
+    run_benchmark(cached, candidates, RunCache(tmp_path))
+    run_benchmark(cached, candidates, RunCache(tmp_path), recorded_progress(events))
+    assert events == [("finished", "poisoned: AdamLR"), ("finished", "poisoned: adam")]
+
+
+def logged_lines(monkeypatch, every: str) -> list[str]:
+    """The log (not a terminal) of a run of 4 segments, then a cached one."""
+    from lopt_cli.commands.benchmark_progress import benchmark_progress
+    from lopt_cli.console import progress_bar
+
+    monkeypatch.setenv("LOPT_PROGRESS_EVERY", every)
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=200)
+    with progress_bar(console=console) as progress:
+        report = benchmark_progress(progress, console, "tiny", total=2)
+        report.started("conv: adam", 4)
+        for _ in range(4):
+            report.part_done()
+        report.finished("conv: adam")
+        report.finished("conv: AdamLR")  # cached: never started
+    return [line for line in out.getvalue().splitlines()  # the lines, not the bar's last frame
+            if line.startswith("tiny:") and "━" not in line]
+
+
+def test_the_log_names_the_run_and_its_segments_with_an_eta(monkeypatch):
+    """Off a terminal: what starts (with its segments), a line on the segments with the run's
+    ETA every ``LOPT_PROGRESS_EVERY`` seconds (0: each), and what ends."""
+    lines = logged_lines(monkeypatch, "0")
+    assert lines[0] == "tiny: running conv: adam (4 segments)"
+    assert [line.split(", elapsed")[0] for line in lines[1:5]] == [
+        f"tiny:   conv: adam: segments: {k}/4 ({25 * k}%)" for k in range(1, 5)]
+    assert all("ETA" in line for line in lines[1:5])
+    assert lines[5].startswith("tiny: 1/2 conv: adam; elapsed")
+    assert lines[6].startswith("tiny: 2/2 conv: AdamLR; elapsed") and "ETA 0 s" in lines[6]
+
+
+def test_the_segment_lines_wait_for_the_heartbeat(monkeypatch):
+    """A short run (every segment well inside an hour) logs its start and end only."""
+    lines = logged_lines(monkeypatch, "3600")
+    assert lines[0] == "tiny: running conv: adam (4 segments)"
+    assert not any("segments:" in line for line in lines)
+    assert len(lines) == 3
+
+
+def test_a_benchmark_spec_still_builds_with_its_defaults():
+    """The spec's fields are unchanged by the segments (they are derived, not configured), so
+    the cache keys of earlier runs still match."""
+    fields = [f.name for f in dataclasses.fields(MeasureSettings)]
+    assert fields == ["num_seeds", "num_points", "eval_batches", "final_fraction", "seed"]
+    task = BenchmarkTask("q", QuadraticFamily(), QuadraticConfig(4, 1.0, 0.0, 1.0, 0), 8)
+    assert BenchmarkSpec("tiny", (task,), {}, {}, (1,), MEASURE, 8).host_loop == "auto"
