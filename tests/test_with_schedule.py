@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 import yaml
@@ -60,3 +61,41 @@ def test_an_existing_optimizer_needs_force_and_a_file_is_no_directory(tmp_path, 
     blocker.write_text("x")
     assert cli(["default", "cosine", str(blocker / "out")]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_untrained_writes_the_architectures_theta0_which_is_adam_on_the_schedule(tmp_path,
+                                                                                 capsys):
+    """``--untrained``: the default's config and schedule at θ₀ (never the shipped weights),
+    whose steps are optax's Adam at the config's rate times the schedule's factor
+    s((t + 1) / T): the schedule alone, to compare meta-training against."""
+    from lopt_cli.optimizers import schedule as sched
+
+    out = tmp_path / "adam_wsd"
+    assert cli(["default", "warmup_stable_decay", str(out), "--untrained"]) == 0
+    assert "untrained θ₀" in capsys.readouterr().out
+    shipped = storage.resolve_weights_path("default")
+    assert (out / storage.WEIGHTS_FILE).read_bytes() != shipped.read_bytes()
+    written = yaml.safe_load((out / storage.CONFIG_FILE).read_text())
+    original = yaml.safe_load(shipped.with_name(storage.CONFIG_FILE).read_text())
+    assert {k: v for k, v in written.items() if k != storage.CHECKSUM_KEY} == {
+        **{k: v for k, v in original.items() if k != storage.CHECKSUM_KEY},
+        "schedule": "warmup_stable_decay"}
+    lopt, theta, _ = storage.load_learned_optimizer(str(out))
+    assert jax.tree.all(jax.tree.map(jnp.array_equal, theta, lopt.init(jax.random.PRNGKey(0))))
+
+    horizon = 40
+    ours = lopt_cli.load_optimizer(str(out), horizon)
+    rate = float(written["learning_rate"])
+    adam = optax.chain(optax.scale_by_adam(), optax.scale_by_schedule(
+        lambda count: -rate * sched.supplied_factor("warmup_stable_decay",
+                                                    sched.progress(count, horizon))))
+    params = {"w": jnp.linspace(-1.0, 1.0, 12).reshape(3, 4), "b": jnp.zeros(4)}
+    state, adam_state = ours.init(params), adam.init(params)
+    for step in range(horizon):
+        grads = jax.tree.map(lambda p, s=step: jnp.sin(p * (s + 1)) + 0.1, params)
+        mine, state = ours.update(grads, state, params)
+        plain, adam_state = adam.update(grads, adam_state, params)
+        for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(plain)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9)
+        params = optax.apply_updates(params, mine)
+    assert float(jnp.abs(mine["w"]).max()) < 1e-6  # the last step of the decay is ~0
