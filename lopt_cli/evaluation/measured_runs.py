@@ -78,6 +78,9 @@ def advance_run(task, opt, run: MeasuredRun, eval_keys: jax.Array, first_point: 
     split, the raw and normalised losses on the fixed sample after each (``{split: [point]}``,
     ``{f"norm_{split}": …}``). The validation value is what a learned optimizer reads as
     ``valid_loss``."""
+    # The fixed sample is drawn again in each segment (the same keys, so the same batches): it
+    # depends on the task alone, so vmapping leaves it unbatched, where carrying it in the run
+    # would copy it for every trial and seed.
     samples = {split: fixed_sample(task, eval_keys, split) for split in EVAL_SPLITS}
     keys = jax.lax.dynamic_slice_in_dim(run.step_keys, first_point, points, axis=0)
 
