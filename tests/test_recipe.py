@@ -260,3 +260,41 @@ def test_the_command_line_still_overrides_a_recipe():
     assert (config.seed, config.compute.num_outer_steps, config.meta_loss) == (3, 100, "train")
     assert config.optimizer.correction == "multiplicative"
     assert config.heldout.task_family.name == "celo_mix_plus"
+
+
+def test_init_from_adds_a_modulation_to_a_saved_supplied_schedule(tmp_path):
+    """optimizer.schedule_modulation=true on a θ saved without it: the saved layers bit for bit,
+    the schedule's added at their init (output zero); any other difference is still an error."""
+    from lopt_cli.commands.meta_train import build_job
+    from lopt_cli.optimizers.storage import save_learned_optimizer
+
+    common = ["compute=smoke", "optimizer=adam_nominal", "optimizer.schedule=warmup_stable_decay"]
+    job = build_job(compose_config("meta_train", common))
+    saved = jax.tree_util.tree_map(lambda x: x + 0.5, job.problem.lopt.init(jax.random.key(0)))
+    assert not any(name.startswith("schedule") for name in saved["params"])
+    save_learned_optimizer(tmp_path, job.optimizer_config, saved)
+    job = build_job(compose_config("meta_train", [
+        *common, "optimizer.schedule_modulation=true", f"init_from={tmp_path}",
+        "train_only=schedule"]))
+    start = leaves_by_layer(job.initial_theta)
+    for name, leaves in leaves_by_layer(saved).items():
+        assert same_bits(leaves, start[name]), name
+    assert {"schedule_in", "schedule_out"} <= set(start)
+    assert not np.any(np.asarray(job.initial_theta["params"]["schedule_out"]["kernel"]))
+    with pytest.raises(LoptUserError, match="correction_hidden=4 .configured: 8."):
+        build_job(compose_config("meta_train", [
+            *common, "optimizer.schedule_modulation=true", "optimizer.correction_hidden=8",
+            f"init_from={tmp_path}"]))
+
+
+def test_the_modulation_recipe_starts_at_the_shipped_default():
+    from lopt_cli.commands.meta_train import build_job
+    from lopt_cli.optimizers.storage import load_learned_optimizer, resolve_weights_path
+
+    job = build_job(compose_config("meta_train", ["recipe=adam_nominal_wsd_mod"]))
+    shipped, theta, _ = load_learned_optimizer(resolve_weights_path("adam_nominal_wsd", "x"))
+    assert job.problem.lopt.schedule_modulation and not shipped.schedule_modulation
+    assert job.train_only == "schedule"
+    start = leaves_by_layer(job.initial_theta)
+    for name, leaves in leaves_by_layer(theta).items():
+        assert same_bits(leaves, start[name]), name

@@ -383,3 +383,66 @@ def test_the_hydra_configs_are_the_defaults(name, cls):
     built = instantiate_plain(cfg.optimizer)
     assert isinstance(built, cls)
     assert dataclasses.asdict(built) == dataclasses.asdict(cls())
+
+
+@pytest.mark.parametrize("factory", [CeloLOpt, AdamNominalLOpt])
+def test_an_untrained_modulation_is_exactly_the_supplied_schedule(factory):
+    """schedule_modulation adds the schedule's layers, whose output starts at zero: every update
+    equals the unmodulated optimizer's on the shared layers, bit for bit."""
+    plain = factory(schedule="warmup_stable_decay")
+    modulated = dataclasses.replace(plain, schedule_modulation=True)
+    theta = modulated.init(jax.random.key(0))
+    assert {sched.SCHEDULE_IN, sched.SCHEDULE_OUT} <= set(theta["params"])
+    shared = {"params": {k: v for k, v in theta["params"].items()
+                         if not k.startswith(sched.LAYER_PREFIX)}}
+    opts = [plain.transform(shared, 8), modulated.transform(theta, 8)]
+    params = [make_params(), make_params()]
+    states = [opt.init(p) for opt, p in zip(opts, params)]
+    for step in range(8):
+        loss, grads = jax.value_and_grad(loss_fn)(params[0])
+        updates = []
+        for i, opt in enumerate(opts):
+            update, states[i] = opt.update(grads, states[i], params[i], loss=loss,
+                                           valid_loss=loss + 0.1 * step)
+            updates.append(update)
+            params[i] = optax.apply_updates(params[i], update)
+        for a, b in zip(jax.tree_util.tree_leaves(updates[0]),
+                        jax.tree_util.tree_leaves(updates[1])):
+            assert np.array_equal(a, b)
+
+
+def test_a_modulation_scales_the_supplied_schedule_by_e_to_the_h():
+    """Its output bias pinned at b (no hidden weight): every step is e^{B tanh(b/B)} times the
+    supplied schedule's, and with hidden weights h reads the validation loss."""
+    lopt = AdamNominalLOpt(schedule="warmup_stable_decay", schedule_modulation=True)
+    theta = lopt.init(jax.random.key(0))
+    plain = AdamNominalLOpt(schedule="warmup_stable_decay")
+    shared = {"params": {k: v for k, v in theta["params"].items()
+                         if not k.startswith(sched.LAYER_PREFIX)}}
+    theta["params"][sched.SCHEDULE_OUT]["bias"] = jnp.full((1,), -1.5)
+    params, grads = make_params(), jax.grad(loss_fn)(make_params())
+    scaled = lopt.transform(theta, 20).update(grads, lopt.transform(theta, 20).init(params),
+                                              params, loss=1.0)[0]
+    base = plain.transform(shared, 20).update(grads, plain.transform(shared, 20).init(params),
+                                              params, loss=1.0)[0]
+    np.testing.assert_allclose(scaled["w"], np.exp(3.0 * np.tanh(-0.5)) * base["w"], rtol=1e-5)
+
+    opt = lopt.transform(perturbed(theta), 20)
+
+    def second_update(valid_loss):
+        _, state = opt.update(grads, opt.init(params), params, loss=1.0, valid_loss=1.0)
+        return opt.update(grads, state, params, loss=1.0, valid_loss=valid_loss)[0]["w"]
+
+    assert not np.allclose(second_update(1.0), second_update(3.0))
+
+
+@pytest.mark.parametrize("fields, match", [
+    ({"schedule": "learned", "schedule_modulation": True}, "modulates a supplied schedule"),
+    ({"schedule": "cosine", "schedule_modulation": True, "schedule_hidden": 0},
+     "schedule_modulation needs schedule_hidden > 0"),
+    ({"schedule_modulation": "yes"}, "schedule_modulation"),
+])
+def test_a_bad_modulation_is_a_one_line_error(fields, match):
+    with pytest.raises(LoptUserError, match=match) as info:
+        AdamNominalLOpt(**fields)
+    assert "\n" not in str(info.value)

@@ -5,6 +5,10 @@
   architecture config must equal the configured ``optimizer`` (same ``_target_`` and
   hyperparameters). ``resume`` wins: a resumed run continues from its checkpoint's θ and
   neither reloads nor re-resolves ``init_from`` (its summary records the value as configured).
+  The one difference allowed is ``optimizer.schedule_modulation=true`` on a θ saved without it:
+  the schedule's layers are added at their initialisation (:func:`with_added_layers`; its
+  output layer is zero), so the run starts from exactly the loaded optimizer. With
+  ``train_only=schedule`` this meta-trains a modulation on top of a shipped optimizer.
 * ``train_only=rule|schedule``: which part of θ the outer optimizer moves
   (:mod:`lopt_cli.meta.phases`); the optimizer must have layers of that part.
 
@@ -49,12 +53,35 @@ def initial_theta(init_from: Any, configured: LearnedOptimizer
         return None, None
     path = resolve_weights_path(init_from, "init_from").resolve()
     loaded, theta, _ = load_learned_optimizer(path, "init_from")
+    if adds_modulation(loaded, configured):
+        loaded = dataclasses.replace(loaded, schedule_modulation=True)
+        theta = with_added_layers(theta, configured.init(jax.random.PRNGKey(0)))
     differences = architecture_differences(loaded, configured)
     if differences:
         raise LoptUserError(
             f"init_from={init_from}: its optimizer is not the configured one: "
             f"{'; '.join(differences)}; choose the optimizer (and settings) it was trained with")
     return theta, path
+
+
+def adds_modulation(loaded: LearnedOptimizer, configured: LearnedOptimizer) -> bool:
+    """Whether ``configured`` is ``loaded`` with ``schedule_modulation`` switched on."""
+    if type(loaded) is not type(configured) or not hasattr(loaded, "schedule_modulation"):
+        return False
+    return (configured.schedule_modulation and not loaded.schedule_modulation
+            and dataclasses.replace(loaded, schedule_modulation=True) == configured)
+
+
+def with_added_layers(theta: MetaParams, fresh: MetaParams) -> MetaParams:
+    """``fresh`` with every layer that ``theta`` has taken from ``theta``: the layers
+    ``theta`` lacks keep their initial values. The shared layers must have the same shapes."""
+    loaded, params = theta["params"], dict(fresh["params"])
+    for name, layer in loaded.items():
+        shapes = jax.tree_util.tree_map(jax.numpy.shape, (layer, params.get(name)))
+        if name not in params or shapes[0] != shapes[1]:
+            raise LoptUserError(f"init_from: layer {name} does not fit the configured optimizer")
+        params[name] = layer
+    return {**fresh, "params": params}
 
 
 def optimizer_name(optimizer_config: dict) -> str:

@@ -20,6 +20,10 @@ the horizon done after the update (``t`` updates taken before it, :func:`progres
   decay, not half of it), with :math:`h = 0`: supplied schedules, no learned layers. Over a
   horizon the cosine's steps add up to about half of the constant's and the stable-decay's to
   about 0.88 (the sqrt one's to 0.84), while all end at zero.
+* a supplied schedule with ``schedule_modulation``: both, :math:`\eta_t = \eta\, s(r)\,
+  e^{h_t}` with the learned :math:`h_t` above on top of the supplied :math:`s(r)` (zero
+  untrained), so the shape is given and meta-training learns only how the losses bend it (for
+  example, to anneal early when the validation loss turns).
 
 Two-phase meta-training (``train_only=rule|schedule``) tells the schedule's meta-parameters from
 the update rule's by the ``schedule`` prefix of their layer names (:data:`LAYER_PREFIX`).

@@ -9,7 +9,8 @@ of a tensor :math:`p` is
 with :math:`u` the architecture's update direction (:meth:`ScheduledLOpt.step_tensor`, which
 already carries the minus sign of descent), :math:`\lambda` the decoupled weight decay
 (``weight_decay``) and :math:`\eta_t` the global rate of :mod:`~lopt_cli.optimizers.schedule`
-(``learning_rate``, ``schedule``, ``schedule_hidden``). The rate is computed once per update
+(``learning_rate``, ``schedule``, ``schedule_hidden``, ``schedule_modulation``). The rate is
+computed once per update
 from the losses passed as ``update(..., loss=, valid_loss=)``; the running loss statistics are
 the shared state field ``loss_stats``.
 
@@ -40,6 +41,7 @@ SCHEDULE_RULES: dict[str, FieldRule] = {
     "schedule": FieldRule(sched.check_schedule, "one of " + ", ".join(sched.SCHEDULES)),
     "schedule_hidden": FieldRule(per_tensor.NON_NEGATIVE_INT.normalise,
                                  "a positive int (or 0 with a supplied schedule)"),
+    "schedule_modulation": per_tensor.BOOL,
     "log_lr_bounds": FieldRule(sched.check_log_lr_bounds,
                                "[low, high], finite, with low < 0 < high"),
 }
@@ -82,7 +84,11 @@ class ScheduledLOpt(per_tensor.PerTensorLOpt):
       learning_rate: the base rate :math:`\eta`.
       weight_decay: the decoupled decay :math:`\lambda`.
       schedule: ``learned`` or a supplied one (:data:`~lopt_cli.optimizers.schedule.SCHEDULES`).
-      schedule_hidden: hidden units of the learned schedule (unused by a supplied one).
+      schedule_hidden: hidden units of the learned schedule (unused by a supplied one unless
+        it is modulated).
+      schedule_modulation: with a supplied schedule, also learn :math:`h_t` on top of it
+        (:math:`\eta_t = \eta\, s(r)\, e^{h_t}`, the learned schedule's layers and inputs; zero
+        untrained, so the optimizer starts exactly as the unmodulated one).
       log_lr_bounds: ``(low, high)``: the learned schedule's :math:`h_t` stays inside, so
         :math:`\eta_t \in (\eta e^{low}, \eta e^{high})`
         (:func:`~lopt_cli.optimizers.schedule.bounded_log_rate`).
@@ -92,18 +98,28 @@ class ScheduledLOpt(per_tensor.PerTensorLOpt):
     weight_decay: float = 0.0
     schedule: str = "learned"
     schedule_hidden: int = 16
+    schedule_modulation: bool = False
     log_lr_bounds: tuple[float, float] = sched.LOG_LR_BOUNDS
 
     def __post_init__(self):
         super().__post_init__()
-        if self.schedule == "learned" and self.schedule_hidden == 0:
+        name = type(self).__name__
+        if self.schedule_modulation and self.schedule == "learned":
             raise LoptUserError(
-                f"{type(self).__name__}: schedule=learned needs schedule_hidden > 0")
+                f"{name}: schedule_modulation=true modulates a supplied schedule, and "
+                "schedule=learned is already learned; choose a supplied schedule ("
+                + ", ".join(s for s in sched.SCHEDULES if s != "learned")
+                + ") or set schedule_modulation=false")
+        if self.schedule_width == 0 and (self.schedule == "learned" or self.schedule_modulation):
+            which = "schedule=learned" if self.schedule == "learned" else "schedule_modulation"
+            raise LoptUserError(f"{name}: {which} needs schedule_hidden > 0")
 
     @property
     def schedule_width(self) -> int:
-        """Hidden width of the learned schedule; 0 (no schedule layers) for a supplied one."""
-        return self.schedule_hidden if self.schedule == "learned" else 0
+        """Hidden width of the learned schedule (learned or modulating a supplied one); 0 (no
+        schedule layers) for a supplied schedule alone."""
+        learns = self.schedule == "learned" or self.schedule_modulation
+        return self.schedule_hidden if learns else 0
 
     @property
     def num_features(self) -> int:
