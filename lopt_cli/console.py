@@ -98,17 +98,24 @@ class Heartbeat:
         self.last = time.perf_counter()
 
 
-def elapsed_and_eta(elapsed: float, remaining: int, done: int) -> str:
+def elapsed_and_eta(elapsed: float, remaining: int, done: int,
+                    first: float | None = None) -> str:
     """``elapsed 1m05s, ETA 2m32s``: the ``remaining`` units at the mean pace of the ``done``
-    ones that took ``elapsed`` seconds."""
-    eta = elapsed * remaining / max(done, 1)
+    ones that took ``elapsed`` seconds. ``first``: the seconds the first unit took when it
+    also paid a one-off cost (compilation); once two are done the pace leaves it out."""
+    if first is not None and done >= 2:
+        eta = max(elapsed - first, 0.0) * remaining / (done - 1)
+    else:
+        eta = elapsed * remaining / max(done, 1)
     return f"elapsed {duration(elapsed)}, ETA {duration(eta)}"
 
 
-def count_line(label: str, done: int, total: int, elapsed: float) -> str:
-    """``label: 12/40 (30%), elapsed 1m05s, ETA 2m32s`` (ETA at the mean pace so far)."""
+def count_line(label: str, done: int, total: int, elapsed: float,
+               first: float | None = None) -> str:
+    """``label: 12/40 (30%), elapsed 1m05s, ETA 2m32s`` (ETA at the mean pace so far, or of
+    the units after the ``first``: see :func:`elapsed_and_eta`)."""
     return (f"{label}: {done:,}/{total:,} ({100 * done / max(total, 1):.0f}%), "
-            f"{elapsed_and_eta(elapsed, total - done, done)}")
+            f"{elapsed_and_eta(elapsed, total - done, done, first)}")
 
 
 def settle_imports() -> None:

@@ -141,6 +141,21 @@ def test_the_log_names_the_run_and_its_segments_with_an_eta(monkeypatch):
     assert lines[6].startswith("tiny: 2/2 conv: AdamLR; elapsed") and "ETA 0 s" in lines[6]
 
 
+def test_the_segment_eta_leaves_out_the_first_segment(monkeypatch):
+    """The first segment also compiles: each segment line's ETA is given its duration."""
+    import lopt_cli.commands.benchmark_progress as progress_module
+
+    firsts = []
+
+    def recorded(label, done, total, elapsed, first=None):
+        firsts.append(first)
+        return f"{label}: {done}/{total}"
+
+    monkeypatch.setattr(progress_module, "count_line", recorded)
+    logged_lines(monkeypatch, "0")
+    assert len(firsts) == 4 and firsts[0] is not None and set(firsts) == {firsts[0]}
+
+
 def test_the_segment_lines_wait_for_the_heartbeat(monkeypatch):
     """A short run (every segment well inside an hour) logs its start and end only."""
     lines = logged_lines(monkeypatch, "3600")

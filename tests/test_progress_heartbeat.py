@@ -104,6 +104,9 @@ def test_count_lines_and_when_a_heartbeat_is_due(monkeypatch):
 
     assert count_line("evaluate: task runs", 10, 40, 30.0) == (
         "evaluate: task runs: 10/40 (25%), elapsed 30s, ETA 1m30s")
+    # the first unit paid a one-off 21 s (compilation): the pace is the other nine's, 1 s each
+    assert count_line("run: segments", 10, 40, 30.0, first=21.0).endswith("elapsed 30s, ETA 30s")
+    assert count_line("run: segments", 1, 40, 21.0, first=21.0).endswith("ETA 13m39s")
     monkeypatch.setenv(HEARTBEAT_ENV, "3600")
     heartbeat = Heartbeat(log_console())
     assert not heartbeat.due() and heartbeat.due(final=True)

@@ -15,7 +15,8 @@ def benchmark_progress(progress: Progress, console: Console, name: str, total: i
     segment of its horizon (per trial and seed on the host loop), which is what a long run
     shows while it works. Not on a terminal (a log file): a line when a run starts and when a
     task × optimizer ends, with the ETA, and in between a line on the run's segments every
-    ``LOPT_PROGRESS_EVERY`` seconds, with the run's own ETA."""
+    ``LOPT_PROGRESS_EVERY`` seconds, with the run's own ETA (at the pace of the segments after
+    the first, which also compiles the run's programs)."""
     bar = progress.add_task(f"{name}: task × optimizer", total=total)
     current: dict = {}
     heartbeat = Heartbeat(console)
@@ -43,8 +44,10 @@ def benchmark_progress(progress: Progress, console: Console, name: str, total: i
     def part_done() -> None:
         current["done"] += 1
         progress.update(current["row"], advance=1)
+        if current["done"] == 1:
+            current["first"] = heartbeat.elapsed
         if heartbeat.due():
             log("  " + count_line(f"{current['label']}: segments", current["done"],
-                                  current["parts"], heartbeat.elapsed))
+                                  current["parts"], heartbeat.elapsed, current["first"]))
 
     return RunProgress(finished, started, part_done)
