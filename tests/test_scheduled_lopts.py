@@ -385,6 +385,12 @@ def test_the_hydra_configs_are_the_defaults(name, cls):
     assert dataclasses.asdict(built) == dataclasses.asdict(cls())
 
 
+def without_schedule_layers(theta):
+    """θ of the same optimizer without ``schedule_modulation``: the update rule's layers."""
+    return {"params": {k: v for k, v in theta["params"].items()
+                       if not k.startswith(sched.LAYER_PREFIX)}}
+
+
 @pytest.mark.parametrize("factory", [CeloLOpt, AdamNominalLOpt])
 def test_an_untrained_modulation_is_exactly_the_supplied_schedule(factory):
     """schedule_modulation adds the schedule's layers, whose output starts at zero: every update
@@ -393,8 +399,7 @@ def test_an_untrained_modulation_is_exactly_the_supplied_schedule(factory):
     modulated = dataclasses.replace(plain, schedule_modulation=True)
     theta = modulated.init(jax.random.key(0))
     assert {sched.SCHEDULE_IN, sched.SCHEDULE_OUT} <= set(theta["params"])
-    shared = {"params": {k: v for k, v in theta["params"].items()
-                         if not k.startswith(sched.LAYER_PREFIX)}}
+    shared = without_schedule_layers(theta)
     opts = [plain.transform(shared, 8), modulated.transform(theta, 8)]
     params = [make_params(), make_params()]
     states = [opt.init(p) for opt, p in zip(opts, params)]
@@ -417,8 +422,7 @@ def test_a_modulation_scales_the_supplied_schedule_by_e_to_the_h():
     lopt = AdamNominalLOpt(schedule="warmup_stable_decay", schedule_modulation=True)
     theta = lopt.init(jax.random.key(0))
     plain = AdamNominalLOpt(schedule="warmup_stable_decay")
-    shared = {"params": {k: v for k, v in theta["params"].items()
-                         if not k.startswith(sched.LAYER_PREFIX)}}
+    shared = without_schedule_layers(theta)
     theta["params"][sched.SCHEDULE_OUT]["bias"] = jnp.full((1,), -1.5)
     params, grads = make_params(), jax.grad(loss_fn)(make_params())
     scaled = lopt.transform(theta, 20).update(grads, lopt.transform(theta, 20).init(params),

@@ -74,14 +74,10 @@ def adds_modulation(loaded: LearnedOptimizer, configured: LearnedOptimizer) -> b
 
 def with_added_layers(theta: MetaParams, fresh: MetaParams) -> MetaParams:
     """``fresh`` with every layer that ``theta`` has taken from ``theta``: the layers
-    ``theta`` lacks keep their initial values. The shared layers must have the same shapes."""
-    loaded, params = theta["params"], dict(fresh["params"])
-    for name, layer in loaded.items():
-        shapes = jax.tree_util.tree_map(jax.numpy.shape, (layer, params.get(name)))
-        if name not in params or shapes[0] != shapes[1]:
-            raise LoptUserError(f"init_from: layer {name} does not fit the configured optimizer")
-        params[name] = layer
-    return {**fresh, "params": params}
+    ``theta`` lacks keep their initial values. (Called only when :func:`adds_modulation`
+    holds, so the shared layers have the same shapes: the loaded θ was checked against its
+    own config, which equals the configured one but for the added layers.)"""
+    return {**fresh, "params": {**fresh["params"], **theta["params"]}}
 
 
 def optimizer_name(optimizer_config: dict) -> str:
