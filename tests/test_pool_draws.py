@@ -1,0 +1,131 @@
+"""Pooling benchmark runs over draws of the evaluation's seeds: the pooled numbers from rows
+with known answers, the checks that keep a pooled headline meaningful, and the script on two
+real runs of ``lopt evaluate`` that differ only in ``seed``."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_benchmark import TINY_BENCHMARK
+
+from lopt_cli.errors import LoptUserError
+from lopt_cli.evaluation.pooled import pooled_summary
+from lopt_cli.scripts import pool_draws
+
+REFERENCE = "AdamLR per-task (2 trials)"
+
+
+def comparison(task: str, baseline: float, candidate: float, speedup: float,
+               candidate_name: str = "lopt", comparison_name: str = "generalisation") -> dict:
+    return {"record": "comparison", "candidate": candidate_name, "task": task, "horizon": 8,
+            "family": "f", "comparison": comparison_name, "tuned_on": "valid",
+            "compared_on": "test", "baseline": "AdamLR", "setting": REFERENCE,
+            "kind": "per-task", "trials": 2, "candidate_trials": 2,
+            "baseline_final": baseline, "candidate_final": candidate, "speedup": speedup,
+            "loss_ratio": baseline / candidate, "improvement": 0.0}
+
+
+def horizon(task: str, rises: bool, ratio: float, name: str = "lopt") -> dict:
+    return {"record": "horizon", "optimizer": name, "group": "candidates", "task": task,
+            "horizon": 8, "steps": [4, 8], "train_curve": [1.0, ratio], "rises": rises,
+            "rise_ratio": ratio}
+
+
+def summary_of(candidates=("lopt",), tasks=("a", "b"), num_seeds: int = 1) -> dict:
+    return {"benchmark": "tiny", "task_names": list(tasks), "horizons": [8] * len(tasks),
+            "candidates": list(candidates), "trials": {"AdamLR": 2, "candidates": 2},
+            "lr_multiplier": [0.1, 10.0], "baselines": ["AdamLR"],
+            "reference_setting": REFERENCE, "num_seeds": num_seeds, "num_points": 2,
+            "eval_batches": 2, "final_fraction": 0.1, "long_horizon": 8,
+            "num_tasks": len(tasks), "tasks": list(tasks),
+            "diverged": {name: {"diverged": 0, "trials": 4} for name in ("AdamLR", *candidates)}}
+
+
+def test_pooled_ratio_is_of_the_mean_finals_and_the_speedup_the_median():
+    draws = [[comparison("a", 1.0, 2.0, 0.0), comparison("b", 3.0, 1.0, 2.0),
+              horizon("a", False, 1.0)],
+             [comparison("a", 3.0, 2.0, 1.0), comparison("b", 1.0, 1.0, 4.0),
+              horizon("a", True, 1.5)],
+             [comparison("a", 2.0, 2.0, 3.0), comparison("b", 2.0, 1.0, 0.0),
+              horizon("a", False, 1.02)]]
+    summary, rows = pooled_summary([summary_of()] * 3, draws, [0, 1, 2])
+    by_task = {r["task"]: r for r in rows if r["record"] == "comparison"}
+    assert by_task["a"]["loss_ratio"] == pytest.approx(2.0 / 2.0)
+    assert by_task["b"]["loss_ratio"] == pytest.approx(2.0 / 1.0)
+    assert by_task["a"]["speedup"] == 1.0 and by_task["b"]["speedup"] == 2.0
+    assert by_task["b"]["improvement"] == pytest.approx(0.5)  # (2 − 1) / 2
+    assert by_task["a"]["improvement"] == 0.0  # a tie is not a win
+    assert summary["num_seeds"] == 3 and summary["pooled_seeds"] == [0, 1, 2]
+    assert summary["win_rate"]["lopt"]["generalisation"][REFERENCE] == 0.5
+    assert summary["iqm_loss_ratio"]["lopt"]["generalisation"][REFERENCE] == pytest.approx(1.5)
+    (rise,) = [r for r in rows if r["record"] == "horizon"]
+    assert rise["rises"] and rise["rise_ratio"] == 1.5 and rise["train_curve"] == [1.0, 1.5]
+    assert summary["horizon"]["rising_tasks"]["lopt"] == ["a"]
+    assert summary["diverged"]["lopt"] == {"diverged": 0, "trials": 12}
+
+
+def test_only_the_candidates_every_draw_has_are_pooled():
+    first = [comparison("a", 1.0, 1.0, 1.0), comparison("a", 1.0, 2.0, 1.0, "other")]
+    second = [comparison("a", 2.0, 1.0, 1.0)]
+    summary, rows = pooled_summary([summary_of(("lopt", "other")), summary_of()],
+                                   [first, second], [0, 1])
+    assert summary["candidates"] == ["lopt"] and {r["candidate"] for r in rows} == {"lopt"}
+    assert summary["per_task"]["lopt"]["a"]["generalisation"]["loss_ratio"] == \
+        pytest.approx(1.5)
+
+
+@pytest.mark.parametrize("summaries, seeds, message", [
+    ([summary_of()], [0], "at least two"),
+    ([summary_of()] * 2, [3, 3], "share the evaluation seed 3"),
+    ([summary_of(), summary_of(tasks=("a", "c"))], [0, 1], "differs from run 1 in 'task_names'"),
+    ([summary_of(), summary_of(num_seeds=3)], [0, 1], "'num_seeds'"),
+    ([summary_of(), summary_of(candidates=("x",))], [0, 1], "no candidate in common"),
+])
+def test_draws_that_cannot_be_pooled_are_user_errors(summaries, seeds, message):
+    draws = [[comparison("a", 1.0, 1.0, 1.0)] for _ in summaries]
+    with pytest.raises(LoptUserError, match=message):
+        pooled_summary(summaries, draws, seeds)
+
+
+def test_a_task_missing_from_one_draw_is_a_user_error():
+    draws = [[comparison("a", 1.0, 1.0, 1.0), comparison("b", 1.0, 1.0, 1.0)],
+             [comparison("a", 1.0, 1.0, 1.0)]]
+    with pytest.raises(LoptUserError, match="b / generalisation .* missing from some runs"):
+        pooled_summary([summary_of()] * 2, draws, [0, 1])
+
+
+def test_the_script_pools_two_real_runs_and_refuses_bad_ones(run_lopt, tmp_path, capsys):
+    for seed in (0, 1):
+        run_lopt("evaluate", *TINY_BENCHMARK, "learned_optimizer=[adam]", f"seed={seed}",
+                 f"hydra.run.dir=draw{seed}")
+    runs = [tmp_path / f"draw{seed}" for seed in (0, 1)]
+    summaries = [json.loads((run / "summary.json").read_text()) for run in runs]
+    assert [s["seed"] for s in summaries] == [0, 1]
+    out = tmp_path / "pooled"
+    assert pool_draws.cli([*map(str, runs), "--out", str(out)]) == 0
+    for name in ("leaderboard.md", "leaderboard.png", "summary.json", "results.jsonl",
+                 "horizon.png"):
+        assert (out / name).is_file(), name
+    pooled = json.loads((out / "summary.json").read_text())
+    reference = pooled["reference_setting"]
+    for comparison_name in ("generalisation", "optimisation"):
+        finals = [s["per_task"]["adam"]["beale_noisy"][comparison_name] for s in summaries]
+        expected = (np.mean([f["baseline_final"] for f in finals])
+                    / max(np.mean([f["candidate_final"] for f in finals]), 1e-8))
+        assert pooled["per_task"]["adam"]["beale_noisy"][comparison_name]["loss_ratio"] == \
+            pytest.approx(expected)
+        assert pooled["iqm_loss_ratio"]["adam"][comparison_name][reference] == \
+            pytest.approx(expected)  # one task: the IQM is that task's ratio
+    assert pooled["num_seeds"] == 2 and pooled["pooled_seeds"] == [0, 1]
+    text = (out / "leaderboard.md").read_text()
+    assert text.startswith("# Leaderboard: `lopt_bench_small`\n\n- **pooled over 2 draws")
+    assert "2 seeds per run" in text
+    capsys.readouterr()
+    assert pool_draws.cli([*map(str, runs), "--out", str(out)]) == 2  # already written
+    assert "already holds a leaderboard" in capsys.readouterr().err
+    assert pool_draws.cli([str(runs[0]), str(runs[0]), "--out", str(tmp_path / "x")]) == 2
+    assert "share the evaluation seed 0" in capsys.readouterr().err
+    assert pool_draws.cli([str(runs[0]), str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    assert "is not a benchmark run" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
