@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from test_benchmark import TINY_BENCHMARK
 
+from benchmarks.per_task_oracle import oracle, per_task_entries
 from lopt_cli.errors import LoptUserError
 from lopt_cli.evaluation.pooled import pooled_summary
 from lopt_cli.scripts import pool_draws
@@ -129,3 +130,16 @@ def test_the_script_pools_two_real_runs_and_refuses_bad_ones(run_lopt, tmp_path,
     assert pool_draws.cli([str(runs[0]), str(tmp_path), "--out", str(tmp_path / "x")]) == 2
     assert "is not a benchmark run" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+    # the per-task oracle reads the same numbers back from the two leaderboards
+    entries = [e for run in runs for e in per_task_entries((run / "leaderboard.md").read_text())]
+    assert len(entries) == 2 and all(set(e) == {"beale_noisy"} for e in entries)
+    best, iqms, used = oracle(entries)
+    for k, (comparison_name, key) in enumerate([("generalisation", "loss_ratio"),
+                                                ("generalisation", "speedup"),
+                                                ("optimisation", "loss_ratio"),
+                                                ("optimisation", "speedup")]):
+        expected = max(s["per_task"]["adam"]["beale_noisy"][comparison_name][key]
+                       for s in summaries)
+        assert best["beale_noisy"][k] == pytest.approx(expected, abs=6e-4)
+        assert iqms[list(iqms)[k]] == best["beale_noisy"][k]  # one task
+    assert used == 2 and per_task_entries("# Leaderboard\n\nno tables") == []
