@@ -111,3 +111,23 @@ def test_the_paper_style_cache_keys_hold_the_task_code():
     baseline_runs(ref, Space(), spec, cache)
     learned_runs(ref, None, None, "lopt-id", spec, cache)
     assert [d["code"] for d in cache.descriptions] == [task_code(MLPFamily)] * 2
+
+
+def test_docstrings_comments_and_layout_keep_the_digest_code_changes_do_not(scratch_package):
+    from scratchpkg.family import Family
+
+    before = code_digest(Family)
+    (scratch_package / "helper.py").write_text(
+        '"""The scale, documented."""\n# a comment\nSCALE = (1.0)  # why\n"""Its meaning."""\n')
+    (scratch_package / "family.py").write_text(
+        "class Family:\n    '''A family.'''\n\n    def build(self):\n"
+        "        '''Builds.'''\n        from . import helper  # inside\n\n"
+        "        return helper.SCALE\n")
+    assert code_digest(Family) == before
+    (scratch_package / "helper.py").write_text('"""The scale."""\nSCALE = 1.5\n')
+    assert code_digest(Family) != before
+    (scratch_package / "helper.py").write_text("SCALE = 1.0\n")
+    (scratch_package / "family.py").write_text(
+        "class Family:\n    def build(self):\n        from . import helper\n"
+        "        return -helper.SCALE\n")
+    assert code_digest(Family) != before

@@ -6,6 +6,11 @@ files of the object's module and of every module it imports (at the top or insid
 read from the source) inside the same packages, transitively. An edit to a helper such as
 ``task_definitions/orthogonal.py`` changes the digest of the recurrent families that use it;
 an edit to an unrelated family does not.
+
+What is hashed is each module's syntax tree without its docstrings (:func:`behaviour_bytes`),
+not its text: an edit to a docstring, a comment or the layout keeps every cached run, any
+change to the code itself (a constant, an expression, a default) invalidates them. Until
+December 2026 the text was hashed, so a docstring edit recomputed every run of an optimizer.
 """
 from __future__ import annotations
 
@@ -24,8 +29,39 @@ def code_digest(obj: Any, packages: Iterable[str] = ()) -> str:
     """SHA-256 (32 hex digits) of the sources of :func:`code_modules` of ``obj``."""
     hasher = hashlib.sha256()
     for name in code_modules(obj, packages):
-        hasher.update(name.encode("utf-8") + b"\0" + _source_bytes(name) + b"\0")
+        hasher.update(name.encode("utf-8") + b"\0" + behaviour_bytes(_source_bytes(name)) + b"\0")
     return hasher.hexdigest()[:32]
+
+
+class _WithoutDocstrings(ast.NodeTransformer):
+    """Drops every statement that is a bare string (docstrings of modules, classes and
+    functions, and strings documenting attributes): they do nothing when run."""
+
+    def visit_Expr(self, node: ast.Expr):
+        is_text = isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+        return None if is_text else node
+
+    def generic_visit(self, node: ast.AST) -> ast.AST:
+        super().generic_visit(node)
+        if isinstance(getattr(node, "body", None), list) and not node.body:
+            node.body = [ast.Pass()]  # a body that held only its docstring
+        return node
+
+
+def behaviour_bytes(source: bytes) -> bytes:
+    """What the digest hashes of one module: the dump of its syntax tree without docstrings
+    (comments and layout are not in the tree), or the raw ``source`` when it does not parse.
+
+    >>> behaviour_bytes(b"'Doc.'\\nX = 1  # note\\n") == behaviour_bytes(b"X = (1)\\n")
+    True
+    >>> behaviour_bytes(b"X = 1\\n") == behaviour_bytes(b"X = 2\\n")
+    False
+    """
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return source
+    return ast.dump(_WithoutDocstrings().visit(tree)).encode("utf-8")
 
 
 def task_code(family: Any) -> str:
