@@ -21,6 +21,7 @@ COMMANDS = {
               "list task families, describe sampled tasks, try one with Adam"),
 }
 HELP_FLAGS = {"-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc"}
+MULTIRUN_FLAGS = ("--multirun", "-m")
 
 
 def usage() -> str:
@@ -36,12 +37,24 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
+def multirun_flag_last(args: list[str]) -> list[str]:
+    """``args`` with ``--multirun``/``-m`` moved after the overrides: Hydra's parser takes the
+    overrides as one run of words, so ``a=1 --multirun b=2`` would fail there ("unknown
+    flag 'b=2'"), while ``a=1 b=2 --multirun`` is the same command.
+
+    >>> multirun_flag_last(["seed=0,1", "--multirun", "hydra.sweep.dir=x"])
+    ['seed=0,1', 'hydra.sweep.dir=x', '--multirun']
+    """
+    flags = [arg for arg in args if arg in MULTIRUN_FLAGS]
+    return [arg for arg in args if arg not in MULTIRUN_FLAGS] + flags[:1]
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return
-    command, rest = argv[0], argv[1:]
+    command, rest = argv[0], multirun_flag_last(argv[1:])
     if command not in COMMANDS:
         fail(f"unknown command {command!r}; choose one of: {', '.join(COMMANDS)}")
     module = importlib.import_module(COMMANDS[command][0])

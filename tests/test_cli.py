@@ -188,3 +188,15 @@ def test_unreadable_learned_optimizer_file(run_lopt, tmp_path):
     assert result.returncode == 2
     assert "not a learned optimizer" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["a=1", "--multirun", "b=2"], ["a=1", "b=2", "--multirun"]),
+    (["-m", "a=1"], ["a=1", "-m"]),
+    (["a=1", "b=2"], ["a=1", "b=2"]),
+    (["a=1", "--multirun", "b=2", "-m"], ["a=1", "b=2", "--multirun"]),
+])
+def test_the_multirun_flag_may_stand_between_overrides(args, expected):
+    from lopt_cli.cli import multirun_flag_last
+
+    assert multirun_flag_last(args) == expected

@@ -96,15 +96,17 @@ def test_a_task_missing_from_one_draw_is_a_user_error():
         pooled_summary([summary_of()] * 2, draws, [0, 1])
 
 
-def test_the_script_pools_two_real_runs_and_refuses_bad_ones(run_lopt, tmp_path, capsys):
-    for seed in (0, 1):
-        run_lopt("evaluate", *TINY_BENCHMARK, "learned_optimizer=[adam]", f"seed={seed}",
-                 f"hydra.run.dir=draw{seed}")
-    runs = [tmp_path / f"draw{seed}" for seed in (0, 1)]
+def test_the_script_pools_a_real_sweep_of_draws_and_refuses_bad_ones(run_lopt, tmp_path,
+                                                                      capsys):
+    # --multirun between the overrides, as a user may write it (Hydra alone would refuse)
+    run_lopt("evaluate", *TINY_BENCHMARK, "learned_optimizer=[adam]", "seed=0,1", "--multirun",
+             "hydra.sweep.dir=draws")
+    runs = [tmp_path / "draws" / job for job in ("0", "1")]
     summaries = [json.loads((run / "summary.json").read_text()) for run in runs]
     assert [s["seed"] for s in summaries] == [0, 1]
     out = tmp_path / "pooled"
-    assert pool_draws.cli([*map(str, runs), "--out", str(out)]) == 0
+    assert pool_draws.expand_sweeps([tmp_path / "draws"]) == runs
+    assert pool_draws.cli([str(tmp_path / "draws"), "--out", str(out)]) == 0
     for name in ("leaderboard.md", "leaderboard.png", "summary.json", "results.jsonl",
                  "horizon.png"):
         assert (out / name).is_file(), name
@@ -127,8 +129,12 @@ def test_the_script_pools_two_real_runs_and_refuses_bad_ones(run_lopt, tmp_path,
     assert "already holds a leaderboard" in capsys.readouterr().err
     assert pool_draws.cli([str(runs[0]), str(runs[0]), "--out", str(tmp_path / "x")]) == 2
     assert "share the evaluation seed 0" in capsys.readouterr().err
-    assert pool_draws.cli([str(runs[0]), str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    (tmp_path / "empty").mkdir()
+    assert pool_draws.cli([str(runs[0]), str(tmp_path / "empty"), "--out",
+                           str(tmp_path / "x")]) == 2
     assert "is not a benchmark run" in capsys.readouterr().err
+    assert pool_draws.cli([str(runs[0]), str(out), "--out", str(tmp_path / "x")]) == 2
+    assert "is already pooled" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
     # the per-task oracle reads the same numbers back from the two leaderboards
     entries = [e for run in runs for e in per_task_entries((run / "leaderboard.md").read_text())]

@@ -1,10 +1,11 @@
 """One leaderboard pooled over benchmark runs that differ only in their evaluation ``seed``.
 
-    python -m lopt_cli.scripts.pool_draws RUN RUN [RUN ...] --out DIR [--force]
+    python -m lopt_cli.scripts.pool_draws RUN [RUN ...] --out DIR [--force]
 
-Each ``RUN`` is a ``lopt evaluate benchmark=...`` run directory; the runs must agree in every
-setting but ``seed`` (tasks, candidates, trials, factor range, seeds per run), e.g. the same
-command with ``seed=0``, ``seed=1`` and ``seed=2``. ``DIR`` gets ``summary.json``,
+Each ``RUN`` is a ``lopt evaluate benchmark=...`` run directory, or a sweep directory whose
+job directories are (``lopt evaluate ... seed=0,1,2 --multirun hydra.sweep.dir=DIR``); the runs
+must agree in every setting but ``seed`` (tasks, trials, factor range, seeds per run), e.g. the
+same command with ``seed=0``, ``seed=1`` and ``seed=2``. ``DIR`` gets ``summary.json``,
 ``results.jsonl``, ``leaderboard.md``, ``leaderboard.png`` and ``horizon.png`` in the shape of
 one run's, computed from the pooled finals (:mod:`lopt_cli.evaluation.pooled`): a headline that
 does not hang on one draw of seeds. A missing or unreadable run, runs that differ in anything
@@ -39,6 +40,18 @@ def evaluation_seed(run: Path, summary: dict) -> int:
     return seed
 
 
+def expand_sweeps(paths: list[Path]) -> list[Path]:
+    """Each path that is not a run itself but holds run directories (a ``--multirun`` sweep)
+    replaced by those, in the order of their job numbers."""
+    runs = []
+    for path in paths:
+        jobs = [] if (path / SUMMARY).exists() or not path.is_dir() else [
+            child for child in path.iterdir() if (child / SUMMARY).is_file()]
+        runs += sorted(jobs, key=lambda p: (not p.name.isdigit(), int(p.name) if
+                                            p.name.isdigit() else 0, p.name)) or [path]
+    return runs
+
+
 def read_run(run: Path) -> tuple[dict, list[dict], int]:
     """``(summary, rows, seed)`` of one benchmark run directory."""
     if not (run / SUMMARY).is_file() or not (run / RESULTS).is_file():
@@ -50,6 +63,8 @@ def read_run(run: Path) -> tuple[dict, list[dict], int]:
         raise LoptUserError(f"{run}: unreadable {SUMMARY} or {RESULTS} ({error})") from error
     if "leaderboard" not in summary:
         raise LoptUserError(f"{run}/{SUMMARY} is not a benchmark summary")
+    if "pooled_seeds" in summary:
+        raise LoptUserError(f"{run} is already pooled; pool the runs it was made of")
     return summary, rows, evaluation_seed(run, summary)
 
 
@@ -72,6 +87,7 @@ def write_pooled(runs: list[Path], out: Path, force: bool = False) -> dict:
         raise LoptUserError(f"{out} already holds a leaderboard; pass --force to replace it")
     if out.exists() and not out.is_dir():
         raise LoptUserError(f"{out} is a file, not a directory")
+    runs = expand_sweeps(runs)
     read = [read_run(run) for run in runs]
     summary, rows = pooled_summary([r[0] for r in read], [r[1] for r in read],
                                    [r[2] for r in read])
@@ -87,7 +103,8 @@ def write_pooled(runs: list[Path], out: Path, force: bool = False) -> dict:
 def cli(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lopt_cli.scripts.pool_draws",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="benchmark run directories")
+    parser.add_argument("runs", nargs="+", type=Path,
+                        help="benchmark run directories, or sweeps holding them")
     parser.add_argument("--out", type=Path, required=True, help="the directory to write")
     parser.add_argument("--force", action="store_true", help="replace a leaderboard there")
     args = parser.parse_args(argv)
