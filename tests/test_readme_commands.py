@@ -12,7 +12,7 @@ import pytest
 from hydra import initialize_config_module
 from hydra._internal.utils import get_args_parser
 
-from lopt_cli.cli import COMMANDS
+from lopt_cli.cli import COMMANDS, multirun_flag_last
 from lopt_cli.commands.validation import check_seed, compose_checked, expand
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +47,7 @@ def test_readme_command_line_composes(line):
     if {"--help", "-h"} & set(words):
         return
     module = importlib.import_module(COMMANDS[words[1]][0])
-    args, unknown = get_args_parser().parse_known_args(words[2:])
+    args, unknown = get_args_parser().parse_known_args(multirun_flag_last(words[2:]))
     assert not unknown, f"{line}: unknown flags {unknown}"
     overrides = [o for o in args.overrides if not o.startswith(("hydra.", "hydra/"))]
     with initialize_config_module("conf", version_base="1.3"):
