@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from lopt_cli.errors import LoptUserError
+from lopt_cli.evaluation.benchmark_outputs import HEADLINE_KEYS
 from lopt_cli.evaluation.compare import relative_improvement
 from lopt_cli.evaluation.leaderboard import (
     headline,
@@ -39,7 +40,6 @@ from lopt_cli.evaluation.metrics import loss_ratio
 SAME_IN_EVERY_DRAW = ("benchmark", "task_names", "horizons", "trials",
                       "lr_multiplier", "baselines", "reference_setting", "num_seeds",
                       "num_points", "eval_batches", "final_fraction", "long_horizon")
-HEADLINE_KEYS = ("iqm_loss_ratio", "iqm_speedup", "win_rate", "horizon_rise")
 COMPARISON_KEY = ("candidate", "task", "comparison", "setting")
 HORIZON_KEY = ("optimizer", "group", "task")
 
