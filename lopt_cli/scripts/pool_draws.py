@@ -113,11 +113,10 @@ def cli(argv: list[str] | None = None) -> int:
     except (LoptUserError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from rich.console import Console
-
+    from lopt_cli.console import output_console
     from lopt_cli.evaluation.leaderboard_report import terminal_interval_table, terminal_table
 
-    console = Console()
+    console = output_console()
     console.print(terminal_table(summary))
     intervals = terminal_interval_table(summary)
     if intervals is not None:
