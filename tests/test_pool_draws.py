@@ -4,6 +4,7 @@ real runs of ``lopt evaluate`` that differ only in ``seed``."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -149,3 +150,19 @@ def test_the_script_pools_a_real_sweep_of_draws_and_refuses_bad_ones(run_lopt, t
         assert best["beale_noisy"][k] == pytest.approx(expected, abs=6e-4)
         assert iqms[list(iqms)[k]] == best["beale_noisy"][k]  # one task
     assert used == 2 and per_task_entries("# Leaderboard\n\nno tables") == []
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[a, b", "is not a readable Hydra config (while parsing a flow sequence)"),
+    ("- 1\n", "is not a readable Hydra config"),
+    ("seed: one\n", "has no integer top-level seed"),
+])
+def test_an_old_run_without_a_readable_seed_is_a_one_line_error(tmp_path, text, message):
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text(text)
+    with pytest.raises(LoptUserError, match=re.escape(message)) as error:
+        pool_draws.evaluation_seed(tmp_path, {})
+    assert "\n" not in str(error.value)
+    (tmp_path / ".hydra" / "config.yaml").write_text("seed: 4\n")
+    assert pool_draws.evaluation_seed(tmp_path, {}) == 4
+    assert pool_draws.evaluation_seed(tmp_path, {"seed": 2}) == 2  # the summary's wins

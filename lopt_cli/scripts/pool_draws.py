@@ -34,7 +34,11 @@ def evaluation_seed(run: Path, summary: dict) -> int:
     config = run / ".hydra" / "config.yaml"
     if not config.is_file():
         raise LoptUserError(f"{run}: its summary has no seed and {config} is missing")
-    seed = (yaml.safe_load(config.read_text()) or {}).get("seed")
+    try:
+        seed = (yaml.safe_load(config.read_text()) or {}).get("seed")
+    except (yaml.YAMLError, AttributeError) as error:  # not YAML, or not a mapping
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise LoptUserError(f"{config} is not a readable Hydra config ({first_line})") from error
     if not isinstance(seed, int):
         raise LoptUserError(f"{config} has no integer top-level seed")
     return seed
