@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -97,11 +99,16 @@ def test_a_task_missing_from_one_draw_is_a_user_error():
         pooled_summary([summary_of()] * 2, draws, [0, 1])
 
 
-def test_the_script_pools_a_real_sweep_of_draws_and_refuses_bad_ones(run_lopt, tmp_path,
+def test_the_script_pools_a_real_sweep_of_draws_and_refuses_bad_ones(lopt_env, tmp_path,
                                                                       capsys):
+    # its own run cache: test_benchmark counts these runs as computed, not cached, in the
+    # session's shared one
+    env = {**lopt_env, "LOPT_CACHE_DIR": str(tmp_path / "cache")}
     # --multirun between the overrides, as a user may write it (Hydra alone would refuse)
-    run_lopt("evaluate", *TINY_BENCHMARK, "learned_optimizer=[adam]", "seed=0,1", "--multirun",
-             "hydra.sweep.dir=draws")
+    subprocess.run([sys.executable, "-m", "lopt_cli", "evaluate", *TINY_BENCHMARK,
+                    "learned_optimizer=[adam]", "seed=0,1", "--multirun",
+                    "hydra.sweep.dir=draws"], cwd=tmp_path, env=env, check=True,
+                   capture_output=True, timeout=600)
     runs = [tmp_path / "draws" / job for job in ("0", "1")]
     summaries = [json.loads((run / "summary.json").read_text()) for run in runs]
     assert [s["seed"] for s in summaries] == [0, 1]
@@ -166,3 +173,23 @@ def test_an_old_run_without_a_readable_seed_is_a_one_line_error(tmp_path, text, 
     (tmp_path / ".hydra" / "config.yaml").write_text("seed: 4\n")
     assert pool_draws.evaluation_seed(tmp_path, {}) == 4
     assert pool_draws.evaluation_seed(tmp_path, {"seed": 2}) == 2  # the summary's wins
+
+
+def test_an_out_path_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "taken").write_text("x")
+    assert pool_draws.cli([str(tmp_path), str(tmp_path), "--out", str(tmp_path / "taken")]) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a directory" in err and err.count("\n") == 1
+
+
+def test_the_oracle_script_refuses_what_it_cannot_read_in_one_line(tmp_path, capsys):
+    from benchmarks.per_task_oracle import main
+
+    empty = tmp_path / "empty.md"
+    empty.write_text("# Leaderboard\n\nno per-task table\n")
+    for argv, message in [([str(tmp_path / "missing.md")], "missing.md"),
+                          ([str(empty)], "no per-task entries"),
+                          ([str(empty), "--tasks", "3"], "no per-task entries")]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.strip().splitlines()[-1].startswith("error: ")

@@ -10,8 +10,8 @@ from lopt_cli.evaluation.leaderboard import (
     divergence_counts,
     headline,
     headline_intervals,
+    horizon_record,
     horizon_rows,
-    horizon_summary,
     paired_differences,
     per_task,
     reference_label,
@@ -36,12 +36,14 @@ def benchmark_summary(spec, results: dict, candidates: list[str],
     rows += horizon_rows(results, spec, candidates)
     reference = reference_label(spec) or rows[0]["setting"]
     leaderboard = summarize_rows(rows, reference)
-    rise = horizon_summary(rows)
+    horizon = horizon_record(rows)
+    rise = horizon["rise"]
     summary = {
         "benchmark": spec.name, "candidates": candidates,
         "num_tasks": len(spec.tasks), "task_names": [t.name for t in spec.tasks],
         "horizons": [t.horizon for t in spec.tasks], "tasks": [t.description for t in spec.tasks],
-        "seed": spec.measure.seed, "num_seeds": spec.measure.num_seeds, "num_points": spec.measure.num_points,
+        "seed": spec.measure.seed, "num_seeds": spec.measure.num_seeds,
+        "num_points": spec.measure.num_points,
         "eval_batches": spec.measure.eval_batches, "final_fraction": spec.measure.final_fraction,
         "long_horizon": spec.long_horizon, "trials": trials_run(spec),
         "lr_multiplier": list(lr_multiplier), "baselines": list(spec.baselines),
@@ -49,12 +51,7 @@ def benchmark_summary(spec, results: dict, candidates: list[str],
         "per_task": per_task(rows, reference),
         "intervals": headline_intervals(rows, reference),
         "paired": paired_differences(rows, reference, candidates),
-        "horizon": {"rise": rise, "rising_tasks": {
-            name: [r["task"] for r in rows if r["record"] == "horizon"
-                   and r["optimizer"] == name and r["rises"]] for name in rise},
-            "rise_ratio": {name: {r["task"]: r["rise_ratio"] for r in rows
-                                  if r["record"] == "horizon" and r["optimizer"] == name}
-                           for name in rise}},
+        "horizon": horizon,
         "diverged": divergence_counts(results),
         "tuned_at_edge": tuned_at_edge(results, edge_budgets(spec, candidates)),
         **{key: {name: headline(leaderboard, rise, name, key) for name in candidates}

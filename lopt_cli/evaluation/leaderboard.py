@@ -229,6 +229,19 @@ def horizon_summary(rows: list[dict]) -> dict:
     return {name: float(np.mean(values)) for name, values in flags.items()}
 
 
+def horizon_record(rows: list[dict]) -> dict:
+    """``summary.json``'s ``horizon``: per optimizer the share of long-horizon tasks whose
+    training loss rises (:func:`horizon_summary`), which tasks those are, and every long
+    task's rise ratio."""
+    rise = horizon_summary(rows)
+    long_tasks = [r for r in rows if r["record"] == "horizon"]
+    return {"rise": rise,
+            "rising_tasks": {name: [r["task"] for r in long_tasks
+                                    if r["optimizer"] == name and r["rises"]] for name in rise},
+            "rise_ratio": {name: {r["task"]: r["rise_ratio"] for r in long_tasks
+                                  if r["optimizer"] == name} for name in rise}}
+
+
 def divergence_counts(results: dict) -> dict:
     """``{optimizer: {"diverged": trials (summed over tasks), "trials": total}}``."""
     counts: dict = {}

@@ -29,7 +29,7 @@ from lopt_cli.evaluation.compare import relative_improvement
 from lopt_cli.evaluation.leaderboard import (
     headline,
     headline_intervals,
-    horizon_summary,
+    horizon_record,
     paired_differences,
     per_task,
     summarize_rows,
@@ -130,13 +130,10 @@ def pooled_summary(summaries: Sequence[dict], draws: Sequence[list[dict]],
     rows = pool_comparison_rows(draws, candidates) + pool_horizon_rows(draws, names)
     reference = first["reference_setting"]
     leaderboard = summarize_rows(rows, reference)
-    rise = horizon_summary(rows)
+    horizon = horizon_record(rows)
+    rise = horizon["rise"]
     diverged = {name: {key: sum(s["diverged"][name][key] for s in summaries)
                        for key in ("diverged", "trials")} for name in names}
-    rising = {name: [r["task"] for r in rows if r["record"] == "horizon"
-                     and r["optimizer"] == name and r["rises"]] for name in rise}
-    ratios = {name: {r["task"]: r["rise_ratio"] for r in rows
-                     if r["record"] == "horizon" and r["optimizer"] == name} for name in rise}
     summary = {
         **{key: first[key] for key in SAME_IN_EVERY_DRAW if key in first},
         "candidates": candidates, "num_tasks": first["num_tasks"], "tasks": first["tasks"],
@@ -145,7 +142,7 @@ def pooled_summary(summaries: Sequence[dict], draws: Sequence[list[dict]],
         "per_task": per_task(rows, reference),
         "intervals": headline_intervals(rows, reference),
         "paired": paired_differences(rows, reference, candidates),
-        "horizon": {"rise": rise, "rising_tasks": rising, "rise_ratio": ratios},
+        "horizon": horizon,
         "diverged": diverged,
         **{key: {name: headline(leaderboard, rise, name, key) for name in candidates}
            for key in HEADLINE_KEYS},
