@@ -92,6 +92,16 @@ def test_draws_that_cannot_be_pooled_are_user_errors(summaries, seeds, message):
         pooled_summary(summaries, draws, seeds)
 
 
+def test_a_candidate_whose_weights_changed_between_draws_is_a_user_error():
+    draws = [[comparison("a", 1.0, 1.0, 1.0)] for _ in range(3)]
+    old, same, retrained = (summary_of(), {**summary_of(), "candidate_digests": {"lopt": "d1"}},
+                            {**summary_of(), "candidate_digests": {"lopt": "d2"}})
+    summary, _ = pooled_summary([old, same, same], draws, [0, 1, 2])  # an old run: unchecked
+    assert summary["candidate_digests"] == {"lopt": "d1"}
+    with pytest.raises(LoptUserError, match="'lopt' is not the same optimizer in run 2 and run 3"):
+        pooled_summary([old, same, retrained], draws, [0, 1, 2])
+
+
 def test_a_task_missing_from_one_draw_is_a_user_error():
     draws = [[comparison("a", 1.0, 1.0, 1.0), comparison("b", 1.0, 1.0, 1.0)],
              [comparison("a", 1.0, 1.0, 1.0)]]
@@ -112,6 +122,8 @@ def test_the_script_pools_a_real_sweep_of_draws_and_refuses_bad_ones(lopt_env, t
     runs = [tmp_path / "draws" / job for job in ("0", "1")]
     summaries = [json.loads((run / "summary.json").read_text()) for run in runs]
     assert [s["seed"] for s in summaries] == [0, 1]
+    assert summaries[0]["candidate_digests"] == summaries[1]["candidate_digests"]
+    assert set(summaries[0]["candidate_digests"]) == {"adam"}
     out = tmp_path / "pooled"
     assert pool_draws.expand_sweeps([tmp_path / "draws"]) == runs
     assert pool_draws.cli([str(tmp_path / "draws"), "--out", str(out)]) == 0

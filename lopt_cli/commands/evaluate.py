@@ -342,7 +342,7 @@ def run_benchmark_command(cfg: DictConfig) -> None:
     from lopt_cli.console import output_console, progress_bar
     from lopt_cli.evaluation.benchmark import run_benchmark, total_runs
     from lopt_cli.evaluation.benchmark_outputs import benchmark_summary, write_benchmark
-    from lopt_cli.evaluation.cache import RunCache, default_cache_dir
+    from lopt_cli.evaluation.cache import RunCache, cache_key, default_cache_dir
     from lopt_cli.evaluation.leaderboard_report import terminal_interval_table, terminal_table
     from lopt_cli.evaluation.tuning_edges import edge_line
 
@@ -358,6 +358,7 @@ def run_benchmark_command(cfg: DictConfig) -> None:
     names = [c.name for c in candidates]
     summary, rows = benchmark_summary(spec, results, names, built[1])
     summary["runs"] = {"computed": cache.computed, "from_cache": cache.hits}
+    summary["candidate_digests"] = {c.name: cache_key(c.identity) for c in candidates}
     out_dir = run_dir()
     write_benchmark(out_dir, summary, rows)
     output_console().print(terminal_table(summary))

@@ -15,7 +15,8 @@ each tuned on its own as the benchmark does, gives per task and comparison
 
 The headline, intervals over tasks and paired differences are then computed by the same
 functions as one run's (:mod:`~lopt_cli.evaluation.leaderboard`), for the candidates that every
-draw has (a draw may have measured more).
+draw has (a draw may have measured more), each of them the same optimizer in every draw
+(``candidate_digests``: a run directory re-trained between draws would mix two θs).
 """
 from __future__ import annotations
 
@@ -62,11 +63,23 @@ def check_draws(summaries: Sequence[dict], seeds: Sequence[int]) -> None:
 
 
 def common_candidates(summaries: Sequence[dict]) -> list[str]:
-    """The candidates of the first draw that every other draw has too, in its order."""
+    """The candidates of the first draw that every other draw has too, in its order; each
+    the same optimizer in every draw that records its digest (``candidate_digests``: its
+    weights, code and configuration; runs older than the record are not checked)."""
     common = [c for c in summaries[0]["candidates"]
               if all(c in s["candidates"] for s in summaries[1:])]
     if not common:
         raise LoptUserError("the runs have no candidate in common")
+    for name in common:
+        digests = {index + 1: s["candidate_digests"][name] for index, s in enumerate(summaries)
+                   if name in s.get("candidate_digests", {})}
+        runs = list(digests)
+        other = next((run for run in runs if digests[run] != digests[runs[0]]), None)
+        if other is not None:
+            raise LoptUserError(
+                f"{name!r} is not the same optimizer in run {runs[0]} and run {other} (its "
+                "weights, code or configuration changed between them); pool draws of one "
+                "optimizer")
     return common
 
 
@@ -139,6 +152,9 @@ def pooled_summary(summaries: Sequence[dict], draws: Sequence[list[dict]],
         "candidates": candidates, "num_tasks": first["num_tasks"], "tasks": first["tasks"],
         "num_seeds": first["num_seeds"] * len(summaries), "pooled_seeds": list(seeds),
         "seeds_per_draw": first["num_seeds"], "leaderboard": leaderboard,
+        "candidate_digests": {name: digest for s in reversed(summaries)
+                              for name, digest in s.get("candidate_digests", {}).items()
+                              if name in candidates},
         "per_task": per_task(rows, reference),
         "intervals": headline_intervals(rows, reference),
         "paired": paired_differences(rows, reference, candidates),
