@@ -8,6 +8,8 @@ import math
 import sys
 from pathlib import Path
 
+import pytest
+
 from lopt_cli.optimizers.registry import LEARNED_OPTIMIZERS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -25,6 +27,7 @@ FIELDS = {"optimizer", "num_params", "reps", "median_s", "compile_s", "flops", "
           "bytes", "stream_s", "roofline_s", "x_roofline"}
 
 
+@pytest.mark.slow  # the benchmark harness (make bench runs it for real): ~20 s on 2 cores
 def test_overhead_benchmark_rows_and_json(tmp_path):
     result = benchmark_module("optimizer_overhead").main(tmp_path, sizes=(1000,), reps=3, peak_size=256)
     written = json.loads((tmp_path / "optimizer_overhead.json").read_text())
@@ -51,6 +54,7 @@ def test_overhead_benchmark_rows_and_json(tmp_path):
         assert rows["mlp:matmuls"]["flops_per_param"] < rows["mlp"]["flops_per_param"]
 
 
+@pytest.mark.slow  # the benchmark harness (make bench runs it for real): ~20 s on 2 cores
 def test_batching_benchmark_times_both_ways_and_they_agree(tmp_path):
     result = benchmark_module("benchmark_batching").main(tmp_path, horizon=5, rounds=2,
                                                          names=("mlp_wide_digits",))

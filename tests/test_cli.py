@@ -142,6 +142,8 @@ def test_multirun_sweeps_into_separate_directories(run_lopt, tmp_path):
     assert losses[0] != losses[1]
 
 
+# two meta-trainings in parallel processes, ~20 s on 2 cores (a plain sweep runs in make test)
+@pytest.mark.slow
 def test_parallel_sweep_with_the_joblib_launcher(run_lopt, tmp_path):
     run_lopt("meta-train", "--multirun", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
              "seed=3,4", *TINY_META_TRAIN, "compute.num_outer_steps=2")

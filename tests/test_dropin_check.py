@@ -107,6 +107,7 @@ def test_bad_inputs_are_one_line_with_exit_2(check, argv, message, tmp_path, cap
     assert message in err and "\n" not in err, err
 
 
+@pytest.mark.slow  # one compile per rate: ~11 s on 2 cores (the grid's parsing: below)
 def test_another_rate_grid_is_used_by_adam_and_recorded(check, tmp_path):
     grid = check.parse_rates("1e-5,1,6")
     assert grid[0] == pytest.approx(1e-5) and grid[-1] == pytest.approx(1.0) and len(grid) == 6

@@ -55,8 +55,9 @@ def run_case(overrides: list[str]) -> tuple[dict, dict]:
     return flat(theta0), flat(theta)
 
 
-# The two costliest cases (~30 s each on 2 cores) run with the slow tests (make test-slow).
-SLOW_CASES = {"hierarchical-es", "mlp-tbptt"}
+# All but mlp-pes (the recipe's estimator) run with the slow tests (make test-slow): 15-30 s
+# each on 2 cores, and their architectures and estimators have conformance tests of their own.
+SLOW_CASES = {"hierarchical-es", "mlp-tbptt", "mlp-es", "small-es"}
 
 
 @pytest.mark.parametrize("case", [pytest.param(case, marks=pytest.mark.slow)

@@ -79,6 +79,8 @@ def test_num_devices_from_the_command_line(run_lopt, tmp_path):
     assert "final_heldout_loss" in summary
 
 
+# a CLI meta-training on host devices, ~20 s on 2 cores (the rule: test_largest_divisor_at_most)
+@pytest.mark.slow
 def test_auto_devices_on_cpu_split_the_population_over_the_cores(run_lopt, tmp_path):
     """compute=cpu's num_devices=auto: one host device per core, the most dividing num_tasks."""
     run_lopt("meta-train", "compute=smoke", "compute.num_outer_steps=2", "compute.num_tasks=4",

@@ -18,7 +18,9 @@ from lopt_cli.errors import LoptUserError, one_line
 
 
 def configure_jax() -> None:
-    """Persistent compilation cache under the user's cache directory (opt out: LOPT_JAX_CACHE=)."""
+    """Persistent compilation cache under the user's cache directory (opt out: LOPT_JAX_CACHE=),
+    for every program (``LOPT_JAX_CACHE_MIN_SECONDS``, default 0: a lopt run compiles dozens of
+    programs of 0.01-1 s, JAX's default floor of 1 s caches hardly any of them)."""
     import logging
 
     import jax
@@ -28,7 +30,20 @@ def configure_jax() -> None:
     cache = os.environ.get("LOPT_JAX_CACHE", str(Path.home() / ".cache" / "lopt" / "jax"))
     if cache:
         jax.config.update("jax_compilation_cache_dir", cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                          cache_min_seconds(os.environ.get("LOPT_JAX_CACHE_MIN_SECONDS", "0")))
+
+
+def cache_min_seconds(text: str) -> float:
+    """``LOPT_JAX_CACHE_MIN_SECONDS`` as a number of seconds ≥ 0 (a one-line error if not)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0.0:
+        raise LoptUserError(f"LOPT_JAX_CACHE_MIN_SECONDS={text!r}: expected a number of "
+                            "seconds >= 0 (programs compiled faster are not cached)")
+    return seconds
 
 
 def plain(node: Any) -> Any:
