@@ -126,7 +126,12 @@ def test_the_script_pools_a_real_sweep_of_draws_and_refuses_bad_ones(lopt_env, t
     assert set(summaries[0]["candidate_digests"]) == {"adam"}
     out = tmp_path / "pooled"
     assert pool_draws.expand_sweeps([tmp_path / "draws"]) == runs
+    (tmp_path / "draws" / "2" / ".hydra").mkdir(parents=True)  # a job killed before its summary
+    assert pool_draws.expand_sweeps([tmp_path / "draws"]) == runs
+    capsys.readouterr()
     assert pool_draws.cli([str(tmp_path / "draws"), "--out", str(out)]) == 0
+    notice = capsys.readouterr().err
+    assert "unfinished jobs" in notice and str(tmp_path / "draws" / "2") in notice
     for name in ("leaderboard.md", "leaderboard.png", "summary.json", "results.jsonl",
                  "horizon.png"):
         assert (out / name).is_file(), name

@@ -3,7 +3,8 @@
     python -m lopt_cli.scripts.pool_draws RUN [RUN ...] --out DIR [--force]
 
 Each ``RUN`` is a ``lopt evaluate benchmark=...`` run directory, or a sweep directory whose
-job directories are (``lopt evaluate ... seed=0,1,2 --multirun hydra.sweep.dir=DIR``); the runs
+finished job directories are (``lopt evaluate ... seed=0,1,2 --multirun hydra.sweep.dir=DIR``;
+jobs without a summary yet are named on stderr and left out); the runs
 must agree in every setting but ``seed`` (tasks, trials, factor range, seeds per run), e.g. the
 same command with ``seed=0``, ``seed=1`` and ``seed=2``. ``DIR`` gets ``summary.json``,
 ``results.jsonl``, ``leaderboard.md``, ``leaderboard.png`` and ``horizon.png`` in the shape of
@@ -54,6 +55,14 @@ def expand_sweeps(paths: list[Path]) -> list[Path]:
         runs += sorted(jobs, key=lambda p: (not p.name.isdigit(), int(p.name) if
                                             p.name.isdigit() else 0, p.name)) or [path]
     return runs
+
+
+def unfinished_jobs(paths: list[Path]) -> list[Path]:
+    """The job directories of the sweeps among ``paths`` that have no summary yet (a job still
+    running, or killed): :func:`expand_sweeps` leaves them out, and the user should know."""
+    sweeps = [p for p in paths if p.is_dir() and not (p / SUMMARY).exists()]
+    return sorted(job for sweep in sweeps for job in sweep.iterdir()
+                  if job.is_dir() and job.name.isdigit() and not (job / SUMMARY).exists())
 
 
 def read_run(run: Path) -> tuple[dict, list[dict], int]:
@@ -120,6 +129,10 @@ def cli(argv: list[str] | None = None) -> int:
     from lopt_cli.console import output_console
     from lopt_cli.evaluation.leaderboard_report import terminal_interval_table, terminal_table
 
+    unfinished = unfinished_jobs(args.runs)
+    if unfinished:
+        print(f"not pooled, no {SUMMARY} yet (unfinished jobs): "
+              f"{', '.join(map(str, unfinished))}", file=sys.stderr)
     console = output_console()
     console.print(terminal_table(summary))
     intervals = terminal_interval_table(summary)
