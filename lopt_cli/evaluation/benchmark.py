@@ -104,7 +104,12 @@ HOST_LOOP_SETTINGS = ("auto", "always", "never")
 
 
 def has_convolution(task) -> bool:
-    """Whether one training loss of ``task`` contains a convolution (traced, not run)."""
+    """Whether ``task`` declares itself ``convolutional`` (the conv classifiers, whose
+    convolutions are matrix products over patches) or one training loss of it contains an
+    XLA convolution (traced, not run)."""
+    if getattr(task, "convolutional", False):
+        return True
+
     def loss(key):
         return task.loss(task.init(key), task.sample_batch(key, "train"), key)
 
@@ -116,7 +121,8 @@ def loops_on_host(task, setting: str) -> bool:
     ``always``, ``never``, or ``auto``: on a CPU backend for a task with convolutions.
 
     On 2 CPU cores ``python -m benchmarks.run benchmark_batching`` ran ``conv_wide_digits``
-    1.7× faster one at a time than vmapped (README, "Measured results")."""
+    1.3× faster one at a time than vmapped (1.7× while its convolutions were XLA's, both ways
+    about 12× slower; README, "Measured results")."""
     if setting == "auto":
         return jax.default_backend() == "cpu" and has_convolution(task)
     return setting == "always"
