@@ -13,15 +13,8 @@ from task_definitions.conv import ConvConfig, ConvFamily, ConvNet
 from task_definitions.mlp import ACTIVATIONS
 
 
-class FlaxConvNet(nn.Module):
+class FlaxConvNet(ConvNet):
     """The network as it was written with flax's layers (the reference)."""
-
-    channels: tuple
-    kernel_size: int
-    pooling: str
-    head: str
-    activation: str
-    num_classes: int
 
     @nn.compact
     def __call__(self, images):
