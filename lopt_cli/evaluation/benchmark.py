@@ -121,8 +121,8 @@ def loops_on_host(task, setting: str) -> bool:
     ``always``, ``never``, or ``auto``: on a CPU backend for a task with convolutions.
 
     On 2 CPU cores ``python -m benchmarks.run benchmark_batching`` ran ``conv_wide_digits``
-    1.3× faster one at a time than vmapped (1.7× while its convolutions were XLA's, both ways
-    about 12× slower; README, "Measured results")."""
+    1.16× faster one at a time than vmapped (1.23× in the same session with XLA's
+    convolutions, both ways 20× slower; README, "Measured results")."""
     if setting == "auto":
         return jax.default_backend() == "cpu" and has_convolution(task)
     return setting == "always"

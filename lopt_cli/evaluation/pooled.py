@@ -152,7 +152,7 @@ def pooled_summary(summaries: Sequence[dict], draws: Sequence[list[dict]],
         "candidates": candidates, "num_tasks": first["num_tasks"], "tasks": first["tasks"],
         "num_seeds": first["num_seeds"] * len(summaries), "pooled_seeds": list(seeds),
         "seeds_per_draw": first["num_seeds"], "leaderboard": leaderboard,
-        "candidate_digests": {name: digest for s in reversed(summaries)
+        "candidate_digests": {name: digest for s in summaries  # equal where recorded
                               for name, digest in s.get("candidate_digests", {}).items()
                               if name in candidates},
         "per_task": per_task(rows, reference),

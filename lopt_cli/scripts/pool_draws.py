@@ -45,13 +45,18 @@ def evaluation_seed(run: Path, summary: dict) -> int:
     return seed
 
 
+def is_sweep(path: Path) -> bool:
+    """Whether ``path`` is a directory that is not a run itself (a ``--multirun`` sweep)."""
+    return path.is_dir() and not (path / SUMMARY).exists()
+
+
 def expand_sweeps(paths: list[Path]) -> list[Path]:
     """Each path that is not a run itself but holds run directories (a ``--multirun`` sweep)
     replaced by those, in the order of their job numbers."""
     runs = []
     for path in paths:
-        jobs = [] if (path / SUMMARY).exists() or not path.is_dir() else [
-            child for child in path.iterdir() if (child / SUMMARY).is_file()]
+        jobs = [child for child in path.iterdir()
+                if (child / SUMMARY).is_file()] if is_sweep(path) else []
         runs += sorted(jobs, key=lambda p: (not p.name.isdigit(), int(p.name) if
                                             p.name.isdigit() else 0, p.name)) or [path]
     return runs
@@ -60,8 +65,7 @@ def expand_sweeps(paths: list[Path]) -> list[Path]:
 def unfinished_jobs(paths: list[Path]) -> list[Path]:
     """The job directories of the sweeps among ``paths`` that have no summary yet (a job still
     running, or killed): :func:`expand_sweeps` leaves them out, and the user should know."""
-    sweeps = [p for p in paths if p.is_dir() and not (p / SUMMARY).exists()]
-    return sorted(job for sweep in sweeps for job in sweep.iterdir()
+    return sorted(job for sweep in filter(is_sweep, paths) for job in sweep.iterdir()
                   if job.is_dir() and job.name.isdigit() and not (job / SUMMARY).exists())
 
 
