@@ -64,6 +64,11 @@ class ReparamTask:
         """The inner task's accuracy (classifiers only)."""
         return self.inner.accuracy(self.original(params), batch)
 
+    @property
+    def convolutional(self) -> bool:
+        """The inner task's flag (the benchmark's host-loop rule reads it)."""
+        return bool(getattr(self.inner, "convolutional", False))
+
 
 def check_scale(scale: tuple) -> tuple[float, float]:
     """``(low, high)`` as floats with ``0 < low <= high < inf``, or a one-line error."""

@@ -207,6 +207,7 @@ def test_only_convolutions_on_a_cpu_loop_on_the_host():
     from lopt_cli.evaluation.benchmark import has_convolution, loops_on_host
     from task_definitions.conv import ConvConfig, ConvFamily
     from task_definitions.mlp import MLPConfig, MLPFamily
+    from task_definitions.reparam import reparameterize
 
     conv = ConvFamily().build(ConvConfig(dataset="digits", image_size=0, channels=(4,),
                                          kernel_size=3, pooling="max", head="dense",
@@ -217,6 +218,9 @@ def test_only_convolutions_on_a_cpu_loop_on_the_host():
     assert has_convolution(conv) and not has_convolution(mlp)
     assert loops_on_host(conv, "auto") and not loops_on_host(mlp, "auto")  # CPU-only tests
     assert loops_on_host(mlp, "always") and not loops_on_host(conv, "never")
+    wrapped = reparameterize(conv, seed=0)  # the augmentation forwards the flag
+    assert wrapped.convolutional and loops_on_host(wrapped, "auto")
+    assert not reparameterize(mlp, seed=0).convolutional
 
 
 def test_choices_are_unchanged_when_test_values_are_replaced():

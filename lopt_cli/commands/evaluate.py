@@ -22,6 +22,7 @@ CONFIG_NAME = "evaluate"
 
 def build_spec(cfg: DictConfig):
     """The only function that reads the evaluate config's numbers and baselines."""
+    from lopt_cli.evaluation.placement import resolve_devices
     from lopt_cli.evaluation.runs import RunSettings
     from lopt_cli.evaluation.suite import SuiteSpec
 
@@ -58,7 +59,8 @@ def build_spec(cfg: DictConfig):
         raise LoptUserError("tuning.count=0: global tuning needs at least one tuning task")
     run = RunSettings(cfg.horizon, cfg.valid_every, cfg.num_seeds, float(cfg.final_fraction),
                       cfg.seed)
-    return SuiteSpec(splits, tuning_ids, baselines, cfg.max_trials, tuple(counts), run)
+    return SuiteSpec(splits, tuning_ids, baselines, cfg.max_trials, tuple(counts), run,
+                     resolve_devices(cfg.get("devices", "auto")))
 
 
 def trained_task_ids(cfg: DictConfig, split: str, from_run) -> tuple | None:
@@ -101,8 +103,10 @@ MODES = ("comparison", "implicit_regularization")
 
 
 def check(cfg: DictConfig) -> None:
+    from lopt_cli.evaluation.placement import request_host_devices
     from lopt_cli.optimizers.storage import load_learned_optimizer
 
+    request_host_devices()  # the first of this command to touch JAX: before it starts
     if cfg.get("benchmark") is not None:
         benchmark_candidates(cfg, build_benchmark_spec(cfg))
         return
@@ -266,6 +270,7 @@ def run(cfg: DictConfig) -> None:
 def build_benchmark_spec(cfg: DictConfig):
     """The only function that reads ``benchmark``: tasks, trial budgets, measurement."""
     from lopt_cli.evaluation.benchmark import HOST_LOOP_SETTINGS, BenchmarkSpec, MeasureSettings
+    from lopt_cli.evaluation.placement import resolve_devices
 
     node = cfg.benchmark
     for key in ("num_seeds", "num_points", "eval_batches", "long_horizon"):
@@ -308,7 +313,7 @@ def build_benchmark_spec(cfg: DictConfig):
                               float(node.final_fraction), int(cfg.seed))
     spec = BenchmarkSpec(str(node.name), tasks, baselines, trials,
                          tuple(sorted(set(counts))), measure, int(node.long_horizon),
-                         str(host_loop))
+                         str(host_loop), resolve_devices(cfg.get("devices", "auto")))
     return spec, (low, high)
 
 

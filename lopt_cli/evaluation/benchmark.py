@@ -82,6 +82,7 @@ class BenchmarkSpec:
     measure: MeasureSettings
     long_horizon: int  # tasks of at least this many steps report horizon generalisation
     host_loop: str = "auto"  # "auto", "always" or "never": see :func:`loops_on_host`
+    devices: int = 1  # local devices a vmapped call's runs are split over (:mod:`placement`)
 
 
 def summarize_curves(curves: dict, measure: MeasureSettings, horizon: int) -> dict:
@@ -171,11 +172,13 @@ def compute_runs(tasks: list, optimizer: Optimizer, spec: BenchmarkSpec,
                                    segments=segments, segment_done=part_done) for t in tasks]
     elif len(tasks) == 1:
         curves = [trial_curves(optimizer.space, optimizer.shared, hparams, tasks[0].task, *args,
-                               segments=segments, segment_done=part_done)]
+                               segments=segments, segment_done=part_done,
+                               num_devices=spec.devices)]
     else:
         stacked = trial_curves(optimizer.space, optimizer.shared, hparams,
                                stack_tasks([t.task for t in tasks]), *args, stacked=True,
-                               segments=segments, segment_done=part_done)
+                               segments=segments, segment_done=part_done,
+                               num_devices=spec.devices)
         curves = [jax.tree_util.tree_map(lambda x, i=i: x[i], stacked)
                   for i in range(len(tasks))]
     plain_hparams = {k: np.asarray(v).tolist() for k, v in hparams.items()}

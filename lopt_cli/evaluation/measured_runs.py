@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lopt_cli.evaluation.candidates import make_optimizer
+from lopt_cli.evaluation.placement import spread_runs
 from lopt_cli.inner.unroll import InnerState, init_inner_state, train_step
 
 EVAL_SPLITS = ("train", "valid", "test")
@@ -134,13 +135,18 @@ def advance_trials(space, shared, hparams: dict, task, runs: MeasuredRun, eval_k
 
 def trial_curves(space, shared, hparams: dict, task, keys: jax.Array, eval_keys: jax.Array,
                  horizon: int, num_points: int, stacked: bool = False, segments: int = 1,
-                 segment_done: Callable[[], Any] = lambda: None) -> dict:
+                 segment_done: Callable[[], Any] = lambda: None, num_devices: int = 1) -> dict:
     """Every trial of ``space`` over every seed (leading axes (task,) trial, seed; host arrays):
     one start and ``segments`` advances of the same compiled program, ``segment_done()``
-    after each (when its curves are on the host, i.e. the segment has run)."""
+    after each (when its curves are on the host, i.e. the segment has run). With
+    ``num_devices > 1`` the runs are split over that many local devices
+    (:func:`~lopt_cli.evaluation.placement.spread_runs`)."""
     if num_points % segments:
         raise ValueError(f"{segments} segments do not divide {num_points} points")
     points = num_points // segments
+    num_trials = len(jax.tree_util.tree_leaves(hparams)[0])
+    placed = spread_runs(hparams, keys, (task, eval_keys, shared), num_devices)
+    hparams, keys, (task, eval_keys, shared) = placed
     runs = start_trials(space, shared, hparams, task, keys, horizon, num_points, stacked)
     pieces = []
     for segment in range(segments):
@@ -150,7 +156,9 @@ def trial_curves(space, shared, hparams: dict, task, keys: jax.Array, eval_keys:
         pieces.append(jax.device_get(curves))
         segment_done()
     point_axis = 3 if stacked else 2
-    return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=point_axis), *pieces)
+    curves = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=point_axis), *pieces)
+    trials = (slice(None), slice(num_trials)) if stacked else (slice(num_trials),)
+    return jax.tree_util.tree_map(lambda x: x[trials], curves)  # without padded trials
 
 
 def host_loop_curves(space, shared, hparams: dict, task, keys, eval_keys, horizon: int,

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from lopt_cli.evaluation.compare import final_value
+from lopt_cli.evaluation.placement import spread_runs
 from lopt_cli.inner.curves import learned_curves, train_curve
 from task_definitions.task_ids import seed_keys
 
@@ -70,8 +71,11 @@ def run_learned(lopt, theta, task, settings: RunSettings, task_id: int | None = 
 
 
 def run_trials(space, hparams: dict, task, settings: RunSettings,
-               task_id: int | None = None) -> dict:
-    """Every trial of a baseline on ``task``: finals ``[trial]``, curves ``[trial, point]``."""
-    metrics = trial_curves(space, hparams, task, settings.keys(task_id), settings.horizon,
-                           settings.valid_every)
+               task_id: int | None = None, num_devices: int = 1) -> dict:
+    """Every trial of a baseline on ``task``: finals ``[trial]``, curves ``[trial, point]``;
+    the runs split over ``num_devices`` local devices (:func:`spread_runs`)."""
+    num_trials = len(jax.tree_util.tree_leaves(hparams)[0])
+    hparams, keys, task = spread_runs(hparams, settings.keys(task_id), task, num_devices)
+    metrics = trial_curves(space, hparams, task, keys, settings.horizon, settings.valid_every)
+    metrics = jax.tree_util.tree_map(lambda x: x[:num_trials], metrics)  # without padding
     return summarize_metrics(metrics, settings)

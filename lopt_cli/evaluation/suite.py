@@ -37,6 +37,7 @@ class SuiteSpec:
     max_trials: int
     trial_counts: tuple
     run: RunSettings
+    devices: int = 1  # local devices a baseline's runs on a task are split over (:mod:`placement`)
 
 
 class TaskRef:
@@ -61,7 +62,7 @@ def baseline_runs(ref: TaskRef, space, spec: SuiteSpec, cache: RunCache) -> dict
                    "space": repr(space), "hparams": hparams, "run": dataclasses.asdict(spec.run),
                    "seeding": SEEDING}
     return cache.get(description, lambda: {
-        **run_trials(space, hparams, ref.task, spec.run, ref.task_id),
+        **run_trials(space, hparams, ref.task, spec.run, ref.task_id, spec.devices),
         "hparams": {k: np.asarray(v).tolist() for k, v in hparams.items()}})
 
 

@@ -54,14 +54,16 @@ def prefer_wide_vectors() -> None:
     os.environ["XLA_FLAGS"] = f"{flags} {WIDE_VECTOR_FLAG}".strip()
 
 
-def request_cpu_devices(count: int) -> None:
+def request_cpu_devices(count: int, wide_vectors: bool = True) -> None:
     """Asks for ``count`` host (CPU) devices if JAX has not started yet and none were set.
 
     On a CPU-only machine this turns ``compute.num_devices=2`` into two XLA host devices
     (like ``XLA_FLAGS=--xla_force_host_platform_device_count=2``), at most one per core;
-    elsewhere it is harmless. Also asks for wide vector code (:func:`prefer_wide_vectors`).
+    elsewhere it is harmless. Also asks for wide vector code (:func:`prefer_wide_vectors`)
+    unless ``wide_vectors`` is false.
     """
-    prefer_wide_vectors()
+    if wide_vectors:
+        prefer_wide_vectors()
     if count <= 1 or backends_initialized():
         return
     if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):

@@ -1,0 +1,103 @@
+"""Spreading an evaluation call's runs over the local devices (``lopt evaluate devices=...``).
+
+Every trial × seed of an optimizer on a task is one vmapped call (a benchmark's
+:func:`~lopt_cli.evaluation.measured_runs.trial_curves`, a suite baseline's
+:func:`~lopt_cli.evaluation.runs.run_trials`). With ``n`` devices its runs are split along
+the trials, the seeds, or padded trials (:func:`split_axis`) over a 1-D mesh: the inputs that
+carry that axis are placed sharded, every other input is replicated, and XLA partitions the
+vmapped program, the runs being independent. Nothing in the maths changes; a batched matrix
+product of fewer runs may round differently, which a chaotic run (a step size at the edge of
+stability) amplifies, as it does any rounding.
+
+On a CPU-only machine ``lopt evaluate`` asks for one XLA host device per core before JAX starts
+(:func:`request_host_devices`). On 2 cores, 10 trials × 3 seeds of AdamLR on ``lopt_bench``
+tasks took 1.2-1.9× less time split over two host devices than on one device using both cores
+for each op (``python -m benchmarks.run benchmark_devices``; README, "Measured results").
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
+
+from lopt_cli.errors import LoptUserError
+
+AXIS = "runs"
+
+
+def request_host_devices() -> None:
+    """One XLA host device per core, if JAX has not started yet (harmless off CPU).
+    Vector width is left at XLA's default, so the numbers are those of one device."""
+    from lopt_cli.meta.cpu_tuning import request_cpu_devices
+
+    request_cpu_devices(os.cpu_count() or 1, wide_vectors=False)
+
+
+def resolve_devices(setting: Any) -> int:
+    """``devices`` as a count: ``auto`` (every local device) or a positive int no
+    larger than the local device count; a one-line error otherwise."""
+    available = jax.local_device_count()
+    if setting == "auto":
+        return available
+    if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
+        raise LoptUserError(f"devices={setting!r}: expected 'auto' or a positive "
+                            "integer")
+    if setting > available:
+        raise LoptUserError(f"devices={setting}: only {available} local "
+                            f"{jax.default_backend()} device(s); use at most {available} or "
+                            "'auto'")
+    return setting
+
+
+def largest_divisor_at_most(count: int, limit: int) -> int:
+    """The largest ``n <= limit`` that divides ``count`` (1 at least)."""
+    return max(n for n in range(1, max(1, limit) + 1) if count % n == 0)
+
+
+def split_axis(num_trials: int, num_seeds: int, num_devices: int) -> tuple[str | None, int, int]:
+    """How a call's runs are split: ``(axis, devices, trials)``. The trials over the most devices
+    (up to ``num_devices``) that divide them; else the seeds; else, with more trials than
+    devices, the trials padded to a multiple of ``num_devices`` (copies of the last trial, whose
+    runs are dropped: at most a third more work); else none.
+
+    >>> split_axis(10, 3, 2), split_axis(1, 4, 2), split_axis(5, 3, 2), split_axis(1, 3, 2)
+    (('trial', 2, 10), ('seed', 2, 1), ('trial', 2, 6), (None, 1, 1))
+    """
+    for axis, count in (("trial", num_trials), ("seed", num_seeds)):
+        used = largest_divisor_at_most(count, num_devices)
+        if used > 1:
+            return axis, used, num_trials
+    if 1 < num_devices < num_trials:
+        return "trial", num_devices, -(-num_trials // num_devices) * num_devices
+    return None, 1, num_trials
+
+
+def pad_trials(hparams: dict, count: int) -> dict:
+    """``hparams`` with its last trial repeated up to ``count`` trials."""
+    def pad(values):
+        extra = count - len(values)
+        return jnp.concatenate([values, jnp.repeat(values[-1:], extra, axis=0)]) if extra else values
+
+    return jax.tree_util.tree_map(pad, hparams)
+
+
+def spread_runs(hparams: dict, keys: jax.Array, shared: Any,
+                num_devices: int) -> tuple[dict, jax.Array, Any]:
+    """``hparams`` (leading axis: trial), ``keys`` (leading axis: seed) and ``shared`` (the task,
+    the fixed sample's keys: what every run reads) placed on a mesh of the first devices: the
+    axis of :func:`split_axis` split (the trials padded if it says so; the caller drops the
+    padding's runs), everything else replicated. Unchanged for one device."""
+    num_trials = len(jax.tree_util.tree_leaves(hparams)[0])
+    axis, used, padded = split_axis(num_trials, len(keys), num_devices)
+    if axis is None:
+        return hparams, keys, shared
+    mesh = jax.make_mesh((used,), (AXIS,), axis_types=(AxisType.Auto,),
+                         devices=jax.local_devices()[:used])
+    split, whole = NamedSharding(mesh, PartitionSpec(AXIS)), NamedSharding(mesh, PartitionSpec())
+    hparams = pad_trials(hparams, padded)
+    return (jax.device_put(hparams, split if axis == "trial" else whole),
+            jax.device_put(keys, split if axis == "seed" else whole),
+            jax.device_put(shared, whole))
