@@ -14,8 +14,8 @@ from lopt_cli.errors import LoptUserError
 from lopt_cli.evaluation.placement import pad_trials, resolve_devices, split_axis
 
 # Two host devices exist only in a fresh process: AdamLR (10 trials: split by trial), opt_list
-# (3 trials: padded to 4) and the shipped default with one trial (2 seeds: split by seed) on an
-# MLP and a quadratic, with devices 1 then 2: the same curves up to float rounding (a batched
+# (3 trials: padded to 4) and Adam with one trial (2 seeds: split by seed) on an MLP of
+# lopt_bench, with devices 1 then 2: the same curves up to float rounding (a batched
 # matrix product of another batch size rounds differently; 1e-5 apart after 20 steps here);
 # then a suite baseline's runs (`lopt evaluate` without a benchmark) likewise.
 SCRIPT = r"""
@@ -30,11 +30,11 @@ from lopt_cli.evaluation.cache import RunCache
 assert jax.local_device_count() == 2, jax.devices()
 with initialize_config_module("conf", version_base="1.3"):
     cfg = compose("evaluate", overrides=[
-        "benchmark=lopt_bench", "benchmark.select=[mlp_wide_digits,quadratic_ill_64]",
+        "benchmark=lopt_bench", "benchmark.select=[mlp_wide_digits]",
         "benchmark.horizon_override=20", "benchmark.num_points=4",
         "benchmark.num_seeds=2", "benchmark.eval_batches=2", "~baselines.Adam8p",
         "benchmark.trials.opt_list=3", "benchmark.trials.candidates=1",
-        "learned_optimizer=[adam_nominal_wsd]"])
+        "learned_optimizer=[adam]"])
     built = build_benchmark_spec(cfg)
 spec, candidates = built[0], benchmark_candidates(cfg, built)
 assert spec.devices == 2  # auto: both host devices
@@ -87,9 +87,9 @@ def test_split_runs_match_one_device(lopt_env):
 
 def test_runs_split_by_trial_then_seed_then_padded_trials():
     assert split_axis(10, 3, 2) == ("trial", 2, 10)
-    assert split_axis(50, 3, 4) == ("trial", 2, 50)  # the most devices that divide the trials
     assert split_axis(3, 4, 2) == ("seed", 2, 3)
     assert split_axis(5, 3, 2) == ("trial", 2, 6)  # one padded trial
+    assert split_axis(50, 3, 4) == ("trial", 4, 52)
     assert split_axis(1, 3, 2) == (None, 1, 1)  # padding would double the work
     assert split_axis(7, 3, 1) == (None, 1, 7)
 

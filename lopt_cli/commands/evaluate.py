@@ -2,6 +2,8 @@
 (``benchmark=NAME``) a leaderboard of optimizers on a named benchmark's held-out tasks."""
 from __future__ import annotations
 
+import os
+
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
@@ -103,10 +105,12 @@ MODES = ("comparison", "implicit_regularization")
 
 
 def check(cfg: DictConfig) -> None:
-    from lopt_cli.evaluation.placement import request_host_devices
+    from lopt_cli.meta.cpu_tuning import request_cpu_devices
     from lopt_cli.optimizers.storage import load_learned_optimizer
 
-    request_host_devices()  # the first of this command to touch JAX: before it starts
+    # The first of this command to touch JAX: one host device per core for `devices=auto`
+    # (harmless off CPU), XLA's default vector width kept (the numbers of one device).
+    request_cpu_devices(os.cpu_count() or 1, wide_vectors=False)
     if cfg.get("benchmark") is not None:
         benchmark_candidates(cfg, build_benchmark_spec(cfg))
         return

@@ -10,13 +10,12 @@ product of fewer runs may round differently, which a chaotic run (a step size at
 stability) amplifies, as it does any rounding.
 
 On a CPU-only machine ``lopt evaluate`` asks for one XLA host device per core before JAX starts
-(:func:`request_host_devices`). On 2 cores, 10 trials × 3 seeds of AdamLR on ``lopt_bench``
+(:func:`lopt_cli.commands.evaluate.check`). On 2 cores, 10 trials × 3 seeds of AdamLR on ``lopt_bench``
 tasks took 1.2-1.9× less time split over two host devices than on one device using both cores
 for each op (``python -m benchmarks.run benchmark_devices``; README, "Measured results").
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
@@ -26,14 +25,6 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec
 from lopt_cli.errors import LoptUserError
 
 AXIS = "runs"
-
-
-def request_host_devices() -> None:
-    """One XLA host device per core, if JAX has not started yet (harmless off CPU).
-    Vector width is left at XLA's default, so the numbers are those of one device."""
-    from lopt_cli.meta.cpu_tuning import request_cpu_devices
-
-    request_cpu_devices(os.cpu_count() or 1, wide_vectors=False)
 
 
 def resolve_devices(setting: Any) -> int:
@@ -52,26 +43,22 @@ def resolve_devices(setting: Any) -> int:
     return setting
 
 
-def largest_divisor_at_most(count: int, limit: int) -> int:
-    """The largest ``n <= limit`` that divides ``count`` (1 at least)."""
-    return max(n for n in range(1, max(1, limit) + 1) if count % n == 0)
-
-
 def split_axis(num_trials: int, num_seeds: int, num_devices: int) -> tuple[str | None, int, int]:
-    """How a call's runs are split: ``(axis, devices, trials)``. The trials over the most devices
-    (up to ``num_devices``) that divide them; else the seeds; else, with more trials than
-    devices, the trials padded to a multiple of ``num_devices`` (copies of the last trial, whose
-    runs are dropped: at most a third more work); else none.
+    """How a call's runs are split over ``num_devices``: ``(axis, devices, trials)``. Along the
+    trials if ``num_devices`` divides them; else along the seeds if it divides those; else, with
+    more trials than devices, along the trials padded to a multiple of ``num_devices`` (copies
+    of the last trial, whose runs are dropped); else not at all.
 
     >>> split_axis(10, 3, 2), split_axis(1, 4, 2), split_axis(5, 3, 2), split_axis(1, 3, 2)
     (('trial', 2, 10), ('seed', 2, 1), ('trial', 2, 6), (None, 1, 1))
     """
-    for axis, count in (("trial", num_trials), ("seed", num_seeds)):
-        used = largest_divisor_at_most(count, num_devices)
-        if used > 1:
-            return axis, used, num_trials
-    if 1 < num_devices < num_trials:
-        return "trial", num_devices, -(-num_trials // num_devices) * num_devices
+    if num_devices > 1:
+        if num_trials % num_devices == 0:
+            return "trial", num_devices, num_trials
+        if num_seeds % num_devices == 0:
+            return "seed", num_devices, num_trials
+        if num_trials > num_devices:
+            return "trial", num_devices, -(-num_trials // num_devices) * num_devices
     return None, 1, num_trials
 
 
