@@ -56,6 +56,27 @@ def interleaved(builders: dict[str, Callable[[], Runner]], rounds: int = 12) -> 
             for name, m in medians.items()}
 
 
+def report(out_dir, name: str, title: str, columns: tuple, cells: list, result: dict) -> dict:
+    """Prints a table (``cells``: one list of strings per row under ``columns``) and writes
+    ``result`` to ``<out_dir>/<name>.json``; returns ``result``."""
+    import json
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in cells:
+        table.add_row(*row)
+    Console().print(table)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
 def truncation_builder(lopt, placement, patch: Callable[[], Any] = contextlib.nullcontext):
     """A builder for :func:`interleaved`: compiles the meta-training benchmark's truncation for
     ``lopt`` (:func:`benchmarks.meta_training_speed.compile_truncation`, inside the context

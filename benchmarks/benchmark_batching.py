@@ -11,7 +11,6 @@ Run: ``python -m benchmarks.benchmark_batching`` (or ``make bench``).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import jax
@@ -58,29 +57,22 @@ def time_both(task, horizon: int, rounds: int) -> dict:
 
 def main(out_dir: str | Path = "benchmarks/results", horizon: int = HORIZON, rounds: int = ROUNDS,
          names: tuple[str, ...] = ("conv_wide_digits", "mlp_wide_digits")) -> dict:
-    from rich.console import Console
-    from rich.table import Table
-
+    from benchmarks._ab import report
     from lopt_cli.evaluation.benchmark import has_convolution
 
     rows = {}
     for name in names:
         task = lopt_bench_task(name)
         rows[name] = {"convolution": has_convolution(task), **time_both(task, horizon, rounds)}
-    table = Table(title=f"benchmark runs on {jax.default_backend()}: AdamLR {NUM_TRIALS} trials"
-                        f" × 2 seeds, {horizon} steps, median of {rounds - 1} rounds")
-    for column in ("task", "vmapped s", "host loop s", "host loop speed-up", "max final gap"):
-        table.add_column(column)
-    for name, row in rows.items():
-        table.add_row(name, f"{row['vmapped_s']:.2f}", f"{row['host_loop_s']:.2f}",
-                      f"{row['host_loop_speedup']:.2f}×", f"{row['max_final_rel_gap']:.1e}")
-    Console().print(table)
-    result = {"backend": jax.default_backend(), "horizon": horizon, "trials": NUM_TRIALS,
-              "rows": rows}
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "benchmark_batching.json").write_text(json.dumps(result, indent=2))
-    return result
+    cells = [[name, f"{row['vmapped_s']:.2f}", f"{row['host_loop_s']:.2f}",
+              f"{row['host_loop_speedup']:.2f}×", f"{row['max_final_rel_gap']:.1e}"]
+             for name, row in rows.items()]
+    return report(out_dir, "benchmark_batching",
+                  f"benchmark runs on {jax.default_backend()}: AdamLR {NUM_TRIALS} trials × 2 "
+                  f"seeds, {horizon} steps, median of {rounds - 1} rounds",
+                  ("task", "vmapped s", "host loop s", "host loop speed-up", "max final gap"),
+                  cells, {"backend": jax.default_backend(), "horizon": horizon,
+                          "trials": NUM_TRIALS, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ device per core before JAX starts; alone, set
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import jax
@@ -52,28 +51,22 @@ def time_both(task, horizon: int, rounds: int, devices: int) -> dict:
 
 def main(out_dir: str | Path = "benchmarks/results", horizon: int = HORIZON, rounds: int = ROUNDS,
          names: tuple[str, ...] = TASKS) -> dict:
-    from rich.console import Console
-    from rich.table import Table
-
+    from benchmarks._ab import report
     from benchmarks.benchmark_batching import lopt_bench_task
 
     devices = jax.local_device_count()
     rows = {name: time_both(lopt_bench_task(name), horizon, rounds, devices) for name in names}
-    table = Table(title=f"benchmark runs on {jax.default_backend()}: AdamLR {NUM_TRIALS} trials "
-                        f"× {NUM_SEEDS} seeds, {horizon} steps, one device vs split over "
-                        f"{devices}, median of {rounds - 1} rounds")
-    for column in ("task", "one device s", "split s", "split speed-up", "max final gap"):
-        table.add_column(column)
-    for name, row in rows.items():
-        table.add_row(name, f"{row['one_device_s']:.2f}", f"{row['split_s']:.2f}",
-                      f"{row['split_speedup']:.2f}×", f"{row['max_final_rel_gap']:.1e}")
-    Console().print(table)
-    result = {"backend": jax.default_backend(), "devices": devices, "horizon": horizon,
-              "trials": NUM_TRIALS, "seeds": NUM_SEEDS, "rows": rows}
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "benchmark_devices.json").write_text(json.dumps(result, indent=2))
-    return result
+    cells = [[name, f"{row['one_device_s']:.2f}", f"{row['split_s']:.2f}",
+              f"{row['split_speedup']:.2f}×", f"{row['max_final_rel_gap']:.1e}"]
+             for name, row in rows.items()]
+    return report(out_dir, "benchmark_devices",
+                  f"benchmark runs on {jax.default_backend()}: AdamLR {NUM_TRIALS} trials × "
+                  f"{NUM_SEEDS} seeds, {horizon} steps, one device vs split over {devices}, "
+                  f"median of {rounds - 1} rounds",
+                  ("task", "one device s", "split s", "split speed-up", "max final gap"),
+                  cells, {"backend": jax.default_backend(), "devices": devices,
+                          "horizon": horizon, "trials": NUM_TRIALS, "seeds": NUM_SEEDS,
+                          "rows": rows})
 
 
 if __name__ == "__main__":

@@ -66,6 +66,18 @@ def test_batching_benchmark_times_both_ways_and_they_agree(tmp_path):
         assert math.isfinite(row[key]) and row[key] > 0
 
 
+@pytest.mark.slow  # the benchmark harness (make bench runs it with two host devices): ~10 s
+def test_devices_benchmark_times_both_ways_and_they_agree(tmp_path):
+    result = benchmark_module("benchmark_devices").main(tmp_path, horizon=4, rounds=2,
+                                                        names=("mlp_wide_digits",))
+    row = result["rows"]["mlp_wide_digits"]
+    assert json.loads((tmp_path / "benchmark_devices.json").read_text())["rows"] == \
+        json.loads(json.dumps(result["rows"]))
+    assert result["devices"] >= 1 and row["max_final_rel_gap"] < 1e-4
+    for key in ("one_device_s", "split_s", "split_speedup"):
+        assert math.isfinite(row[key]) and row[key] > 0
+
+
 def test_runner_discovers_benchmark_modules():
     names = benchmark_module("run").benchmark_names()
     assert "optimizer_overhead" in names and "run" not in names
