@@ -17,7 +17,7 @@ from lopt_cli.evaluation.placement import pad_trials, resolve_devices, split_axi
 # (3 trials: padded to 4) and Adam with one trial (2 seeds: split by seed) on an MLP of
 # lopt_bench, with devices 1 then 2: the same curves up to float rounding (a batched
 # matrix product of another batch size rounds differently; 1e-5 apart after 20 steps here);
-# then a suite baseline's runs (`lopt evaluate` without a benchmark) likewise.
+# then a suite baseline's runs (`lopt evaluate` without a benchmark) and stacked tasks likewise.
 SCRIPT = r"""
 import dataclasses
 import jax, numpy as np
@@ -73,6 +73,18 @@ for key in ("final_valid", "final_train", "valid_curve", "train_curve"):
     a, b = (np.asarray(run[key], float) for run in suite[:2])
     assert a.shape == b.shape and len(a) == 3, (key, a.shape, b.shape)
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7, err_msg=key)
+from lopt_cli.evaluation.measured_runs import trial_curves
+from task_definitions.base import stack_tasks
+from task_definitions.quadratic import QuadraticConfig, QuadraticFamily
+quadratics = stack_tasks([QuadraticFamily().build(QuadraticConfig(8, 10.0, 0.0, 1.0, seed))
+                          for seed in (1, 2)])  # same-shape tasks stacked, 3 trials padded
+stacked = [trial_curves(AdamLR(), None, AdamLR().trials(3), quadratics, spec.measure.keys(),
+                        spec.measure.eval_keys(), 8, 4, stacked=True, num_devices=n)
+           for n in (1, 2)]
+for split in ("train", "test"):
+    a, b = (np.asarray(c[split], float) for c in stacked)
+    assert a.shape == b.shape == (2, 3, 2, 4), (a.shape, b.shape)
+    np.testing.assert_allclose(a, b, rtol=1e-5, err_msg=split)
 print("ok")
 """
 
