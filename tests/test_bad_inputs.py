@@ -132,6 +132,8 @@ CASES = [
     (EV, "learned_optimizer=mlp_digits trial_counts=[1,500]", "exceeds max_trials"),
     (EV, "learned_optimizer=mlp_digits num_seeds=0", "num_seeds=0"),
     (EV, "benchmark=nope", "unknown option 'nope' for benchmark"),
+    (EV, "learned_optimizer=mlp_digits devices=0", "devices=0: expected 'auto' or a positive"),
+    (EV, "learned_optimizer=mlp_digits devices=64", "devices=64: only"),
     (EV, "hydra.run.dir={a_file}/x", "is a file, not a directory"),
     # self-train
     (ST, "seed=abc", "seed='abc'"),

@@ -475,6 +475,7 @@ def test_trial_zero_is_the_factor_the_leaderboard_names(low, high, num):
     ("benchmark.lr_multiplier=[1.0]", "expected [min, max] with 0 < min <= max"),
     ("benchmark.select=mlp_deep_digits", "choose task names among"),
     ("benchmark.host_loop=sometimes", "benchmark.host_loop=sometimes: expected one of auto"),
+    ("devices=two", "devices='two': expected 'auto' or a positive integer"),
     ("learned_optimizer=[adam,adam]", "an optimizer is named twice"),
 ])
 def test_bad_benchmark_settings_are_user_errors(override, message):

@@ -10,9 +10,9 @@ product of fewer runs may round differently, which a chaotic run (a step size at
 stability) amplifies, as it does any rounding.
 
 On a CPU-only machine ``lopt evaluate`` asks for one XLA host device per core before JAX starts
-(:func:`lopt_cli.commands.evaluate.check`). On 2 cores, 10 trials × 3 seeds of AdamLR on ``lopt_bench``
-tasks took 1.2-1.9× less time split over two host devices than on one device using both cores
-for each op (``python -m benchmarks.run benchmark_devices``; README, "Measured results").
+(in its ``check``). On 2 cores, 10 trials × 3 seeds of AdamLR on ``lopt_bench`` tasks took
+1.2-1.9× less time split over two host devices than on one device using both cores for each
+op (``python -m benchmarks.run benchmark_devices``; README, "Measured results").
 """
 from __future__ import annotations
 
@@ -34,8 +34,7 @@ def resolve_devices(setting: Any) -> int:
     if setting == "auto":
         return available
     if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
-        raise LoptUserError(f"devices={setting!r}: expected 'auto' or a positive "
-                            "integer")
+        raise LoptUserError(f"devices={setting!r}: expected 'auto' or a positive integer")
     if setting > available:
         raise LoptUserError(f"devices={setting}: only {available} local "
                             f"{jax.default_backend()} device(s); use at most {available} or "
