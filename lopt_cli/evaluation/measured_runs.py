@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lopt_cli.evaluation.candidates import make_optimizer
-from lopt_cli.evaluation.placement import spread_runs
+from lopt_cli.evaluation.placement import num_trials_of, spread_runs, without_padding
 from lopt_cli.inner.unroll import InnerState, init_inner_state, train_step
 
 EVAL_SPLITS = ("train", "valid", "test")
@@ -114,7 +114,7 @@ def _over_trials(fn, space, shared, hparams, horizon: int, stacked: bool):
 def start_trials(space, shared, hparams: dict, task, keys: jax.Array, horizon: int,
                  num_points: int, stacked: bool = False) -> MeasuredRun:
     """:func:`start_run` of every trial × seed (leading axes (task,) trial, seed)."""
-    num_trials = len(jax.tree_util.tree_leaves(hparams)[0])
+    num_trials = num_trials_of(hparams)
     per_run = jnp.broadcast_to(keys, (num_trials,) + keys.shape)
     if stacked:
         per_run = jnp.broadcast_to(per_run, (len(jax.tree_util.tree_leaves(task)[0]),)
@@ -144,7 +144,7 @@ def trial_curves(space, shared, hparams: dict, task, keys: jax.Array, eval_keys:
     if num_points % segments:
         raise ValueError(f"{segments} segments do not divide {num_points} points")
     points = num_points // segments
-    num_trials = len(jax.tree_util.tree_leaves(hparams)[0])
+    num_trials = num_trials_of(hparams)
     placed = spread_runs(hparams, keys, (task, eval_keys, shared), num_devices)
     hparams, keys, (task, eval_keys, shared) = placed
     runs = start_trials(space, shared, hparams, task, keys, horizon, num_points, stacked)
@@ -157,8 +157,7 @@ def trial_curves(space, shared, hparams: dict, task, keys: jax.Array, eval_keys:
         segment_done()
     point_axis = 3 if stacked else 2
     curves = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=point_axis), *pieces)
-    trials = (slice(None), slice(num_trials)) if stacked else (slice(num_trials),)
-    return jax.tree_util.tree_map(lambda x: x[trials], curves)  # without padded trials
+    return without_padding(curves, num_trials, trial_axis=1 if stacked else 0)
 
 
 def host_loop_curves(space, shared, hparams: dict, task, keys, eval_keys, horizon: int,
@@ -167,7 +166,7 @@ def host_loop_curves(space, shared, hparams: dict, task, keys, eval_keys, horizo
     """:func:`trial_curves`, one (trial, seed) at a time (the same programs each time),
     reassembled on the host with leading axes trial, seed; ``segment_done()`` after each
     segment of each."""
-    num_trials = len(jax.tree_util.tree_leaves(hparams)[0])
+    num_trials = num_trials_of(hparams)
     rows = []
     for i in range(num_trials):
         setting = {k: v[i:i + 1] for k, v in hparams.items()}

@@ -42,6 +42,11 @@ def resolve_devices(setting: Any) -> int:
     return setting
 
 
+def num_trials_of(hparams: dict) -> int:
+    """How many trials ``hparams`` holds (the length of its leaves' leading axis)."""
+    return len(jax.tree_util.tree_leaves(hparams)[0])
+
+
 def split_axis(num_trials: int, num_seeds: int, num_devices: int) -> tuple[str | None, int, int]:
     """How a call's runs are split over ``num_devices``: ``(axis, devices, trials)``. Along the
     trials if ``num_devices`` divides them; else along the seeds if it divides those; else, with
@@ -70,13 +75,20 @@ def pad_trials(hparams: dict, count: int) -> dict:
     return jax.tree_util.tree_map(pad, hparams)
 
 
+def without_padding(tree: Any, num_trials: int, trial_axis: int = 0) -> Any:
+    """``tree``'s first ``num_trials`` trials along ``trial_axis``: the runs of the trials
+    :func:`spread_runs` padded dropped."""
+    index = (slice(None),) * trial_axis + (slice(num_trials),)
+    return jax.tree_util.tree_map(lambda x: x[index], tree)
+
+
 def spread_runs(hparams: dict, keys: jax.Array, shared: Any,
                 num_devices: int) -> tuple[dict, jax.Array, Any]:
     """``hparams`` (leading axis: trial), ``keys`` (leading axis: seed) and ``shared`` (the task,
     the fixed sample's keys: what every run reads) placed on a mesh of the first devices: the
     axis of :func:`split_axis` split (the trials padded if it says so; the caller drops the
-    padding's runs), everything else replicated. Unchanged for one device."""
-    num_trials = len(jax.tree_util.tree_leaves(hparams)[0])
+    padding's runs with :func:`without_padding`), everything else replicated. Unchanged for one device."""
+    num_trials = num_trials_of(hparams)
     axis, used, padded = split_axis(num_trials, len(keys), num_devices)
     if axis is None:
         return hparams, keys, shared

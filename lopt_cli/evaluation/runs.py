@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from lopt_cli.evaluation.compare import final_value
-from lopt_cli.evaluation.placement import spread_runs
+from lopt_cli.evaluation.placement import num_trials_of, spread_runs, without_padding
 from lopt_cli.inner.curves import learned_curves, train_curve
 from task_definitions.task_ids import seed_keys
 
@@ -74,8 +74,7 @@ def run_trials(space, hparams: dict, task, settings: RunSettings,
                task_id: int | None = None, num_devices: int = 1) -> dict:
     """Every trial of a baseline on ``task``: finals ``[trial]``, curves ``[trial, point]``;
     the runs split over ``num_devices`` local devices (:func:`spread_runs`)."""
-    num_trials = len(jax.tree_util.tree_leaves(hparams)[0])
+    num_trials = num_trials_of(hparams)
     hparams, keys, task = spread_runs(hparams, settings.keys(task_id), task, num_devices)
     metrics = trial_curves(space, hparams, task, keys, settings.horizon, settings.valid_every)
-    metrics = jax.tree_util.tree_map(lambda x: x[:num_trials], metrics)  # without padding
-    return summarize_metrics(metrics, settings)
+    return summarize_metrics(without_padding(metrics, num_trials), settings)
