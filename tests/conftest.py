@@ -11,6 +11,21 @@ import pytest
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 REPO = Path(__file__).resolve().parent.parent
 
+# The tests compile hundreds of small programs and run most of them for milliseconds, so XLA's
+# compile time is most of the suite's. With LLVM at -O0 the fast suite took 557 s instead of
+# 816 s on 2 cores (README, "Tests"); the programs (their HLO, hence their maths) are the same,
+# only their machine code is less optimised, which may reorder float sums (a few ulps). A level
+# the user chose wins. Set here, before any test imports JAX; CLI subprocesses inherit it.
+FAST_COMPILE_FLAG = "--xla_backend_optimization_level=0"
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_FLAG}".strip()
+
+
+def with_host_devices(env: dict, count: int) -> dict:
+    """``env`` with ``count`` XLA host devices added to its ``XLA_FLAGS`` (the others kept)."""
+    flags = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={count}"
+    return dict(env, XLA_FLAGS=flags.strip())
+
 
 def run_wide_dir(tmp_path_factory, name: str) -> Path:
     """A directory shared by every process of this pytest run (both xdist workers included)."""

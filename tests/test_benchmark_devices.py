@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import with_host_devices
 
 from lopt_cli.errors import LoptUserError
 from lopt_cli.evaluation.placement import pad_trials, resolve_devices, split_axis
@@ -90,7 +91,7 @@ print("ok")
 
 
 def test_split_runs_match_one_device(lopt_env):
-    env = dict(lopt_env, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env = with_host_devices(lopt_env, 2)
     result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), (

@@ -12,7 +12,7 @@ import textwrap
 import jax
 import numpy as np
 import pytest
-from conftest import REPO, only_run_dir
+from conftest import REPO, only_run_dir, with_host_devices
 from tests_support import compose_config
 
 from lopt_cli.commands.meta_train import build_job
@@ -61,7 +61,7 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.mark.slow  # two full meta-training runs through the CLI: ~30 s on 2 cores
 def test_sharded_meta_training_matches_single_device(lopt_env):
-    env = dict(lopt_env, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+    env = dict(with_host_devices(lopt_env, 2),
                PYTHONPATH=os.pathsep.join([str(REPO), lopt_env.get("PYTHONPATH", "")]))
     result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=600)
