@@ -25,7 +25,7 @@ def lopt_bench_task(name: str):
     """A task of ``conf/benchmark/lopt_bench.yaml``, built from the real config."""
     from hydra import compose, initialize_config_module
 
-    from lopt_cli.commands.evaluate import benchmark_task
+    from lopt_cli.commands.evaluate_benchmark import benchmark_task
 
     with initialize_config_module("conf", version_base="1.3"):
         cfg = compose("evaluate", overrides=["benchmark=lopt_bench"])

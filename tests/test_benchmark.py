@@ -310,7 +310,7 @@ def held_out(config: dict, samples: list[dict]) -> bool:
 
 
 def test_lopt_bench_tasks_are_held_out_and_cover_the_issue():
-    from lopt_cli.commands.evaluate import build_benchmark_spec
+    from lopt_cli.commands.evaluate_benchmark import build_benchmark_spec
     from task_definitions.base import config_to_dict
 
     spec, _ = build_benchmark_spec(benchmark_config("lopt_bench"))
@@ -332,7 +332,7 @@ def test_lopt_bench_tasks_are_held_out_and_cover_the_issue():
 
 
 def test_lopt_bench_small_is_a_subset_with_a_real_adam8p_budget():
-    from lopt_cli.commands.evaluate import build_benchmark_spec
+    from lopt_cli.commands.evaluate_benchmark import build_benchmark_spec
 
     full, _ = build_benchmark_spec(benchmark_config("lopt_bench"))
     small, _ = build_benchmark_spec(benchmark_config("lopt_bench_small"))

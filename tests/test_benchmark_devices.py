@@ -23,7 +23,7 @@ SCRIPT = r"""
 import dataclasses
 import jax, numpy as np
 from hydra import compose, initialize_config_module
-from lopt_cli.commands.evaluate import benchmark_candidates, build_benchmark_spec
+from lopt_cli.commands.evaluate_benchmark import benchmark_candidates, build_benchmark_spec
 from lopt_cli.evaluation import placement
 from lopt_cli.evaluation.benchmark import run_benchmark
 from lopt_cli.evaluation.cache import RunCache

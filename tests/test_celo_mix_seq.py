@@ -74,7 +74,7 @@ def test_a_sequence_task_of_the_mix_is_reparameterised_exactly():
 def test_lopt_bench_sequence_tasks_stay_unseen():
     """Each of lopt_bench's GRU, LSTM and transformers has a structural field (width, depth,
     crop length) that celo_mix_seq never draws."""
-    from lopt_cli.commands.evaluate import build_benchmark_spec
+    from lopt_cli.commands.evaluate_benchmark import build_benchmark_spec
     from task_definitions.base import config_to_dict
 
     spec, _ = build_benchmark_spec(compose_config("evaluate", ["benchmark=lopt_bench"]))

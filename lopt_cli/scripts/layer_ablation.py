@@ -40,7 +40,7 @@ def benchmark_task(benchmark: str, name: str, horizon: int | None):
     """``benchmark.tasks.<name>`` of ``conf/benchmark/<benchmark>.yaml``, built."""
     from hydra import initialize_config_module
 
-    from lopt_cli.commands.evaluate import benchmark_task as build_task
+    from lopt_cli.commands.evaluate_benchmark import benchmark_task as build_task
     from lopt_cli.commands.validation import CONFIG_MODULE, compose_checked
 
     overrides = [f"benchmark={benchmark}"]

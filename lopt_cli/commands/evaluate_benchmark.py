@@ -1,0 +1,133 @@
+"""``lopt evaluate benchmark=NAME``: a leaderboard of optimizers on a named benchmark's held-out
+tasks (the benchmark config read and checked, the candidates resolved, the outputs written)."""
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from lopt_cli.commands.common import build, plain, positive_int, run_dir
+from lopt_cli.errors import LoptUserError
+
+
+def build_benchmark_spec(cfg: DictConfig):
+    """The only function that reads ``benchmark``: tasks, trial budgets, measurement."""
+    from lopt_cli.evaluation.benchmark import HOST_LOOP_SETTINGS, BenchmarkSpec, MeasureSettings
+    from lopt_cli.evaluation.placement import resolve_devices
+
+    node = cfg.benchmark
+    for key in ("num_seeds", "num_points", "eval_batches", "long_horizon"):
+        positive_int(cfg, f"benchmark.{key}")
+    if not 0 < float(node.final_fraction) <= 1:
+        raise LoptUserError(f"benchmark.final_fraction={node.final_fraction}: expected a value "
+                            "in (0, 1]")
+    baselines = {name: build(n, f"baselines.{name}") for name, n in cfg.baselines.items()}
+    trials = plain(node.trials)
+    for name in [*baselines, "candidates"]:
+        if not isinstance(trials.get(name), int) or trials[name] < 1:
+            raise LoptUserError(f"benchmark.trials.{name}={trials.get(name)}: expected a "
+                                "positive int for every baseline and for candidates")
+    counts = plain(node.trial_counts)
+    if not isinstance(counts, list) or not all(isinstance(n, int) and n > 0 for n in counts):
+        raise LoptUserError(f"benchmark.trial_counts={counts}: expected a list of positive ints")
+    bounds = plain(node.lr_multiplier)
+    if (not isinstance(bounds, list) or len(bounds) != 2
+            or not all(isinstance(v, (int, float)) for v in bounds)
+            or not 0 < bounds[0] <= bounds[1]):
+        raise LoptUserError(f"benchmark.lr_multiplier={bounds}: expected [min, max] with "
+                            "0 < min <= max")
+    low, high = (float(v) for v in bounds)
+    host_loop = node.get("host_loop", "auto")
+    if host_loop not in HOST_LOOP_SETTINGS:
+        raise LoptUserError(f"benchmark.host_loop={host_loop}: expected one of "
+                            f"{', '.join(HOST_LOOP_SETTINGS)}")
+    if not baselines:
+        raise LoptUserError("baselines: name at least one baseline")
+    names = list(node.tasks)
+    select = plain(node.select)
+    if select is not None:
+        unknown = [n for n in select if n not in names] if isinstance(select, list) else [select]
+        if unknown or not select:
+            raise LoptUserError(f"benchmark.select={select}: choose task names among: "
+                                f"{', '.join(names)}")
+        names = [n for n in names if n in select]
+    tasks = tuple(benchmark_task(cfg, name) for name in names)
+    measure = MeasureSettings(int(node.num_seeds), int(node.num_points), int(node.eval_batches),
+                              float(node.final_fraction), int(cfg.seed))
+    spec = BenchmarkSpec(str(node.name), tasks, baselines, trials,
+                         tuple(sorted(set(counts))), measure, int(node.long_horizon),
+                         str(host_loop), resolve_devices(cfg.get("devices", "auto")))
+    return spec, (low, high)
+
+
+def benchmark_task(cfg: DictConfig, name: str):
+    """One task of ``benchmark.tasks``: family, config and horizon, checked."""
+    from lopt_cli.evaluation.benchmark import BenchmarkTask
+
+    node = cfg.benchmark.tasks[name]
+    override = cfg.benchmark.get("horizon_override")
+    horizon = int(override if override is not None else node.horizon)
+    points = int(cfg.benchmark.num_points)
+    if horizon < points or horizon % points:
+        raise LoptUserError(f"benchmark.tasks.{name}.horizon={horizon}: expected a multiple of "
+                            f"benchmark.num_points={points}")
+    return BenchmarkTask(name, build(node.family, f"benchmark.tasks.{name}.family"),
+                         build(node.config, f"benchmark.tasks.{name}.config"), horizon)
+
+
+def benchmark_candidates(cfg: DictConfig, built) -> list:
+    """The leaderboard's optimizers (``learned_optimizer``: one name or a list)."""
+    from lopt_cli.evaluation.candidates import candidate_names, resolve_candidate
+
+    _, (low, high) = built
+    return [resolve_candidate(name, low, high)
+            for name in candidate_names(plain(cfg.learned_optimizer))]
+
+
+def run_benchmark_command(cfg: DictConfig) -> None:
+    """``benchmark=NAME``: every optimizer on the benchmark's tasks, the leaderboard written."""
+    from lopt_cli.commands.benchmark_progress import benchmark_progress
+    from lopt_cli.console import output_console, progress_bar
+    from lopt_cli.evaluation.benchmark import run_benchmark, total_runs
+    from lopt_cli.evaluation.benchmark_outputs import benchmark_summary, write_benchmark
+    from lopt_cli.evaluation.cache import RunCache, cache_key, default_cache_dir
+    from lopt_cli.evaluation.leaderboard_report import terminal_interval_table, terminal_table
+    from lopt_cli.evaluation.tuning_edges import edge_line
+
+    built = build_benchmark_spec(cfg)
+    spec = built[0]
+    candidates = benchmark_candidates(cfg, built)
+    cache = RunCache(default_cache_dir() if cfg.cache else None)
+    console = output_console(stderr=True)
+    with progress_bar(console=console) as progress:
+        results = run_benchmark(spec, candidates, cache,
+                                benchmark_progress(progress, console, spec.name,
+                                                   total_runs(spec, len(candidates))))
+    names = [c.name for c in candidates]
+    summary, rows = benchmark_summary(spec, results, names, built[1])
+    summary["runs"] = {"computed": cache.computed, "from_cache": cache.hits}
+    summary["candidate_digests"] = {c.name: cache_key(c.identity) for c in candidates}
+    out_dir = run_dir()
+    write_benchmark(out_dir, summary, rows)
+    output_console().print(terminal_table(summary))
+    intervals = terminal_interval_table(summary)
+    if intervals is not None:
+        output_console().print(intervals)
+    edges = edge_line(summary["tuned_at_edge"], summary["num_tasks"])
+    if edges:
+        print(edges)
+    print(f"results written to {out_dir} (leaderboard.md, leaderboard.png, summary.json, "
+          "results.jsonl, horizon.png)")
+
+
+def list_override(argv: list[str]) -> list[str]:
+    """With ``benchmark=NAME`` and without ``--multirun``, ``learned_optimizer=a,b`` means the
+    list ``[a,b]`` (a leaderboard), not a sweep Hydra would refuse."""
+    if {"-m", "--multirun"}.intersection(argv) or not any(
+            a.startswith("benchmark=") for a in argv):
+        return argv
+    out = []
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key == "learned_optimizer" and "," in value and not value.startswith(("[", "'", '"')):
+            arg = f"learned_optimizer=[{value}]"
+        out.append(arg)
+    return out
