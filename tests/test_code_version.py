@@ -131,3 +131,46 @@ def test_docstrings_comments_and_layout_keep_the_digest_code_changes_do_not(scra
         "class Family:\n    def build(self):\n        from . import helper\n"
         "        return -helper.SCALE\n")
     assert code_digest(Family) != before
+
+
+def test_within_sources_read_once_an_edit_keeps_every_digest(scratch_package):
+    """A long command reads each source once: an edit while it runs keys nothing it computes
+    differently; after it, the edit counts again."""
+    from scratchpkg.family import Family
+
+    before = code_digest(Family)
+    with code_version.sources_read_once():
+        assert code_digest(Family) == before
+        (scratch_package / "helper.py").write_text("SCALE = 2.0\n")
+        with code_version.sources_read_once():  # nested: the outer reading
+            assert code_digest(Family) == before
+        assert code_digest(Family) == before
+    assert code_digest(Family) != before
+
+
+def test_a_benchmark_keys_every_run_at_its_start_whatever_is_edited_meanwhile(monkeypatch):
+    """Each call of ``task_code`` below stands for a source edited since the last one. The runs
+    are looked up and stored under the keys made before the first run; before that rule, the
+    stored key differed from the looked-up one and the benchmark failed after computing."""
+    import itertools
+
+    from lopt_cli.evaluation import benchmark
+    from lopt_cli.evaluation.benchmark import BenchmarkSpec, MeasureSettings, run_benchmark
+    from lopt_cli.evaluation.cache import RunCache
+    from lopt_cli.evaluation.candidates import resolve_candidate
+    from lopt_cli.evaluation.search_spaces import AdamLR
+    from task_definitions.quadratic import QuadraticConfig, QuadraticFamily
+
+    tasks = tuple(BenchmarkTask(name, QuadraticFamily(), QuadraticConfig(dim, 10.0, 0.0, 1.0, 0), 8)
+                  for name, dim in (("a", 4), ("b", 8)))
+    spec = BenchmarkSpec("tiny", tasks, {"AdamLR": AdamLR()}, {"AdamLR": 2, "candidates": 2},
+                         (1,), MeasureSettings(1, 2, 1, 0.5), long_horizon=8)
+    edits = itertools.count()
+    monkeypatch.setattr(benchmark, "task_code", lambda family: f"edit {next(edits)}")
+    cache, looked_up, stored = RunCache(None), [], []
+    lookup, store = cache.lookup, cache.store
+    monkeypatch.setattr(cache, "lookup", lambda d: looked_up.append(d["code"]) or lookup(d))
+    monkeypatch.setattr(cache, "store", lambda d, v: stored.append(d["code"]) or store(d, v))
+    results = run_benchmark(spec, [resolve_candidate("adam", 0.1, 10.0)], cache)
+    assert looked_up == stored == [f"edit {n}" for n in range(4)]  # 2 tasks × 2 optimizers
+    assert set(results) == {"a", "b"} and cache.computed == 4

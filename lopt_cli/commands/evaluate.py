@@ -222,7 +222,7 @@ def run(cfg: DictConfig) -> None:
 
     from lopt_cli.console import Heartbeat, count_line, output_console, progress_bar
     from lopt_cli.evaluation.cache import RunCache, default_cache_dir, file_digest
-    from lopt_cli.evaluation.code_version import code_digest
+    from lopt_cli.evaluation.code_version import code_digest, sources_read_once, task_code
     from lopt_cli.evaluation.report import summary_table
     from lopt_cli.evaluation.results import result_rows, summary_rows
     from lopt_cli.evaluation.suite import evaluate_suite, total_task_runs
@@ -239,10 +239,12 @@ def run(cfg: DictConfig) -> None:
         return
     spec = build_spec(cfg)
     family = build_family(cfg.task_family)
-    lopt_id = (f"{file_digest(weights)}:{code_digest(lopt)}:"
-               f"{OmegaConf.to_yaml(OmegaConf.create(lopt_config))}")
     cache = RunCache(default_cache_dir() if cfg.cache else None)
-    with progress_bar(console=Console(stderr=True)) as progress:
+    # The code digests in the cache keys read the sources once, as they are now (code_version).
+    with sources_read_once(), progress_bar(console=Console(stderr=True)) as progress:
+        task_code(family)
+        lopt_id = (f"{file_digest(weights)}:{code_digest(lopt)}:"
+                   f"{OmegaConf.to_yaml(OmegaConf.create(lopt_config))}")
         total = total_task_runs(spec)
         bar = progress.add_task("evaluate: task runs", total=total)
         heartbeat = Heartbeat(progress.console)

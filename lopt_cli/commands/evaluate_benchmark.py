@@ -89,18 +89,21 @@ def run_benchmark_command(cfg: DictConfig) -> None:
     from lopt_cli.evaluation.benchmark import run_benchmark, total_runs
     from lopt_cli.evaluation.benchmark_outputs import benchmark_summary, write_benchmark
     from lopt_cli.evaluation.cache import RunCache, cache_key, default_cache_dir
+    from lopt_cli.evaluation.code_version import sources_read_once
     from lopt_cli.evaluation.leaderboard_report import terminal_interval_table, terminal_table
     from lopt_cli.evaluation.tuning_edges import edge_line
 
     built = build_benchmark_spec(cfg)
     spec = built[0]
-    candidates = benchmark_candidates(cfg, built)
     cache = RunCache(default_cache_dir() if cfg.cache else None)
     console = output_console(stderr=True)
-    with progress_bar(console=console) as progress:
-        results = run_benchmark(spec, candidates, cache,
-                                benchmark_progress(progress, console, spec.name,
-                                                   total_runs(spec, len(candidates))))
+    # The code digests in the cache keys read the sources once, as they are now (code_version).
+    with sources_read_once():
+        candidates = benchmark_candidates(cfg, built)
+        with progress_bar(console=console) as progress:
+            results = run_benchmark(spec, candidates, cache,
+                                    benchmark_progress(progress, console, spec.name,
+                                                       total_runs(spec, len(candidates))))
     names = [c.name for c in candidates]
     summary, rows = benchmark_summary(spec, results, names, built[1])
     summary["runs"] = {"computed": cache.computed, "from_cache": cache.hits}

@@ -220,25 +220,33 @@ def run_benchmark(spec: BenchmarkSpec, candidates: list, cache: RunCache,
     after each of them.
 
     A run missing from the cache is computed together with the later tasks of the same shape
-    and horizon that miss it too (stacked and vmapped in one call)."""
+    and horizon that miss it too (stacked and vmapped in one call).
+
+    Every cache key is made here, before the first run: one edited source file while the runs
+    go on can neither make a computed run's key differ from the one looked up nor store runs
+    of the code in memory under the edited code's key (with :func:`sources_read_once`)."""
+    optimizers = optimizers_of(spec, candidates)
+    descriptions = {(task.name, optimizer.name): run_description(task, optimizer, spec)
+                    for task in spec.tasks for optimizer in optimizers}
     fresh: dict = {}  # cache key -> runs computed alongside an earlier task
     results = {}
     for index, task in enumerate(spec.tasks):
         entry = {"task": task.description, "baselines": {}, "candidates": {}}
-        for optimizer in optimizers_of(spec, candidates):
-            key = cache_key(run_description(task, optimizer, spec))
-            runs = fresh.pop(key, None) or cache.lookup(run_description(task, optimizer, spec))
+        for optimizer in optimizers:
+            description = descriptions[task.name, optimizer.name]
+            key = cache_key(description)
+            runs = fresh.pop(key, None) or cache.lookup(description)
             if runs is None:
                 looped = loops_on_host(task.task, spec.host_loop)  # traced once per run
                 group = [task] if looped else [task, *(
                     t for t in same_shape(task, spec.tasks[index + 1:])[1:]
-                    if not cache.contains(run_description(t, optimizer, spec)))]
+                    if not cache.contains(descriptions[t.name, optimizer.name]))]
                 progress.started(f"{task.name}: {optimizer.name}",
                                  run_parts(len(group), optimizer, spec, looped))
                 computed = compute_runs(group, optimizer, spec, looped, progress.part_done)
                 for member, value in zip(group, computed):
-                    description = run_description(member, optimizer, spec)
-                    fresh[cache_key(description)] = cache.store(description, value)
+                    member_description = descriptions[member.name, optimizer.name]
+                    fresh[cache_key(member_description)] = cache.store(member_description, value)
                 runs = fresh.pop(key)
             entry[optimizer.group][optimizer.name] = runs
             progress.finished(f"{task.name}: {optimizer.name}")

@@ -11,16 +11,22 @@ What is hashed is each module's syntax tree without its docstrings (:func:`behav
 not its text: an edit to a docstring, a comment or the layout keeps every cached run, any
 change to the code itself (a constant, an expression, a default) invalidates them. Until
 December 2026 the text was hashed, so a docstring edit recomputed every run of an optimizer.
+
+The files are read when a digest is asked for, not when the code was imported. A command that
+computes for an hour wraps its work in :func:`sources_read_once` and asks for every digest it
+will need at its start: an edit made while it runs then changes none of its cache keys, so
+runs computed by the code in memory are never stored under the edited code's key.
 """
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import hashlib
 import importlib.util
 import inspect
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -153,9 +159,32 @@ def _source_path(module: str) -> Path | None:
     return Path(origin) if origin and str(origin).endswith(".py") else None
 
 
+_sources_read: dict[str, bytes] | None = None  # within sources_read_once: module -> source
+
+
+@contextlib.contextmanager
+def sources_read_once() -> Iterator[None]:
+    """Within: each module's source file is read at most once, at the first digest that needs
+    it, and every later digest uses that reading (nested uses share the outer one)."""
+    global _sources_read
+    if _sources_read is not None:
+        yield
+        return
+    _sources_read = {}
+    try:
+        yield
+    finally:
+        _sources_read = None
+
+
 def _source_bytes(module: str) -> bytes:
+    if _sources_read is not None and module in _sources_read:
+        return _sources_read[module]
     path = _source_path(module)
     try:
-        return path.read_bytes() if path is not None else b""
+        source = path.read_bytes() if path is not None else b""
     except OSError:
-        return b""
+        source = b""
+    if _sources_read is not None:
+        _sources_read[module] = source
+    return source
