@@ -10,6 +10,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 
@@ -136,11 +137,24 @@ def test_learning_rate_overrides_the_base_rate_of_an_optimizer_that_has_one(tmp_
     ("adam", -1.0, "learning_rate=-1.0 must be a positive finite number"),
     ("adam", float("nan"), "must be a positive finite number"),
     ("adam", "1e-3", "must be a positive finite number"),
+    ("adam", jnp.ones(2), "must be a positive finite number"),
+    ("adam", np.array(True), "must be a positive finite number"),
+    ("default", optax.cosine_decay_schedule(1e-3, 100), "learning_rate is a function; give a "
+                                                       "number, the base rate"),
 ])
 def test_learning_rate_errors_are_one_line(source, learning_rate, message):
     with pytest.raises(LoptUserError, match=re.escape(message)) as error:
         lopt_cli.load_optimizer(source, 100, learning_rate=learning_rate)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("num_steps, learning_rate", [
+    (np.int64(100), np.float32(0.5)), (100, np.array(0.5)), (np.int32(100), jnp.asarray(0.5))])
+def test_numpy_and_jax_scalars_are_numbers_too(num_steps, learning_rate):
+    """What a training script computes (``len(data) // batch * epochs``, a rate from a config
+    read with numpy) works as the Python number would."""
+    adam = one_step(lopt_cli.load_optimizer("adam", num_steps, learning_rate=learning_rate))
+    assert float(jnp.max(jnp.abs(adam["w"]))) == pytest.approx(0.5, rel=1e-4)
 
 
 def test_the_shipped_default_is_adam_nominal_wsd_and_scales_with_its_learning_rate():

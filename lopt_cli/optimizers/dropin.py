@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from lopt_cli.errors import LoptUserError
@@ -73,9 +74,10 @@ def load_optimizer(
           ``"adam8p"``, ``"nadamw"``;
         * ``"opt_list:K"``: the K-th NAdamW setting of the learned ``opt_list``.
         An existing path wins over a name.
-      num_steps: the horizon, a positive int.
-      learning_rate: ``None`` (the optimizer's own), or a positive number replacing the base
-        learning rate of an optimizer that has one.
+      num_steps: the horizon, a positive int (Python's or numpy's).
+      learning_rate: ``None`` (the optimizer's own), or a positive number (Python's, numpy's or
+        a concrete 0-d array) replacing the base learning rate of an optimizer that has one;
+        not a schedule function (``schedule`` picks a supplied schedule).
       schedule: ``None`` (the optimizer's own), or another supplied learning-rate schedule
         (``"constant"``, ``"cosine"``, ``"warmup_cosine"``, ``"warmup_stable_decay"``,
         ``"warmup_stable_sqrt_decay"``) for a
@@ -90,9 +92,10 @@ def load_optimizer(
       LoptUserError: an unknown source, a broken or incompatible file, a bad ``num_steps`` or
         ``learning_rate``, a ``learning_rate`` for an optimizer without one.
     """
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+    if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral) or num_steps < 1:
         raise LoptUserError(f"load_optimizer: num_steps={num_steps!r} must be a positive int")
-    _check_learning_rate(learning_rate)
+    num_steps = int(num_steps)  # numpy's integers too
+    learning_rate = _checked_learning_rate(learning_rate)
     text = os.fspath(source)
     kind = source_kind(text)
     if kind != "learned" and schedule is not None:
@@ -148,13 +151,26 @@ def has_learning_rate(lopt) -> bool:
         f.name == LEARNING_RATE_FIELD for f in dataclasses.fields(lopt))
 
 
-def _check_learning_rate(learning_rate) -> None:
+def _checked_learning_rate(learning_rate) -> float | None:
+    """``learning_rate`` as a float (a Python or numpy number, or a concrete 0-d array), or
+    ``None``; a one-line user error for anything else."""
     if learning_rate is None:
-        return
-    if isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real) or not (
+        return None
+    if callable(learning_rate):
+        raise LoptUserError("load_optimizer: learning_rate is a function; give a number, the "
+                            "base rate (a learned optimizer applies its own schedule to it: "
+                            "schedule=... picks another supplied one)")
+    is_scalar_array = (isinstance(learning_rate, (jax.Array, np.ndarray))
+                       and learning_rate.ndim == 0
+                       and (jnp.issubdtype(learning_rate.dtype, jnp.floating)
+                            or jnp.issubdtype(learning_rate.dtype, jnp.integer))
+                       and not isinstance(learning_rate, jax.core.Tracer))
+    if isinstance(learning_rate, bool) or not (
+            isinstance(learning_rate, numbers.Real) or is_scalar_array) or not (
             0 < float(learning_rate) < float("inf")):
         raise LoptUserError(f"load_optimizer: learning_rate={learning_rate!r} must be a "
                             "positive finite number or None")
+    return float(learning_rate)
 
 
 def _refuse_learning_rate(what: str, learning_rate) -> None:
