@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import pytest
 from conftest import only_run_dir
@@ -131,6 +132,12 @@ def test_self_train_compares_two_outer_optimizers(run_lopt, trained, tmp_path):
             row["meta_loss"] == pytest.approx(row["train_loss"], rel=1e-5) for row in rows)
         started = json.loads((run / folder / "summary.json").read_text())["init_from"]
         assert started == str((trained / "learned_optimizer.msgpack").resolve())
+    # Stopped before AdamW's run checkpointed: a resume finds the first run's checkpoint in its
+    # subdirectory, keeps that run and redoes the second to the same numbers.
+    shutil.rmtree(run / "adam_outer")
+    (run / "summary.json").unlink()
+    run_lopt("self-train", f"resume={run}", f"learned_optimizer={trained}")
+    assert json.loads((run / "summary.json").read_text()) == summary
 
 
 def test_multirun_sweeps_into_separate_directories(run_lopt, tmp_path):

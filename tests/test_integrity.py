@@ -123,7 +123,8 @@ def test_every_budget_checkpoints_before_its_end():
 def test_population_memory_estimate_accepts_the_default_and_refuses_a_huge_population():
     from tests_support import compose_config
 
-    from lopt_cli.commands.meta_train import build_job, check_population_memory, population_bytes
+    from lopt_cli.commands.meta_train import build_job
+    from lopt_cli.commands.population_memory import check_population_memory, population_bytes
 
     job = build_job(compose_config("meta_train", ["compute.num_devices=1"]))
     assert 0 < population_bytes(job) < 2**30

@@ -1,5 +1,6 @@
-"""Resumable meta-training: a run killed with SIGKILL and resumed ends exactly where an
-uninterrupted run with the same seed ends (same learned-optimizer bytes, same metrics rows)."""
+"""Resumable meta-training: a run killed with SIGKILL, or stopped with Ctrl-C (SIGINT), and
+resumed ends exactly where an uninterrupted run with the same seed ends (same learned-optimizer
+bytes, same metrics rows)."""
 from __future__ import annotations
 
 import json
@@ -44,31 +45,41 @@ def rows_of(run_dir) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
 
 
-def kill_midway(args: list[str], run_dir, env, cwd, min_rows: int) -> int:
-    """Starts ``lopt meta-train``, SIGKILLs it once ``metrics.jsonl`` has ``min_rows`` rows."""
-    process = subprocess.Popen(lopt_command(*args), cwd=cwd, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def signal_midway(args: list[str], run_dir, env, cwd, min_rows: int,
+                  signum: int = signal.SIGKILL) -> tuple[int, str]:
+    """Starts ``lopt meta-train``, sends it ``signum`` once ``metrics.jsonl`` has ``min_rows``
+    rows; ``(exit status, stderr)`` (SIGKILL: when it has not finished by then)."""
+    process = subprocess.Popen(lopt_command(*args), cwd=cwd, env=env, text=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     metrics = run_dir / "metrics.jsonl"
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline and process.poll() is None:
             if metrics.exists() and metrics.read_text().count("\n") >= min_rows:
-                os.kill(process.pid, signal.SIGKILL)
+                os.kill(process.pid, signum)
                 break
             time.sleep(0.002)
+        _, stderr = process.communicate(timeout=300)
     finally:
         if process.poll() is None:
             os.kill(process.pid, signal.SIGKILL)
         process.wait()
-    return process.returncode
+    return process.returncode, stderr
 
 
-def test_killed_run_resumes_to_the_uninterrupted_result(lopt_env, tmp_path):
-    full, resumed = tmp_path / "full", tmp_path / "outputs" / "meta-train" / "killed"
-    subprocess.run(lopt_command(*RESUME_ARGS, f"hydra.run.dir={full}"), cwd=tmp_path,
+@pytest.fixture(scope="module")
+def uninterrupted(lopt_env, tmp_path_factory):
+    """The run every interrupted one must end as."""
+    full = tmp_path_factory.mktemp("uninterrupted") / "full"
+    subprocess.run(lopt_command(*RESUME_ARGS, f"hydra.run.dir={full}"), cwd=full.parent,
                    env=lopt_env, check=True, capture_output=True, timeout=600)
-    code = kill_midway([*RESUME_ARGS, f"hydra.run.dir={resumed}"], resumed, lopt_env, tmp_path,
-                       min_rows=40)
+    return full
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(lopt_env, tmp_path, uninterrupted):
+    full, resumed = uninterrupted, tmp_path / "outputs" / "meta-train" / "killed"
+    code, _ = signal_midway([*RESUME_ARGS, f"hydra.run.dir={resumed}"], resumed, lopt_env,
+                            tmp_path, min_rows=40)
     assert code == -signal.SIGKILL, "the run finished before it could be killed"
     partial = rows_of(resumed)
     assert 40 <= len(partial) < NUM_STEPS
@@ -90,6 +101,33 @@ def test_killed_run_resumes_to_the_uninterrupted_result(lopt_env, tmp_path):
     assert rows == rows_of(full)
     assert sum("heldout_loss" in r for r in rows) == NUM_STEPS // 50
     assert not list(resumed.glob(".*.tmp"))
+
+
+def test_ctrl_c_stops_after_a_step_with_a_checkpoint_and_resumes_to_the_same_result(
+        lopt_env, tmp_path, uninterrupted):
+    """SIGINT: the run finishes its outer step, checkpoints the state after it (not the last
+    periodic checkpoint, up to 6 steps older), writes its θ and plot, and says in one line how
+    to continue; exit status 130, no traceback. The resume loses no step."""
+    stopped = tmp_path / "stopped"
+    code, stderr = signal_midway([*RESUME_ARGS, f"hydra.run.dir={stopped}"], stopped, lopt_env,
+                                 tmp_path, min_rows=40, signum=signal.SIGINT)
+    assert code == 130, stderr
+    assert "Traceback" not in stderr
+    assert "SIGINT: meta-train stops after its current step" in stderr
+    last = [line for line in stderr.splitlines() if line.startswith("lopt: stopped")]
+    assert len(last) == 1 and f"continue with: lopt meta-train resume={stopped}" in last[0]
+    rows = rows_of(stopped)
+    assert 40 <= len(rows) < NUM_STEPS and f"after outer step {len(rows)} of" in last[0]
+    assert (stopped / "learned_optimizer.msgpack").is_file()
+    assert (stopped / "meta_loss.png").is_file()
+    result = subprocess.run(lopt_command(f"resume={stopped}"), cwd=tmp_path, env=lopt_env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((stopped / "summary.json").read_text())
+    assert summary["resumed_at_step"] == len(rows)  # the step it stopped after
+    assert (stopped / "learned_optimizer.msgpack").read_bytes() == \
+        (uninterrupted / "learned_optimizer.msgpack").read_bytes()
+    assert rows_of(stopped) == rows_of(uninterrupted)
 
 
 def test_resume_without_checkpoint_is_one_line(run_lopt, tmp_path):
@@ -122,6 +160,30 @@ def test_checkpoint_round_trip_continues_bitwise(tmp_path, estimator):
     for a, b in zip(jax.tree_util.tree_leaves(saved[6]), jax.tree_util.tree_leaves(start)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     resumed = meta_train(FAMILY, PROBLEM, estimator, outer_tx, settings, start=start)
+    assert serialization.to_bytes(resumed) == serialization.to_bytes(full)
+
+
+@pytest.mark.parametrize("stop_at, checkpointed", [(5, [3, 5]), (6, [3, 6])])
+def test_a_stop_request_checkpoints_the_state_after_that_step_and_resumes_bitwise(
+        stop_at, checkpointed):
+    """Asked to stop after outer step 5 (6 is a periodic checkpoint: it is not written twice),
+    meta_train checkpoints the state after it and raises RunStopped; resuming from that state
+    gives the uninterrupted θ to the bit."""
+    import itertools
+
+    from lopt_cli.interrupt import RunStopped
+
+    estimator = PersistentES(sigma=0.05, truncation_length=10)
+    settings = MetaTrainSettings(num_outer_steps=9, num_tasks=3, resample_every=4, seed=5,
+                                 checkpoint_every=3)
+    outer_tx = make_outer_optimizer(learning_rate=0.1, warmup_steps=1, total_steps=9)
+    full = meta_train(FAMILY, PROBLEM, estimator, outer_tx, settings)
+    polls, saved = itertools.count(1), []
+    with pytest.raises(RunStopped, match=f"stopped after outer step {stop_at} of 9"):
+        meta_train(FAMILY, PROBLEM, estimator, outer_tx, settings, on_checkpoint=saved.append,
+                   stop_requested=lambda: next(polls) >= stop_at)
+    assert [state.step for state in saved] == checkpointed
+    resumed = meta_train(FAMILY, PROBLEM, estimator, outer_tx, settings, start=saved[-1])
     assert serialization.to_bytes(resumed) == serialization.to_bytes(full)
 
 

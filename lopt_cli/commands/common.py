@@ -15,6 +15,7 @@ import lopt_cli.commands.resolvers  # noqa: F401  (registers the configs' resolv
 from lopt_cli.commands import meta_train_config as rules
 from lopt_cli.config import instantiate_plain
 from lopt_cli.errors import LoptUserError, one_line
+from lopt_cli.interrupt import RunStopped
 
 
 def configure_jax() -> None:
@@ -124,7 +125,9 @@ def run_dir() -> Path:
 
 
 def guarded(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
-    """Turns a LoptUserError raised while running into one line on stderr and exit status 2."""
+    """Turns a LoptUserError raised while running into one line on stderr and exit status 2,
+    and a stop on request (:class:`~lopt_cli.interrupt.RunStopped`) or a Ctrl-C into one line
+    and exit status 130, without a traceback."""
 
     @functools.wraps(run)
     def wrapper(cfg: DictConfig) -> Any:
@@ -133,5 +136,11 @@ def guarded(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
         except LoptUserError as error:
             print(f"lopt: error: {error}", file=sys.stderr)
             raise SystemExit(2) from None
+        except RunStopped as stop:
+            print(f"lopt: {stop}", file=sys.stderr)
+            raise SystemExit(RunStopped.exit_code) from None
+        except KeyboardInterrupt:
+            print("lopt: interrupted", file=sys.stderr)
+            raise SystemExit(RunStopped.exit_code) from None
 
     return wrapper

@@ -24,6 +24,7 @@ from lopt_cli.commands.evaluate_benchmark import (
     run_benchmark_command,
 )
 from lopt_cli.errors import LoptUserError
+from lopt_cli.interrupt import RunStopped
 
 CONFIG_NAME = "evaluate"
 
@@ -255,8 +256,11 @@ def run(cfg: DictConfig) -> None:
             if heartbeat.due(final=done >= total):
                 heartbeat.emit(count_line("evaluate: task runs", done, total, heartbeat.elapsed))
 
-        choices, results = evaluate_suite(family, lopt, theta, lopt_id, spec, cache,
-                                          advance=advance)
+        try:
+            choices, results = evaluate_suite(family, lopt, theta, lopt_id, spec, cache,
+                                              advance=advance)
+        except KeyboardInterrupt:
+            raise RunStopped(cache.interrupted()) from None
     rows = result_rows(results, spec.run.valid_every)
     summary = {"learned_optimizer": str(weights), "task_family": getattr(family, "name", "?"),
                "splits": list(spec.splits), "tasks_per_split": {k: len(v) for k, v in

@@ -6,6 +6,7 @@ from omegaconf import DictConfig
 
 from lopt_cli.commands.common import build, plain, positive_int, run_dir
 from lopt_cli.errors import LoptUserError
+from lopt_cli.interrupt import RunStopped
 
 
 def build_benchmark_spec(cfg: DictConfig):
@@ -100,10 +101,13 @@ def run_benchmark_command(cfg: DictConfig) -> None:
     # The code digests in the cache keys read the sources once, as they are now (code_version).
     with sources_read_once():
         candidates = benchmark_candidates(cfg, built)
-        with progress_bar(console=console) as progress:
-            results = run_benchmark(spec, candidates, cache,
-                                    benchmark_progress(progress, console, spec.name,
-                                                       total_runs(spec, len(candidates))))
+        try:
+            with progress_bar(console=console) as progress:
+                results = run_benchmark(spec, candidates, cache,
+                                        benchmark_progress(progress, console, spec.name,
+                                                           total_runs(spec, len(candidates))))
+        except KeyboardInterrupt:
+            raise RunStopped(cache.interrupted()) from None
     names = [c.name for c in candidates]
     summary, rows = benchmark_summary(spec, results, names, built[1])
     summary["runs"] = {"computed": cache.computed, "from_cache": cache.hits}

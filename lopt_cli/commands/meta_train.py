@@ -10,13 +10,13 @@ resumable run under ``outputs/`` (:mod:`lopt_cli.commands.meta_train_resume`). `
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import hydra
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from lopt_cli.commands.common import (
@@ -30,7 +30,9 @@ from lopt_cli.commands.common import (
 )
 from lopt_cli.commands.meta_train_config import MetaTrainConfig, parse_meta_train
 from lopt_cli.commands.meta_train_resume import resume_directory, resumed_config
+from lopt_cli.commands.population_memory import check_population_memory
 from lopt_cli.errors import LoptUserError
+from lopt_cli.interrupt import RunStopped, stop_requests
 
 CONFIG_NAME = "meta_train"
 
@@ -205,9 +207,15 @@ def check(cfg: DictConfig) -> None:
     """Builds the job (no compilation) so that bad values fail before any output is written."""
     from lopt_cli.meta.checkpoint import has_checkpoint
 
-    job = build_job(cfg)
+    job = check_job(cfg)
     if job.resume_dir is not None and not has_checkpoint(job.resume_dir):
         raise LoptUserError(f"resume={cfg.resume}: no checkpoint.msgpack in {job.resume_dir}")
+
+
+def check_job(cfg: DictConfig) -> MetaTrainJob:
+    """The job, its tasks and its population's memory checked; a resume's checkpoint is the
+    command's to check (``self-train`` keeps one per run, in subdirectories)."""
+    job = build_job(cfg)
     probe_family(job.family, job.settings.first_task_id)
     if job.heldout is not None and job.heldout.family is not job.family:
         try:
@@ -215,59 +223,7 @@ def check(cfg: DictConfig) -> None:
         except LoptUserError as error:
             raise LoptUserError(f"heldout.{error}") from None
     check_population_memory(job)
-
-
-# Device memory of one particle ≈ this many copies of its inner state (parameters and
-# optimizer state): the state itself, its gradients, the perturbed twin's, and activations.
-STATE_COPIES = 4
-
-
-def population_bytes(job: MetaTrainJob) -> int:
-    """An estimate of the population's memory: ``STATE_COPIES`` inner states per particle plus
-    each member's task arrays (datasets live on the device)."""
-    import jax
-
-    from lopt_cli.meta.outer import build_members
-
-    task = build_members(job.family, [(job.settings.first_task_id, 0)])
-    theta = jax.eval_shape(job.problem.lopt.init, jax.random.PRNGKey(0))
-    state = jax.eval_shape(lambda th, k: jax.vmap(job.problem.fresh_state, (None, 0, None))(
-        th, task, k), theta, jax.random.PRNGKey(0))
-
-    def size(tree) -> int:
-        return sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
-                   for x in jax.tree_util.tree_leaves(tree) if hasattr(x, "dtype"))
-
-    particles = job.settings.num_tasks * job.estimator.unrolls_per_task
-    return particles * STATE_COPIES * size(state) + job.settings.num_tasks * size(task)
-
-
-def available_memory_bytes() -> int | None:
-    """MemAvailable of /proc/meminfo (None where there is none)."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def check_population_memory(job: MetaTrainJob) -> None:
-    """A one-line error when the population clearly cannot fit in this machine's memory (CPU
-    runs; on accelerators XLA reports its own out-of-memory)."""
-    import jax
-
-    available = available_memory_bytes()
-    if available is None or jax.default_backend() != "cpu":
-        return
-    needed = population_bytes(job)
-    if needed > 0.8 * available:
-        gib = 2.0**30
-        raise LoptUserError(
-            f"compute.num_tasks={job.settings.num_tasks}: the population needs an estimated "
-            f"{needed / gib:,.1f} GiB but {available / gib:,.1f} GiB are available; lower "
-            "compute.num_tasks (or the task's batch size)")
+    return job
 
 
 def run_meta_training(job: MetaTrainJob, out_dir, label: str = "meta-train"):
@@ -276,6 +232,7 @@ def run_meta_training(job: MetaTrainJob, out_dir, label: str = "meta-train"):
     With ``job.resume`` and a checkpoint in ``out_dir``, continues from it (``metrics.jsonl``
     is cut back to the checkpoint's rows first); without one, starts afresh there.
     """
+    from lopt_cli.commands.meta_train_start import initial_theta
     from lopt_cli.commands.recorder import MACHINE_FILE, MetaTrainRecorder, best_heldout, machine_facts
     from lopt_cli.evaluation.plots import plot_meta_loss
     from lopt_cli.io import write_json_atomic
@@ -299,9 +256,13 @@ def run_meta_training(job: MetaTrainJob, out_dir, label: str = "meta-train"):
     if main:  # where it ran, at its start: a run killed before its summary keeps the record
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out_dir / MACHINE_FILE, machine_facts())
+    initial = job.initial_theta
+    if start is None and job.resume and job.init_from is not None:
+        # resumed before this run's first checkpoint (self-train's second run): as if fresh
+        initial = initial_theta(str(job.init_from), build(job.optimizer_config, "optimizer"))[0]
     theta0 = initial_loss = None
     if main and start is None and job.heldout is not None:  # θ₀'s held-out check, once
-        theta0 = initial_state(job.problem, outer_tx, job.settings, job.initial_theta).theta
+        theta0 = initial_state(job.problem, outer_tx, job.settings, initial).theta
         initial_loss = job.heldout(theta0)
     if main:
         recorder = MetaTrainRecorder(out_dir, job.settings.num_outer_steps,
@@ -322,11 +283,21 @@ def run_meta_training(job: MetaTrainJob, out_dir, label: str = "meta-train"):
             recorder.checkpoint(state._replace(theta=to_host(state.theta),
                                                opt_state=to_host(state.opt_state),
                                                states=to_host(state.states)))
-    with recorder:
-        theta = meta_train(job.family, job.problem, job.estimator, outer_tx, job.settings,
-                           theta=job.initial_theta, on_step=on_step, start=start,
-                           on_checkpoint=on_checkpoint,
-                           placement=Placement.create(job.num_devices))
+    # Ctrl-C or SIGTERM: stop after the current outer step with a checkpoint (one process
+    # only: the others of a multi-process run would wait in a collective).
+    stops = stop_requests(label) if not is_multiprocess() else contextlib.nullcontext(None)
+    with recorder, stops as stop_requested:
+        try:
+            theta = meta_train(job.family, job.problem, job.estimator, outer_tx, job.settings,
+                               theta=initial, on_step=on_step, start=start,
+                               on_checkpoint=on_checkpoint,
+                               placement=Placement.create(job.num_devices),
+                               stop_requested=stop_requested or (lambda: False))
+        except RunStopped:
+            recorder.stopped()
+            plot_meta_loss({label: recorder.history}, out_dir / "meta_loss.png",
+                           "meta-training")
+            raise
     history = recorder.history
     if not main:
         return theta, history
@@ -371,7 +342,11 @@ def run(cfg: DictConfig) -> None:
         if job.resume_dir is not None and job.resume_dir.resolve() != out_dir.resolve():
             raise LoptUserError(f"resume={cfg.resume} but hydra.run.dir={out_dir}; give one")
         read_raw(out_dir)  # a missing or unreadable checkpoint: one line, exit 2
-    theta, history = run_meta_training(job, out_dir)
+    try:
+        theta, history = run_meta_training(job, out_dir)
+    except RunStopped as stop:
+        raise RunStopped(f"{stop}; checkpoint and learned optimizer in {out_dir}; continue "
+                         f"with: lopt meta-train resume={out_dir}") from None
     if job.num_processes > 1:
         from lopt_cli.meta.distributed import digest_line, is_main
 

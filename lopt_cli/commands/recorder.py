@@ -107,6 +107,7 @@ class MetaTrainRecorder:
                 self.best_loss = row["heldout_loss"]
                 save_learned_optimizer(self.out_dir, self.optimizer_config, theta)
         self.history.append(row)
+        self._theta = theta  # the published θ after the last step (for stopped)
         append_jsonl(self.metrics_path, row)
         self.progress.update(self.task_id, advance=1, meta_loss=metrics["meta_loss"],
                              rate=row["inner_steps_per_second"])
@@ -129,6 +130,14 @@ class MetaTrainRecorder:
             window_seconds=now - self.heartbeat.last, window_rows=len(self.history) - rows,
             elapsed=self.heartbeat.elapsed, rows_this_run=len(self.history) - first_row))
         self._rows = (first_row, len(self.history))
+
+    def stopped(self) -> None:
+        """The run stopped on request after its last recorded step: its published θ is
+        written (with ``keep_best``, the best one already is) and a last progress line
+        printed."""
+        if self.history and not (self.keep_best and self.best_loss < float("inf")):
+            save_learned_optimizer(self.out_dir, self.optimizer_config, self._theta)
+        self.maybe_print_heartbeat(last=True)
 
     def checkpoint(self, state) -> None:
         """Saves the loop's ``state`` (a ``MetaTrainState``) with the metrics rows so far."""

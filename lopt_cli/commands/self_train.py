@@ -12,8 +12,8 @@ import hydra
 from omegaconf import DictConfig
 
 from lopt_cli.commands.common import configure_jax, guarded, run_dir
-from lopt_cli.commands.meta_train import build_job, run_meta_training
-from lopt_cli.commands.meta_train import check as meta_train_check
+from lopt_cli.commands.meta_train import build_job, check_job, run_meta_training
+from lopt_cli.interrupt import RunStopped
 
 CONFIG_NAME = "self_train"
 
@@ -21,7 +21,8 @@ CONFIG_NAME = "self_train"
 def check(cfg: DictConfig) -> None:
     from lopt_cli.optimizers.storage import load_learned_optimizer
 
-    meta_train_check(cfg)  # the job, its tasks and the population's memory, as meta-train
+    check_job(cfg)  # the job, its tasks and the population's memory, as meta-train (a resume:
+    # resume_directory found a checkpoint under it, in learned_outer/ or adam_outer/)
     load_learned_optimizer(cfg.learned_optimizer)
 
 
@@ -70,7 +71,12 @@ def run(cfg: DictConfig) -> None:
     histories = {}
     for name, job in (("learned outer optimizer", learned_job), ("AdamW", adam_job)):
         folder = out_dir / ("learned_outer" if job is learned_job else "adam_outer")
-        _, histories[name] = run_meta_training(job, folder, label=name)
+        try:
+            _, histories[name] = run_meta_training(job, folder, label=name)
+        except RunStopped as stop:
+            raise RunStopped(f"{name}: {stop}; checkpoints in {out_dir}; continue with: lopt "
+                             f"self-train resume={out_dir} "
+                             f"learned_optimizer={cfg.learned_optimizer}") from None
     plot_meta_loss(histories, out_dir / "self_train.png",
                    "self-training: a fresh learned optimizer meta-trained by ...")
     summary = {

@@ -50,6 +50,13 @@ class RunCache:
     hits: int = 0
     computed: int = 0
 
+    def interrupted(self) -> str:
+        """What an interrupted evaluation keeps, in one line."""
+        if self.directory is None:
+            return f"interrupted; nothing is kept (cache=false): {self.computed} runs were computed"
+        return (f"interrupted; the {self.computed} runs computed and {self.hits} read are "
+                f"cached in {self.directory}: the same command continues from them")
+
     def _path(self, description: Any) -> Path | None:
         if self.directory is None:
             return None

@@ -27,6 +27,7 @@ import numpy as np
 import optax
 
 from lopt_cli.errors import LoptUserError
+from lopt_cli.interrupt import RunStopped
 from lopt_cli.meta.averaging import published_theta
 from lopt_cli.meta.curriculum import HorizonCurriculum, constant
 from lopt_cli.meta.estimator import GradientEstimator, host_metrics
@@ -210,6 +211,7 @@ def meta_train(
     start: MetaTrainState | None = None,
     on_checkpoint: Callable[[MetaTrainState], None] | None = None,
     placement: Placement | None = None,
+    stop_requested: Callable[[], bool] = lambda: False,
 ) -> MetaParams:
     """Meta-trains ``problem.lopt`` and returns the final published meta-parameters (the
     running average when ``outer_tx`` keeps one, :mod:`lopt_cli.meta.averaging`; else θ).
@@ -221,6 +223,9 @@ def meta_train(
     ``on_checkpoint(state)`` every ``settings.checkpoint_every`` steps and after the last one.
     ``start`` continues from a saved :class:`MetaTrainState` (then ``theta`` is ignored);
     ``placement`` spreads the population over devices (:mod:`lopt_cli.meta.sharding`).
+    When ``stop_requested()`` turns true after an outer step that is not the last, the state
+    after that step goes to ``on_checkpoint`` (if it did not already) and
+    :class:`~lopt_cli.interrupt.RunStopped` is raised: a resume continues exactly there.
     """
     placement = placement or Placement()
     state = start or initial_state(problem, outer_tx, settings, theta)
@@ -263,6 +268,12 @@ def meta_train(
                 f"meta-training stopped at outer step {step}: {skipped_in_a_row} consecutive "
                 "outer updates were non-finite and skipped (the saved learned optimizer is the "
                 "last finite one); lower outer_optimizer.learning_rate or estimator.sigma")
-        if on_checkpoint is not None and checkpoint_due(settings, step):
+        due = checkpoint_due(settings, step)
+        if on_checkpoint is not None and due:
             on_checkpoint(MetaTrainState(step + 1, theta, opt_state, states, members))
+        if step + 1 < settings.num_outer_steps and stop_requested():
+            if on_checkpoint is not None and not due:
+                on_checkpoint(MetaTrainState(step + 1, theta, opt_state, states, members))
+            raise RunStopped(f"stopped after outer step {step + 1} of "
+                             f"{settings.num_outer_steps}")
     return published_theta(opt_state, theta)
