@@ -4,7 +4,9 @@ consistent point instead of dying mid-step.
 Meta-training polls :func:`stop_requests`' flag once per outer step: on a request it writes a
 checkpoint of the state after the last finished step and raises :class:`RunStopped`, which the
 command turns into one line (where the checkpoint is and the command that continues it) and
-exit status 130. A second Ctrl-C stops at once (the default ``KeyboardInterrupt``).
+exit status 130. ``lopt evaluate benchmark=...`` polls it after each segment of a run
+(:mod:`lopt_cli.evaluation.partial_runs`). A second Ctrl-C stops at once (the default
+``KeyboardInterrupt``).
 """
 from __future__ import annotations
 
@@ -25,9 +27,9 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextlib.contextmanager
-def stop_requests(what: str) -> Iterator[Callable[[], bool]]:
+def stop_requests(what: str, unit: str = "step") -> Iterator[Callable[[], bool]]:
     """Within: ``requested()`` turns true at the first SIGINT or SIGTERM, which prints one line
-    saying that ``what`` stops after its current step; a second SIGINT raises
+    saying that ``what`` stops after its current ``unit``; a second SIGINT raises
     ``KeyboardInterrupt`` at once. Off the main thread (no handlers can be set there) the
     signals keep their handlers and ``requested()`` stays false."""
     if threading.current_thread() is not threading.main_thread():
@@ -40,7 +42,7 @@ def stop_requests(what: str) -> Iterator[Callable[[], bool]]:
         if state["requested"] and signum == signal.SIGINT:
             raise KeyboardInterrupt
         state["requested"] = True
-        print(f"lopt: {signal.Signals(signum).name}: {what} stops after its current step "
+        print(f"lopt: {signal.Signals(signum).name}: {what} stops after its current {unit} "
               "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
 
     for sig in STOP_SIGNALS:

@@ -61,7 +61,7 @@ def test_an_interrupted_benchmark_says_what_its_cache_keeps(monkeypatch, capsys,
     from lopt_cli.commands import evaluate
     from lopt_cli.evaluation import benchmark
 
-    def interrupted(spec, candidates, cache, progress):
+    def interrupted(spec, candidates, cache, *progress_and_parts):
         cache.computed, cache.hits = 2, 5
         raise KeyboardInterrupt
 
@@ -78,3 +78,43 @@ def test_an_interrupted_benchmark_says_what_its_cache_keeps(monkeypatch, capsys,
         f"{RunCache(tmp_path / 'eval').directory}: the same command continues from them")
     assert RunCache(None).interrupted() == ("interrupted; nothing is kept (cache=false): 0 runs "
                                             "were computed")
+
+
+def test_a_benchmark_stopped_mid_part_continues_it_to_the_uninterrupted_results(tmp_path):
+    """Stopped after the first of two segments of its first part, the benchmark names the part
+    and keeps its state; the same call again computes the rest, gives the results of a run
+    never stopped, and leaves no partial files."""
+    import dataclasses
+    import itertools
+
+    import numpy as np
+
+    from lopt_cli.evaluation.benchmark import (
+        BenchmarkSpec,
+        BenchmarkTask,
+        MeasureSettings,
+        run_benchmark,
+    )
+    from lopt_cli.evaluation.candidates import resolve_candidate
+    from lopt_cli.evaluation.partial_runs import PartStore
+    from lopt_cli.evaluation.search_spaces import AdamLR
+    from task_definitions.quadratic import QuadraticConfig, QuadraticFamily
+
+    task = BenchmarkTask("q", QuadraticFamily(), QuadraticConfig(4, 10.0, 0.5, 1.0, 0), 8)
+    spec = BenchmarkSpec("tiny", (task,), {"AdamLR": AdamLR()}, {"AdamLR": 2, "candidates": 2},
+                         (1,), MeasureSettings(2, 4, 1, 0.5), long_horizon=8)
+    candidates = [resolve_candidate("adam", 0.1, 10.0)]
+    never_stopped = run_benchmark(spec, candidates, RunCache(tmp_path / "other"))
+    polls = itertools.count(1)
+    parts = PartStore(tmp_path / "partial", lambda: next(polls) == 1)
+    cache = RunCache(tmp_path / "eval")
+    with pytest.raises(RunStopped, match=r"^q: AdamLR: stopped after segment 1 of 2$"):
+        run_benchmark(spec, candidates, cache, parts=parts)
+    assert cache.computed == 0 and any((tmp_path / "partial").rglob("state.msgpack"))
+    again = run_benchmark(spec, candidates, cache, parts=parts)
+    assert cache.computed == 2 and not any((tmp_path / "partial").iterdir())
+    for group in ("baselines", "candidates"):
+        for name, runs in never_stopped["q"][group].items():
+            for split, values in runs["final"].items():
+                np.testing.assert_array_equal(again["q"][group][name]["final"][split], values)
+    assert dataclasses.asdict(spec.measure)["num_points"] == 4  # 2 segments of 2 points

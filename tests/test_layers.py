@@ -28,6 +28,7 @@ LAYERS = (
     ("lopt_cli.io", "utilities", 0),
     ("lopt_cli.config", "utilities", 0),
     ("lopt_cli.console", "utilities", 0),
+    ("lopt_cli.interrupt", "utilities", 0),
     ("task_definitions", "tasks", 1),
     ("lopt_cli", "optimizers", 2),  # the package facade: lopt_cli.load_optimizer
     ("lopt_cli.optimizers", "optimizers", 2),

@@ -65,6 +65,56 @@ def test_a_run_split_into_segments_gives_exactly_the_unsplit_numbers(layout):
     assert not np.allclose(points[..., 0, :], points[..., 1, :])  # seeds differ: keys used
 
 
+def stoppable_curves(task, layout: str, store, done: list) -> dict:
+    """:func:`curves`' runs (4 segments) with a part store."""
+    space = AdamLR()
+    args = (space, None, space.trials(2), task, MEASURE.keys(), MEASURE.eval_keys(), HORIZON,
+            MEASURE.num_points)
+    if layout == "host_loop":
+        return host_loop_curves(*args, segments=4, segment_done=lambda: done.append(1),
+                                store=store)
+    return trial_curves(*args, stacked=layout == "stacked", segments=4,
+                        segment_done=lambda: done.append(1), store=store)
+
+
+@pytest.mark.parametrize("layout, stop_at_poll", [("vmapped", 1), ("stacked", 2),
+                                                  ("host_loop", 1), ("host_loop", 8)])
+def test_a_part_stopped_between_segments_continues_to_the_same_bytes(layout, stop_at_poll,
+                                                                     tmp_path, monkeypatch):
+    """Asked to stop at a segment boundary (on the host loop: also after whole trial × seed
+    runs, poll 8 is in the third of four), the part saves its state and raises RunStopped; run
+    again, it continues from there to exactly the uninterrupted curves, its progress counting
+    the restored segments; its files go once it is discarded."""
+    import itertools
+
+    from lopt_cli.evaluation.partial_runs import PartStore
+    from lopt_cli.interrupt import RunStopped
+
+    task = stack_tasks([quadratic(1), quadratic(2)]) if layout == "stacked" else quadratic(1)
+    whole = stoppable_curves(task, layout, None, [])
+    polls = itertools.count(1)
+    store = PartStore(tmp_path / "part", lambda: next(polls) == stop_at_poll)
+    first_try = []
+    with pytest.raises(RunStopped, match="stopped after segment"):
+        stoppable_curves(task, layout, store, first_try)
+    assert any((tmp_path / "part").rglob("state.msgpack"))
+    from lopt_cli.evaluation import measured_runs
+
+    advanced, advance = [], measured_runs.advance_trials
+    monkeypatch.setattr(measured_runs, "advance_trials",
+                        lambda *a, **k: advanced.append(1) or advance(*a, **k))
+    done = []
+    resumed = stoppable_curves(task, layout, store._replace(stop_requested=lambda: False), done)
+    per_part = 4 * (4 if layout == "host_loop" else 1)  # segments × (trial, seed) runs
+    assert len(done) == per_part and 0 < len(first_try) < per_part
+    assert len(advanced) == per_part - len(first_try)  # what ran before is not run again
+    assert whole.keys() == resumed.keys()
+    for name in whole:
+        np.testing.assert_array_equal(resumed[name], whole[name])
+    store.discard()
+    assert not (tmp_path / "part").exists()
+
+
 def test_segments_that_do_not_divide_the_points_are_refused():
     with pytest.raises(ValueError, match="3 segments do not divide 8 points"):
         curves(quadratic(1), 3)

@@ -2,11 +2,13 @@
 tasks (the benchmark config read and checked, the candidates resolved, the outputs written)."""
 from __future__ import annotations
 
+import contextlib
+
 from omegaconf import DictConfig
 
 from lopt_cli.commands.common import build, plain, positive_int, run_dir
 from lopt_cli.errors import LoptUserError
-from lopt_cli.interrupt import RunStopped
+from lopt_cli.interrupt import RunStopped, stop_requests
 
 
 def build_benchmark_spec(cfg: DictConfig):
@@ -92,6 +94,7 @@ def run_benchmark_command(cfg: DictConfig) -> None:
     from lopt_cli.evaluation.cache import RunCache, cache_key, default_cache_dir
     from lopt_cli.evaluation.code_version import sources_read_once
     from lopt_cli.evaluation.leaderboard_report import terminal_interval_table, terminal_table
+    from lopt_cli.evaluation.partial_runs import PartStore
     from lopt_cli.evaluation.tuning_edges import edge_line
 
     built = build_benchmark_spec(cfg)
@@ -99,13 +102,22 @@ def run_benchmark_command(cfg: DictConfig) -> None:
     cache = RunCache(default_cache_dir() if cfg.cache else None)
     console = output_console(stderr=True)
     # The code digests in the cache keys read the sources once, as they are now (code_version).
-    with sources_read_once():
+    # Ctrl-C / SIGTERM: with a cache, the run in progress stops after its segment and is kept
+    # (partial_runs); a second Ctrl-C, or any without a cache, stops at once.
+    stops = stop_requests("evaluate", "segment") if cfg.cache else contextlib.nullcontext()
+    with sources_read_once(), stops as stop_requested:
         candidates = benchmark_candidates(cfg, built)
+        parts = None if stop_requested is None else PartStore(
+            default_cache_dir() / "partial", stop_requested)
         try:
             with progress_bar(console=console) as progress:
                 results = run_benchmark(spec, candidates, cache,
                                         benchmark_progress(progress, console, spec.name,
-                                                           total_runs(spec, len(candidates))))
+                                                           total_runs(spec, len(candidates))),
+                                        parts)
+        except RunStopped as stop:
+            raise RunStopped(f"{stop}; its state is kept in {parts.directory}, and "
+                             f"{cache.interrupted().removeprefix('interrupted; ')}") from None
         except KeyboardInterrupt:
             raise RunStopped(cache.interrupted()) from None
     names = [c.name for c in candidates]

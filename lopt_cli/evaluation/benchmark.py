@@ -28,7 +28,9 @@ from lopt_cli.evaluation.cache import RunCache, cache_key
 from lopt_cli.evaluation.code_version import task_code
 from lopt_cli.evaluation.compare import final_value
 from lopt_cli.evaluation.measured_runs import EVAL_SPLITS, host_loop_curves, segments_of, trial_curves
+from lopt_cli.evaluation.partial_runs import PartStore
 from lopt_cli.evaluation.runs import mean_over_seeds
+from lopt_cli.interrupt import RunStopped
 from task_definitions.base import config_to_dict, shape_signature, stack_tasks
 from task_definitions.task_ids import seed_keys
 
@@ -158,27 +160,31 @@ def run_parts(num_tasks: int, optimizer: Optimizer, spec: BenchmarkSpec,
 
 
 def compute_runs(tasks: list, optimizer: Optimizer, spec: BenchmarkSpec,
-                 host_loop: bool = False, part_done: Callable[[], Any] = lambda: None
-                 ) -> list[dict]:
+                 host_loop: bool = False, part_done: Callable[[], Any] = lambda: None,
+                 store: PartStore | None = None) -> list[dict]:
     """All trials × seeds of ``optimizer`` on tasks of one shape and horizon: vmapped (the
     tasks stacked), or with ``host_loop`` one (task, trial, seed) at a time
-    (:func:`loops_on_host`); ``part_done()`` after each of the :func:`run_parts`."""
+    (:func:`loops_on_host`); ``part_done()`` after each of the :func:`run_parts`. ``store``
+    keeps the part's progress when it is stopped between segments
+    (:mod:`~lopt_cli.evaluation.partial_runs`)."""
     m = spec.measure
     hparams = optimizer.space.trials(optimizer.num_trials, seed=m.seed)
     args = (m.keys(), m.eval_keys(), tasks[0].horizon, m.num_points)
     segments = segments_of(m.num_points)
     if host_loop:
         curves = [host_loop_curves(optimizer.space, optimizer.shared, hparams, t.task, *args,
-                                   segments=segments, segment_done=part_done) for t in tasks]
+                                   segments=segments, segment_done=part_done,
+                                   store=None if store is None else store.child(t.name))
+                  for t in tasks]
     elif len(tasks) == 1:
         curves = [trial_curves(optimizer.space, optimizer.shared, hparams, tasks[0].task, *args,
                                segments=segments, segment_done=part_done,
-                               num_devices=spec.devices)]
+                               num_devices=spec.devices, store=store)]
     else:
         stacked = trial_curves(optimizer.space, optimizer.shared, hparams,
                                stack_tasks([t.task for t in tasks]), *args, stacked=True,
                                segments=segments, segment_done=part_done,
-                               num_devices=spec.devices)
+                               num_devices=spec.devices, store=store)
         curves = [jax.tree_util.tree_map(lambda x, i=i: x[i], stacked)
                   for i in range(len(tasks))]
     plain_hparams = {k: np.asarray(v).tolist() for k, v in hparams.items()}
@@ -212,12 +218,15 @@ class RunProgress(NamedTuple):
 
 
 def run_benchmark(spec: BenchmarkSpec, candidates: list, cache: RunCache,
-                  progress: RunProgress = RunProgress()) -> dict:
+                  progress: RunProgress = RunProgress(), parts: PartStore | None = None
+                  ) -> dict:
     """``{task name: {"task": description, "baselines": {name: runs},
     "candidates": {name: runs}}}``. ``progress.finished(label)`` after every task × optimizer,
     ``progress.started(label, parts)`` before one that is computed (not cached), with the number
     of segments it runs one after another (:func:`run_parts`), and ``progress.part_done()``
-    after each of them.
+    after each of them. With ``parts`` (a directory and a stop flag), a part asked to stop
+    between two segments is kept in ``parts.child(<its key>)`` and the next call with the same
+    runs continues it (:mod:`~lopt_cli.evaluation.partial_runs`).
 
     A run missing from the cache is computed together with the later tasks of the same shape
     and horizon that miss it too (stacked and vmapped in one call).
@@ -241,12 +250,20 @@ def run_benchmark(spec: BenchmarkSpec, candidates: list, cache: RunCache,
                 group = [task] if looped else [task, *(
                     t for t in same_shape(task, spec.tasks[index + 1:])[1:]
                     if not cache.contains(descriptions[t.name, optimizer.name]))]
-                progress.started(f"{task.name}: {optimizer.name}",
-                                 run_parts(len(group), optimizer, spec, looped))
-                computed = compute_runs(group, optimizer, spec, looped, progress.part_done)
-                for member, value in zip(group, computed):
-                    member_description = descriptions[member.name, optimizer.name]
+                label = f"{task.name}: {optimizer.name}"
+                progress.started(label, run_parts(len(group), optimizer, spec, looped))
+                members = [descriptions[member.name, optimizer.name] for member in group]
+                store = None if parts is None else parts.child(cache_key(
+                    {"runs": members, "host_loop": looped, "devices": spec.devices}))
+                try:
+                    computed = compute_runs(group, optimizer, spec, looped, progress.part_done,
+                                            store)
+                except RunStopped as stop:
+                    raise RunStopped(f"{label}: {stop}") from None
+                for member_description, value in zip(members, computed):
                     fresh[cache_key(member_description)] = cache.store(member_description, value)
+                if store is not None:
+                    store.discard()
                 runs = fresh.pop(key)
             entry[optimizer.group][optimizer.name] = runs
             progress.finished(f"{task.name}: {optimizer.name}")

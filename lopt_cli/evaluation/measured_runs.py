@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lopt_cli.evaluation.candidates import make_optimizer
+from lopt_cli.evaluation.partial_runs import PartStore
 from lopt_cli.evaluation.placement import num_trials_of, spread_runs, without_padding
 from lopt_cli.inner.unroll import InnerState, init_inner_state, train_step
 
@@ -135,12 +136,16 @@ def advance_trials(space, shared, hparams: dict, task, runs: MeasuredRun, eval_k
 
 def trial_curves(space, shared, hparams: dict, task, keys: jax.Array, eval_keys: jax.Array,
                  horizon: int, num_points: int, stacked: bool = False, segments: int = 1,
-                 segment_done: Callable[[], Any] = lambda: None, num_devices: int = 1) -> dict:
+                 segment_done: Callable[[], Any] = lambda: None, num_devices: int = 1,
+                 store: PartStore | None = None) -> dict:
     """Every trial of ``space`` over every seed (leading axes (task,) trial, seed; host arrays):
     one start and ``segments`` advances of the same compiled program, ``segment_done()``
     after each (when its curves are on the host, i.e. the segment has run). With
     ``num_devices > 1`` the runs are split over that many local devices
-    (:func:`~lopt_cli.evaluation.placement.spread_runs`)."""
+    (:func:`~lopt_cli.evaluation.placement.spread_runs`). With a ``store``, a part stopped
+    earlier continues from its saved segment, and a stop asked for between two segments saves
+    the state there and raises :class:`~lopt_cli.interrupt.RunStopped`
+    (:mod:`~lopt_cli.evaluation.partial_runs`)."""
     if num_points % segments:
         raise ValueError(f"{segments} segments do not divide {num_points} points")
     points = num_points // segments
@@ -148,13 +153,20 @@ def trial_curves(space, shared, hparams: dict, task, keys: jax.Array, eval_keys:
     placed = spread_runs(hparams, keys, (task, eval_keys, shared), num_devices)
     hparams, keys, (task, eval_keys, shared) = placed
     runs = start_trials(space, shared, hparams, task, keys, horizon, num_points, stacked)
-    pieces = []
-    for segment in range(segments):
+    first, pieces = 0, []
+    restored = store.restore(runs) if store is not None else None
+    if restored is not None:
+        first, runs, pieces = restored
+        for _ in range(first):
+            segment_done()
+    for segment in range(first, segments):
         runs, curves = advance_trials(space, shared, hparams, task, runs, eval_keys,
                                       jnp.asarray(segment * points, jnp.int32), horizon, points,
                                       stacked)
         pieces.append(jax.device_get(curves))
         segment_done()
+        if store is not None:
+            store.stop_if_requested(segment + 1, segments, runs, pieces)
     point_axis = 3 if stacked else 2
     curves = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=point_axis), *pieces)
     return without_padding(curves, num_trials, trial_axis=1 if stacked else 0)
@@ -162,16 +174,29 @@ def trial_curves(space, shared, hparams: dict, task, keys: jax.Array, eval_keys:
 
 def host_loop_curves(space, shared, hparams: dict, task, keys, eval_keys, horizon: int,
                      num_points: int, segments: int = 1,
-                     segment_done: Callable[[], Any] = lambda: None) -> dict:
+                     segment_done: Callable[[], Any] = lambda: None,
+                     store: PartStore | None = None) -> dict:
     """:func:`trial_curves`, one (trial, seed) at a time (the same programs each time),
     reassembled on the host with leading axes trial, seed; ``segment_done()`` after each
-    segment of each."""
+    segment of each. With a ``store``, each finished (trial, seed) keeps its curves there
+    until the part is cached, and the one in progress its state when stopped."""
     num_trials = num_trials_of(hparams)
     rows = []
     for i in range(num_trials):
         setting = {k: v[i:i + 1] for k, v in hparams.items()}
-        runs = [trial_curves(space, shared, setting, task, keys[j:j + 1], eval_keys, horizon,
-                             num_points, segments=segments, segment_done=segment_done)
-                for j in range(len(keys))]
+        runs = []
+        for j in range(len(keys)):
+            one = store.child(f"trial{i}_seed{j}") if store is not None else None
+            finished = one.finished_curves() if one is not None else None
+            if finished is None:
+                finished = trial_curves(space, shared, setting, task, keys[j:j + 1], eval_keys,
+                                        horizon, num_points, segments=segments,
+                                        segment_done=segment_done, store=one)
+                if one is not None:
+                    one.keep_finished(finished)
+            else:
+                for _ in range(segments):
+                    segment_done()
+            runs.append(finished)
         rows.append(jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=1), *runs))
     return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=0), *rows)

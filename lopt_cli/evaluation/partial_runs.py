@@ -1,0 +1,83 @@
+"""A benchmark part stopped between two segments, kept on disk so the next run continues it.
+
+A part (one optimizer's trials × seeds on one task, or a stacked group) runs in segments of
+its horizon (:mod:`measured_runs`). Asked to stop (Ctrl-C, SIGTERM), ``lopt evaluate`` finishes
+the segment in progress and writes a :class:`PartStore` file: the runs' state after it (the
+inner states and their step keys) and the curves measured so far. The same command later
+restores that state into the same compiled program and continues from the next segment, so
+the finished part has the bytes of an uninterrupted one. On the host loop (one trial × seed
+at a time) each finished trial × seed keeps its curves in its own file.
+
+Files live under ``<cache>/partial/<part key>/`` and are removed once the part is cached.
+"""
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+from flax import serialization
+
+from lopt_cli.interrupt import RunStopped
+from lopt_cli.io import write_bytes_atomic
+
+STATE_FILE = "state.msgpack"
+CURVES_FILE = "curves.msgpack"
+
+
+class PartStore(NamedTuple):
+    """Where one part's (or one host-loop run's) progress is kept, and when to stop."""
+
+    directory: Path
+    stop_requested: Callable[[], bool] = lambda: False
+
+    def child(self, name: str) -> PartStore:
+        """The store of one trial × seed of a host-loop part."""
+        return self._replace(directory=self.directory / name)
+
+    def finished_curves(self) -> dict | None:
+        """The curves of a run that finished before the stop (host loop), else ``None``."""
+        path = self.directory / CURVES_FILE
+        return _as_arrays(serialization.msgpack_restore(path.read_bytes())) if path.is_file() \
+            else None
+
+    def keep_finished(self, curves: dict) -> None:
+        write_bytes_atomic(self.directory / CURVES_FILE, serialization.msgpack_serialize(
+            jax.tree_util.tree_map(np.asarray, curves)))
+
+    def restore(self, template) -> tuple[int, Any, list[dict]] | None:
+        """``(next segment, runs, curves so far)`` of a stopped part, the runs put where
+        ``template``'s arrays are (same shapes, dtypes and devices), or ``None``."""
+        path = self.directory / STATE_FILE
+        if not path.is_file():
+            return None
+        saved = serialization.msgpack_restore(path.read_bytes())
+        host = serialization.from_state_dict(jax.device_get(template), saved["runs"])
+        runs = jax.tree_util.tree_map(
+            lambda t, x: jax.device_put(np.asarray(x, dtype=t.dtype), t.sharding), template, host)
+        pieces = [_as_arrays(saved["pieces"][str(i)]) for i in range(len(saved["pieces"]))]
+        return int(saved["next_segment"]), runs, pieces
+
+    def stop_if_requested(self, next_segment: int, segments: int, runs, pieces: list[dict]
+                          ) -> None:
+        """After a segment: when a stop was asked for and segments remain, writes the state
+        and raises :class:`RunStopped`."""
+        if next_segment >= segments or not self.stop_requested():
+            return
+        state = {"next_segment": next_segment,
+                 "runs": serialization.to_state_dict(jax.device_get(runs)),
+                 "pieces": {str(i): piece for i, piece in enumerate(pieces)}}
+        write_bytes_atomic(self.directory / STATE_FILE, serialization.msgpack_serialize(state))
+        raise RunStopped(f"stopped after segment {next_segment} of {segments}")
+
+    def discard(self) -> None:
+        """Removes the part's files (it is cached now)."""
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _as_arrays(tree: dict) -> dict:
+    return {key: _as_arrays(value) if isinstance(value, dict) else np.asarray(value)
+            for key, value in tree.items()}
