@@ -56,6 +56,10 @@ class PartStore(NamedTuple):
             return None
         saved = serialization.msgpack_restore(path.read_bytes())
         host = serialization.from_state_dict(jax.device_get(template), saved["runs"])
+        shapes = [np.shape(x) == t.shape for t, x in zip(jax.tree_util.tree_leaves(template),
+                                                          jax.tree_util.tree_leaves(host))]
+        if not all(shapes):  # not this part's state after all: start it afresh
+            return None
         runs = jax.tree_util.tree_map(
             lambda t, x: jax.device_put(np.asarray(x, dtype=t.dtype), t.sharding), template, host)
         pieces = [_as_arrays(saved["pieces"][str(i)]) for i in range(len(saved["pieces"]))]
