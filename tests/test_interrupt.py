@@ -118,3 +118,18 @@ def test_a_benchmark_stopped_mid_part_continues_it_to_the_uninterrupted_results(
             for split, values in runs["final"].items():
                 np.testing.assert_array_equal(again["q"][group][name]["final"][split], values)
     assert dataclasses.asdict(spec.measure)["num_points"] == 4  # 2 segments of 2 points
+
+
+def test_off_the_main_thread_no_handler_is_set_and_no_stop_is_asked():
+    import threading
+
+    seen = []
+
+    def worker():
+        with stop_requests("meta-train") as requested:
+            seen.append((requested(), signal.getsignal(signal.SIGINT)))
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert seen == [(False, signal.getsignal(signal.SIGINT))]
