@@ -111,11 +111,12 @@ def elapsed_and_eta(elapsed: float, remaining: int, done: int,
 
 
 def count_line(label: str, done: int, total: int, elapsed: float,
-               first: float | None = None) -> str:
+               first: float | None = None, paced: int | None = None) -> str:
     """``label: 12/40 (30%), elapsed 1m05s, ETA 2m32s`` (ETA at the mean pace so far, or of
-    the units after the ``first``: see :func:`elapsed_and_eta`)."""
+    the units after the ``first``: see :func:`elapsed_and_eta`). ``paced``: how many of the
+    ``done`` units took the ``elapsed`` time (default all; fewer when some were read back)."""
     return (f"{label}: {done:,}/{total:,} ({100 * done / max(total, 1):.0f}%), "
-            f"{elapsed_and_eta(elapsed, total - done, done, first)}")
+            f"{elapsed_and_eta(elapsed, total - done, done if paced is None else paced, first)}")
 
 
 def settle_imports() -> None:

@@ -65,16 +65,18 @@ def test_a_run_split_into_segments_gives_exactly_the_unsplit_numbers(layout):
     assert not np.allclose(points[..., 0, :], points[..., 1, :])  # seeds differ: keys used
 
 
-def stoppable_curves(task, layout: str, store, done: list) -> dict:
-    """:func:`curves`' runs (4 segments) with a part store."""
+def stoppable_curves(task, layout: str, store, done: list, restored: list | None = None
+                     ) -> dict:
+    """:func:`curves`' runs (4 segments) with a part store; ``done`` gets a 1 per segment run,
+    ``restored`` the count of each batch of segments read back."""
     space = AdamLR()
     args = (space, None, space.trials(2), task, MEASURE.keys(), MEASURE.eval_keys(), HORIZON,
             MEASURE.num_points)
+    report = {"segment_done": lambda: done.append(1),
+              "segments_restored": (restored if restored is not None else []).append}
     if layout == "host_loop":
-        return host_loop_curves(*args, segments=4, segment_done=lambda: done.append(1),
-                                store=store)
-    return trial_curves(*args, stacked=layout == "stacked", segments=4,
-                        segment_done=lambda: done.append(1), store=store)
+        return host_loop_curves(*args, segments=4, store=store, **report)
+    return trial_curves(*args, stacked=layout == "stacked", segments=4, store=store, **report)
 
 
 @pytest.mark.parametrize("layout, stop_at_poll", [("vmapped", 1), ("stacked", 2),
@@ -103,11 +105,12 @@ def test_a_part_stopped_between_segments_continues_to_the_same_bytes(layout, sto
     advanced, advance = [], measured_runs.advance_trials
     monkeypatch.setattr(measured_runs, "advance_trials",
                         lambda *a, **k: advanced.append(1) or advance(*a, **k))
-    done = []
-    resumed = stoppable_curves(task, layout, store._replace(stop_requested=lambda: False), done)
+    done, restored = [], []
+    resumed = stoppable_curves(task, layout, store._replace(stop_requested=lambda: False), done,
+                               restored)
     per_part = 4 * (4 if layout == "host_loop" else 1)  # segments × (trial, seed) runs
-    assert len(done) == per_part and 0 < len(first_try) < per_part
-    assert len(advanced) == per_part - len(first_try)  # what ran before is not run again
+    assert 0 < len(first_try) < per_part and sum(restored) == len(first_try)
+    assert len(advanced) == len(done) == per_part - len(first_try)  # none run twice
     assert whole.keys() == resumed.keys()
     for name in whole:
         np.testing.assert_array_equal(resumed[name], whole[name])
@@ -197,13 +200,38 @@ def test_the_segment_eta_leaves_out_the_first_segment(monkeypatch):
 
     firsts = []
 
-    def recorded(label, done, total, elapsed, first=None):
+    def recorded(label, done, total, elapsed, first=None, paced=None):
         firsts.append(first)
         return f"{label}: {done}/{total}"
 
     monkeypatch.setattr(progress_module, "count_line", recorded)
     logged_lines(monkeypatch, "0")
     assert len(firsts) == 4 and firsts[0] is not None and set(firsts) == {firsts[0]}
+
+
+def test_a_continued_run_says_so_and_paces_its_eta_on_the_segments_it_runs(monkeypatch):
+    """Two of four segments read back from a stopped run: one line says so, and the ETA of
+    the rest comes from the segments run now (the first of which also compiles)."""
+    from lopt_cli.commands.benchmark_progress import benchmark_progress
+    from lopt_cli.console import progress_bar
+
+    monkeypatch.setenv("LOPT_PROGRESS_EVERY", "0")
+    clock = iter(range(0, 1000, 10))  # each heartbeat reading 10 s after the last
+    monkeypatch.setattr("lopt_cli.console.Heartbeat.elapsed",
+                        property(lambda self: float(next(clock))))
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=200)
+    with progress_bar(console=console) as progress:
+        report = benchmark_progress(progress, console, "tiny", total=1)
+        report.started("conv: adam", 4)
+        report.restored(2)
+        report.part_done()
+        report.part_done()
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("tiny:")]
+    assert lines[1] == "tiny:   conv: adam: 2/4 segments read back from a stopped run"
+    # 10 s for the one segment run so far, one to go: 10 s (counting the two read back, 5 s)
+    assert lines[2] == "tiny:   conv: adam: segments: 3/4 (75%), elapsed 10s, ETA 10s"
+    assert lines[3].startswith("tiny:   conv: adam: segments: 4/4 (100%)")
 
 
 def test_the_segment_lines_wait_for_the_heartbeat(monkeypatch):

@@ -36,18 +36,26 @@ def benchmark_progress(progress: Progress, console: Console, name: str, total: i
             f"ETA {eta:.0f} s")
 
     def started(label: str, parts: int) -> None:
-        current.update(label=label, parts=parts, done=0)
+        current.update(label=label, parts=parts, done=0, restored=0)
         current["row"] = progress.add_task(f"  running {label}", total=parts)
         heartbeat.restart()
         log(f"running {label} ({parts} segments)")
 
+    def restored(count: int) -> None:
+        current["done"] += count
+        current["restored"] += count
+        progress.update(current["row"], advance=count)
+        log(f"  {current['label']}: {current['done']}/{current['parts']} segments read back "
+            "from a stopped run")
+
     def part_done() -> None:
         current["done"] += 1
         progress.update(current["row"], advance=1)
-        if current["done"] == 1:
+        run = current["done"] - current["restored"]  # segments run here: the pace's
+        if run == 1:
             current["first"] = heartbeat.elapsed
         if heartbeat.due():
             log("  " + count_line(f"{current['label']}: segments", current["done"],
-                                  current["parts"], heartbeat.elapsed, current["first"]))
+                                  current["parts"], heartbeat.elapsed, current["first"], run))
 
-    return RunProgress(finished, started, part_done)
+    return RunProgress(finished, started, part_done, restored)

@@ -161,12 +161,14 @@ def run_parts(num_tasks: int, optimizer: Optimizer, spec: BenchmarkSpec,
 
 def compute_runs(tasks: list, optimizer: Optimizer, spec: BenchmarkSpec,
                  host_loop: bool = False, part_done: Callable[[], Any] = lambda: None,
-                 store: PartStore | None = None) -> list[dict]:
+                 store: PartStore | None = None,
+                 restored: Callable[[int], Any] = lambda count: None) -> list[dict]:
     """All trials × seeds of ``optimizer`` on tasks of one shape and horizon: vmapped (the
     tasks stacked), or with ``host_loop`` one (task, trial, seed) at a time
     (:func:`loops_on_host`); ``part_done()`` after each of the :func:`run_parts`. ``store``
     keeps the part's progress when it is stopped between segments
-    (:mod:`~lopt_cli.evaluation.partial_runs`)."""
+    (:mod:`~lopt_cli.evaluation.partial_runs`); ``restored(count)`` when segments of a
+    stopped part are read back instead of run."""
     m = spec.measure
     hparams = optimizer.space.trials(optimizer.num_trials, seed=m.seed)
     args = (m.keys(), m.eval_keys(), tasks[0].horizon, m.num_points)
@@ -174,17 +176,20 @@ def compute_runs(tasks: list, optimizer: Optimizer, spec: BenchmarkSpec,
     if host_loop:
         curves = [host_loop_curves(optimizer.space, optimizer.shared, hparams, t.task, *args,
                                    segments=segments, segment_done=part_done,
-                                   store=None if store is None else store.child(t.name))
+                                   store=None if store is None else store.child(t.name),
+                                   segments_restored=restored)
                   for t in tasks]
     elif len(tasks) == 1:
         curves = [trial_curves(optimizer.space, optimizer.shared, hparams, tasks[0].task, *args,
                                segments=segments, segment_done=part_done,
-                               num_devices=spec.devices, store=store)]
+                               num_devices=spec.devices, store=store,
+                               segments_restored=restored)]
     else:
         stacked = trial_curves(optimizer.space, optimizer.shared, hparams,
                                stack_tasks([t.task for t in tasks]), *args, stacked=True,
                                segments=segments, segment_done=part_done,
-                               num_devices=spec.devices, store=store)
+                               num_devices=spec.devices, store=store,
+                               segments_restored=restored)
         curves = [jax.tree_util.tree_map(lambda x, i=i: x[i], stacked)
                   for i in range(len(tasks))]
     plain_hparams = {k: np.asarray(v).tolist() for k, v in hparams.items()}
@@ -215,6 +220,8 @@ class RunProgress(NamedTuple):
     finished: Callable[[str], Any] = lambda label: None  # after every task × optimizer
     started: Callable[[str, int], Any] = lambda label, parts: None  # before one is computed
     part_done: Callable[[], Any] = lambda: None  # after each of its segments
+    # segments read back from a stopped run (partial_runs), done without running them again
+    restored: Callable[[int], Any] = lambda count: None
 
 
 def run_benchmark(spec: BenchmarkSpec, candidates: list, cache: RunCache,
@@ -257,7 +264,7 @@ def run_benchmark(spec: BenchmarkSpec, candidates: list, cache: RunCache,
                     {"runs": members, "host_loop": looped, "devices": spec.devices}))
                 try:
                     computed = compute_runs(group, optimizer, spec, looped, progress.part_done,
-                                            store)
+                                            store, progress.restored)
                 except RunStopped as stop:
                     raise RunStopped(f"{label}: {stop}") from None
                 for member_description, value in zip(members, computed):

@@ -137,7 +137,8 @@ def advance_trials(space, shared, hparams: dict, task, runs: MeasuredRun, eval_k
 def trial_curves(space, shared, hparams: dict, task, keys: jax.Array, eval_keys: jax.Array,
                  horizon: int, num_points: int, stacked: bool = False, segments: int = 1,
                  segment_done: Callable[[], Any] = lambda: None, num_devices: int = 1,
-                 store: PartStore | None = None) -> dict:
+                 store: PartStore | None = None,
+                 segments_restored: Callable[[int], Any] = lambda count: None) -> dict:
     """Every trial of ``space`` over every seed (leading axes (task,) trial, seed; host arrays):
     one start and ``segments`` advances of the same compiled program, ``segment_done()``
     after each (when its curves are on the host, i.e. the segment has run). With
@@ -145,7 +146,8 @@ def trial_curves(space, shared, hparams: dict, task, keys: jax.Array, eval_keys:
     (:func:`~lopt_cli.evaluation.placement.spread_runs`). With a ``store``, a part stopped
     earlier continues from its saved segment, and a stop asked for between two segments saves
     the state there and raises :class:`~lopt_cli.interrupt.RunStopped`
-    (:mod:`~lopt_cli.evaluation.partial_runs`)."""
+    (:mod:`~lopt_cli.evaluation.partial_runs`); ``segments_restored(count)`` reports the
+    segments read back (not ``segment_done``: they took no time)."""
     if num_points % segments:
         raise ValueError(f"{segments} segments do not divide {num_points} points")
     points = num_points // segments
@@ -157,8 +159,7 @@ def trial_curves(space, shared, hparams: dict, task, keys: jax.Array, eval_keys:
     restored = store.restore(runs) if store is not None else None
     if restored is not None:
         first, runs, pieces = restored
-        for _ in range(first):
-            segment_done()
+        segments_restored(first)
     for segment in range(first, segments):
         runs, curves = advance_trials(space, shared, hparams, task, runs, eval_keys,
                                       jnp.asarray(segment * points, jnp.int32), horizon, points,
@@ -175,7 +176,8 @@ def trial_curves(space, shared, hparams: dict, task, keys: jax.Array, eval_keys:
 def host_loop_curves(space, shared, hparams: dict, task, keys, eval_keys, horizon: int,
                      num_points: int, segments: int = 1,
                      segment_done: Callable[[], Any] = lambda: None,
-                     store: PartStore | None = None) -> dict:
+                     store: PartStore | None = None,
+                     segments_restored: Callable[[int], Any] = lambda count: None) -> dict:
     """:func:`trial_curves`, one (trial, seed) at a time (the same programs each time),
     reassembled on the host with leading axes trial, seed; ``segment_done()`` after each
     segment of each. With a ``store``, each finished (trial, seed) keeps its curves there
@@ -191,12 +193,12 @@ def host_loop_curves(space, shared, hparams: dict, task, keys, eval_keys, horizo
             if finished is None:
                 finished = trial_curves(space, shared, setting, task, keys[j:j + 1], eval_keys,
                                         horizon, num_points, segments=segments,
-                                        segment_done=segment_done, store=one)
+                                        segment_done=segment_done, store=one,
+                                        segments_restored=segments_restored)
                 if one is not None:
                     one.keep_finished(finished)
             else:
-                for _ in range(segments):
-                    segment_done()
+                segments_restored(segments)
             runs.append(finished)
         rows.append(jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=1), *runs))
     return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=0), *rows)
