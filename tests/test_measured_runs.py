@@ -249,3 +249,18 @@ def test_a_benchmark_spec_still_builds_with_its_defaults():
     assert fields == ["num_seeds", "num_points", "eval_batches", "final_fraction", "seed"]
     task = BenchmarkTask("q", QuadraticFamily(), QuadraticConfig(4, 1.0, 0.0, 1.0, 0), 8)
     assert BenchmarkSpec("tiny", (task,), {}, {}, (1,), MEASURE, 8).host_loop == "auto"
+
+
+def test_a_damaged_kept_state_is_ignored_and_the_part_starts_afresh(tmp_path):
+    from lopt_cli.evaluation.partial_runs import PartStore
+
+    task = quadratic(1)
+    whole = stoppable_curves(task, "vmapped", None, [])
+    store = PartStore(tmp_path / "part")
+    store.directory.mkdir()
+    (store.directory / "state.msgpack").write_bytes(b"\x93not a state")
+    done = []
+    again = stoppable_curves(task, "vmapped", store, done)
+    assert len(done) == 4  # every segment run
+    for name in whole:
+        np.testing.assert_array_equal(again[name], whole[name])

@@ -35,14 +35,14 @@ class PartStore(NamedTuple):
     stop_requested: Callable[[], bool] = lambda: False
 
     def child(self, name: str) -> PartStore:
-        """The store of one trial × seed of a host-loop part."""
+        """A store inside this one: a part's, or on the host loop a task's or one of its
+        trial × seed runs'."""
         return self._replace(directory=self.directory / name)
 
     def finished_curves(self) -> dict | None:
         """The curves of a run that finished before the stop (host loop), else ``None``."""
-        path = self.directory / CURVES_FILE
-        return _as_arrays(serialization.msgpack_restore(path.read_bytes())) if path.is_file() \
-            else None
+        saved = _read(self.directory / CURVES_FILE)
+        return None if saved is None else _as_arrays(saved)
 
     def keep_finished(self, curves: dict) -> None:
         write_bytes_atomic(self.directory / CURVES_FILE, serialization.msgpack_serialize(
@@ -51,14 +51,16 @@ class PartStore(NamedTuple):
     def restore(self, template) -> tuple[int, Any, list[dict]] | None:
         """``(next segment, runs, curves so far)`` of a stopped part, the runs put where
         ``template``'s arrays are (same shapes, dtypes and devices), or ``None``."""
-        path = self.directory / STATE_FILE
-        if not path.is_file():
+        saved = _read(self.directory / STATE_FILE)
+        if saved is None:
             return None
-        saved = serialization.msgpack_restore(path.read_bytes())
-        host = serialization.from_state_dict(jax.device_get(template), saved["runs"])
+        try:
+            host = serialization.from_state_dict(jax.device_get(template), saved["runs"])
+        except (KeyError, TypeError, ValueError):  # not this part's state: start it afresh
+            return None
         shapes = [np.shape(x) == t.shape for t, x in zip(jax.tree_util.tree_leaves(template),
                                                           jax.tree_util.tree_leaves(host))]
-        if not all(shapes):  # not this part's state after all: start it afresh
+        if not all(shapes):
             return None
         runs = jax.tree_util.tree_map(
             lambda t, x: jax.device_put(np.asarray(x, dtype=t.dtype), t.sharding), template, host)
@@ -80,6 +82,18 @@ class PartStore(NamedTuple):
     def discard(self) -> None:
         """Removes the part's files (it is cached now)."""
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _read(path: Path) -> dict | None:
+    """A kept file's contents; ``None`` when it is missing or damaged (the part then starts
+    afresh: a damaged file costs its recompute, never a wrong number)."""
+    if not path.is_file():
+        return None
+    try:
+        saved = serialization.msgpack_restore(path.read_bytes())
+    except Exception:  # noqa: BLE001 - msgpack raises several types on damaged bytes
+        return None
+    return saved if isinstance(saved, dict) else None
 
 
 def _as_arrays(tree: dict) -> dict:
