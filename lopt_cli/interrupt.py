@@ -31,12 +31,14 @@ def stop_requests(what: str, unit: str = "step") -> Iterator[Callable[[], bool]]
     """Within: ``requested()`` turns true at the first SIGINT or SIGTERM, which prints one line
     saying that ``what`` stops after its current ``unit``; a second SIGINT raises
     ``KeyboardInterrupt`` at once. Off the main thread (no handlers can be set there) the
-    signals keep their handlers and ``requested()`` stays false."""
+    signals keep their handlers and ``requested()`` stays false; a signal the process was
+    started ignoring (a shell's background job ignores SIGINT) stays ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield lambda: False
         return
     state = {"requested": False}
-    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS
+                if signal.getsignal(sig) is not signal.SIG_IGN}
 
     def on_signal(signum, frame) -> None:
         if state["requested"] and signum == signal.SIGINT:
@@ -45,7 +47,7 @@ def stop_requests(what: str, unit: str = "step") -> Iterator[Callable[[], bool]]
         print(f"lopt: {signal.Signals(signum).name}: {what} stops after its current {unit} "
               "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
 
-    for sig in STOP_SIGNALS:
+    for sig in previous:
         signal.signal(sig, on_signal)
     try:
         yield lambda: state["requested"]

@@ -133,3 +133,18 @@ def test_off_the_main_thread_no_handler_is_set_and_no_stop_is_asked():
     thread.start()
     thread.join()
     assert seen == [(False, signal.getsignal(signal.SIGINT))]
+
+
+def test_an_ignored_signal_stays_ignored():
+    """A shell's background job starts with SIGINT ignored: it stays so; SIGTERM still stops."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with stop_requests("meta-train") as requested:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            deliver(signal.SIGINT)
+            assert not requested()
+            deliver(signal.SIGTERM)
+            assert requested()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
