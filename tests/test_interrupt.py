@@ -19,6 +19,15 @@ def deliver(signum: int) -> None:
     os.kill(os.getpid(), signum)
 
 
+@pytest.fixture(autouse=True)
+def interactive_sigint():
+    """SIGINT as in a foreground process, whatever started the tests (a shell's background
+    job ignores it, and its children inherit that)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_the_first_signal_asks_to_stop_and_the_handlers_come_back_after(signum, capsys):
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}

@@ -45,11 +45,20 @@ def rows_of(run_dir) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
 
 
+def in_foreground(command: list[str]) -> list[str]:
+    """``command`` run with SIGINT as in a foreground process: tests started in a shell's
+    background job would otherwise pass on its ignored SIGINT (a Python launcher resets it and
+    execs the command; no ``preexec_fn``, which forks a multithreaded JAX process)."""
+    launcher = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                "os.execv(sys.argv[1], sys.argv[1:])")
+    return [sys.executable, "-c", launcher, *command]
+
+
 def signal_midway(args: list[str], run_dir, env, cwd, min_rows: int,
                   signum: int = signal.SIGKILL) -> tuple[int, str]:
     """Starts ``lopt meta-train``, sends it ``signum`` once ``metrics.jsonl`` has ``min_rows``
     rows; ``(exit status, stderr)`` (SIGKILL: when it has not finished by then)."""
-    process = subprocess.Popen(lopt_command(*args), cwd=cwd, env=env, text=True,
+    process = subprocess.Popen(in_foreground(lopt_command(*args)), cwd=cwd, env=env, text=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     metrics = run_dir / "metrics.jsonl"
     deadline = time.monotonic() + 300
