@@ -108,7 +108,7 @@ def run_benchmark_command(cfg: DictConfig) -> None:
     with sources_read_once(), stops as stop_requested:
         candidates = benchmark_candidates(cfg, built)
         parts = None if stop_requested is None else PartStore(
-            default_cache_dir() / "partial", stop_requested)
+            cache.directory / "partial", stop_requested)
         try:
             with progress_bar(console=console) as progress:
                 results = run_benchmark(spec, candidates, cache,
@@ -117,7 +117,7 @@ def run_benchmark_command(cfg: DictConfig) -> None:
                                         parts)
         except RunStopped as stop:
             raise RunStopped(f"{stop}; its state is kept in {parts.directory}, and "
-                             f"{cache.interrupted().removeprefix('interrupted; ')}") from None
+                             f"{cache.kept()}") from None
         except KeyboardInterrupt:
             raise RunStopped(cache.interrupted()) from None
     names = [c.name for c in candidates]

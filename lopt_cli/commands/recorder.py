@@ -62,6 +62,7 @@ class MetaTrainRecorder:
         self.seed = seed
         self.save_last = save_last
         self.history: list[dict] = list(history or [])
+        self._theta = None  # the published θ after the last recorded step (for stopped)
         self.keep_best = keep_best
         self.initial_heldout_loss = initial_heldout_loss
         self.best_loss = best_heldout(self.history).get("best_heldout_loss", float("inf"))
@@ -107,7 +108,7 @@ class MetaTrainRecorder:
                 self.best_loss = row["heldout_loss"]
                 save_learned_optimizer(self.out_dir, self.optimizer_config, theta)
         self.history.append(row)
-        self._theta = theta  # the published θ after the last step (for stopped)
+        self._theta = theta
         append_jsonl(self.metrics_path, row)
         self.progress.update(self.task_id, advance=1, meta_loss=metrics["meta_loss"],
                              rate=row["inner_steps_per_second"])
@@ -135,7 +136,7 @@ class MetaTrainRecorder:
         """The run stopped on request after its last recorded step: its published θ is
         written (with ``keep_best``, the best one already is) and a last progress line
         printed."""
-        if self.history and not (self.keep_best and self.best_loss < float("inf")):
+        if self._theta is not None and not (self.keep_best and self.best_loss < float("inf")):
             save_learned_optimizer(self.out_dir, self.optimizer_config, self._theta)
         self.maybe_print_heartbeat(last=True)
 

@@ -52,10 +52,14 @@ class RunCache:
 
     def interrupted(self) -> str:
         """What an interrupted evaluation keeps, in one line."""
+        return f"interrupted; {self.kept()}"
+
+    def kept(self) -> str:
+        """What this cache keeps of the runs so far, and what that is good for."""
         if self.directory is None:
-            return f"interrupted; nothing is kept (cache=false): {self.computed} runs were computed"
-        return (f"interrupted; the {self.computed} runs computed and {self.hits} read are "
-                f"cached in {self.directory}: the same command continues from them")
+            return f"nothing is kept (cache=false): {self.computed} runs were computed"
+        return (f"the {self.computed} runs computed and {self.hits} read are cached in "
+                f"{self.directory}: the same command continues from them")
 
     def _path(self, description: Any) -> Path | None:
         if self.directory is None:
