@@ -19,6 +19,8 @@ COMMANDS = {
                    "meta-train a fresh optimizer with a learned one vs. with AdamW"),
     "tasks": ("lopt_cli.commands.tasks",
               "list task families, describe sampled tasks, try one with Adam"),
+    "cache": ("lopt_cli.commands.cache",
+              "show what lopt keeps on disk (cached runs, stopped parts, compiles); clear it"),
 }
 HELP_FLAGS = {"-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc"}
 MULTIRUN_FLAGS = ("--multirun", "-m")
@@ -58,6 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     if command not in COMMANDS:
         fail(f"unknown command {command!r}; choose one of: {', '.join(COMMANDS)}")
     module = importlib.import_module(COMMANDS[command][0])
+    if hasattr(module, "run_argv"):  # a command without Hydra (lopt cache)
+        module.run_argv(argv[1:])
+        return
     if not HELP_FLAGS.intersection(rest):
         from lopt_cli.commands.validation import validate_overrides
         from lopt_cli.console import heartbeat_interval

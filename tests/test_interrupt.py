@@ -104,6 +104,7 @@ def test_a_benchmark_stopped_mid_part_continues_it_to_the_uninterrupted_results(
         MeasureSettings,
         run_benchmark,
     )
+    from lopt_cli.evaluation.cache_contents import run_labels, stopped_parts
     from lopt_cli.evaluation.candidates import resolve_candidate
     from lopt_cli.evaluation.partial_runs import PartStore
     from lopt_cli.evaluation.search_spaces import AdamLR
@@ -120,8 +121,11 @@ def test_a_benchmark_stopped_mid_part_continues_it_to_the_uninterrupted_results(
     with pytest.raises(RunStopped, match=r"^q: AdamLR: stopped after segment 1 of 2$"):
         run_benchmark(spec, candidates, cache, parts=parts)
     assert cache.computed == 0 and any((tmp_path / "partial").rglob("state.msgpack"))
+    [kept] = stopped_parts(tmp_path)  # named for `lopt cache`
+    assert (kept.label, kept.stopped) == ("q: AdamLR", "stopped after segment 1 of 2")
     again = run_benchmark(spec, candidates, cache, parts=parts)
     assert cache.computed == 2 and not any((tmp_path / "partial").iterdir())
+    assert sorted(run_labels(tmp_path / "eval").values()) == ["q: AdamLR", "q: adam"]
     for group in ("baselines", "candidates"):
         for name, runs in never_stopped["q"][group].items():
             for split, values in runs["final"].items():

@@ -28,9 +28,11 @@ def configure_jax() -> None:
 
     for noisy in ("jax._src.xla_bridge", "absl", "tensorflow_datasets", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    cache = os.environ.get("LOPT_JAX_CACHE", str(Path.home() / ".cache" / "lopt" / "jax"))
-    if cache:
-        jax.config.update("jax_compilation_cache_dir", cache)
+    from lopt_cli.evaluation.cache_contents import compile_cache_dir
+
+    cache = compile_cache_dir()
+    if cache is not None:
+        jax.config.update("jax_compilation_cache_dir", str(cache))
         jax.config.update("jax_persistent_cache_min_compile_time_secs",
                           cache_min_seconds(os.environ.get("LOPT_JAX_CACHE_MIN_SECONDS", "0")))
 

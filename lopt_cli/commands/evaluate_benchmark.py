@@ -91,7 +91,7 @@ def run_benchmark_command(cfg: DictConfig) -> None:
     from lopt_cli.console import output_console, progress_bar
     from lopt_cli.evaluation.benchmark import run_benchmark, total_runs
     from lopt_cli.evaluation.benchmark_outputs import benchmark_summary, write_benchmark
-    from lopt_cli.evaluation.cache import RunCache, cache_key, default_cache_dir
+    from lopt_cli.evaluation.cache import PARTIAL_DIR, RunCache, cache_key, default_cache_dir
     from lopt_cli.evaluation.code_version import sources_read_once
     from lopt_cli.evaluation.leaderboard_report import terminal_interval_table, terminal_table
     from lopt_cli.evaluation.partial_runs import PartStore
@@ -108,7 +108,7 @@ def run_benchmark_command(cfg: DictConfig) -> None:
     with sources_read_once(), stops as stop_requested:
         candidates = benchmark_candidates(cfg, built)
         parts = None if stop_requested is None else PartStore(
-            cache.directory / "partial", stop_requested)
+            cache.directory / PARTIAL_DIR, stop_requested)
         try:
             with progress_bar(console=console) as progress:
                 results = run_benchmark(spec, candidates, cache,
@@ -116,8 +116,8 @@ def run_benchmark_command(cfg: DictConfig) -> None:
                                                            total_runs(spec, len(candidates))),
                                         parts)
         except RunStopped as stop:
-            raise RunStopped(f"{stop}; its state is kept in {parts.directory}, and "
-                             f"{cache.kept()}") from None
+            raise RunStopped(f"{stop}; its state is kept in {parts.directory} (`lopt cache` "
+                             f"lists it), and {cache.kept()}") from None
         except KeyboardInterrupt:
             raise RunStopped(cache.interrupted()) from None
     names = [c.name for c in candidates]

@@ -266,9 +266,12 @@ def run_benchmark(spec: BenchmarkSpec, candidates: list, cache: RunCache,
                     computed = compute_runs(group, optimizer, spec, looped, progress.part_done,
                                             store, progress.restored)
                 except RunStopped as stop:
+                    if store is not None:
+                        store.describe(label, str(stop))
                     raise RunStopped(f"{label}: {stop}") from None
-                for member_description, value in zip(members, computed):
-                    fresh[cache_key(member_description)] = cache.store(member_description, value)
+                for member, member_description, value in zip(group, members, computed):
+                    fresh[cache_key(member_description)] = cache.store(
+                        member_description, value, f"{member.name}: {optimizer.name}")
                 if store is not None:
                     store.discard()
                 runs = fresh.pop(key)

@@ -14,7 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lopt_cli.io import write_json_atomic
+from lopt_cli.io import append_jsonl, write_json_atomic
+
+LABELS_FILE = "labels.jsonl"  # {"key", "label"} per labelled run: what `lopt cache` lists
+PARTIAL_DIR = "partial"  # the kept state of stopped benchmark parts (partial_runs)
+ABOUT_FILE = "about.json"  # in a stopped part's directory: its label and where it stopped
 
 
 def default_cache_dir() -> Path:
@@ -82,15 +86,18 @@ class RunCache:
                 path.unlink(missing_ok=True)  # a damaged entry is recomputed
         return None
 
-    def store(self, description: Any, value: dict) -> dict:
-        """Records a computed value (counted as computed)."""
+    def store(self, description: Any, value: dict, label: str = "") -> dict:
+        """Records a computed value (counted as computed); a ``label`` ("task: optimizer")
+        names it in ``labels.jsonl`` for ``lopt cache`` (the key does not depend on it)."""
         self.computed += 1
         path = self._path(description)
         if path is not None:
             write_json_atomic(path, value)
+            if label:
+                append_jsonl(path.parent / LABELS_FILE, {"key": path.stem, "label": label})
         return value
 
-    def get(self, description: Any, compute: Callable[[], dict]) -> dict:
+    def get(self, description: Any, compute: Callable[[], dict], label: str = "") -> dict:
         """``compute()``'s result for ``description``, from the cache when present."""
         value = self.lookup(description)
-        return value if value is not None else self.store(description, compute())
+        return value if value is not None else self.store(description, compute(), label)

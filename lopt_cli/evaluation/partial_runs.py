@@ -12,6 +12,7 @@ Files live under ``<cache>/partial/<part key>/`` and are removed once the part i
 """
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ import jax
 import numpy as np
 from flax import serialization
 
+from lopt_cli.evaluation.cache import ABOUT_FILE
 from lopt_cli.interrupt import RunStopped
 from lopt_cli.io import write_bytes_atomic
 
@@ -78,6 +80,12 @@ class PartStore(NamedTuple):
                  "pieces": {str(i): piece for i, piece in enumerate(pieces)}}
         write_bytes_atomic(self.directory / STATE_FILE, serialization.msgpack_serialize(state))
         raise RunStopped(f"stopped after segment {next_segment} of {segments}")
+
+    def describe(self, label: str, stopped: str) -> None:
+        """Names the kept part (``about.json``: its label and where it stopped), for
+        ``lopt cache``; restoring it never reads this."""
+        write_bytes_atomic(self.directory / ABOUT_FILE, json.dumps(
+            {"label": label, "stopped": stopped}).encode("utf-8"))
 
     def discard(self) -> None:
         """Removes the part's files (it is cached now)."""

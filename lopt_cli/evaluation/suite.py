@@ -49,21 +49,24 @@ class TaskRef:
         self.config = family.sample(task_key(task_id))
         self.description = {"task_id": task_id, **config_to_dict(
             self.config, getattr(family, "name", None))}
+        self.label = f"{getattr(family, 'name', type(family).__name__)} #{task_id}"
 
     @functools.cached_property
     def task(self):
         return self.family.build(self.config)
 
 
-def baseline_runs(ref: TaskRef, space, spec: SuiteSpec, cache: RunCache) -> dict:
-    """All trials of a baseline's search space on one task (cached)."""
+def baseline_runs(ref: TaskRef, space, spec: SuiteSpec, cache: RunCache, name: str = ""
+                  ) -> dict:
+    """All trials of a baseline's search space on one task (cached; ``name`` labels it)."""
     hparams = space.trials(spec.max_trials, seed=spec.run.seed)
     description = {"kind": "baseline", "task": ref.description, "code": task_code(ref.family),
                    "space": repr(space), "hparams": hparams, "run": dataclasses.asdict(spec.run),
                    "seeding": SEEDING}
     return cache.get(description, lambda: {
         **run_trials(space, hparams, ref.task, spec.run, ref.task_id, spec.devices),
-        "hparams": {k: np.asarray(v).tolist() for k, v in hparams.items()}})
+        "hparams": {k: np.asarray(v).tolist() for k, v in hparams.items()}},
+        f"{ref.label}: {name or type(space).__name__}")
 
 
 def learned_runs(ref: TaskRef, lopt, theta, lopt_id: str, spec: SuiteSpec,
@@ -72,7 +75,8 @@ def learned_runs(ref: TaskRef, lopt, theta, lopt_id: str, spec: SuiteSpec,
     description = {"kind": "learned", "task": ref.description, "code": task_code(ref.family),
                    "optimizer": lopt_id, "run": dataclasses.asdict(spec.run), "seeding": SEEDING}
     return cache.get(description, lambda: run_learned(lopt, theta, ref.task, spec.run,
-                                                      ref.task_id))
+                                                      ref.task_id),
+                     f"{ref.label}: learned {lopt_id[:12]}")
 
 
 def global_choices(family, spec: SuiteSpec, cache, advance: Callable) -> dict:
@@ -82,7 +86,7 @@ def global_choices(family, spec: SuiteSpec, cache, advance: Callable) -> dict:
     for name, space in spec.baselines.items():
         runs = []
         for ref in refs:
-            runs.append(baseline_runs(ref, space, spec, cache))
+            runs.append(baseline_runs(ref, space, spec, cache, name))
             advance()
         choices[name] = {metric: choose_global([r[f"final_{metric}"] for r in runs])
                          for metric in METRICS}
@@ -95,7 +99,7 @@ def evaluate_task(family, task_id, split, lopt, theta, lopt_id, spec, choices, c
     learned = learned_runs(ref, lopt, theta, lopt_id, spec, cache)
     baselines, comparisons = {}, []
     for name, space in spec.baselines.items():
-        runs = baseline_runs(ref, space, spec, cache)
+        runs = baseline_runs(ref, space, spec, cache, name)
         baselines[name] = runs
         for setting in settings_for(name, spec.trial_counts, spec.max_trials):
             for metric in METRICS:
