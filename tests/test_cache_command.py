@@ -8,7 +8,14 @@ import time
 import pytest
 
 from lopt_cli.cli import main
-from lopt_cli.evaluation.cache import ABOUT_FILE, LABELS_FILE, PARTIAL_DIR, RunCache, cache_key
+from lopt_cli.evaluation.cache import (
+    ABOUT_FILE,
+    FIRST_CODE_FILE,
+    LABELS_FILE,
+    PARTIAL_DIR,
+    RunCache,
+    cache_key,
+)
 from lopt_cli.evaluation.cache_contents import (
     clear_compiled,
     clear_runs,
@@ -114,6 +121,10 @@ def test_lopt_cache_shows_every_place_and_the_stopped_parts(places, capsys, monk
     assert "(unnamed)" in rows
     assert ("evaluation runs by optimizer: (unlabelled: stored before labels) 1, AdamLR 1, "
             "adam_nominal_wsd 1") in out
+    assert "the cache's first: its runs are read back" in out
+    (places / FIRST_CODE_FILE).write_text("0" * 32)
+    main(["cache"])
+    assert f"edited since the cache's first ({'0' * 32})" in capsys.readouterr().out
 
 
 def test_lopt_cache_clear_removes_and_says_how_much(places, capsys, tmp_path):

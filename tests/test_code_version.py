@@ -95,22 +95,25 @@ def test_the_paper_style_cache_keys_hold_the_task_code():
 
     class RecordingCache:
         def __init__(self):
-            self.descriptions = []
+            self.descriptions, self.labels = [], []
 
-        def get(self, description, compute):
+        def get(self, description, compute, label=""):
             self.descriptions.append(description)
+            self.labels.append(label)
             return {}
 
     class Space:
         def trials(self, n, seed):
             return {"learning_rate": [1e-3] * n}
 
-    ref = SimpleNamespace(family=MLPFamily(), description={"task_id": 0}, task=None, task_id=0)
+    ref = SimpleNamespace(family=MLPFamily(), description={"task_id": 0}, task=None, task_id=0,
+                          label="mlp #0")
     spec = SimpleNamespace(max_trials=2, run=RunSettings(100, 10, 1, 0.1))
     cache = RecordingCache()
-    baseline_runs(ref, Space(), spec, cache)
-    learned_runs(ref, None, None, "lopt-id", spec, cache)
+    baseline_runs(ref, Space(), spec, cache, "AdamLR")
+    learned_runs(ref, None, None, "0123456789abcdef:code", spec, cache)
     assert [d["code"] for d in cache.descriptions] == [task_code(MLPFamily)] * 2
+    assert cache.labels == ["mlp #0: AdamLR", "mlp #0: learned 0123456789ab"]
 
 
 def test_docstrings_comments_and_layout_keep_the_digest_code_changes_do_not(scratch_package):
@@ -170,7 +173,55 @@ def test_a_benchmark_keys_every_run_at_its_start_whatever_is_edited_meanwhile(mo
     cache, looked_up, stored = RunCache(None), [], []
     lookup, store = cache.lookup, cache.store
     monkeypatch.setattr(cache, "lookup", lambda d: looked_up.append(d["code"]) or lookup(d))
-    monkeypatch.setattr(cache, "store", lambda d, v: stored.append(d["code"]) or store(d, v))
+    monkeypatch.setattr(cache, "store",
+                        lambda d, v, label="": stored.append(d["code"]) or store(d, v, label))
     results = run_benchmark(spec, [resolve_candidate("adam", 0.1, 10.0)], cache)
     assert looked_up == stored == [f"edit {n}" for n in range(4)]  # 2 tasks × 2 optimizers
     assert set(results) == {"a", "b"} and cache.computed == 4
+
+
+def test_every_piece_of_the_measuring_code_is_found():
+    """A renamed module or definition would silently drop out of the digest."""
+    for item in code_version.MEASURING_CODE:
+        module, _, name = item.partition(":")
+        source = code_version._source_bytes(module)
+        assert source, item
+        assert not name or code_version.definition_bytes(source, name), item
+
+
+def test_an_edit_to_the_measuring_code_changes_its_digest_a_docstring_does_not():
+    module = "lopt_cli.evaluation.measured_runs"
+    original = code_version._source_bytes(module)
+    with code_version.sources_read_once():
+        before = code_version.measuring_code_digest()
+    for edit, changes in ((b"\n'A docstring-like note.'\n# and a comment\n", False),
+                          (b"\nEXTRA_CONSTANT = 1\n", True)):
+        with code_version.sources_read_once():
+            code_version._sources_read[module] = original + edit
+            assert (code_version.measuring_code_digest() != before) is changes
+    with code_version.sources_read_once():  # one definition of a larger module, not the rest
+        code_version._sources_read["lopt_cli.evaluation.compare"] = (
+            code_version._source_bytes("lopt_cli.evaluation.compare") + b"\nOTHER = 2\n")
+        assert code_version.measuring_code_digest() == before
+
+
+def test_runs_of_edited_measuring_code_are_computed_again_and_found_after_a_revert(
+        tmp_path, monkeypatch):
+    """The cache's first measuring code keys its runs as before (no digest in the key); an
+    edited one keys them by its digest, so nothing computed by other code is read back."""
+    from lopt_cli.evaluation.cache import FIRST_CODE_FILE, RunCache
+
+    first = code_version.measuring_code_digest()
+    RunCache(tmp_path).store({"run": 1}, {"final": [1.0]})
+    assert (tmp_path / FIRST_CODE_FILE).read_text().strip() == first
+    assert RunCache(tmp_path).keyed({"run": 1}) == {"run": 1}  # keys as before the digest
+    monkeypatch.setattr(code_version, "measuring_code_digest", lambda: "edited")
+    edited = RunCache(tmp_path)
+    assert edited.keyed({"run": 1}) == {"run": 1, "measuring_code": "edited"}
+    assert edited.lookup({"run": 1}) is None
+    edited.store({"run": 1}, {"final": [2.0]})
+    monkeypatch.setattr(code_version, "measuring_code_digest", lambda: first)  # reverted
+    assert RunCache(tmp_path).lookup({"run": 1}) == {"final": [1.0]}
+    (tmp_path / FIRST_CODE_FILE).write_text("damaged")  # never another code's runs
+    assert RunCache(tmp_path).lookup({"run": 1}) is None
+    assert RunCache(None).keyed({"run": 1}) == {"run": 1}

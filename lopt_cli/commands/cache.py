@@ -114,6 +114,7 @@ def show(console) -> None:
         table.add_row(area.name, where, str(area.entries), human_size(area.size),
                       when(area.newest))
     console.print(table)
+    console.print(measuring_code_line(eval_dir), markup=False)
     labels = run_labels(eval_dir)
     runs = run_files(eval_dir)
     by_optimizer = Counter(labels[p.stem].rpartition(": ")[2] if p.stem in labels
@@ -133,6 +134,22 @@ def show(console) -> None:
         console.print(stopped)
     console.print("remove: `lopt cache clear=stopped|runs|compile|all` "
                   "[match=TEXT] [older_than_days=N] [dry_run=true]", markup=False)
+
+
+def measuring_code_line(eval_dir: Path) -> str:
+    """Whether the runs are keyed as those of the code that trains and measures now."""
+    from lopt_cli.evaluation.cache import FIRST_CODE_FILE
+    from lopt_cli.evaluation.code_version import measuring_code_digest
+
+    path = eval_dir / FIRST_CODE_FILE
+    now = measuring_code_digest()
+    if not path.is_file():
+        return f"code that trains and measures: {now} (the cache has not keyed a run yet)"
+    first = path.read_text(errors="replace").strip()
+    if first == now:
+        return f"code that trains and measures: {now}, the cache's first: its runs are read back"
+    return (f"code that trains and measures: {now}, edited since the cache's first ({first}): "
+            "runs of other code are not read back")
 
 
 def clear(options: dict, console) -> None:

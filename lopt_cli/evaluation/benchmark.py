@@ -260,8 +260,8 @@ def run_benchmark(spec: BenchmarkSpec, candidates: list, cache: RunCache,
                 label = f"{task.name}: {optimizer.name}"
                 progress.started(label, run_parts(len(group), optimizer, spec, looped))
                 members = [descriptions[member.name, optimizer.name] for member in group]
-                store = None if parts is None else parts.child(cache_key(
-                    {"runs": members, "host_loop": looped, "devices": spec.devices}))
+                store = None if parts is None else parts.child(cache_key(cache.keyed(
+                    {"runs": members, "host_loop": looped, "devices": spec.devices})))
                 try:
                     computed = compute_runs(group, optimizer, spec, looped, progress.part_done,
                                             store, progress.restored)

@@ -1,12 +1,14 @@
 """On-disk cache of finished evaluation runs, keyed by everything that determines them.
 
 A key is the SHA-256 of a canonical JSON description (task config, optimizer identity and
-hyperparameters, horizon, seeds, …); a value is a small JSON document of final losses and
-mean curves. Adding a baseline or more tasks to an evaluation reuses every finished run.
+hyperparameters, horizon, seeds, the digests of the task's and optimizer's code, …) and, once
+it differs from the code the cache first ran, of the code that trains and measures
+(:meth:`RunCache.keyed`); a value is a small JSON document of final losses and mean curves. Adding a baseline or more tasks to an evaluation reuses every finished run.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -19,6 +21,9 @@ from lopt_cli.io import append_jsonl, write_json_atomic
 LABELS_FILE = "labels.jsonl"  # {"key", "label"} per labelled run: what `lopt cache` lists
 PARTIAL_DIR = "partial"  # the kept state of stopped benchmark parts (partial_runs)
 ABOUT_FILE = "about.json"  # in a stopped part's directory: its label and where it stopped
+# The measuring code (code_version.MEASURING_CODE) whose runs this cache keys without its
+# digest: the code in use when the cache (or this file) was first written.
+FIRST_CODE_FILE = "measuring_code.txt"
 
 
 def default_cache_dir() -> Path:
@@ -54,6 +59,41 @@ class RunCache:
     hits: int = 0
     computed: int = 0
 
+    def keyed(self, description: Any) -> Any:
+        """``description`` as its key is made: with the digest of the code that trains and
+        measures (:data:`~lopt_cli.evaluation.code_version.MEASURING_CODE`), unless that code
+        is the one this cache first ran (:data:`FIRST_CODE_FILE`), whose keys never held it.
+        So an edit to that code recomputes every run, and reverting it finds them again."""
+        digest = self._code_to_key
+        if digest is None:
+            return description
+        if isinstance(description, dict):
+            return {**description, "measuring_code": digest}
+        return {"description": description, "measuring_code": digest}
+
+    @functools.cached_property
+    def _code_to_key(self) -> str | None:
+        """The measuring code's digest when keys must hold it, else ``None`` (once per cache
+        object: one command's keys all agree)."""
+        from lopt_cli.evaluation.code_version import measuring_code_digest
+
+        if self.directory is None:
+            return None
+        digest = measuring_code_digest()
+        path = Path(self.directory) / FIRST_CODE_FILE
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with open(path, "x", encoding="utf-8") as handle:
+                    handle.write(digest + "\n")
+            except FileExistsError:  # another command wrote it first: read theirs
+                pass
+        try:
+            first = path.read_text(encoding="utf-8").strip()
+        except OSError:
+            first = ""  # unreadable: key by the digest (never another code's runs)
+        return None if first == digest else digest
+
     def interrupted(self) -> str:
         """What an interrupted evaluation keeps, in one line."""
         return f"interrupted; {self.kept()}"
@@ -68,7 +108,7 @@ class RunCache:
     def _path(self, description: Any) -> Path | None:
         if self.directory is None:
             return None
-        return Path(self.directory) / f"{cache_key(description)}.json"
+        return Path(self.directory) / f"{cache_key(self.keyed(description))}.json"
 
     def contains(self, description: Any) -> bool:
         path = self._path(description)

@@ -75,6 +75,59 @@ def task_code(family: Any) -> str:
     return code_digest(family, ("task_definitions",))
 
 
+# The code that turns (task, optimizer, settings) into a cached run's numbers, besides the
+# task's and a learned optimizer's own code (in their digests above): the inner training, the
+# measured runs, the hand-designed baselines' optax code, and the few functions of larger
+# modules that shape the stored values. "module" hashes the module, "module:name" one top-level
+# definition of it (so an edit elsewhere in that module keeps the cache).
+MEASURING_CODE = (
+    "lopt_cli.inner.unroll",
+    "lopt_cli.inner.curves",
+    "lopt_cli.evaluation.runs",
+    "lopt_cli.evaluation.measured_runs",
+    "lopt_cli.evaluation.placement",
+    "lopt_cli.evaluation.search_spaces",
+    "lopt_cli.optimizers.baselines",
+    "lopt_cli.evaluation.benchmark:MeasureSettings",
+    "lopt_cli.evaluation.benchmark:summarize_curves",
+    "lopt_cli.evaluation.candidates:make_optimizer",
+    "lopt_cli.evaluation.compare:final_value",
+    "task_definitions.task_ids:seed_keys",
+)
+
+
+def measuring_code_digest(items: Iterable[str] = MEASURING_CODE) -> str:
+    """SHA-256 (32 hex digits) of :data:`MEASURING_CODE`: each module's, or each named
+    definition's, syntax tree without docstrings."""
+    hasher = hashlib.sha256()
+    for item in items:
+        module, _, name = item.partition(":")
+        source = _source_bytes(module)
+        hasher.update(item.encode("utf-8") + b"\0" + (
+            definition_bytes(source, name) if name else behaviour_bytes(source)) + b"\0")
+    return hasher.hexdigest()[:32]
+
+
+def definition_bytes(source: bytes, name: str) -> bytes:
+    """The dump of the top-level function or class ``name`` of ``source`` without docstrings
+    (empty when there is none: a renamed definition changes the digest).
+
+    >>> a = b"def f(x):\n    'Doc.'\n    return x\n\ndef g():\n    return 1\n"
+    >>> b = b"def f(x):\n    return x  # same\n\ndef g():\n    return 2\n"
+    >>> definition_bytes(a, "f") == definition_bytes(b, "f") != definition_bytes(a, "g")
+    True
+    """
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return source
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) \
+                and node.name == name:
+            return ast.dump(_WithoutDocstrings().visit(node)).encode("utf-8")
+    return b""
+
+
 def code_modules(obj: Any, packages: Iterable[str] = ()) -> list[str]:
     """The sorted names of ``obj``'s module and the modules it imports inside ``packages``,
     transitively (the package of the object's own module is always one of them)."""
