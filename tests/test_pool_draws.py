@@ -115,11 +115,15 @@ def test_the_script_pools_a_real_sweep_of_draws_and_refuses_bad_ones(lopt_env, t
     # session's shared one
     env = {**lopt_env, "LOPT_CACHE_DIR": str(tmp_path / "cache")}
     # --multirun between the overrides, as a user may write it (Hydra alone would refuse)
-    subprocess.run([sys.executable, "-m", "lopt_cli", "evaluate", *TINY_BENCHMARK,
-                    "learned_optimizer=[adam]", "seed=0,1", "--multirun",
-                    "hydra.sweep.dir=draws"], cwd=tmp_path, env=env, check=True,
-                   capture_output=True, timeout=600)
+    sweep = subprocess.run([sys.executable, "-m", "lopt_cli", "evaluate", *TINY_BENCHMARK,
+                            "learned_optimizer=[adam]", "seed=0,1", "--multirun",
+                            "hydra.sweep.dir=draws"], cwd=tmp_path, env=env, check=True,
+                           capture_output=True, timeout=600, text=True)
     runs = [tmp_path / "draws" / job for job in ("0", "1")]
+    # the sweep over `seed` alone pooled its draws itself, as the script below does
+    assert "pooled over the draws seed=0, 1:" in sweep.stdout
+    assert "written: draws/pooled/leaderboard.md" in sweep.stdout
+    by_sweep = json.loads((tmp_path / "draws" / "pooled" / "summary.json").read_text())
     summaries = [json.loads((run / "summary.json").read_text()) for run in runs]
     assert [s["seed"] for s in summaries] == [0, 1]
     assert summaries[0]["candidate_digests"] == summaries[1]["candidate_digests"]
@@ -136,6 +140,8 @@ def test_the_script_pools_a_real_sweep_of_draws_and_refuses_bad_ones(lopt_env, t
                  "horizon.png"):
         assert (out / name).is_file(), name
     pooled = json.loads((out / "summary.json").read_text())
+    assert by_sweep["pooled_runs"] == ["draws/0", "draws/1"]
+    assert {**by_sweep, "pooled_runs": None} == {**pooled, "pooled_runs": None}
     reference = pooled["reference_setting"]
     for comparison_name in ("generalisation", "optimisation"):
         finals = [s["per_task"]["adam"]["beale_noisy"][comparison_name] for s in summaries]
@@ -210,3 +216,35 @@ def test_the_oracle_script_refuses_what_it_cannot_read_in_one_line(tmp_path, cap
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert message in err and err.strip().splitlines()[-1].startswith("error: ")
+
+
+@pytest.mark.parametrize("overrides, benchmark, pooled", [
+    (["benchmark=lopt_bench", "seed=0,1,2", "learned_optimizer=[a,b]"], True, True),
+    (["benchmark=lopt_bench", "seed=range(3)"], True, True),
+    (["benchmark=lopt_bench", "seed=0,0"], True, False),  # one draw twice
+    (["benchmark=lopt_bench", "seed=0,1", "learned_optimizer=a,b"], True, False),
+    (["benchmark=lopt_bench", "benchmark.num_seeds=1,3"], True, False),
+    (["seed=0,1,2"], False, False),  # the paper-style evaluation: nothing to pool
+])
+def test_only_a_benchmark_sweep_over_the_seed_alone_is_pooled(overrides, benchmark, pooled):
+    from omegaconf import OmegaConf
+
+    from lopt_cli.commands.pool_callback import pools
+
+    config = OmegaConf.create({"benchmark": {"name": "b"} if benchmark else None,
+                               "mode": "comparison", "hydra": {"overrides": {"task": overrides}}})
+    assert pools(config) is pooled
+
+
+def test_a_sweep_with_an_unfinished_job_is_not_pooled_and_says_how_to_later(tmp_path, capsys):
+    from lopt_cli.commands.pool_callback import pool_sweep
+
+    (tmp_path / "0" / ".hydra").mkdir(parents=True)
+    assert pool_sweep(tmp_path) is None and not (tmp_path / "pooled").exists()
+    err = capsys.readouterr().err
+    assert err.startswith("lopt: not pooled: jobs without a summary (0); when they are done: "
+                          f"python -m lopt_cli.scripts.pool_draws {tmp_path} --out ")
+    (tmp_path / "0" / "summary.json").write_text("{}")  # finished, but not a benchmark's
+    (tmp_path / "0" / "results.jsonl").write_text("")
+    assert pool_sweep(tmp_path) is None
+    assert capsys.readouterr().err.startswith("lopt: not pooled: ")

@@ -3,7 +3,8 @@
 A key is the SHA-256 of a canonical JSON description (task config, optimizer identity and
 hyperparameters, horizon, seeds, the digests of the task's and optimizer's code, …) and, once
 it differs from the code the cache first ran, of the code that trains and measures
-(:meth:`RunCache.keyed`); a value is a small JSON document of final losses and mean curves. Adding a baseline or more tasks to an evaluation reuses every finished run.
+(:meth:`RunCache.keyed`); a value is a small JSON document of final losses and mean curves.
+Adding a baseline or more tasks to an evaluation reuses every finished run.
 """
 from __future__ import annotations
 

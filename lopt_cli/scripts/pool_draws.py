@@ -25,6 +25,7 @@ import yaml
 from lopt_cli.errors import LoptUserError
 
 SUMMARY, RESULTS, LEADERBOARD = "summary.json", "results.jsonl", "leaderboard.md"
+POOLED_DIR = "pooled"  # where `lopt evaluate ... seed=0,1,2 --multirun` pools its draws
 
 
 def evaluation_seed(run: Path, summary: dict) -> int:
@@ -52,11 +53,12 @@ def is_sweep(path: Path) -> bool:
 
 def expand_sweeps(paths: list[Path]) -> list[Path]:
     """Each path that is not a run itself but holds run directories (a ``--multirun`` sweep)
-    replaced by those, in the order of their job numbers."""
+    replaced by those, in the order of their job numbers (its ``pooled/`` left out)."""
     runs = []
     for path in paths:
         jobs = [child for child in path.iterdir()
-                if (child / SUMMARY).is_file()] if is_sweep(path) else []
+                if (child / SUMMARY).is_file() and child.name != POOLED_DIR
+                ] if is_sweep(path) else []
         runs += sorted(jobs, key=lambda p: (not p.name.isdigit(), int(p.name) if
                                             p.name.isdigit() else 0, p.name)) or [path]
     return runs
