@@ -18,7 +18,7 @@ from lopt_cli.commands.validation import check_seed, compose_checked, expand
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 DOCUMENTS = (README, ROOT / "docs" / "recipe_variants" / "README.md",
-             ROOT / "docs" / "tuning_ranges" / "README.md")
+             ROOT / "docs" / "tuning_ranges" / "README.md", ROOT / "docs" / "results" / "README.md")
 
 
 def readme_command_lines(documents=(README,)) -> list[str]:
