@@ -6,6 +6,7 @@ an unusable input file gives one line on stderr and exit status 2, and nothing i
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from lopt_cli.errors import LoptUserError
@@ -51,10 +52,19 @@ def multirun_flag_last(args: list[str]) -> list[str]:
     return [arg for arg in args if arg not in MULTIRUN_FLAGS] + flags[:1]
 
 
+def print_to_pipe(text: str) -> None:
+    """Prints ``text``; a reader that stops early (``lopt evaluate --help | head``) is no error."""
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(usage())
+        print_to_pipe(usage())
         return
     command, rest = argv[0], multirun_flag_last(argv[1:])
     if command not in COMMANDS:
@@ -62,6 +72,16 @@ def main(argv: list[str] | None = None) -> None:
     module = importlib.import_module(COMMANDS[command][0])
     if hasattr(module, "run_argv"):  # a command without Hydra (lopt cache)
         module.run_argv(argv[1:])
+        return
+    if {"-h", "--help"}.intersection(rest) and not (HELP_FLAGS - {"-h", "--help"}) & set(rest):
+        from lopt_cli.commands.command_help import command_help
+
+        try:
+            text = command_help(command, module.CONFIG_NAME, COMMANDS[command][1],
+                                [a for a in rest if a not in ("-h", "--help", *MULTIRUN_FLAGS)])
+        except LoptUserError as error:
+            fail(str(error))
+        print_to_pipe(text)
         return
     if not HELP_FLAGS.intersection(rest):
         from lopt_cli.commands.validation import validate_overrides

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 from conftest import only_run_dir
@@ -43,6 +45,46 @@ def test_command_help_lists_config_groups(run_lopt):
     out = run_lopt("meta-train", "--help").stdout
     for group in ("task_family", "optimizer", "estimator", "outer_optimizer", "compute"):
         assert f"{group}:" in out
+
+
+def test_each_command_help_lists_only_its_own_groups_and_the_choice_in_use(capsys):
+    from lopt_cli.cli import main
+
+    main(["evaluate", "--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: lopt evaluate [group=option ...]")
+    groups = [line.split()[0] for line in out.split("config groups")[1].split("\n\n")[0]
+              .splitlines()[1:] if not line.startswith("    ")]
+    assert groups == ["benchmark", "budget", "experiment", "task_family"]  # no estimator
+    assert "full*, small, smoke" in out and "mlp_digits*" in out
+    main(["meta-train", "recipe=adam_nominal_wsd", "-h"])  # the overrides beside it compose
+    out = capsys.readouterr().out
+    assert "adam_nominal_wsd*" in out and "pes*" in out and "\nestimator:\n" in out
+    main(["evaluate", "benchmark=lopt_bench", "seed=0,1", "--help", "--multirun"])
+    assert "\nbenchmark:\n  name: lopt_bench\n" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["evaluate", "estimator=pes", "--help"], "`lopt evaluate` does not take estimator"),
+    (["tasks", "steps=", "--bogus", "--help"], "unknown flag '--bogus' beside --help"),
+])
+def test_a_bad_override_beside_help_is_one_line(capsys, args, message):
+    from lopt_cli.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and message in err and len(err.splitlines()) == 1
+
+
+def test_help_read_by_a_reader_that_stops_early_is_no_error(lopt_env, tmp_path):
+    # `true` reads nothing and exits long before lopt has started: every write meets a
+    # closed pipe
+    for args in ("evaluate --help", "--help"):
+        shown = subprocess.run(f"{sys.executable} -m lopt_cli {args} | true", shell=True,
+                               cwd=tmp_path, env=lopt_env, capture_output=True, text=True,
+                               timeout=120)
+        assert shown.stderr == "", shown.stderr
 
 
 def test_meta_train_writes_run_directory(trained):

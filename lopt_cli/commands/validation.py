@@ -94,10 +94,12 @@ def expand(overrides: list[str]) -> list[list[str]]:
     return rows[:MAX_CHECKED_COMBINATIONS] or [[]]
 
 
-def compose_checked(config_name: str, overrides: list[str]) -> DictConfig:
-    """Composes, turning Hydra's errors into a LoptUserError naming the bad override."""
+def compose_checked(config_name: str, overrides: list[str], with_hydra: bool = False
+                    ) -> DictConfig:
+    """Composes (``with_hydra``: the ``hydra`` node too), turning Hydra's errors into a
+    LoptUserError naming the bad override."""
     try:
-        return compose(config_name, overrides=overrides)
+        return compose(config_name, overrides=overrides, return_hydra_config=with_hydra)
     except (ConfigCompositionException, MissingConfigException, OverrideParseException) as error:
         culprit = next((o for o in overrides if _fails_alone(config_name, o)), overrides[-1])
         raise LoptUserError(explain(error, culprit, config_name)) from None
