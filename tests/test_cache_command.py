@@ -69,6 +69,18 @@ def test_a_stored_run_is_labelled_and_a_damaged_label_line_is_skipped(places):
     assert len(run_files(places)) == 3
 
 
+def test_a_run_stored_before_labels_is_labelled_when_it_is_read_back(places):
+    unlabelled = cache_key({"run": 3})
+    assert unlabelled not in run_labels(places)
+    cache = RunCache(places)
+    assert cache.lookup({"run": 3}, "quadratic_ill_64: AdamLR") == {"final": [3.0]}
+    cache.lookup({"run": 3}, "quadratic_ill_64: AdamLR")  # read again: no second line
+    RunCache(places).get({"run": 1}, lambda: {}, "renamed")  # a labelled run keeps its label
+    assert run_labels(places)[unlabelled] == "quadratic_ill_64: AdamLR"
+    assert run_labels(places)[cache_key({"run": 1})] == "mlp_wide_digits: AdamLR"
+    assert len((places / LABELS_FILE).read_text().splitlines()) == 3
+
+
 def test_stopped_parts_are_named_from_their_about_file(places):
     parts = {p.path.name: p for p in stopped_parts(places)}
     assert (parts["a"].label, parts["a"].stopped) == ("transformer_wide: AdamLR",

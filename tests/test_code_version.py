@@ -172,7 +172,8 @@ def test_a_benchmark_keys_every_run_at_its_start_whatever_is_edited_meanwhile(mo
     monkeypatch.setattr(benchmark, "task_code", lambda family: f"edit {next(edits)}")
     cache, looked_up, stored = RunCache(None), [], []
     lookup, store = cache.lookup, cache.store
-    monkeypatch.setattr(cache, "lookup", lambda d: looked_up.append(d["code"]) or lookup(d))
+    monkeypatch.setattr(cache, "lookup",
+                        lambda d, label="": looked_up.append(d["code"]) or lookup(d, label))
     monkeypatch.setattr(cache, "store",
                         lambda d, v, label="": stored.append(d["code"]) or store(d, v, label))
     results = run_benchmark(spec, [resolve_candidate("adam", 0.1, 10.0)], cache)

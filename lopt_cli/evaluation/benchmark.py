@@ -251,7 +251,8 @@ def run_benchmark(spec: BenchmarkSpec, candidates: list, cache: RunCache,
         for optimizer in optimizers:
             description = descriptions[task.name, optimizer.name]
             key = cache_key(description)
-            runs = fresh.pop(key, None) or cache.lookup(description)
+            runs = fresh.pop(key, None) or cache.lookup(description,
+                                                        f"{task.name}: {optimizer.name}")
             if runs is None:
                 looped = loops_on_host(task.task, spec.host_loop)  # traced once per run
                 group = [task] if looped else [task, *(

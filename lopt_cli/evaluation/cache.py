@@ -115,13 +115,15 @@ class RunCache:
         path = self._path(description)
         return path is not None and path.is_file()
 
-    def lookup(self, description: Any) -> dict | None:
-        """The cached value of ``description`` (counted as a hit), or ``None``."""
+    def lookup(self, description: Any, label: str = "") -> dict | None:
+        """The cached value of ``description`` (counted as a hit), or ``None``; a run read
+        back gets its ``label`` if it has none yet (runs stored before labels)."""
         path = self._path(description)
         if path is not None and path.is_file():
             try:
                 value = json.loads(path.read_text())
                 self.hits += 1
+                self._label(path, label)
                 return value
             except (OSError, json.JSONDecodeError):
                 path.unlink(missing_ok=True)  # a damaged entry is recomputed
@@ -134,11 +136,35 @@ class RunCache:
         path = self._path(description)
         if path is not None:
             write_json_atomic(path, value)
-            if label:
-                append_jsonl(path.parent / LABELS_FILE, {"key": path.stem, "label": label})
+            self._label(path, label)
         return value
 
     def get(self, description: Any, compute: Callable[[], dict], label: str = "") -> dict:
         """``compute()``'s result for ``description``, from the cache when present."""
-        value = self.lookup(description)
+        value = self.lookup(description, label)
         return value if value is not None else self.store(description, compute(), label)
+
+    @functools.cached_property
+    def _labelled(self) -> set[str]:
+        return set(read_labels(Path(self.directory))) if self.directory is not None else set()
+
+    def _label(self, path: Path, label: str) -> None:
+        if label and path.stem not in self._labelled:
+            append_jsonl(path.parent / LABELS_FILE, {"key": path.stem, "label": label})
+            self._labelled.add(path.stem)
+
+
+def read_labels(directory: Path) -> dict[str, str]:
+    """``{key: "task: optimizer"}`` from a cache's ``labels.jsonl`` (a damaged line is
+    skipped; the last label of a key wins)."""
+    path = directory / LABELS_FILE
+    if not path.is_file():
+        return {}
+    labels = {}
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+            labels[str(row["key"])] = str(row["label"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return labels

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
-from lopt_cli.evaluation.cache import ABOUT_FILE, LABELS_FILE, PARTIAL_DIR
+from lopt_cli.evaluation.cache import ABOUT_FILE, LABELS_FILE, PARTIAL_DIR, read_labels
 from lopt_cli.io import write_jsonl_atomic
 
 CLEARABLE = ("runs", "stopped", "compile")
@@ -96,18 +96,8 @@ def run_files(eval_dir: Path) -> list[Path]:
 
 
 def run_labels(eval_dir: Path) -> dict[str, str]:
-    """``{key: "task: optimizer"}`` from ``labels.jsonl`` (a damaged line is skipped)."""
-    path = eval_dir / LABELS_FILE
-    if not path.is_file():
-        return {}
-    labels = {}
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-            labels[str(row["key"])] = str(row["label"])
-        except (ValueError, KeyError, TypeError):
-            continue
-    return labels
+    """``{key: "task: optimizer"}`` of the labelled runs in ``eval_dir``."""
+    return read_labels(eval_dir)
 
 
 def stopped_parts(eval_dir: Path) -> list[StoppedPart]:
