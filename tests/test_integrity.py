@@ -80,8 +80,13 @@ def test_evaluation_cache_is_consistent_under_concurrent_writers(tmp_path):
     for result in results:
         assert result["values"] == list(range(60))
         assert result["hits"] + result["computed"] == 60
-    entries = sorted(tmp_path.iterdir())
-    assert len(entries) == 60 and not [p for p in entries if p.suffix != ".json"]
+    from lopt_cli.evaluation.cache import FIRST_CODE_FILE, RunCache
+
+    entries = sorted(tmp_path.glob("*.json"))
+    # besides the runs, one file: the measuring code both processes keyed by, written once
+    assert len(entries) == 60 and sorted(p.name for p in tmp_path.iterdir()
+                                         if p.suffix != ".json") == [FIRST_CODE_FILE]
+    assert RunCache(tmp_path).keyed({"task": 0}) == {"task": 0}
     for entry in entries:
         assert len(json.loads(entry.read_text())["curve"]) == 500
 
