@@ -61,6 +61,31 @@ def print_to_pipe(text: str) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+def parallel_sweep(args: list[str]) -> bool:
+    """Whether ``args`` run a sweep whose jobs are other processes (``hydra/launcher=joblib``)."""
+    return any(a in MULTIRUN_FLAGS for a in args) and any(
+        a.startswith("hydra/launcher=") and not a.endswith("=basic") for a in args)
+
+
+def run_parallel_sweep(run) -> None:
+    """Runs a sweep whose jobs are other processes so that Ctrl-C or SIGTERM stops each job
+    after its current step or segment (:func:`~lopt_cli.interrupt.sweep_stop_requests`), with
+    one line and exit status 130; a second Ctrl-C stops them at once."""
+    from lopt_cli.interrupt import RunStopped, sweep_stop_requests
+
+    try:
+        with sweep_stop_requests() as requested:
+            run()
+    except KeyboardInterrupt:
+        print("lopt: interrupted: the sweep's jobs stopped at once; a meta-training job "
+              "continues from its last checkpoint (resume=<job dir>)", file=sys.stderr)
+        raise SystemExit(RunStopped.exit_code) from None
+    if requested():
+        print("lopt: the sweep stopped on request: each job's line above says where it "
+              "stopped and how to continue it", file=sys.stderr)
+        raise SystemExit(RunStopped.exit_code)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -93,4 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         except LoptUserError as error:
             fail(str(error))
     sys.argv = [f"lopt {command}", *rest]
+    if parallel_sweep(rest):
+        run_parallel_sweep(module.main)
+        return
     module.main()

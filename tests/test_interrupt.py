@@ -161,3 +161,52 @@ def test_an_ignored_signal_stays_ignored():
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_parallel_sweep_stop_tells_its_jobs_through_a_file_and_cleans_up(capsys):
+    """The sweep's process makes the stop file at the first signal (SIGTERM to it alone, as
+    ``kill <pid>`` sends); a job's own stop requests then read true without a signal of its
+    own; afterwards the environment and the file are as before."""
+    from lopt_cli.interrupt import SWEEP_STOP_ENV, sweep_stop_requests, sweep_stopped
+
+    assert SWEEP_STOP_ENV not in os.environ
+    with sweep_stop_requests() as requested:
+        stop_file = os.environ[SWEEP_STOP_ENV]
+        assert not requested() and not sweep_stopped() and not os.path.exists(stop_file)
+        deliver(signal.SIGTERM)
+        assert requested() and sweep_stopped() and os.path.exists(stop_file)
+        with stop_requests("meta-train") as job_requested:  # as a job sees it
+            assert job_requested()
+    assert SWEEP_STOP_ENV not in os.environ and not os.path.exists(stop_file)
+    assert "SIGTERM: every job of the sweep stops after its current step or segment" in \
+        capsys.readouterr().err
+
+
+def test_a_job_of_a_parallel_sweep_returns_on_a_stop_and_does_not_start_after_one(
+        monkeypatch, tmp_path, capsys):
+    """A stopped job returns (the sweep waits for the others, then exits 130) instead of
+    raising SystemExit, which would make the launcher kill the other jobs mid-step."""
+    from lopt_cli.interrupt import SWEEP_STOP_ENV
+
+    stop_file = tmp_path / "stop"
+    monkeypatch.setenv(SWEEP_STOP_ENV, str(stop_file))
+    ran = []
+
+    def stops(cfg):
+        ran.append(cfg)
+        raise RunStopped("stopped after outer step 3 of 9")
+
+    assert guarded(stops)("job 0") is None and ran == ["job 0"]
+    assert capsys.readouterr().err.strip() == "lopt: stopped after outer step 3 of 9"
+    stop_file.touch()  # the sweep was asked to stop: a job not started yet does not start
+    assert guarded(stops)("job 1") is None and ran == ["job 0"]
+    assert capsys.readouterr().err.strip() == "lopt: not started, the sweep was asked to stop"
+
+
+def test_only_a_sweep_whose_jobs_are_processes_is_run_as_a_parallel_sweep():
+    from lopt_cli.cli import parallel_sweep
+
+    assert parallel_sweep(["seed=0,1", "hydra/launcher=joblib", "--multirun"])
+    assert not parallel_sweep(["seed=0,1", "--multirun"])  # jobs in this process
+    assert not parallel_sweep(["seed=0,1", "hydra/launcher=basic", "--multirun"])
+    assert not parallel_sweep(["hydra/launcher=joblib"])  # one run, no sweep

@@ -15,7 +15,7 @@ import lopt_cli.commands.resolvers  # noqa: F401  (registers the configs' resolv
 from lopt_cli.commands import meta_train_config as rules
 from lopt_cli.config import instantiate_plain
 from lopt_cli.errors import LoptUserError, one_line
-from lopt_cli.interrupt import RunStopped
+from lopt_cli.interrupt import RunStopped, in_parallel_sweep, sweep_stopped
 
 
 def configure_jax() -> None:
@@ -126,13 +126,26 @@ def run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
+def job_dir_suffix() -> str:
+    """``": <this job's run directory>"`` inside a Hydra job, else ``""``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return f": {run_dir()}" if HydraConfig.initialized() else ""
+
+
 def guarded(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
     """Turns a LoptUserError raised while running into one line on stderr and exit status 2,
     and a stop on request (:class:`~lopt_cli.interrupt.RunStopped`) or a Ctrl-C into one line
-    and exit status 130, without a traceback."""
+    and exit status 130, without a traceback. In a job of a parallel sweep a stop returns
+    instead (the sweep's process exits 130 once every job has stopped), and a job the stopped
+    sweep had not started yet does not start."""
 
     @functools.wraps(run)
     def wrapper(cfg: DictConfig) -> Any:
+        if sweep_stopped():  # a job of a parallel sweep asked to stop before it started
+            print(f"lopt: not started, the sweep was asked to stop{job_dir_suffix()}",
+                  file=sys.stderr)
+            return None
         try:
             return run(cfg)
         except LoptUserError as error:
@@ -140,6 +153,8 @@ def guarded(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
             raise SystemExit(2) from None
         except RunStopped as stop:
             print(f"lopt: {stop}", file=sys.stderr)
+            if in_parallel_sweep():  # returns, so the sweep waits for its other jobs' stops
+                return None
             raise SystemExit(RunStopped.exit_code) from None
         except KeyboardInterrupt:
             print("lopt: interrupted", file=sys.stderr)
