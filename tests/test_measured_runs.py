@@ -191,7 +191,7 @@ def test_the_log_names_the_run_and_its_segments_with_an_eta(monkeypatch):
         f"tiny:   conv: adam: segments: {k}/4 ({25 * k}%)" for k in range(1, 5)]
     assert all("ETA" in line for line in lines[1:5])
     assert lines[5].startswith("tiny: 1/2 conv: adam; elapsed")
-    assert lines[6].startswith("tiny: 2/2 conv: AdamLR; elapsed") and "ETA 0 s" in lines[6]
+    assert lines[6].startswith("tiny: 2/2 conv: AdamLR; elapsed") and lines[6].endswith("ETA 0s")
 
 
 def test_the_segment_eta_leaves_out_the_first_segment(monkeypatch):
@@ -264,3 +264,79 @@ def test_a_damaged_kept_state_is_ignored_and_the_part_starts_afresh(tmp_path):
     assert len(done) == 4  # every segment run
     for name in whole:
         np.testing.assert_array_equal(again[name], whole[name])
+
+
+def test_the_bar_weighs_each_part_by_its_predicted_seconds_and_read_back_work_is_no_pace():
+    """With predicted seconds, the bar moves by them (per segment within a part), a cached
+    part moves it by nothing, and segments read back move it without counting as work done
+    at the pace measured."""
+    from lopt_cli.commands.benchmark_progress import benchmark_progress
+    from lopt_cli.console import progress_bar
+
+    console = Console(file=io.StringIO(), force_terminal=False, width=200)
+    predicted = {"conv: adam": 100.0, "mlp: adam": 300.0}
+    with progress_bar(console=console) as progress:
+        report = benchmark_progress(progress, console, "tiny", total=3, predicted=predicted)
+        bar = progress.tasks[0]
+        assert bar.total == 400.0
+        report.started("conv: adam", 4)
+        report.part_done()
+        report.part_done()
+        assert bar.completed == 50.0
+        report.finished("conv: adam")
+        report.finished("conv: AdamLR")  # cached: not predicted, moves nothing
+        assert bar.completed == 100.0 and bar.description == "tiny: 2/3 conv: AdamLR"
+        report.started("mlp: adam", 3)
+        report.restored(1)  # a third read back from a stopped run
+        assert bar.completed == 200.0
+        report.part_done()
+        report.part_done()
+        report.finished("mlp: adam")
+        assert bar.completed == 400.0
+
+
+def test_the_paced_estimate_counts_read_back_work_as_done_but_not_as_pace():
+    from lopt_cli.evaluation.benchmark_cost import PacedEstimate
+
+    estimate = PacedEstimate({"a": 100.0, "b": 300.0})
+    assert estimate.remaining_seconds(0.0) == 400.0  # nothing done: the prediction as it is
+    estimate.advance("a", 0.5)
+    assert estimate.remaining_seconds(10.0) == 350.0 * (10.0 / 50.0)
+    estimate.skip("b", 1 / 3)  # read back: 100 predicted seconds done in no time
+    assert estimate.remaining_seconds(10.0) == pytest.approx(250.0 * (10.0 / 50.0))
+    assert estimate.finish("a", 0.5) == 50.0 and estimate.finish("cached", 0.0) == 0.0
+    assert estimate.remaining_seconds(20.0) == pytest.approx(200.0 * (20.0 / 100.0))
+
+
+def test_predicted_seconds_leave_out_cached_parts_and_weigh_bigger_tasks_more(tmp_path):
+    from lopt_cli.evaluation.benchmark import (
+        BenchmarkSpec,
+        BenchmarkTask,
+        MeasureSettings,
+        optimizers_of,
+        run_description,
+    )
+    from lopt_cli.evaluation.benchmark_cost import COMPILE_SECONDS, predicted_parts, step_flops
+    from lopt_cli.evaluation.cache import RunCache
+    from lopt_cli.evaluation.candidates import resolve_candidate
+    from lopt_cli.evaluation.search_spaces import AdamLR
+    from task_definitions.quadratic import QuadraticConfig, QuadraticFamily
+
+    tasks = tuple(BenchmarkTask(name, QuadraticFamily(), QuadraticConfig(dim, 10.0, 0.5, 1.0, 0),
+                                1000) for name, dim in (("small", 4), ("big", 256)))
+    spec = BenchmarkSpec("tiny", tasks, {"AdamLR": AdamLR()}, {"AdamLR": 2, "candidates": 2},
+                         (1,), MeasureSettings(2, 4, 1, 0.5), long_horizon=8)
+    candidates = [resolve_candidate("adam", 0.1, 10.0)]
+    cache = RunCache(tmp_path)
+    adam_lr = optimizers_of(spec, candidates)[0]
+    cache.store(run_description(tasks[0], adam_lr, spec), {"final": {}})  # one part cached
+    predicted = predicted_parts(spec, candidates, cache)
+    assert sorted(predicted) == ["big: AdamLR", "big: adam", "small: adam"]
+    assert predicted["big: adam"] > predicted["small: adam"] > COMPILE_SECONDS
+    assert step_flops(tasks[1].task) > step_flops(tasks[0].task) > 0
+
+    class Unbuildable:
+        def init(self, key):
+            raise ValueError("no")
+
+    assert step_flops(Unbuildable()) == 0.0

@@ -90,6 +90,7 @@ def run_benchmark_command(cfg: DictConfig) -> None:
     from lopt_cli.commands.benchmark_progress import benchmark_progress
     from lopt_cli.console import output_console, progress_bar
     from lopt_cli.evaluation.benchmark import run_benchmark, total_runs
+    from lopt_cli.evaluation.benchmark_cost import predicted_parts
     from lopt_cli.evaluation.benchmark_outputs import benchmark_summary, write_benchmark
     from lopt_cli.evaluation.cache import PARTIAL_DIR, RunCache, cache_key, default_cache_dir
     from lopt_cli.evaluation.code_version import sources_read_once
@@ -109,11 +110,13 @@ def run_benchmark_command(cfg: DictConfig) -> None:
         candidates = benchmark_candidates(cfg, built)
         parts = None if stop_requested is None else PartStore(
             cache.directory / PARTIAL_DIR, stop_requested)
+        predicted = predicted_parts(spec, candidates, cache)  # the ETA's weights
         try:
             with progress_bar(console=console) as progress:
                 results = run_benchmark(spec, candidates, cache,
                                         benchmark_progress(progress, console, spec.name,
-                                                           total_runs(spec, len(candidates))),
+                                                           total_runs(spec, len(candidates)),
+                                                           predicted),
                                         parts)
         except RunStopped as stop:
             raise RunStopped(f"{stop}; its state is kept in {parts.directory} (`lopt cache` "

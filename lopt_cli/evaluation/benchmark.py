@@ -242,8 +242,7 @@ def run_benchmark(spec: BenchmarkSpec, candidates: list, cache: RunCache,
     go on can neither make a computed run's key differ from the one looked up nor store runs
     of the code in memory under the edited code's key (with :func:`sources_read_once`)."""
     optimizers = optimizers_of(spec, candidates)
-    descriptions = {(task.name, optimizer.name): run_description(task, optimizer, spec)
-                    for task in spec.tasks for optimizer in optimizers}
+    descriptions = run_descriptions(spec, optimizers)
     fresh: dict = {}  # cache key -> runs computed alongside an earlier task
     results = {}
     for index, task in enumerate(spec.tasks):
@@ -280,6 +279,21 @@ def run_benchmark(spec: BenchmarkSpec, candidates: list, cache: RunCache,
             progress.finished(f"{task.name}: {optimizer.name}")
         results[task.name] = entry
     return results
+
+
+def run_descriptions(spec: BenchmarkSpec, optimizers: list[Optimizer]) -> dict:
+    """``{(task name, optimizer name): run_description}`` of every part of the benchmark."""
+    return {(task.name, optimizer.name): run_description(task, optimizer, spec)
+            for task in spec.tasks for optimizer in optimizers}
+
+
+def parts_to_compute(spec: BenchmarkSpec, candidates: list, cache: RunCache
+                     ) -> list[tuple[BenchmarkTask, Optimizer]]:
+    """The (task, optimizer) parts :func:`run_benchmark` will compute: those not cached."""
+    optimizers = optimizers_of(spec, candidates)
+    descriptions = run_descriptions(spec, optimizers)
+    return [(task, optimizer) for task in spec.tasks for optimizer in optimizers
+            if not cache.contains(descriptions[task.name, optimizer.name])]
 
 
 def total_runs(spec: BenchmarkSpec, num_candidates: int) -> int:

@@ -1,0 +1,110 @@
+"""How long a benchmark's runs will take, for an ETA that is not a count of parts.
+
+A benchmark's parts differ by four orders of magnitude: a cached part takes no time, Beale's
+runs a few seconds, a transformer's half an hour on 2 cores. Counting parts gives an ETA that
+is wrong by hours. Each part to compute is given a predicted cost instead,
+
+    seconds ≈ horizon · (runs · flops / FLOPS_PER_SECOND + SECONDS_PER_STEP) + COMPILE_SECONDS
+
+(``runs`` = trials × seeds vmapped in one program; on the host loop each run is a program of
+its own, ``horizon · runs · (flops / FLOPS_PER_SECOND + SECONDS_PER_STEP)``), with ``flops``
+XLA's estimate for one training step of the task (the gradient of its loss on one batch,
+lowered, not compiled). The constants are a 2-core CPU's rough figures; the progress display
+rescales every prediction by the pace measured on the parts done so far, so only the ratios
+between tasks need to be right.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+FLOPS_PER_SECOND = 5e10  # a vmapped training step's throughput on a 2-core CPU (a prior)
+SECONDS_PER_STEP = 2e-5  # what a step costs however small the task (loop, dispatch)
+COMPILE_SECONDS = 5.0  # a part's programs compiled once
+
+
+def step_flops(task: Any) -> float:
+    """XLA's estimate of the floating-point operations of one training step of ``task``
+    (the loss's gradient on one training batch); 0 when it cannot say."""
+    import jax
+
+    key = jax.random.PRNGKey(0)
+
+    def gradient(params, key):
+        return jax.grad(lambda p: task.loss(p, task.sample_batch(key, "train"), key))(params)
+
+    try:
+        params = jax.eval_shape(task.init, key)
+        analysis = jax.jit(gradient).lower(params, key).cost_analysis()
+    except Exception:  # noqa: BLE001 - an estimate only: a task that cannot say costs its steps
+        return 0.0
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0] if analysis else {}
+    flops = (analysis or {}).get("flops", 0.0)
+    return float(flops) if flops and flops > 0 else 0.0
+
+
+def predicted_seconds(flops: float, horizon: int, runs: int, host_loop: bool) -> float:
+    """The predicted seconds of one part (see the module's docstring).
+
+    >>> predicted_seconds(5e10, 10, 2, host_loop=False) == 10 * (2 + 2e-5) + 5
+    True
+    >>> predicted_seconds(0.0, 1000, 30, host_loop=True) == 30 * 1000 * 2e-5 + 5
+    True
+    """
+    per_run = flops / FLOPS_PER_SECOND
+    if host_loop:
+        return horizon * runs * (per_run + SECONDS_PER_STEP) + COMPILE_SECONDS
+    return horizon * (runs * per_run + SECONDS_PER_STEP) + COMPILE_SECONDS
+
+
+class PacedEstimate:
+    """The remaining time of a benchmark: the predicted seconds of what is left, times the
+    pace so far (seconds taken per predicted second of the parts, or the fractions of parts,
+    done). Before anything is done the prediction stands as it is."""
+
+    def __init__(self, predicted: dict[str, float]):
+        self.predicted = dict(predicted)
+        self.total = sum(self.predicted.values())
+        self.done = 0.0  # predicted seconds of the work done here (the pace's)
+        self.skipped = 0.0  # ... of the work read back from a stopped part (took no time)
+
+    def finish(self, label: str, fraction_counted: float = 0.0) -> float:
+        """Counts part ``label`` done, of which ``fraction_counted`` was counted already by
+        :meth:`advance`; returns the predicted seconds it adds."""
+        added = self.predicted.get(label, 0.0) * (1.0 - fraction_counted)
+        self.done += added
+        return added
+
+    def advance(self, label: str, fraction: float) -> float:
+        """Counts ``fraction`` of part ``label`` done; returns the predicted seconds it adds."""
+        added = self.predicted.get(label, 0.0) * fraction
+        self.done += added
+        return added
+
+    def skip(self, label: str, fraction: float) -> float:
+        """Counts ``fraction`` of part ``label`` read back, not run (no time taken); returns
+        the predicted seconds it covers."""
+        skipped = self.predicted.get(label, 0.0) * fraction
+        self.skipped += skipped
+        return skipped
+
+    def remaining_seconds(self, elapsed: float) -> float:
+        """The predicted seconds left, at the pace of the ``elapsed`` seconds so far."""
+        pace = elapsed / self.done if self.done > 0 else 1.0
+        return max(self.total - self.done - self.skipped, 0.0) * pace
+
+
+def predicted_parts(spec: Any, candidates: list, cache: Any) -> dict[str, float]:
+    """``{"task: optimizer": predicted seconds}`` of the parts :func:`run_benchmark` will
+    compute (cached parts are left out: they take no time); each task's step is estimated once."""
+    from lopt_cli.evaluation.benchmark import loops_on_host, parts_to_compute
+
+    flops: dict[str, float] = {}
+    predicted = {}
+    for task, optimizer in parts_to_compute(spec, candidates, cache):
+        if task.name not in flops:
+            flops[task.name] = step_flops(task.task)
+        runs = optimizer.num_trials * spec.measure.num_seeds
+        predicted[f"{task.name}: {optimizer.name}"] = predicted_seconds(
+            flops[task.name], task.horizon, runs, loops_on_host(task.task, spec.host_loop))
+    return predicted
