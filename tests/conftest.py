@@ -27,6 +27,14 @@ def with_host_devices(env: dict, count: int) -> dict:
     return dict(env, XLA_FLAGS=flags.strip())
 
 
+def without_host_devices(env: dict) -> dict:
+    """``env`` with any XLA host-device count taken out of its ``XLA_FLAGS`` (the fast-compile
+    flag and the others kept): one CPU device per process."""
+    flags = [flag for flag in env.get("XLA_FLAGS", "").split()
+             if not flag.startswith("--xla_force_host_platform_device_count")]
+    return dict(env, XLA_FLAGS=" ".join(flags))
+
+
 def run_wide_dir(tmp_path_factory, name: str) -> Path:
     """A directory shared by every process of this pytest run (both xdist workers included)."""
     base = tmp_path_factory.getbasetemp()

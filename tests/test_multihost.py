@@ -11,7 +11,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import only_run_dir
+from conftest import only_run_dir, without_host_devices
 
 from lopt_cli.meta.distributed import DistributedSettings, resolve_settings
 from lopt_cli.optimizers.storage import load_learned_optimizer
@@ -32,9 +32,8 @@ def test_two_processes_meta_train_one_optimizer(lopt_env, run_lopt, tmp_path):
     port = free_port()
     procs = []
     for pid in range(2):
-        env = dict(lopt_env, LOPT_COORDINATOR=f"127.0.0.1:{port}", LOPT_NUM_PROCESSES="2",
-                   LOPT_PROCESS_ID=str(pid))
-        env.pop("XLA_FLAGS", None)  # one CPU device per process
+        env = dict(without_host_devices(lopt_env), LOPT_COORDINATOR=f"127.0.0.1:{port}",
+                   LOPT_NUM_PROCESSES="2", LOPT_PROCESS_ID=str(pid))
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "lopt_cli", "meta-train", *ARGS,
              f"hydra.run.dir={tmp_path / f'process{pid}'}"],
