@@ -124,6 +124,7 @@ CASES = [
     (EV, "compute=smoke", "does not take compute"),
     (EV, "optimizer=mlp", "does not take optimizer"),
     (EV, "mode=bogus", "mode='bogus'; choose one of"),
+    (EV, "plan=true", "plan=true lists a benchmark's parts; give benchmark=NAME"),
     (EV, "seed=abc", "seed='abc'"),
     (EV, "horizon=45 valid_every=10", "must be a multiple of"),
     (EV, "splits.unseen.first_id=0", "shares task ids"),

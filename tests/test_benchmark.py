@@ -372,7 +372,21 @@ def independent_iqm(values) -> float:
     return float(np.mean(values[cut:len(values) - cut]))
 
 
+def plan_rows(stdout: str) -> dict:
+    """``{(task, optimizer): predicted}`` of a ``plan=true`` table."""
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in stdout.splitlines()
+            if line.startswith("│")]
+    return {(row[0], row[2]): row[4] for row in rows}
+
+
 def test_cli_leaderboard_matches_results_and_reuses_the_cache(run_lopt, tmp_path):
+    # plan=true first: every part to compute, with its predicted time; nothing computed
+    plan = run_lopt("evaluate", *TINY_BENCHMARK, "learned_optimizer=mlp_digits,adam", "plan=true")
+    assert set(plan_rows(plan.stdout)) == {("beale_noisy", name)
+                                           for name in ("AdamLR", "mlp_digits", "adam")}
+    assert all(cell.startswith("~") for cell in plan_rows(plan.stdout).values())
+    assert "0 of 3 parts cached; 3 to compute, predicted ~" in plan.stdout
+    assert not any((tmp_path / "outputs" / "evaluate").rglob("summary.json"))
     result = run_lopt("evaluate", *TINY_BENCHMARK, "learned_optimizer=mlp_digits,adam")
     assert "vs AdamLR per-task (2 trials)" in result.stdout
     run = next((tmp_path / "outputs" / "evaluate").iterdir())
@@ -447,6 +461,9 @@ def test_cli_leaderboard_matches_results_and_reuses_the_cache(run_lopt, tmp_path
             assert per_task_tables[r["optimizer"]][r["task"]][-1] == \
                 f"{flag} ({r['rise_ratio']:.2f}×)"
     assert summary["runs"]["computed"] == 3 and summary["runs"]["from_cache"] == 0
+    plan = run_lopt("evaluate", *TINY_BENCHMARK, "learned_optimizer=mlp_digits,adam", "plan=true")
+    assert set(plan_rows(plan.stdout).values()) == {"cached"}
+    assert "3 of 3 parts cached; 0 to compute" in plan.stdout
     run_lopt("evaluate", *TINY_BENCHMARK, "learned_optimizer=[mlp_digits,adam]")
     second = sorted((tmp_path / "outputs" / "evaluate").iterdir())[-1]
     assert json.loads((second / "summary.json").read_text())["runs"] == {

@@ -121,6 +121,9 @@ def check(cfg: DictConfig) -> None:
     if cfg.get("benchmark") is not None:
         benchmark_candidates(cfg, build_benchmark_spec(cfg))
         return
+    if cfg.get("plan"):
+        raise LoptUserError("plan=true lists a benchmark's parts; give benchmark=NAME "
+                            "(e.g. benchmark=lopt_bench_small)")
     if cfg.mode not in MODES:
         raise LoptUserError(f"mode={cfg.mode!r}; choose one of: {', '.join(MODES)}")
     if cfg.mode == "implicit_regularization":

@@ -106,6 +106,10 @@ def run_benchmark_command(cfg: DictConfig) -> None:
     # Ctrl-C / SIGTERM: with a cache, the run in progress stops after its segment and is kept
     # (partial_runs); a second Ctrl-C, or any without a cache, stops at once.
     stops = stop_requests("evaluate", "segment") if cfg.cache else contextlib.nullcontext()
+    if cfg.get("plan"):
+        with sources_read_once():
+            print_plan(spec, benchmark_candidates(cfg, built), cache)
+        return
     with sources_read_once(), stops as stop_requested:
         candidates = benchmark_candidates(cfg, built)
         parts = None if stop_requested is None else PartStore(
@@ -138,6 +142,37 @@ def run_benchmark_command(cfg: DictConfig) -> None:
         print(edges)
     print(f"results written to {out_dir} (leaderboard.md, leaderboard.png, summary.json, "
           "results.jsonl, horizon.png)")
+
+
+def print_plan(spec, candidates: list, cache) -> None:
+    """``plan=true``: every part (task × optimizer), cached or to compute with its predicted
+    time, and the total; nothing is computed."""
+    from rich.table import Table
+
+    from lopt_cli.console import duration, output_console
+    from lopt_cli.evaluation.benchmark import optimizers_of
+    from lopt_cli.evaluation.benchmark_cost import predicted_parts
+
+    predicted = predicted_parts(spec, candidates, cache)
+    table = Table(title=f"{spec.name}: what `lopt evaluate` would compute")
+    for column in ("task", "horizon", "optimizer", "runs", "predicted"):
+        table.add_column(column, justify="right" if column in ("horizon", "runs") else "left")
+    names = [optimizer.name for optimizer in optimizers_of(spec, candidates)]
+    trials = {optimizer.name: optimizer.num_trials for optimizer in optimizers_of(spec, candidates)}
+    for task in spec.tasks:
+        for name in names:
+            seconds = predicted.get(f"{task.name}: {name}")
+            table.add_row(task.name, str(task.horizon), name,
+                          f"{trials[name]} × {spec.measure.num_seeds}",
+                          "cached" if seconds is None else f"~{duration(seconds)}")
+    console = output_console()
+    console.print(table)
+    total = len(spec.tasks) * len(names)
+    console.print(f"{total - len(predicted)} of {total} parts cached; {len(predicted)} to "
+                  f"compute, predicted ~{duration(sum(predicted.values()))} on a 2-core CPU "
+                  "(a rough prior from XLA's flop estimates: recurrent nets take 2-4× longer; "
+                  "the run's ETA corrects it by its measured pace). Nothing was computed.",
+                  markup=False)
 
 
 def list_override(argv: list[str]) -> list[str]:
