@@ -102,7 +102,9 @@ def test_a_benchmark_stopped_mid_part_continues_it_to_the_uninterrupted_results(
         BenchmarkSpec,
         BenchmarkTask,
         MeasureSettings,
+        optimizers_of,
         run_benchmark,
+        run_description,
     )
     from lopt_cli.evaluation.cache_contents import run_labels, stopped_parts
     from lopt_cli.evaluation.candidates import resolve_candidate
@@ -126,6 +128,9 @@ def test_a_benchmark_stopped_mid_part_continues_it_to_the_uninterrupted_results(
     again = run_benchmark(spec, candidates, cache, parts=parts)
     assert cache.computed == 2 and not any((tmp_path / "partial").iterdir())
     assert sorted(run_labels(tmp_path / "eval").values()) == ["q: AdamLR", "q: adam"]
+    # each run records how long it took, scaled up for the segment read back (no time here)
+    timing = cache.peek(run_description(task, optimizers_of(spec, candidates)[0], spec))["timing"]
+    assert timing["runs"] == 2 * 2 and timing["horizon"] == 8 and timing["seconds"] > 0
     for group in ("baselines", "candidates"):
         for name, runs in never_stopped["q"][group].items():
             for split, values in runs["final"].items():

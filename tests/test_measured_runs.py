@@ -334,6 +334,13 @@ def test_predicted_seconds_leave_out_cached_parts_and_weigh_bigger_tasks_more(tm
     assert sorted(predicted) == ["big: AdamLR", "big: adam", "small: adam"]
     assert predicted["big: adam"] > predicted["small: adam"] > COMPILE_SECONDS
     assert step_flops(tasks[1].task) > step_flops(tasks[0].task) > 0
+    # once another optimizer's run of a task is timed, its parts are predicted from that time
+    timed = {"final": {}, "timing": {"seconds": 40.0, "runs": 4, "horizon": 1000}}
+    cache.store(run_description(tasks[1], adam_lr, spec), timed)
+    again = predicted_parts(spec, candidates, cache)
+    assert sorted(again) == ["big: adam", "small: adam"]
+    assert again["big: adam"] == 40.0 * (2 * 2) / 4  # 2 trials × 2 seeds at 0.01 s per step
+    assert again["small: adam"] == predicted["small: adam"]  # still from its flops
 
     class Unbuildable:
         def init(self, key):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -262,16 +263,21 @@ def run_benchmark(spec: BenchmarkSpec, candidates: list, cache: RunCache,
                 members = [descriptions[member.name, optimizer.name] for member in group]
                 store = None if parts is None else parts.child(cache_key(cache.keyed(
                     {"runs": members, "host_loop": looped, "devices": spec.devices})))
+                clock = PartClock(run_parts(len(group), optimizer, spec, looped),
+                                  progress.restored)
                 try:
                     computed = compute_runs(group, optimizer, spec, looped, progress.part_done,
-                                            store, progress.restored)
+                                            store, clock.restored)
                 except RunStopped as stop:
                     if store is not None:
                         store.describe(label, str(stop))
                     raise RunStopped(f"{label}: {stop}") from None
+                timing = clock.timing(len(group), optimizer.num_trials * spec.measure.num_seeds)
                 for member, member_description, value in zip(group, members, computed):
                     fresh[cache_key(member_description)] = cache.store(
-                        member_description, value, f"{member.name}: {optimizer.name}")
+                        member_description, {**value, "timing": {**timing, "horizon":
+                                                                 member.horizon}},
+                        f"{member.name}: {optimizer.name}")
                 if store is not None:
                     store.discard()
                 runs = fresh.pop(key)
@@ -279,6 +285,26 @@ def run_benchmark(spec: BenchmarkSpec, candidates: list, cache: RunCache,
             progress.finished(f"{task.name}: {optimizer.name}")
         results[task.name] = entry
     return results
+
+
+class PartClock:
+    """How long a part took to compute, for later predictions (:mod:`benchmark_cost`):
+    started at creation; segments read back from a stopped run (``restored``, passed on to
+    ``report``) took no time here, so the time is scaled up to the whole part."""
+
+    def __init__(self, segments: int, report: Callable[[int], Any]):
+        self.segments, self.report, self.read_back = segments, report, 0
+        self.started = time.perf_counter()
+
+    def restored(self, count: int) -> None:
+        self.read_back += count
+        self.report(count)
+
+    def timing(self, members: int, runs: int) -> dict:
+        """``{"seconds", "runs"}`` of one of ``members`` tasks computed together."""
+        seconds = time.perf_counter() - self.started
+        run_here = max(self.segments - self.read_back, 1)
+        return {"seconds": seconds * self.segments / run_here / members, "runs": runs}
 
 
 def run_descriptions(spec: BenchmarkSpec, optimizers: list[Optimizer]) -> dict:

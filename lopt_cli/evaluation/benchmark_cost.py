@@ -11,7 +11,9 @@ its own, ``horizon · runs · (flops / FLOPS_PER_SECOND + SECONDS_PER_STEP)``), 
 XLA's estimate for one training step of the task (the gradient of its loss on one batch,
 lowered, not compiled). The constants are a 2-core CPU's rough figures; the progress display
 rescales every prediction by the pace measured on the parts done so far, so only the ratios
-between tasks need to be right.
+between tasks need to be right. A task another optimizer has already run on this machine is
+predicted from that run's recorded time instead (``timing`` in the cached value), which is
+the common case of a new candidate against cached baselines.
 """
 from __future__ import annotations
 
@@ -94,17 +96,45 @@ class PacedEstimate:
         return max(self.total - self.done - self.skipped, 0.0) * pace
 
 
+def measured_rate(values: list[dict | None]) -> float | None:
+    """Seconds per run and step, the median over cached runs of one task that recorded how
+    long they took (``timing``, stored since December 2026), or ``None``.
+
+    >>> measured_rate([{"timing": {"seconds": 20.0, "runs": 10, "horizon": 100}}, None, {}])
+    0.02
+    """
+    rates = sorted(v["timing"]["seconds"] / (v["timing"]["runs"] * v["timing"]["horizon"])
+                   for v in values if v and isinstance(v.get("timing"), dict))
+    return rates[len(rates) // 2] if rates else None
+
+
 def predicted_parts(spec: Any, candidates: list, cache: Any) -> dict[str, float]:
     """``{"task: optimizer": predicted seconds}`` of the parts :func:`run_benchmark` will
-    compute (cached parts are left out: they take no time); each task's step is estimated once."""
-    from lopt_cli.evaluation.benchmark import loops_on_host, parts_to_compute
+    compute (cached parts are left out: they take no time). A task that another optimizer's
+    cached run has timed on this machine is predicted from that time (seconds per run and
+    step); any other from XLA's flop estimate of its step (:func:`predicted_seconds`)."""
+    from lopt_cli.evaluation.benchmark import (
+        loops_on_host,
+        optimizers_of,
+        parts_to_compute,
+        run_descriptions,
+    )
 
+    descriptions = run_descriptions(spec, optimizers_of(spec, candidates))
+    rates: dict[str, float | None] = {}
     flops: dict[str, float] = {}
     predicted = {}
     for task, optimizer in parts_to_compute(spec, candidates, cache):
-        if task.name not in flops:
-            flops[task.name] = step_flops(task.task)
         runs = optimizer.num_trials * spec.measure.num_seeds
-        predicted[f"{task.name}: {optimizer.name}"] = predicted_seconds(
-            flops[task.name], task.horizon, runs, loops_on_host(task.task, spec.host_loop))
+        if task.name not in rates:
+            rates[task.name] = measured_rate([cache.peek(d) for (name, _), d
+                                              in descriptions.items() if name == task.name])
+        if rates[task.name] is not None:
+            seconds = rates[task.name] * runs * task.horizon
+        else:
+            if task.name not in flops:
+                flops[task.name] = step_flops(task.task)
+            seconds = predicted_seconds(flops[task.name], task.horizon, runs,
+                                        loops_on_host(task.task, spec.host_loop))
+        predicted[f"{task.name}: {optimizer.name}"] = seconds
     return predicted

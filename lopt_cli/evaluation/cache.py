@@ -129,6 +129,15 @@ class RunCache:
                 path.unlink(missing_ok=True)  # a damaged entry is recomputed
         return None
 
+    def peek(self, description: Any) -> dict | None:
+        """The cached value of ``description`` or ``None``, not counted as a hit (for
+        estimates made before a run)."""
+        path = self._path(description)
+        try:
+            return json.loads(path.read_text()) if path is not None and path.is_file() else None
+        except (OSError, json.JSONDecodeError):
+            return None
+
     def store(self, description: Any, value: dict, label: str = "") -> dict:
         """Records a computed value (counted as computed); a ``label`` ("task: optimizer")
         names it in ``labels.jsonl`` for ``lopt cache`` (the key does not depend on it)."""

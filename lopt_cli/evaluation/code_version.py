@@ -112,8 +112,8 @@ def definition_bytes(source: bytes, name: str) -> bytes:
     """The dump of the top-level function or class ``name`` of ``source`` without docstrings
     (empty when there is none: a renamed definition changes the digest).
 
-    >>> a = b"def f(x):\n    'Doc.'\n    return x\n\ndef g():\n    return 1\n"
-    >>> b = b"def f(x):\n    return x  # same\n\ndef g():\n    return 2\n"
+    >>> a = b"def f(x):\\n    'Doc.'\\n    return x\\n\\ndef g():\\n    return 1\\n"
+    >>> b = b"def f(x):\\n    return x  # same\\n\\ndef g():\\n    return 2\\n"
     >>> definition_bytes(a, "f") == definition_bytes(b, "f") != definition_bytes(a, "g")
     True
     """
