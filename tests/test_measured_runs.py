@@ -347,3 +347,24 @@ def test_predicted_seconds_leave_out_cached_parts_and_weigh_bigger_tasks_more(tm
             raise ValueError("no")
 
     assert step_flops(Unbuildable()) == 0.0
+
+
+def test_matmul_flops_count_a_scan_body_once_per_step():
+    """XLA's cost analysis counts a scan's body once; the jaxpr count multiplies by its length,
+    so a recurrent net's step is not predicted several times too cheap."""
+    import jax
+    import jax.numpy as jnp
+
+    from lopt_cli.evaluation.benchmark_cost import matmul_flops
+
+    def recurrent(w, x):
+        def body(h, _):
+            return jnp.tanh(h @ w), None
+
+        h, _ = jax.lax.scan(body, x, None, length=7)
+        return (h @ w).sum()  # one more product outside the scan
+
+    jaxpr = jax.make_jaxpr(recurrent)(jnp.ones((4, 4)), jnp.ones((2, 4))).jaxpr
+    assert matmul_flops(jaxpr) == (7 + 1) * 2 * 2 * 4 * 4
+    assert matmul_flops(jax.make_jaxpr(jax.grad(recurrent))(
+        jnp.ones((4, 4)), jnp.ones((2, 4))).jaxpr) == 3 * (7 + 1) * 2 * 2 * 4 * 4

@@ -8,10 +8,10 @@ is wrong by hours. Each part to compute is given a predicted cost instead,
 
 (``runs`` = trials × seeds vmapped in one program; on the host loop each run is a program of
 its own, ``horizon · runs · (flops / FLOPS_PER_SECOND + SECONDS_PER_STEP)``), with ``flops``
-XLA's estimate for one training step of the task (the gradient of its loss on one batch,
-lowered, not compiled). The constants are a 2-core CPU's rough figures; the progress display
-rescales every prediction by the pace measured on the parts done so far, so only the ratios
-between tasks need to be right. A task another optimizer has already run on this machine is
+the cost of one training step of the task (the gradient of its loss on one batch; traced and
+lowered, not compiled: :func:`step_flops`). The constants are a 2-core CPU's rough figures;
+the progress display rescales every prediction by the pace measured on the parts done so far,
+so only the ratios between tasks need to be right. A task another optimizer has already run on this machine is
 predicted from that run's recorded time instead (``timing`` in the cached value), which is
 the common case of a new candidate against cached baselines.
 """
@@ -25,8 +25,10 @@ COMPILE_SECONDS = 5.0  # a part's programs compiled once
 
 
 def step_flops(task: Any) -> float:
-    """XLA's estimate of the floating-point operations of one training step of ``task``
-    (the loss's gradient on one training batch); 0 when it cannot say."""
+    """The floating-point operations of one training step of ``task`` (the loss's gradient on
+    one training batch): the larger of XLA's estimate and :func:`matmul_flops` of its jaxpr.
+    XLA counts a ``scan``'s body once, so a recurrent net's steps over its sequence came out
+    2-4× too cheap; the jaxpr count multiplies by the scan's length. 0 when neither can say."""
     import jax
 
     key = jax.random.PRNGKey(0)
@@ -37,12 +39,34 @@ def step_flops(task: Any) -> float:
     try:
         params = jax.eval_shape(task.init, key)
         analysis = jax.jit(gradient).lower(params, key).cost_analysis()
+        counted = matmul_flops(jax.make_jaxpr(gradient)(params, key).jaxpr)
     except Exception:  # noqa: BLE001 - an estimate only: a task that cannot say costs its steps
         return 0.0
     if isinstance(analysis, (list, tuple)):
         analysis = analysis[0] if analysis else {}
-    flops = (analysis or {}).get("flops", 0.0)
-    return float(flops) if flops and flops > 0 else 0.0
+    flops = float((analysis or {}).get("flops", 0.0) or 0.0)
+    return max(flops, float(counted), 0.0)
+
+
+def matmul_flops(jaxpr: Any, repeats: int = 1) -> float:
+    """2·M·N·K of every ``dot_general`` in ``jaxpr`` and the jaxprs inside it, a ``scan``'s
+    body counted ``length`` times (a ``while`` body once, every branch of a ``cond``)."""
+    import math
+
+    total = 0.0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            (contracted, _), _ = eqn.params["dimension_numbers"]
+            shape = eqn.invars[0].aval.shape
+            depth = math.prod(shape[i] for i in contracted)
+            total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * depth * repeats
+        inner = repeats * (eqn.params["length"] if eqn.primitive.name == "scan" else 1)
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                sub = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr's jaxpr
+                if hasattr(sub, "eqns"):
+                    total += matmul_flops(sub, inner)
+    return total
 
 
 def predicted_seconds(flops: float, horizon: int, runs: int, host_loop: bool) -> float:
