@@ -169,9 +169,10 @@ def print_plan(spec, candidates: list, cache) -> None:
     console.print(table)
     total = len(spec.tasks) * len(names)
     console.print(f"{total - len(predicted)} of {total} parts cached; {len(predicted)} to "
-                  f"compute, predicted ~{duration(sum(predicted.values()))} on a 2-core CPU "
-                  "(a rough prior from XLA's flop estimates: recurrent nets take 2-4× longer; "
-                  "the run's ETA corrects it by its measured pace). Nothing was computed.",
+                  f"compute, predicted ~{duration(sum(predicted.values()))} (from the times "
+                  "this machine recorded for the same tasks, else from their flops at a 2-core "
+                  "CPU's rate; the run's ETA corrects it by its measured pace). Nothing was "
+                  "computed.",
                   markup=False)
 
 
