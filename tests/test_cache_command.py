@@ -133,10 +133,10 @@ def test_lopt_cache_shows_every_place_and_the_stopped_parts(places, capsys, monk
     assert "(unnamed)" in rows
     assert ("evaluation runs by optimizer: (unlabelled: stored before labels) 1, AdamLR 1, "
             "adam_nominal_wsd 1") in out
-    assert "the cache's first: its runs are read back" in out
+    assert "the code this cache first ran: its runs are read back" in out
     (places / FIRST_CODE_FILE).write_text("0" * 32)
     main(["cache"])
-    assert f"edited since the cache's first ({'0' * 32})" in capsys.readouterr().out
+    assert f"not the code this cache first ran ({'0' * 32})" in capsys.readouterr().out
 
 
 def test_lopt_cache_clear_removes_and_says_how_much(places, capsys, tmp_path):

@@ -147,9 +147,10 @@ def measuring_code_line(eval_dir: Path) -> str:
         return f"code that trains and measures: {now} (the cache has not keyed a run yet)"
     first = path.read_text(errors="replace").strip()
     if first == now:
-        return f"code that trains and measures: {now}, the cache's first: its runs are read back"
-    return (f"code that trains and measures: {now}, edited since the cache's first ({first}): "
-            "runs of other code are not read back")
+        return (f"code that trains and measures: {now}, the code this cache first ran: its "
+                "runs are read back")
+    return (f"code that trains and measures: {now}, not the code this cache first ran "
+            f"({first}): runs computed by other code are recomputed, not read back")
 
 
 def clear(options: dict, console) -> None:
