@@ -183,3 +183,15 @@ def test_meta_training_speed_writes_each_row_as_measured(tmp_path, monkeypatch):
     assert [row["optimizer"] for row in written["rows"]] == measured == ["mlp", "small"]
     assert [row["speed_vs_mlp"] for row in written["rows"]] == [1.0, 2.0]
     assert written["rows"][0]["fraction_of_peak"] == 0.1
+
+
+def test_step_cost_check_times_a_task_beside_its_prediction(tmp_path, capsys):
+    check = benchmark_module("step_cost_check")
+    assert check.cli(["--tasks", "quadratic_noisy_128", "--runs", "2", "--steps", "2",
+                      "--out-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith("quadratic_noisy_128        predicted ")
+    [row] = json.loads((tmp_path / "step_cost_check.json").read_text())
+    assert row["task"] == "quadratic_noisy_128" and row["runs"] == 2
+    assert row["measured_step_s"] > 0 and row["predicted_step_s"] > 0
+    assert check.cli(["--tasks", "nope", "--out-dir", str(tmp_path)]) == 2
+    assert "not a lopt_bench task: nope" in capsys.readouterr().err

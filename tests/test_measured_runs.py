@@ -316,7 +316,7 @@ def test_predicted_seconds_leave_out_cached_parts_and_weigh_bigger_tasks_more(tm
         optimizers_of,
         run_description,
     )
-    from lopt_cli.evaluation.benchmark_cost import COMPILE_SECONDS, predicted_parts, step_flops
+    from lopt_cli.evaluation.benchmark_cost import COMPILE_SECONDS, predicted_parts, step_cost
     from lopt_cli.evaluation.cache import RunCache
     from lopt_cli.evaluation.candidates import resolve_candidate
     from lopt_cli.evaluation.search_spaces import AdamLR
@@ -333,20 +333,20 @@ def test_predicted_seconds_leave_out_cached_parts_and_weigh_bigger_tasks_more(tm
     predicted = predicted_parts(spec, candidates, cache)
     assert sorted(predicted) == ["big: AdamLR", "big: adam", "small: adam"]
     assert predicted["big: adam"] > predicted["small: adam"] > COMPILE_SECONDS
-    assert step_flops(tasks[1].task) > step_flops(tasks[0].task) > 0
+    assert step_cost(tasks[1].task).flops > step_cost(tasks[0].task).flops > 0
     # once another optimizer's run of a task is timed, its parts are predicted from that time
     timed = {"final": {}, "timing": {"seconds": 40.0, "runs": 4, "horizon": 1000}}
     cache.store(run_description(tasks[1], adam_lr, spec), timed)
     again = predicted_parts(spec, candidates, cache)
     assert sorted(again) == ["big: adam", "small: adam"]
     assert again["big: adam"] == 40.0 * (2 * 2) / 4  # 2 trials × 2 seeds at 0.01 s per step
-    assert again["small: adam"] == predicted["small: adam"]  # still from its flops
+    assert again["small: adam"] == predicted["small: adam"]  # still from its step's cost
 
     class Unbuildable:
         def init(self, key):
             raise ValueError("no")
 
-    assert step_flops(Unbuildable()) == 0.0
+    assert step_cost(Unbuildable()) == (0.0, 0.0, 0.0)
 
 
 def test_matmul_flops_count_a_scan_body_once_per_step():
@@ -364,7 +364,8 @@ def test_matmul_flops_count_a_scan_body_once_per_step():
         h, _ = jax.lax.scan(body, x, None, length=7)
         return (h @ w).sum()  # one more product outside the scan
 
+    product = 2 * 2 * 4 * 4  # [2, 4] @ [4, 4]
     jaxpr = jax.make_jaxpr(recurrent)(jnp.ones((4, 4)), jnp.ones((2, 4))).jaxpr
-    assert matmul_flops(jaxpr) == (7 + 1) * 2 * 2 * 4 * 4
-    assert matmul_flops(jax.make_jaxpr(jax.grad(recurrent))(
-        jnp.ones((4, 4)), jnp.ones((2, 4))).jaxpr) == 3 * (7 + 1) * 2 * 2 * 4 * 4
+    assert matmul_flops(jaxpr) == (product, 7 * product)  # (outside, inside the scan)
+    gradient = jax.make_jaxpr(jax.grad(recurrent))(jnp.ones((4, 4)), jnp.ones((2, 4))).jaxpr
+    assert matmul_flops(gradient) == (3 * product, 3 * 7 * product)  # + 2 backward products

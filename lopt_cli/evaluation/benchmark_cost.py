@@ -2,24 +2,35 @@
 
 A benchmark's parts differ by four orders of magnitude: a cached part takes no time, Beale's
 runs a few seconds, a transformer's half an hour on 2 cores. Counting parts gives an ETA that
-is wrong by hours. Each part to compute is given a predicted cost instead,
+is wrong by hours. Each part to compute is given a predicted cost instead. With ``runs`` =
+trials × seeds vmapped in one program, one training step (the loss's gradient on one batch
+and the update) of all runs takes about
 
-    seconds ≈ horizon · (runs · flops / FLOPS_PER_SECOND + SECONDS_PER_STEP) + COMPILE_SECONDS
+    max(runs · (flops / FLOPS_PER_SECOND + scanned / SCANNED_FLOPS_PER_SECOND),
+        runs · bytes / BYTES_PER_SECOND) + SECONDS_PER_STEP
 
-(``runs`` = trials × seeds vmapped in one program; on the host loop each run is a program of
-its own, ``horizon · runs · (flops / HOST_LOOP_FLOPS_PER_SECOND + SECONDS_PER_STEP)``), with
-``flops`` the cost of one training step of the task (the gradient of its loss on one batch;
-traced and lowered, not compiled: :func:`step_flops`). The constants are a 2-core CPU's rough
-figures; the progress display rescales every prediction by the pace measured on the parts done
-so far, so only the ratios between tasks need to be right. A task another optimizer has
-already run on this machine is predicted from that run's recorded time instead (``timing`` in
-the cached value), which is the common case of a new candidate against cached baselines.
+where ``scanned`` are the flops inside a ``scan`` (a recurrent net's steps over its sequence:
+small products, run at half the rate), ``flops`` the others and ``bytes`` the memory XLA
+expects the step to touch (:func:`step_cost`; traced and lowered, not compiled). A part is
+``horizon`` such steps plus ``COMPILE_SECONDS``; on the host loop (the conv nets on a CPU) each
+run is a program of its own at ``HOST_LOOP_FLOPS_PER_SECOND``. The rates were measured on the
+2-core CPU (``lopt_bench``'s tasks, 30 runs of Adam, nothing else running): the measured step
+was 0.55-1.95× the predicted one on the eight tasks ``python -m benchmarks.step_cost_check``
+times, and the progress display rescales it by the pace measured so far. A task another optimizer has already run on this machine is
+predicted from that run's recorded time instead (``timing`` in the cached value), which is
+the common case of a new candidate against cached baselines.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
-FLOPS_PER_SECOND = 5e10  # a vmapped training step's throughput on a 2-core CPU (a prior)
+# Measured on the 2-core CPU, 30 vmapped runs of Adam per step, the sweep paused: big matrix
+# products (transformer_wide 6.6e10 flop/s, mlp_wide_deep_digits 7.5e10), recurrent scans
+# (char_gru_wide 3.4e10, char_lstm_long 3.1e10), memory-bound steps (transformer_deep, whose
+# step touches 1.9e8 bytes for 2.2e8 flops, 3.0e10 B/s; flow_long_rings 3.0e10 B/s).
+FLOPS_PER_SECOND = 6.5e10
+SCANNED_FLOPS_PER_SECOND = 3.2e10
+BYTES_PER_SECOND = 3e10
 # One run at a time from the host (the conv nets on a CPU) uses the cores less well: a part of
 # conv_deep_digits16 (30 runs of 2,000 steps) took 6.4 min, 6.4 ms per step of 1.2e8 flops.
 HOST_LOOP_FLOPS_PER_SECOND = 2e10
@@ -27,11 +38,20 @@ SECONDS_PER_STEP = 2e-5  # what a step costs however small the task (loop, dispa
 COMPILE_SECONDS = 5.0  # a part's programs compiled once
 
 
-def step_flops(task: Any) -> float:
-    """The floating-point operations of one training step of ``task`` (the loss's gradient on
-    one training batch): the larger of XLA's estimate and :func:`matmul_flops` of its jaxpr.
-    XLA counts a ``scan``'s body once, so a recurrent net's steps over its sequence came out
-    2-4× too cheap; the jaxpr count multiplies by the scan's length. 0 when neither can say."""
+class StepCost(NamedTuple):
+    """One training step of a task: flops outside scans, flops inside them, bytes touched."""
+
+    flops: float = 0.0
+    scanned: float = 0.0
+    bytes: float = 0.0
+
+
+def step_cost(task: Any) -> StepCost:
+    """The :class:`StepCost` of one training step of ``task`` (the loss's gradient on one
+    training batch). XLA's cost analysis counts a ``scan``'s body once, so the matrix products
+    are also counted from the jaxpr (:func:`matmul_flops`, a scan's body once per step); the
+    flops outside scans are the larger of XLA's whole count and the jaxpr's, less the scanned
+    ones. An all-zero cost when the task cannot be traced."""
     import jax
 
     key = jax.random.PRNGKey(0)
@@ -42,48 +62,57 @@ def step_flops(task: Any) -> float:
     try:
         params = jax.eval_shape(task.init, key)
         analysis = jax.jit(gradient).lower(params, key).cost_analysis()
-        counted = matmul_flops(jax.make_jaxpr(gradient)(params, key).jaxpr)
+        outside, scanned = matmul_flops(jax.make_jaxpr(gradient)(params, key).jaxpr)
     except Exception:  # noqa: BLE001 - an estimate only: a task that cannot say costs its steps
-        return 0.0
+        return StepCost()
     if isinstance(analysis, (list, tuple)):
         analysis = analysis[0] if analysis else {}
-    flops = float((analysis or {}).get("flops", 0.0) or 0.0)
-    return max(flops, float(counted), 0.0)
+    analysis = analysis or {}
+    xla_flops = float(analysis.get("flops", 0.0) or 0.0)
+    return StepCost(max(xla_flops, outside + scanned) - scanned, scanned,
+                    float(analysis.get("bytes accessed", 0.0) or 0.0))
 
 
-def matmul_flops(jaxpr: Any, repeats: int = 1) -> float:
-    """2·M·N·K of every ``dot_general`` in ``jaxpr`` and the jaxprs inside it, a ``scan``'s
-    body counted ``length`` times (a ``while`` body once, every branch of a ``cond``)."""
+def matmul_flops(jaxpr: Any, repeats: int = 1, in_scan: bool = False) -> tuple[float, float]:
+    """``(outside, inside)``: 2·M·N·K of every ``dot_general`` in ``jaxpr`` and the jaxprs
+    inside it, outside any ``scan`` and inside one; a scan's body counted ``length`` times (a
+    ``while`` body once, every branch of a ``cond``)."""
     import math
 
-    total = 0.0
+    outside = inside = 0.0
     for eqn in jaxpr.eqns:
         if eqn.primitive.name == "dot_general":
             (contracted, _), _ = eqn.params["dimension_numbers"]
-            shape = eqn.invars[0].aval.shape
-            depth = math.prod(shape[i] for i in contracted)
-            total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * depth * repeats
-        inner = repeats * (eqn.params["length"] if eqn.primitive.name == "scan" else 1)
+            depth = math.prod(eqn.invars[0].aval.shape[i] for i in contracted)
+            flops = 2.0 * math.prod(eqn.outvars[0].aval.shape) * depth * repeats
+            outside, inside = (outside, inside + flops) if in_scan else (outside + flops, inside)
+        is_scan = eqn.primitive.name == "scan"
+        times = repeats * (eqn.params["length"] if is_scan else 1)
         for value in eqn.params.values():
             for sub in value if isinstance(value, (tuple, list)) else (value,):
                 sub = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr's jaxpr
                 if hasattr(sub, "eqns"):
-                    total += matmul_flops(sub, inner)
-    return total
+                    more_out, more_in = matmul_flops(sub, times, in_scan or is_scan)
+                    outside, inside = outside + more_out, inside + more_in
+    return outside, inside
 
 
-def predicted_seconds(flops: float, horizon: int, runs: int, host_loop: bool) -> float:
+def predicted_seconds(cost: StepCost, horizon: int, runs: int, host_loop: bool) -> float:
     """The predicted seconds of one part (see the module's docstring).
 
-    >>> predicted_seconds(5e10, 10, 2, host_loop=False) == 10 * (2 + 2e-5) + 5
+    >>> predicted_seconds(StepCost(6.5e10, 0.0, 0.0), 10, 2, host_loop=False) == 10 * (2 + 2e-5) + 5
     True
-    >>> predicted_seconds(0.0, 1000, 30, host_loop=True) == 30 * 1000 * 2e-5 + 5
+    >>> predicted_seconds(StepCost(0.0, 0.0, 3e10), 10, 2, host_loop=False) == 10 * (2 + 2e-5) + 5
+    True
+    >>> predicted_seconds(StepCost(), 1000, 30, host_loop=True) == 30 * 1000 * 2e-5 + 5
     True
     """
     if host_loop:
-        per_run = flops / HOST_LOOP_FLOPS_PER_SECOND
+        per_run = (cost.flops + cost.scanned) / HOST_LOOP_FLOPS_PER_SECOND
         return horizon * runs * (per_run + SECONDS_PER_STEP) + COMPILE_SECONDS
-    return horizon * (runs * flops / FLOPS_PER_SECOND + SECONDS_PER_STEP) + COMPILE_SECONDS
+    compute = runs * (cost.flops / FLOPS_PER_SECOND + cost.scanned / SCANNED_FLOPS_PER_SECOND)
+    memory = runs * cost.bytes / BYTES_PER_SECOND
+    return horizon * (max(compute, memory) + SECONDS_PER_STEP) + COMPILE_SECONDS
 
 
 class PacedEstimate:
@@ -139,7 +168,7 @@ def predicted_parts(spec: Any, candidates: list, cache: Any) -> dict[str, float]
     """``{"task: optimizer": predicted seconds}`` of the parts :func:`run_benchmark` will
     compute (cached parts are left out: they take no time). A task that another optimizer's
     cached run has timed on this machine is predicted from that time (seconds per run and
-    step); any other from XLA's flop estimate of its step (:func:`predicted_seconds`)."""
+    step); any other from the cost of its step (:func:`predicted_seconds`)."""
     from lopt_cli.evaluation.benchmark import (
         loops_on_host,
         optimizers_of,
@@ -149,7 +178,7 @@ def predicted_parts(spec: Any, candidates: list, cache: Any) -> dict[str, float]
 
     descriptions = run_descriptions(spec, optimizers_of(spec, candidates))
     rates: dict[str, float | None] = {}
-    flops: dict[str, float] = {}
+    costs: dict[str, StepCost] = {}
     predicted = {}
     for task, optimizer in parts_to_compute(spec, candidates, cache):
         runs = optimizer.num_trials * spec.measure.num_seeds
@@ -159,9 +188,9 @@ def predicted_parts(spec: Any, candidates: list, cache: Any) -> dict[str, float]
         if rates[task.name] is not None:
             seconds = rates[task.name] * runs * task.horizon
         else:
-            if task.name not in flops:
-                flops[task.name] = step_flops(task.task)
-            seconds = predicted_seconds(flops[task.name], task.horizon, runs,
+            if task.name not in costs:
+                costs[task.name] = step_cost(task.task)
+            seconds = predicted_seconds(costs[task.name], task.horizon, runs,
                                         loops_on_host(task.task, spec.host_loop))
         predicted[f"{task.name}: {optimizer.name}"] = seconds
     return predicted
