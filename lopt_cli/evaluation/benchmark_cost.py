@@ -16,9 +16,10 @@ expects the step to touch (:func:`step_cost`; traced and lowered, not compiled).
 run is a program of its own at ``HOST_LOOP_FLOPS_PER_SECOND``. The rates were measured on the
 2-core CPU (``lopt_bench``'s tasks, 30 runs of Adam, nothing else running): the measured step
 was 0.55-1.95× the predicted one on the eight tasks ``python -m benchmarks.step_cost_check``
-times, and the progress display rescales it by the pace measured so far. A task another optimizer has already run on this machine is
-predicted from that run's recorded time instead (``timing`` in the cached value), which is
-the common case of a new candidate against cached baselines.
+times, and the progress display rescales it by the pace measured so far. A task another
+optimizer has already run on this machine is predicted from that run's recorded time instead
+(``timing`` in the cached value), which is the common case of a new candidate against cached
+baselines.
 """
 from __future__ import annotations
 
