@@ -67,6 +67,7 @@ def test_each_command_help_lists_only_its_own_groups_and_the_choice_in_use(capsy
 @pytest.mark.parametrize("args, message", [
     (["evaluate", "estimator=pes", "--help"], "`lopt evaluate` does not take estimator"),
     (["tasks", "steps=", "--bogus", "--help"], "unknown flag '--bogus' beside --help"),
+    (["tasks", "seed=1", "x=[", "--help"], "cannot parse override 'x=['"),
 ])
 def test_a_bad_override_beside_help_is_one_line(capsys, args, message):
     from lopt_cli.cli import main

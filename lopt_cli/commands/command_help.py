@@ -27,6 +27,7 @@ def command_help(command: str, config_name: str, description: str,
 
     from lopt_cli.commands.validation import (
         CONFIG_MODULE,
+        _unparsable,
         command_groups,
         compose_checked,
         expand,
@@ -41,8 +42,7 @@ def command_help(command: str, config_name: str, description: str,
         try:
             combination = expand(overrides)[0]
         except OverrideParseException:
-            bad = next(o for o in overrides if "=" not in o) if any(
-                "=" not in o for o in overrides) else overrides[0]
+            bad = next((o for o in overrides if _unparsable(o)), overrides[0])
             raise LoptUserError(f"cannot parse override {bad!r}; write key=value "
                                 "(e.g. seed=1)") from None
         cfg = compose_checked(config_name, combination, with_hydra=True)

@@ -157,17 +157,16 @@ def print_plan(spec, candidates: list, cache) -> None:
     table = Table(title=f"{spec.name}: what `lopt evaluate` would compute")
     for column in ("task", "horizon", "optimizer", "runs", "predicted"):
         table.add_column(column, justify="right" if column in ("horizon", "runs") else "left")
-    names = [optimizer.name for optimizer in optimizers_of(spec, candidates)]
-    trials = {optimizer.name: optimizer.num_trials for optimizer in optimizers_of(spec, candidates)}
+    optimizers = optimizers_of(spec, candidates)
     for task in spec.tasks:
-        for name in names:
-            seconds = predicted.get(f"{task.name}: {name}")
-            table.add_row(task.name, str(task.horizon), name,
-                          f"{trials[name]} × {spec.measure.num_seeds}",
+        for optimizer in optimizers:
+            seconds = predicted.get(f"{task.name}: {optimizer.name}")
+            table.add_row(task.name, str(task.horizon), optimizer.name,
+                          f"{optimizer.num_trials} × {spec.measure.num_seeds}",
                           "cached" if seconds is None else f"~{duration(seconds)}")
     console = output_console()
     console.print(table)
-    total = len(spec.tasks) * len(names)
+    total = len(spec.tasks) * len(optimizers)
     console.print(f"{total - len(predicted)} of {total} parts cached; {len(predicted)} to "
                   f"compute, predicted ~{duration(sum(predicted.values()))} (from the times "
                   "this machine recorded for the same tasks, else from their flops at a 2-core "

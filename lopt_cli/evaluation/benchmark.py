@@ -313,15 +313,6 @@ def run_descriptions(spec: BenchmarkSpec, optimizers: list[Optimizer]) -> dict:
             for task in spec.tasks for optimizer in optimizers}
 
 
-def parts_to_compute(spec: BenchmarkSpec, candidates: list, cache: RunCache
-                     ) -> list[tuple[BenchmarkTask, Optimizer]]:
-    """The (task, optimizer) parts :func:`run_benchmark` will compute: those not cached."""
-    optimizers = optimizers_of(spec, candidates)
-    descriptions = run_descriptions(spec, optimizers)
-    return [(task, optimizer) for task in spec.tasks for optimizer in optimizers
-            if not cache.contains(descriptions[task.name, optimizer.name])]
-
-
 def total_runs(spec: BenchmarkSpec, num_candidates: int) -> int:
     """Number of ``progress.finished`` calls of :func:`run_benchmark` (for the progress bar)."""
     return len(spec.tasks) * (len(spec.baselines) + num_candidates)

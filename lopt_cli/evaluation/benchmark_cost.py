@@ -23,6 +23,7 @@ baselines.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 # Measured on the 2-core CPU, 30 vmapped runs of Adam per step, the sweep paused: big matrix
@@ -61,9 +62,9 @@ def step_cost(task: Any) -> StepCost:
         return jax.grad(lambda p: task.loss(p, task.sample_batch(key, "train"), key))(params)
 
     try:
-        params = jax.eval_shape(task.init, key)
-        analysis = jax.jit(gradient).lower(params, key).cost_analysis()
-        outside, scanned = matmul_flops(jax.make_jaxpr(gradient)(params, key).jaxpr)
+        traced = jax.jit(gradient).trace(jax.eval_shape(task.init, key), key)  # traced once
+        analysis = traced.lower().cost_analysis()
+        outside, scanned = matmul_flops(traced.jaxpr.jaxpr)
     except Exception:  # noqa: BLE001 - an estimate only: a task that cannot say costs its steps
         return StepCost()
     if isinstance(analysis, (list, tuple)):
@@ -78,8 +79,6 @@ def matmul_flops(jaxpr: Any, repeats: int = 1, in_scan: bool = False) -> tuple[f
     """``(outside, inside)``: 2·M·N·K of every ``dot_general`` in ``jaxpr`` and the jaxprs
     inside it, outside any ``scan`` and inside one; a scan's body counted ``length`` times (a
     ``while`` body once, every branch of a ``cond``)."""
-    import math
-
     outside = inside = 0.0
     for eqn in jaxpr.eqns:
         if eqn.primitive.name == "dot_general":
@@ -170,28 +169,21 @@ def predicted_parts(spec: Any, candidates: list, cache: Any) -> dict[str, float]
     compute (cached parts are left out: they take no time). A task that another optimizer's
     cached run has timed on this machine is predicted from that time (seconds per run and
     step); any other from the cost of its step (:func:`predicted_seconds`)."""
-    from lopt_cli.evaluation.benchmark import (
-        loops_on_host,
-        optimizers_of,
-        parts_to_compute,
-        run_descriptions,
-    )
+    from lopt_cli.evaluation.benchmark import loops_on_host, optimizers_of, run_description
 
-    descriptions = run_descriptions(spec, optimizers_of(spec, candidates))
-    rates: dict[str, float | None] = {}
-    costs: dict[str, StepCost] = {}
+    optimizers = optimizers_of(spec, candidates)
     predicted = {}
-    for task, optimizer in parts_to_compute(spec, candidates, cache):
-        runs = optimizer.num_trials * spec.measure.num_seeds
-        if task.name not in rates:
-            rates[task.name] = measured_rate([cache.peek(d) for (name, _), d
-                                              in descriptions.items() if name == task.name])
-        if rates[task.name] is not None:
-            seconds = rates[task.name] * runs * task.horizon
-        else:
-            if task.name not in costs:
-                costs[task.name] = step_cost(task.task)
-            seconds = predicted_seconds(costs[task.name], task.horizon, runs,
-                                        loops_on_host(task.task, spec.host_loop))
-        predicted[f"{task.name}: {optimizer.name}"] = seconds
+    for task in spec.tasks:
+        cached = {o.name: cache.peek(run_description(task, o, spec)) for o in optimizers}
+        to_compute = [o for o in optimizers if cached[o.name] is None]
+        if not to_compute:
+            continue
+        rate = measured_rate(list(cached.values()))
+        if rate is None:
+            cost, looped = step_cost(task.task), loops_on_host(task.task, spec.host_loop)
+        for optimizer in to_compute:
+            runs = optimizer.num_trials * spec.measure.num_seeds
+            predicted[f"{task.name}: {optimizer.name}"] = (
+                rate * runs * task.horizon if rate is not None
+                else predicted_seconds(cost, task.horizon, runs, looped))
     return predicted
