@@ -25,14 +25,60 @@ COMMANDS = {
 }
 HELP_FLAGS = {"-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc"}
 MULTIRUN_FLAGS = ("--multirun", "-m")
+VERSION_FLAGS = ("--version", "-V")
+# What a bug report needs beside lopt's own version: the libraries whose APIs move fastest.
+REPORTED_LIBRARIES = ("jax", "jaxlib", "optax", "flax", "hydra-core", "tensorflow-datasets")
 
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: lopt <command> [overrides] [--multirun] [--help]", "", "commands:"]
+    lines = ["usage: lopt <command> [overrides] [--multirun] [--help]", "       lopt --version",
+             "", "commands:"]
     lines += [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
     lines += ["", "`lopt <command> --help` lists the config groups and options of a command."]
     return "\n".join(lines)
+
+
+def version_text() -> str:
+    """``lopt --version``: lopt's version, the source's git commit when it runs from a checkout,
+    Python's and the key libraries' versions (read from the installed metadata: JAX is not
+    imported)."""
+    import platform
+    from importlib import metadata
+
+    def installed(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    commit = source_commit()
+    lines = [f"lopt {installed('lopt')}" + (f" (commit {commit})" if commit else ""),
+             f"python {platform.python_version()}"]
+    lines += [f"{name} {installed(name)}" for name in REPORTED_LIBRARIES]
+    return "\n".join(lines)
+
+
+def source_commit() -> str | None:
+    """The short commit of the git checkout lopt runs from (``+`` when files differ from it),
+    or ``None`` outside one or without git."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
+                                "--untracked-files=no"], capture_output=True, text=True,
+                               timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+" if dirty.returncode == 0 and dirty.stdout.strip() else "")
 
 
 def fail(message: str) -> None:
@@ -90,6 +136,9 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print_to_pipe(usage())
+        return
+    if argv[0] in VERSION_FLAGS:
+        print_to_pipe(version_text())
         return
     command, rest = argv[0], multirun_flag_last(argv[1:])
     if command not in COMMANDS:

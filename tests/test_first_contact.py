@@ -122,3 +122,37 @@ def test_tables_off_a_terminal_are_wide(monkeypatch):
     assert output_console(file=io.StringIO()).width == NON_TERMINAL_WIDTH
     monkeypatch.setenv("COLUMNS", "100")
     assert output_console(file=io.StringIO()).width == 100
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version_names_lopt_python_and_the_libraries(run_lopt, flag):
+    from importlib import metadata
+
+    out = run_lopt(flag).stdout.splitlines()
+    assert out[0].startswith(f"lopt {metadata.version('lopt')}")
+    assert any(line == f"jax {metadata.version('jax')}" for line in out)
+    assert any(line == f"optax {metadata.version('optax')}" for line in out)
+    assert any(line.startswith("python 3.") for line in out)
+
+
+def test_version_names_the_checkout_commit(monkeypatch):
+    from lopt_cli import cli
+
+    monkeypatch.setattr(cli, "source_commit", lambda: "abc1234+")
+    assert cli.version_text().splitlines()[0].endswith("(commit abc1234+)")
+    monkeypatch.setattr(cli, "source_commit", lambda: None)
+    assert "commit" not in cli.version_text().splitlines()[0]
+
+
+def test_source_commit_is_the_checkouts_head():
+    import subprocess
+    from pathlib import Path
+
+    from lopt_cli.cli import source_commit
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        pytest.skip("not run from a git checkout")
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()
+    assert source_commit().rstrip("+") == head
