@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import only_run_dir
 from flax import struct
 from hydra import compose, initialize_config_module
 
@@ -387,6 +388,14 @@ def test_cli_leaderboard_matches_results_and_reuses_the_cache(run_lopt, tmp_path
     assert all(cell.startswith("~") for cell in plan_rows(plan.stdout).values())
     assert "0 of 3 parts cached; 3 to compute, predicted ~" in plan.stdout
     assert not any((tmp_path / "outputs" / "evaluate").rglob("summary.json"))
+    written = json.loads(only_run_dir(tmp_path / "outputs" / "evaluate").joinpath(
+        "plan.json").read_text())
+    assert [(p["task"], p["optimizer"], p["trials"], p["seeds"]) for p in written["parts"]] == [
+        ("beale_noisy", name, 2, 1) for name in ("AdamLR", "mlp_digits", "adam")]
+    assert all(p["predicted_seconds"] > 0 for p in written["parts"])
+    assert (written["cached"], written["to_compute"]) == (0, 3)
+    assert written["predicted_seconds"] == pytest.approx(
+        sum(p["predicted_seconds"] for p in written["parts"]))
     result = run_lopt("evaluate", *TINY_BENCHMARK, "learned_optimizer=mlp_digits,adam")
     assert "vs AdamLR per-task (2 trials)" in result.stdout
     run = sorted((tmp_path / "outputs" / "evaluate").iterdir())[-1]  # after the plan's

@@ -146,33 +146,46 @@ def run_benchmark_command(cfg: DictConfig) -> None:
 
 def print_plan(spec, candidates: list, cache) -> None:
     """``plan=true``: every part (task × optimizer), cached or to compute with its predicted
-    time, and the total; nothing is computed."""
+    time, and the total, on the terminal and in the run directory's ``plan.json``; nothing is
+    computed."""
     from rich.table import Table
 
     from lopt_cli.console import duration, output_console
+    from lopt_cli.io import write_json_atomic
+
+    parts = plan_parts(spec, candidates, cache)
+    table = Table(title=f"{spec.name}: what `lopt evaluate` would compute")
+    for column in ("task", "horizon", "optimizer", "runs", "predicted"):
+        table.add_column(column, justify="right" if column in ("horizon", "runs") else "left")
+    for part in parts:
+        seconds = part["predicted_seconds"]
+        table.add_row(part["task"], str(part["horizon"]), part["optimizer"],
+                      f"{part['trials']} × {part['seeds']}",
+                      "cached" if seconds is None else f"~{duration(seconds)}")
+    to_compute = [p["predicted_seconds"] for p in parts if p["predicted_seconds"] is not None]
+    out = write_json_atomic(run_dir() / "plan.json", {
+        "benchmark": spec.name, "parts": parts, "cached": len(parts) - len(to_compute),
+        "to_compute": len(to_compute), "predicted_seconds": sum(to_compute)})
+    console = output_console()
+    console.print(table)
+    console.print(f"{len(parts) - len(to_compute)} of {len(parts)} parts cached; "
+                  f"{len(to_compute)} to compute, predicted ~{duration(sum(to_compute))} (from "
+                  "the times this machine recorded for the same tasks, else from their flops at "
+                  "a 2-core CPU's rate; the run's ETA corrects it by its measured pace). Nothing "
+                  f"was computed; the plan is written to {out}.", markup=False)
+
+
+def plan_parts(spec, candidates: list, cache) -> list[dict]:
+    """One row per task × optimizer, in the order a run computes them: its horizon, trials and
+    seeds, and its predicted seconds (``None``: cached)."""
     from lopt_cli.evaluation.benchmark import optimizers_of
     from lopt_cli.evaluation.benchmark_cost import predicted_parts
 
     predicted = predicted_parts(spec, candidates, cache)
-    table = Table(title=f"{spec.name}: what `lopt evaluate` would compute")
-    for column in ("task", "horizon", "optimizer", "runs", "predicted"):
-        table.add_column(column, justify="right" if column in ("horizon", "runs") else "left")
-    optimizers = optimizers_of(spec, candidates)
-    for task in spec.tasks:
-        for optimizer in optimizers:
-            seconds = predicted.get(f"{task.name}: {optimizer.name}")
-            table.add_row(task.name, str(task.horizon), optimizer.name,
-                          f"{optimizer.num_trials} × {spec.measure.num_seeds}",
-                          "cached" if seconds is None else f"~{duration(seconds)}")
-    console = output_console()
-    console.print(table)
-    total = len(spec.tasks) * len(optimizers)
-    console.print(f"{total - len(predicted)} of {total} parts cached; {len(predicted)} to "
-                  f"compute, predicted ~{duration(sum(predicted.values()))} (from the times "
-                  "this machine recorded for the same tasks, else from their flops at a 2-core "
-                  "CPU's rate; the run's ETA corrects it by its measured pace). Nothing was "
-                  "computed.",
-                  markup=False)
+    return [{"task": task.name, "horizon": task.horizon, "optimizer": optimizer.name,
+             "trials": optimizer.num_trials, "seeds": spec.measure.num_seeds,
+             "predicted_seconds": predicted.get(f"{task.name}: {optimizer.name}")}
+            for task in spec.tasks for optimizer in optimizers_of(spec, candidates)]
 
 
 def list_override(argv: list[str]) -> list[str]:
