@@ -133,29 +133,95 @@ def plot_trajectories(paths: dict, path: Path, title: str) -> Path:
     return _save(figure, path)
 
 
+COMPARISONS = (("generalisation", "test loss (tuned on valid)"),
+               ("optimisation", "training loss"))
+
+
 def plot_leaderboard(summary: dict, path: Path) -> Path:
-    """Per optimizer: IQM speedup and IQM final-loss ratio against the headline setting, for
-    both comparisons (1 = as good as the tuned baseline)."""
+    """The leaderboard's figure (:func:`leaderboard_figure`) as a PNG."""
+    return _save(leaderboard_figure(summary), path)
+
+
+def leaderboard_figure(summary: dict):
+    """Per optimizer, against the headline setting, for both comparisons (1 = as good as the
+    tuned baseline): the IQM speedup (bars) and the IQM final-loss ratio (dots, log axis), each
+    with its 95% interval over tasks when the summary has them, and every task's loss ratio
+    beside its IQM: the spread the IQM summarises."""
     names = list(summary["leaderboard"])
     reference = summary["reference_setting"]
-    figure, axes = plt.subplots(1, 2, figsize=(10, 0.5 * len(names) + 2), squeeze=False)
+    figure, axes = plt.subplots(1, 3, figsize=(15, 0.6 * len(names) + 2.2), squeeze=False)
     positions = np.arange(len(names))
     for axis, key, title in zip(axes.flat, ("iqm_speedup", "iqm_loss_ratio"),
                                 ("IQM speedup", "IQM final-loss ratio")):
-        for index, comparison in enumerate(("generalisation", "optimisation")):
-            values = [summary["leaderboard"][n][comparison]["settings"].get(reference, {})
-                      .get(key, np.nan) for n in names]
-            axis.barh(positions + (index - 0.5) * 0.4, values, height=0.38, color=f"C{index}",
-                      label="test loss (tuned on valid)" if index == 0 else "training loss")
+        for index, (comparison, label) in enumerate(COMPARISONS):
+            values = np.array([summary["leaderboard"][n][comparison]["settings"]
+                               .get(reference, {}).get(key, np.nan) for n in names], float)
+            offsets = positions + (index - 0.5) * 0.4
+            if key == "iqm_speedup":
+                axis.barh(offsets, values, height=0.38, color=f"C{index}", label=label)
+            else:  # a ratio: multiplicative, read on a log axis, where bars from 0 mislead
+                axis.scatter(values, offsets, s=30, color=f"C{index}", zorder=3)
+            low, high = interval_arrays(summary, names, comparison, key)
+            shown = np.isfinite(low) & np.isfinite(high) & np.isfinite(values)
+            if shown.any():
+                axis.errorbar(values[shown], offsets[shown], fmt="none", ecolor="black",
+                              elinewidth=1.0, capsize=3, xerr=[
+                                  np.maximum(values[shown] - low[shown], 0),
+                                  np.maximum(high[shown] - values[shown], 0)])
+        if key == "iqm_loss_ratio":
+            axis.set_xscale("log")
         axis.axvline(1.0, color="black", linewidth=0.8)
         axis.set_yticks(positions, names, fontsize=8)
+        axis.set_ylim(-0.7, len(names) - 0.3)
         axis.set_title(f"{title} vs {reference}", fontsize=9)
         axis.grid(axis="x", alpha=0.3)
-    axes.flat[0].legend(fontsize=7)
+    per_task_panel(axes.flat[2], summary, names)
+    whiskers = "; whiskers: 95% interval over tasks" if summary.get("intervals") else ""
     figure.suptitle(f"{summary['benchmark']}: {summary['num_tasks']} tasks, "
-                    f"{summary['num_seeds']} seeds (> 1: better than the baseline)", fontsize=10)
-    figure.tight_layout()
-    return _save(figure, path)
+                    f"{summary['num_seeds']} seeds (> 1: better than the baseline{whiskers})",
+                    fontsize=10)
+    figure.legend(*axes.flat[0].get_legend_handles_labels(), loc="lower center", ncol=2,
+                  fontsize=8, frameon=False)
+    figure.tight_layout(rect=(0, 0.08, 1, 1))
+    return figure
+
+
+def interval_arrays(summary: dict, names: list, comparison: str, key: str):
+    """``(low, high)`` of ``key``'s interval per optimizer (NaN where the summary has none)."""
+    bounds = [(summary.get("intervals") or {}).get(n, {}).get(comparison, {}).get(key)
+              for n in names]
+    low = np.array([b[0] if b else np.nan for b in bounds], float)
+    high = np.array([b[1] if b else np.nan for b in bounds], float)
+    return low, high
+
+
+def per_task_panel(axis, summary: dict, names: list) -> None:
+    """Every task's final-loss ratio against the headline baseline (log axis), one row of dots
+    per optimizer and comparison, the IQM marked by a bar."""
+    per_task = summary.get("per_task") or {}
+    positions = np.arange(len(names))
+    for index, (comparison, _) in enumerate(COMPARISONS):
+        offsets = positions + (index - 0.5) * 0.4
+        for name, offset in zip(names, offsets):
+            ratios = np.array([entry[comparison]["loss_ratio"]
+                               for entry in per_task.get(name, {}).values()
+                               if entry.get(comparison, {}).get("loss_ratio") is not None], float)
+            ratios = ratios[np.isfinite(ratios) & (ratios > 0)]
+            if ratios.size == 0:
+                continue
+            axis.scatter(ratios, np.full(ratios.size, offset), s=12, color=f"C{index}",
+                         alpha=0.7, linewidths=0)
+            iqm = summary["leaderboard"][name][comparison]["settings"].get(
+                summary["reference_setting"], {}).get("iqm_loss_ratio")
+            if iqm is not None and np.isfinite(iqm) and iqm > 0:
+                axis.plot([iqm, iqm], [offset - 0.17, offset + 0.17], color="black",
+                          linewidth=1.5)
+    axis.set_xscale("log")
+    axis.axvline(1.0, color="black", linewidth=0.8)
+    axis.set_yticks(positions, names, fontsize=8)
+    axis.set_ylim(-0.7, len(names) - 0.3)
+    axis.set_title("final-loss ratio per task (dots; bar: IQM)", fontsize=9)
+    axis.grid(axis="x", alpha=0.3)
 
 
 def plot_horizon(rows: list[dict], path: Path) -> Path:
