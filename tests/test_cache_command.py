@@ -130,7 +130,7 @@ def test_lopt_cache_shows_every_place_and_the_stopped_parts(places, capsys, monk
     assert rows["compiled programs"][1:3] == ["3", "3.0 kB"]
     assert rows["built datasets"][1] == "1"
     assert rows["transformer_wide: AdamLR"][0] == "stopped after segment 4 of 10"
-    assert "(unnamed)" in rows
+    assert "(not named: running now, or killed before it could stop)" in rows
     assert ("evaluation runs by optimizer: (unlabelled: stored before labels) 1, AdamLR 1, "
             "adam_nominal_wsd 1") in out
     assert "the code this cache first ran: its runs are read back" in out
