@@ -190,6 +190,19 @@ def test_multirun_sweeps_into_separate_directories(run_lopt, tmp_path):
     assert jobs == ["0", "1"]
     losses = [read_jsonl(sweep / j / "metrics.jsonl")[0]["meta_loss"] for j in jobs]
     assert losses[0] != losses[1]
+    # the sweep ends with one summary over its jobs, told apart by the override they differ in
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert [(j["job"], j["overrides"], j["state"], j["outer_steps"]) for j in summary["jobs"]] == [
+        ("0", ["seed=0"], "finished", 2), ("1", ["seed=1"], "finished", 2)]
+    for job in summary["jobs"]:
+        own = json.loads((sweep / job["job"] / "summary.json").read_text())
+        assert job["final_meta_loss"] == own["final_meta_loss"]
+        assert job["first_meta_loss"] == own["first_meta_loss"]
+    key = ("last_heldout_loss" if all(j["last_heldout_loss"] is not None for j in summary["jobs"])
+           else "final_meta_loss")
+    assert summary["best_job"] == min(summary["jobs"], key=lambda j: j[key])["job"]
+    assert "| 0" in (sweep / "sweep_summary.md").read_text()
+    assert (sweep / "meta_loss.png").read_bytes()[:4] == b"\x89PNG"
 
 
 # two meta-trainings in parallel processes, ~20 s on 2 cores (a plain sweep runs in make test)

@@ -51,6 +51,36 @@ def plot_meta_loss(histories: dict[str, list[dict]], path: Path, title: str) -> 
     return _save(figure, path)
 
 
+def plot_sweep_meta_loss(histories: dict[str, list[dict]], path: Path, title: str) -> Path:
+    """A sweep's jobs side by side: meta-loss per outer step (faint) and its moving average,
+    and, when any job checked it, the held-out loss at its checks; one colour per job."""
+    checked = {name: [r for r in rows if isinstance(r.get("heldout_loss"), (int, float))]
+               for name, rows in histories.items()}
+    panels = 2 if any(checked.values()) else 1
+    figure, axes = plt.subplots(1, panels, figsize=(7 * panels, 4.2), squeeze=False)
+    for index, (name, rows) in enumerate(histories.items()):
+        steps = np.array([r["step"] for r in rows])
+        loss = np.array([r["meta_loss"] for r in rows], float)
+        axes[0, 0].plot(steps, loss, color=f"C{index}", alpha=0.2, linewidth=0.8)
+        axes[0, 0].plot(steps, smooth(loss, max(1, len(loss) // 20)), color=f"C{index}",
+                        label=name)
+        if panels == 2 and checked[name]:
+            axes[0, 1].plot([r["step"] for r in checked[name]],
+                            [r["heldout_loss"] for r in checked[name]], marker="o",
+                            markersize=3, color=f"C{index}", label=name)
+    axes[0, 0].set_ylabel("meta-loss")
+    if panels == 2:
+        axes[0, 1].set_ylabel("held-out loss")
+        axes[0, 1].set_title("held-out check", fontsize=9)
+    for axis in axes.flat:
+        axis.set_xlabel("outer step")
+        axis.grid(alpha=0.3)
+    axes[0, 0].set_title(title, fontsize=9)
+    axes[0, 0].legend(fontsize=7)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
 def plot_learning_curves(tasks: list[dict], path: Path, metric: str = "valid") -> Path:
     """A grid with one panel per task: loss curves of every optimizer (mean over seeds)."""
     columns = min(4, max(1, len(tasks)))

@@ -1,0 +1,230 @@
+"""One table and one figure over the jobs of a ``lopt meta-train ... --multirun`` sweep.
+
+    python -m lopt_cli.scripts.meta_train_sweep SWEEP_DIR
+
+A sweep's job directories (``0``, ``1``, ...) each hold one meta-training run. This reads
+every job's overrides, ``metrics.jsonl`` and ``summary.json`` and writes, in the sweep
+directory:
+
+* ``sweep_summary.json`` and ``sweep_summary.md``: per job, the overrides that tell it apart
+  from the others, its state (finished; stopped at step s, with the command that continues it;
+  or failed before its first checkpoint), its outer steps, first and final meta-loss (the mean
+  of the last tenth of its steps, as its own ``summary.json``), last and best held-out loss,
+  inner steps per second and the seconds its steps took; the finished job with the lowest
+  held-out loss (else meta-loss) is marked best;
+* ``meta_loss.png``: every job's meta-loss (and held-out loss, when checked) against the outer
+  step, one colour per job.
+
+``lopt meta-train ... --multirun`` writes them when its last job ends (a Hydra callback); the
+script rebuilds them at any time, e.g. after resuming a stopped job. A path that is not a sweep
+directory is a one-line error (exit 2).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from lopt_cli.errors import LoptUserError
+
+SWEEP_JSON, SWEEP_MD, SWEEP_PLOT = "sweep_summary.json", "sweep_summary.md", "meta_loss.png"
+
+
+def job_dirs(sweep: Path) -> list[Path]:
+    """The sweep's job directories (named by their job number, with Hydra's overrides), in
+    job order."""
+    jobs = [p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()
+            and (p / ".hydra" / "overrides.yaml").is_file()] if sweep.is_dir() else []
+    if not jobs:
+        raise LoptUserError(f"{sweep}: not a sweep directory (no numbered job directories with "
+                            ".hydra/overrides.yaml)")
+    return sorted(jobs, key=lambda p: int(p.name))
+
+
+def read_overrides(job: Path) -> list[str]:
+    try:
+        overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
+    except (OSError, yaml.YAMLError):
+        return []
+    return [str(o) for o in overrides] if isinstance(overrides, list) else []
+
+
+def read_history(job: Path) -> list[dict]:
+    """The job's ``metrics.jsonl`` rows (a damaged line, e.g. one cut by a kill, skipped)."""
+    path = job / "metrics.jsonl"
+    rows = []
+    if path.is_file():
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("meta_loss"), (int, float)):
+                rows.append(row)
+    return rows
+
+
+def distinguishing(overrides: list[list[str]]) -> list[list[str]]:
+    """Per job, the overrides not shared by every job (all of them when every job has the same:
+    a sweep of one job).
+
+    >>> distinguishing([["compute=smoke", "seed=0"], ["compute=smoke", "seed=1"]])
+    [['seed=0'], ['seed=1']]
+    """
+    shared = set.intersection(*map(set, overrides)) if len(overrides) > 1 else set()
+    return [[o for o in job if o not in shared] for job in overrides]
+
+
+def job_record(job: Path, label: list[str]) -> dict:
+    """One job's row: its state, losses, speed and time (see the module's docstring)."""
+    history = read_history(job)
+    try:
+        summary = json.loads((job / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        summary = None
+    heldout = [r["heldout_loss"] for r in history if isinstance(r.get("heldout_loss"), (int, float))]
+    tail = history[-max(1, len(history) // 10):] if history else []
+    if summary is not None:
+        state = "finished"
+    elif (job / "checkpoint.msgpack").is_file():
+        state = f"stopped at step {len(history)}: lopt meta-train resume={job}"
+    else:
+        state = "failed before its first checkpoint"
+    speeds = sorted(r["inner_steps_per_second"] for r in tail if "inner_steps_per_second" in r)
+    return {
+        "job": job.name, "overrides": label, "state": state, "outer_steps": len(history),
+        "first_meta_loss": history[0]["meta_loss"] if history else None,
+        "final_meta_loss": (summary or {}).get(
+            "final_meta_loss", sum(r["meta_loss"] for r in tail) / len(tail) if tail else None),
+        "last_heldout_loss": heldout[-1] if heldout else None,
+        "best_heldout_loss": min(heldout) if heldout else None,
+        "inner_steps_per_second": speeds[len(speeds) // 2] if speeds else None,
+        "seconds": sum(r.get("seconds", 0.0) + r.get("heldout_seconds", 0.0) for r in history),
+        "history": history,
+    }
+
+
+def best_job(records: list[dict]) -> str | None:
+    """The finished job with the lowest last held-out loss (when every finished job has one),
+    else the lowest final meta-loss."""
+    finished = [r for r in records if r["state"] == "finished"
+                and _finite(r["final_meta_loss"])]
+    if not finished:
+        return None
+    key = ("last_heldout_loss" if all(_finite(r["last_heldout_loss"]) for r in finished)
+           else "final_meta_loss")
+    return min(finished, key=lambda r: r[key])["job"]
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def summarize_sweep(sweep: Path) -> dict:
+    """Writes the sweep's summary files and figure; returns the summary."""
+    from lopt_cli.evaluation.plots import plot_sweep_meta_loss
+    from lopt_cli.io import write_json_atomic, write_text_atomic
+
+    jobs = job_dirs(sweep)
+    labels = distinguishing([read_overrides(job) for job in jobs])
+    records = [job_record(job, label) for job, label in zip(jobs, labels)]
+    best = best_job(records)
+    summary = {"sweep": str(sweep), "best_job": best,
+               "jobs": [{k: v for k, v in r.items() if k != "history"} for r in records]}
+    write_json_atomic(sweep / SWEEP_JSON, summary)
+    write_text_atomic(sweep / SWEEP_MD, markdown(summary))
+    plot_sweep_meta_loss({job_name(r): r["history"] for r in records if r["history"]},
+                         sweep / SWEEP_PLOT, f"meta-training sweep: {len(records)} jobs")
+    return summary
+
+
+def job_name(record: dict) -> str:
+    return f"{record['job']}: {' '.join(record['overrides']) or '(no overrides)'}"
+
+
+COLUMNS = ("job", "overrides", "state", "outer steps", "meta-loss first → final",
+           "held-out last (best)", "inner steps/s", "time")
+
+
+def rows(summary: dict) -> list[list[str]]:
+    """The table's cells, one list per job (the best job starred)."""
+    from lopt_cli.console import duration
+
+    out = []
+    for job in summary["jobs"]:
+        heldout = "-" if job["last_heldout_loss"] is None else (
+            f"{job['last_heldout_loss']:.4g} ({job['best_heldout_loss']:.4g})")
+        losses = "-" if job["first_meta_loss"] is None else (
+            f"{job['first_meta_loss']:.4g} → {job['final_meta_loss']:.4g}")
+        speed = "-" if job["inner_steps_per_second"] is None else \
+            f"{job['inner_steps_per_second']:,.0f}"
+        star = " ★" if job["job"] == summary["best_job"] else ""
+        out.append([job["job"] + star, " ".join(job["overrides"]) or "-", job["state"],
+                    str(job["outer_steps"]), losses, heldout, speed, duration(job["seconds"])])
+    return out
+
+
+def markdown(summary: dict) -> str:
+    lines = [f"# Meta-training sweep: {summary['sweep']}", "",
+             "★: the finished job with the lowest last held-out loss (else final meta-loss). "
+             "Final meta-loss: the mean of the last tenth of the outer steps; time: the seconds "
+             "its outer steps and held-out checks took.", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows(summary)]
+    return "\n".join(lines + ["", f"![meta-loss]({SWEEP_PLOT})", ""])
+
+
+def print_summary(summary: dict, sweep: Path) -> None:
+    from rich.table import Table
+
+    from lopt_cli.console import output_console
+
+    table = Table(title=f"meta-training sweep: {len(summary['jobs'])} jobs (★ best)")
+    for column in COLUMNS:
+        table.add_column(column)
+    for cells in rows(summary):
+        table.add_row(*cells)
+    console = output_console()
+    console.print(table)
+    console.print(f"written: {sweep / SWEEP_MD}, {sweep / SWEEP_JSON}, {sweep / SWEEP_PLOT}",
+                  markup=False)
+
+
+class SweepSummary(Callback):
+    """Summarises a finished ``lopt meta-train --multirun`` sweep (see the module's docstring);
+    a summary that cannot be written is one line on stderr, never a failed sweep."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.hydra.job.name != "meta-train":  # self-train composes meta-train's config
+            return
+        sweep = Path(config.hydra.sweep.dir)
+        try:
+            summary = summarize_sweep(sweep)
+        except (LoptUserError, OSError, ValueError) as error:
+            print(f"lopt: no sweep summary: {error}", file=sys.stderr)
+            return
+        print_summary(summary, sweep)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m lopt_cli.scripts.meta_train_sweep",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweep", type=Path, help="a `lopt meta-train --multirun` sweep directory")
+    args = parser.parse_args(argv)
+    try:
+        summary = summarize_sweep(args.sweep)
+    except (LoptUserError, OSError) as error:
+        print(f"lopt: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print_summary(summary, args.sweep)
+
+
+if __name__ == "__main__":
+    main()

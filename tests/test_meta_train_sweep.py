@@ -1,0 +1,115 @@
+"""The summary of a meta-training sweep: each job's state, losses and time, from its files."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lopt_cli.scripts.meta_train_sweep import (
+    best_job,
+    job_record,
+    main,
+    summarize_sweep,
+)
+
+
+def make_job(sweep, number: int, overrides: list[str], losses: list[float],
+             heldout: dict | None = None, finished: bool = True, checkpoint: bool = True):
+    job = sweep / str(number)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    rows = []
+    for step, loss in enumerate(losses):
+        row = {"step": step, "meta_loss": loss, "seconds": 0.5, "inner_steps_per_second": 100.0}
+        if heldout and step in heldout:
+            row.update(heldout_loss=heldout[step], heldout_seconds=0.25)
+        rows.append(json.dumps(row))
+    (job / "metrics.jsonl").write_text("\n".join(rows) + "\n")
+    if finished:
+        tail = losses[-max(1, len(losses) // 10):]
+        (job / "summary.json").write_text(json.dumps(
+            {"final_meta_loss": sum(tail) / len(tail), "first_meta_loss": losses[0]}))
+    if checkpoint:
+        (job / "checkpoint.msgpack").write_bytes(b"x")
+    return job
+
+
+def test_states_losses_and_time_of_each_job(tmp_path):
+    finished = make_job(tmp_path, 0, ["compute=smoke", "seed=0"], [1.0, 0.8, 0.6],
+                        heldout={1: 0.9, 2: 0.95})
+    stopped = make_job(tmp_path, 1, ["compute=smoke", "seed=1"], [1.0, 0.9], finished=False)
+    failed = make_job(tmp_path, 2, ["compute=smoke", "seed=2"], [], finished=False,
+                      checkpoint=False)
+    record = job_record(finished, ["seed=0"])
+    assert record["state"] == "finished"
+    assert (record["first_meta_loss"], record["final_meta_loss"]) == (1.0, 0.6)
+    assert (record["last_heldout_loss"], record["best_heldout_loss"]) == (0.95, 0.9)
+    assert record["seconds"] == pytest.approx(3 * 0.5 + 2 * 0.25)
+    assert job_record(stopped, [])["state"] == f"stopped at step 2: lopt meta-train resume={stopped}"
+    assert job_record(stopped, [])["final_meta_loss"] == 0.9  # its last tenth, without a summary
+    assert job_record(failed, [])["state"] == "failed before its first checkpoint"
+    summary = summarize_sweep(tmp_path)
+    assert [j["overrides"] for j in summary["jobs"]] == [["seed=0"], ["seed=1"], ["seed=2"]]
+    assert summary["best_job"] == "0"  # the only finished job
+    assert json.loads((tmp_path / "sweep_summary.json").read_text()) == summary
+    table = (tmp_path / "sweep_summary.md").read_text()
+    assert "| 0 ★ | seed=0 | finished | 3 | 1 → 0.6 | 0.95 (0.9) | 100 | 2s |" in table
+    assert (tmp_path / "meta_loss.png").is_file()
+
+
+def test_a_line_cut_by_a_kill_is_skipped(tmp_path):
+    job = make_job(tmp_path, 0, ["seed=0"], [1.0, 0.5], finished=False)
+    with (job / "metrics.jsonl").open("a") as handle:
+        handle.write('{"step": 2, "meta_lo')
+    assert job_record(job, [])["outer_steps"] == 2
+
+
+def test_best_is_the_lowest_held_out_loss_when_every_finished_job_has_one(tmp_path):
+    records = [{"job": "0", "state": "finished", "final_meta_loss": 0.5, "last_heldout_loss": 0.9},
+               {"job": "1", "state": "finished", "final_meta_loss": 0.7, "last_heldout_loss": 0.8},
+               {"job": "2", "state": "stopped", "final_meta_loss": 0.1, "last_heldout_loss": 0.1}]
+    assert best_job(records) == "1"
+    records[1]["last_heldout_loss"] = None
+    assert best_job(records) == "0"  # then the final meta-loss
+    assert best_job([records[2]]) is None
+
+
+def test_the_script_refuses_a_directory_that_is_no_sweep(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main([str(tmp_path)])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a sweep directory" in err[0]
+
+
+def test_the_script_prints_the_table(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    make_job(tmp_path, 0, ["seed=0"], [1.0, 0.5])
+    make_job(tmp_path, 1, ["seed=1"], [1.0, 0.7])
+    main([str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "meta-training sweep: 2 jobs" in out and "0 ★" in out and "seed=1" in out
+
+
+@pytest.mark.parametrize(("job_name", "written"), [("meta-train", True), ("self-train", False)])
+def test_the_callback_summarises_only_a_meta_training_sweep(tmp_path, job_name, written):
+    from omegaconf import OmegaConf
+
+    from lopt_cli.scripts.meta_train_sweep import SweepSummary
+
+    make_job(tmp_path, 0, ["seed=0"], [1.0, 0.5])
+    config = OmegaConf.create({"hydra": {"job": {"name": job_name},
+                                         "sweep": {"dir": str(tmp_path)}}})
+    SweepSummary().on_multirun_end(config)
+    assert (tmp_path / "sweep_summary.json").is_file() is written
+
+
+def test_the_callback_never_fails_the_sweep(tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    from lopt_cli.scripts.meta_train_sweep import SweepSummary
+
+    config = OmegaConf.create({"hydra": {"job": {"name": "meta-train"},
+                                         "sweep": {"dir": str(tmp_path / "none")}}})
+    SweepSummary().on_multirun_end(config)
+    assert "lopt: no sweep summary:" in capsys.readouterr().err
