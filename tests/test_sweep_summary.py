@@ -1,11 +1,12 @@
-"""The summary of a meta-training sweep: each job's state, losses and time, from its files."""
+"""The summary of a meta-training or self-training sweep: each job's state, losses and time,
+from its files."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from lopt_cli.scripts.meta_train_sweep import (
+from lopt_cli.scripts.sweep_summary import (
     best_job,
     job_record,
     main,
@@ -91,11 +92,11 @@ def test_the_script_prints_the_table(tmp_path, capsys, monkeypatch):
     assert "meta-training sweep: 2 jobs" in out and "0 ★" in out and "seed=1" in out
 
 
-@pytest.mark.parametrize(("job_name", "written"), [("meta-train", True), ("self-train", False)])
+@pytest.mark.parametrize(("job_name", "written"), [("meta-train", True), ("tasks", False)])
 def test_the_callback_summarises_only_a_meta_training_sweep(tmp_path, job_name, written):
     from omegaconf import OmegaConf
 
-    from lopt_cli.scripts.meta_train_sweep import SweepSummary
+    from lopt_cli.scripts.sweep_summary import SweepSummary
 
     make_job(tmp_path, 0, ["seed=0"], [1.0, 0.5])
     config = OmegaConf.create({"hydra": {"job": {"name": job_name},
@@ -107,9 +108,42 @@ def test_the_callback_summarises_only_a_meta_training_sweep(tmp_path, job_name, 
 def test_the_callback_never_fails_the_sweep(tmp_path, capsys):
     from omegaconf import OmegaConf
 
-    from lopt_cli.scripts.meta_train_sweep import SweepSummary
+    from lopt_cli.scripts.sweep_summary import SweepSummary
 
     config = OmegaConf.create({"hydra": {"job": {"name": "meta-train"},
                                          "sweep": {"dir": str(tmp_path / "none")}}})
     SweepSummary().on_multirun_end(config)
     assert "lopt: no sweep summary:" in capsys.readouterr().err
+
+
+def make_self_train_job(sweep, number: int, overrides: list[str], finals: dict | None):
+    job = sweep / str(number)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (job / ".hydra" / "hydra.yaml").write_text("hydra:\n  job:\n    name: self-train\n")
+    (job / ".hydra" / "config.yaml").write_text("learned_optimizer: default\n")
+    if finals is not None:
+        (job / "summary.json").write_text(json.dumps({"final_meta_loss": finals}))
+    return job
+
+
+def test_a_self_training_sweep_counts_the_jobs_the_learned_outer_optimizer_wins(tmp_path, capsys,
+                                                                                 monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    make_self_train_job(tmp_path, 0, ["learned_optimizer=default", "seed=0"],
+                        {"learned outer optimizer": 0.133, "AdamW": 0.200})
+    make_self_train_job(tmp_path, 1, ["learned_optimizer=default", "seed=1"],
+                        {"learned outer optimizer": 0.300, "AdamW": 0.291})
+    stopped = make_self_train_job(tmp_path, 2, ["learned_optimizer=default", "seed=2"], None)
+    summary = summarize_sweep(tmp_path)
+    assert [(j["overrides"], j["lower"]) for j in summary["jobs"]] == [
+        (["seed=0"], "learned"), (["seed=1"], "AdamW"), (["seed=2"], None)]
+    assert summary["jobs"][2]["state"] == (f"unfinished: lopt self-train resume={stopped} "
+                                           "learned_optimizer=default")
+    assert (summary["learned_lower"], summary["finished"]) == (1, 2)
+    text = (tmp_path / "sweep_summary.md").read_text()
+    assert "ends lower in 1 of 2 finished jobs" in text
+    assert "| 0 | seed=0 | finished | 0.133 | 0.2 | learned |" in text
+    assert not (tmp_path / "meta_loss.png").exists()
+    main([str(tmp_path)])
+    assert "self-training sweep: 3 jobs" in capsys.readouterr().out

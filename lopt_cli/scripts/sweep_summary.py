@@ -1,6 +1,6 @@
-"""One table and one figure over the jobs of a ``lopt meta-train ... --multirun`` sweep.
+"""One table over the jobs of a ``lopt meta-train`` or ``lopt self-train`` ``--multirun`` sweep.
 
-    python -m lopt_cli.scripts.meta_train_sweep SWEEP_DIR
+    python -m lopt_cli.scripts.sweep_summary SWEEP_DIR
 
 A sweep's job directories (``0``, ``1``, ...) each hold one meta-training run. This reads
 every job's overrides, ``metrics.jsonl`` and ``summary.json`` and writes, in the sweep
@@ -15,9 +15,14 @@ directory:
 * ``meta_loss.png``: every job's meta-loss (and held-out loss, when checked) against the outer
   step, one colour per job.
 
-``lopt meta-train ... --multirun`` writes them when its last job ends (a Hydra callback); the
-script rebuilds them at any time, e.g. after resuming a stopped job. A path that is not a sweep
-directory is a one-line error (exit 2).
+For a ``lopt self-train`` sweep (each job meta-trains twice: with a learned outer optimizer and
+with AdamW) the files are ``sweep_summary.json`` and ``sweep_summary.md``: per job, the final
+meta-loss of both runs and which is lower, and in how many finished jobs the learned outer
+optimizer's is.
+
+Both commands write them when a sweep's last job ends (a Hydra callback); the script rebuilds
+them at any time, e.g. after resuming a stopped job. A path that is not a sweep directory is a
+one-line error (exit 2).
 """
 from __future__ import annotations
 
@@ -128,12 +133,18 @@ def _finite(value) -> bool:
 
 
 def summarize_sweep(sweep: Path) -> dict:
-    """Writes the sweep's summary files and figure; returns the summary."""
+    """Writes the sweep's summary files (and a meta-training sweep's figure); returns the
+    summary."""
     from lopt_cli.evaluation.plots import plot_sweep_meta_loss
     from lopt_cli.io import write_json_atomic, write_text_atomic
 
     jobs = job_dirs(sweep)
     labels = distinguishing([read_overrides(job) for job in jobs])
+    if all(job_command(job) == "self-train" for job in jobs):
+        summary = self_train_summary(sweep, jobs, labels)
+        write_json_atomic(sweep / SWEEP_JSON, summary)
+        write_text_atomic(sweep / SWEEP_MD, self_train_markdown(summary))
+        return summary
     records = [job_record(job, label) for job, label in zip(jobs, labels)]
     best = best_job(records)
     summary = {"sweep": str(sweep), "best_job": best,
@@ -143,6 +154,75 @@ def summarize_sweep(sweep: Path) -> dict:
     plot_sweep_meta_loss({job_name(r): r["history"] for r in records if r["history"]},
                          sweep / SWEEP_PLOT, f"meta-training sweep: {len(records)} jobs")
     return summary
+
+
+def job_command(job: Path) -> str | None:
+    """The ``lopt`` command that ran the job (Hydra's job name), or ``None`` when unreadable."""
+    try:
+        hydra = yaml.safe_load((job / ".hydra" / "hydra.yaml").read_text()) or {}
+        return hydra["hydra"]["job"]["name"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+
+
+LEARNED, ADAM = "learned outer optimizer", "AdamW"  # self-train's two runs (its summary's keys)
+
+
+def self_train_summary(sweep: Path, jobs: list[Path], labels: list[list[str]]) -> dict:
+    """Per self-train job: both runs' final meta-loss and which is lower; the count over the
+    finished jobs."""
+    records = []
+    for job, label in zip(jobs, labels):
+        try:
+            finals = json.loads((job / "summary.json").read_text())["final_meta_loss"]
+            state = "finished"
+        except (OSError, json.JSONDecodeError, KeyError, TypeError):
+            finals, state = {}, f"unfinished: lopt self-train resume={job} learned_optimizer=" \
+                                f"{job_setting(job, 'learned_optimizer')}"
+        learned, adam = finals.get(LEARNED), finals.get(ADAM)
+        lower = None if not (_finite(learned) and _finite(adam)) else (
+            "learned" if learned < adam else "AdamW" if adam < learned else "tie")
+        records.append({"job": job.name, "overrides": label, "state": state,
+                        "learned_final_meta_loss": learned, "adamw_final_meta_loss": adam,
+                        "lower": lower})
+    decided = [r for r in records if r["lower"] is not None]
+    return {"sweep": str(sweep), "command": "self-train", "jobs": records,
+            "learned_lower": sum(r["lower"] == "learned" for r in decided),
+            "finished": len(decided)}
+
+
+def job_setting(job: Path, key: str) -> str:
+    try:
+        return str((yaml.safe_load((job / ".hydra" / "config.yaml").read_text()) or {})[key])
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return "<as before>"
+
+
+SELF_TRAIN_COLUMNS = ("job", "overrides", "state", f"{LEARNED}: final meta-loss",
+                      f"{ADAM}: final meta-loss", "lower")
+
+
+def self_train_rows(summary: dict) -> list[list[str]]:
+    def number(value):
+        return "-" if value is None else f"{value:.4g}"
+
+    return [[j["job"], " ".join(j["overrides"]) or "-", j["state"],
+             number(j["learned_final_meta_loss"]), number(j["adamw_final_meta_loss"]),
+             j["lower"] or "-"] for j in summary["jobs"]]
+
+
+def self_train_verdict(summary: dict) -> str:
+    return (f"the learned outer optimizer ends lower in {summary['learned_lower']} of "
+            f"{summary['finished']} finished jobs (final meta-loss: the mean of the last tenth "
+            "of the outer steps)")
+
+
+def self_train_markdown(summary: dict) -> str:
+    lines = [f"# Self-training sweep: {summary['sweep']}", "", self_train_verdict(summary) + ".",
+             "", "| " + " | ".join(SELF_TRAIN_COLUMNS) + " |",
+             "|" + "---|" * len(SELF_TRAIN_COLUMNS)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in self_train_rows(summary)]
+    return "\n".join(lines + [""])
 
 
 def job_name(record: dict) -> str:
@@ -186,23 +266,29 @@ def print_summary(summary: dict, sweep: Path) -> None:
 
     from lopt_cli.console import output_console
 
-    table = Table(title=f"meta-training sweep: {len(summary['jobs'])} jobs (★ best)")
-    for column in COLUMNS:
+    self_train = summary.get("command") == "self-train"
+    title = "self-training sweep" if self_train else "meta-training sweep"
+    table = Table(title=f"{title}: {len(summary['jobs'])} jobs" + ("" if self_train else
+                                                                    " (★ best)"))
+    for column in SELF_TRAIN_COLUMNS if self_train else COLUMNS:
         table.add_column(column)
-    for cells in rows(summary):
+    for cells in self_train_rows(summary) if self_train else rows(summary):
         table.add_row(*cells)
     console = output_console()
     console.print(table)
-    console.print(f"written: {sweep / SWEEP_MD}, {sweep / SWEEP_JSON}, {sweep / SWEEP_PLOT}",
-                  markup=False)
+    if self_train:
+        console.print(self_train_verdict(summary), markup=False)
+    written = [sweep / SWEEP_MD, sweep / SWEEP_JSON] + ([] if self_train else [sweep / SWEEP_PLOT])
+    console.print(f"written: {', '.join(map(str, written))}", markup=False)
 
 
 class SweepSummary(Callback):
-    """Summarises a finished ``lopt meta-train --multirun`` sweep (see the module's docstring);
-    a summary that cannot be written is one line on stderr, never a failed sweep."""
+    """Summarises a finished ``lopt meta-train`` or ``self-train`` ``--multirun`` sweep (see
+    the module's docstring); a summary that cannot be written is one line on stderr, never a
+    failed sweep."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.hydra.job.name != "meta-train":  # self-train composes meta-train's config
+        if config.hydra.job.name not in ("meta-train", "self-train"):
             return
         sweep = Path(config.hydra.sweep.dir)
         try:
@@ -214,7 +300,7 @@ class SweepSummary(Callback):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m lopt_cli.scripts.meta_train_sweep",
+    parser = argparse.ArgumentParser(prog="python -m lopt_cli.scripts.sweep_summary",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep", type=Path, help="a `lopt meta-train --multirun` sweep directory")
     args = parser.parse_args(argv)
