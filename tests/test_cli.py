@@ -265,3 +265,15 @@ def test_the_multirun_flag_may_stand_between_overrides(args, expected):
     from lopt_cli.cli import multirun_flag_last
 
     assert multirun_flag_last(args) == expected
+
+
+def test_the_cache_label_names_the_learned_optimizer_as_given(tmp_path):
+    from pathlib import Path
+
+    from lopt_cli.commands.evaluate import display_name
+
+    weights = Path("/runs/meta-train/2026-12-06_10-00-00_000001/learned_optimizer.msgpack")
+    assert display_name("default", weights) == "default"
+    assert display_name("latest", weights) == "latest"
+    assert display_name("outputs/meta-train/x", weights) == "2026-12-06_10-00-00_000001"
+    assert display_name("x.msgpack", weights) == "2026-12-06_10-00-00_000001"

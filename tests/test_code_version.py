@@ -112,8 +112,11 @@ def test_the_paper_style_cache_keys_hold_the_task_code():
     cache = RecordingCache()
     baseline_runs(ref, Space(), spec, cache, "AdamLR")
     learned_runs(ref, None, None, "0123456789abcdef:code", spec, cache)
-    assert [d["code"] for d in cache.descriptions] == [task_code(MLPFamily)] * 2
-    assert cache.labels == ["mlp #0: AdamLR", "mlp #0: learned 0123456789ab"]
+    learned_runs(ref, None, None, "0123456789abcdef:code", spec, cache, "default")
+    assert [d["code"] for d in cache.descriptions] == [task_code(MLPFamily)] * 3
+    assert cache.descriptions[1] == cache.descriptions[2]  # the name is no part of the key
+    assert cache.labels == ["mlp #0: AdamLR", "mlp #0: learned (0123456789ab)",
+                            "mlp #0: default (0123456789ab)"]
 
 
 def test_docstrings_comments_and_layout_keep_the_digest_code_changes_do_not(scratch_package):

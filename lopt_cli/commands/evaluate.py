@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -261,7 +262,9 @@ def run(cfg: DictConfig) -> None:
 
         try:
             choices, results = evaluate_suite(family, lopt, theta, lopt_id, spec, cache,
-                                              advance=advance)
+                                              advance=advance,
+                                              lopt_name=display_name(cfg.learned_optimizer,
+                                                                     weights))
         except KeyboardInterrupt:
             raise RunStopped(cache.interrupted()) from None
     rows = result_rows(results, spec.run.valid_every)
@@ -284,6 +287,13 @@ def run(cfg: DictConfig) -> None:
     if edges:
         console.print(edges)
     console.print(f"results written to {out_dir} (report.md, improvement.png, curves.png)")
+
+
+def display_name(requested, weights: Path) -> str:
+    """What ``lopt cache`` calls the learned optimizer: its name as given (``default``, a
+    shipped name, ``latest``), or for a path the run directory holding its weights."""
+    text = str(requested)
+    return text if "/" not in text and not text.endswith(".msgpack") else weights.parent.name
 
 
 @hydra.main(config_path="pkg://conf", config_name=CONFIG_NAME, version_base="1.3")

@@ -70,13 +70,14 @@ def baseline_runs(ref: TaskRef, space, spec: SuiteSpec, cache: RunCache, name: s
 
 
 def learned_runs(ref: TaskRef, lopt, theta, lopt_id: str, spec: SuiteSpec,
-                 cache: RunCache) -> dict:
-    """The learned optimizer on one task (cached by its weights' digest)."""
+                 cache: RunCache, lopt_name: str = "learned") -> dict:
+    """The learned optimizer on one task (cached by its weights' digest; labelled by
+    ``lopt_name`` and that digest for ``lopt cache``)."""
     description = {"kind": "learned", "task": ref.description, "code": task_code(ref.family),
                    "optimizer": lopt_id, "run": dataclasses.asdict(spec.run), "seeding": SEEDING}
     return cache.get(description, lambda: run_learned(lopt, theta, ref.task, spec.run,
                                                       ref.task_id),
-                     f"{ref.label}: learned {lopt_id[:12]}")
+                     f"{ref.label}: {lopt_name} ({lopt_id[:12]})")
 
 
 def global_choices(family, spec: SuiteSpec, cache, advance: Callable) -> dict:
@@ -93,10 +94,11 @@ def global_choices(family, spec: SuiteSpec, cache, advance: Callable) -> dict:
     return choices
 
 
-def evaluate_task(family, task_id, split, lopt, theta, lopt_id, spec, choices, cache) -> dict:
+def evaluate_task(family, task_id, split, lopt, theta, lopt_id, spec, choices, cache,
+                  lopt_name: str = "learned") -> dict:
     """One test task: every baseline setting against the learned optimizer, both metrics."""
     ref = TaskRef(family, task_id)
-    learned = learned_runs(ref, lopt, theta, lopt_id, spec, cache)
+    learned = learned_runs(ref, lopt, theta, lopt_id, spec, cache, lopt_name)
     baselines, comparisons = {}, []
     for name, space in spec.baselines.items():
         runs = baseline_runs(ref, space, spec, cache, name)
@@ -113,14 +115,15 @@ def evaluate_task(family, task_id, split, lopt, theta, lopt_id, spec, choices, c
 
 
 def evaluate_suite(family, lopt, theta, lopt_id: str, spec: SuiteSpec, cache,
-                   advance: Callable[[], Any] = lambda: None) -> tuple[dict, list[dict]]:
+                   advance: Callable[[], Any] = lambda: None, lopt_name: str = "learned"
+                   ) -> tuple[dict, list[dict]]:
     """Global choices, then every test task; ``advance`` is called after each task run."""
     choices = global_choices(family, spec, cache, advance)
     results = []
     for split, ids in spec.splits.items():
         for task_id in ids:
             results.append(evaluate_task(family, task_id, split, lopt, theta, lopt_id, spec,
-                                         choices, cache))
+                                         choices, cache, lopt_name))
             advance()
     return choices, results
 
