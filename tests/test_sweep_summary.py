@@ -147,3 +147,19 @@ def test_a_self_training_sweep_counts_the_jobs_the_learned_outer_optimizer_wins(
     assert not (tmp_path / "meta_loss.png").exists()
     main([str(tmp_path)])
     assert "self-training sweep: 3 jobs" in capsys.readouterr().out
+
+
+def test_a_sweep_directory_given_as_a_learned_optimizer_names_its_jobs_and_the_best(tmp_path):
+    from lopt_cli.errors import LoptUserError
+    from lopt_cli.optimizers.storage import WEIGHTS_FILE, resolve_weights_path
+
+    for number, losses in ((0, [1.0, 0.9]), (1, [1.0, 0.4])):
+        job = make_job(tmp_path, number, [f"seed={number}"], losses)
+        (job / WEIGHTS_FILE).write_bytes(b"w")
+    with pytest.raises(LoptUserError, match=r"a sweep directory; give one of its jobs \(0, 1"):
+        resolve_weights_path(tmp_path)
+    summarize_sweep(tmp_path)
+    with pytest.raises(LoptUserError, match=f"the best in its sweep_summary.json: {tmp_path}/1"):
+        resolve_weights_path(tmp_path)
+    with pytest.raises(LoptUserError, match="the directory holds no learned_optimizer.msgpack"):
+        resolve_weights_path(tmp_path / "0" / ".hydra")
