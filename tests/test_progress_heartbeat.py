@@ -115,3 +115,25 @@ def test_count_lines_and_when_a_heartbeat_is_due(monkeypatch):
     monkeypatch.setenv(HEARTBEAT_ENV, "0")
     assert Heartbeat(log_console()).due()
     assert not Heartbeat(Console(file=io.StringIO(), force_terminal=True)).due(final=True)
+
+
+@pytest.mark.parametrize(("plot_every", "drawn_at"), [(0.0, [1, 2]), (3600.0, [])])
+def test_the_meta_loss_plot_is_redrawn_at_checkpoints_while_the_run_goes_on(
+        monkeypatch, tmp_path, plot_every, drawn_at):
+    from types import SimpleNamespace
+
+    from lopt_cli.commands import recorder as recorder_module
+
+    monkeypatch.setattr(recorder_module, "save_checkpoint", lambda *args: None)
+    drawn = []
+    monkeypatch.setattr("lopt_cli.evaluation.plots.plot_meta_loss",
+                        lambda histories, path, title: drawn.append(
+                            (len(next(iter(histories.values()))), path.name)))
+    recorder = MetaTrainRecorder(tmp_path, 3, 50, {"name": "toy"}, checkpoint_every=1,
+                                 console=log_console(), plot_every=plot_every)
+    with recorder:
+        for step in range(3):
+            recorder(step, {"meta_loss": 0.5}, {"w": np.zeros(2, np.float32)})
+            recorder.checkpoint(SimpleNamespace(step=step + 1, theta=None))
+    # the last checkpoint is left to the run's own final plot
+    assert drawn == [(n, "meta_loss.png") for n in drawn_at]

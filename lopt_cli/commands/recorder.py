@@ -21,6 +21,9 @@ from lopt_cli.io import append_jsonl, write_jsonl_atomic
 from lopt_cli.meta.checkpoint import save_checkpoint
 from lopt_cli.optimizers.storage import LAST_DIR, save_learned_optimizer
 
+PLOT_EVERY_SECONDS = 60.0
+META_LOSS_PLOT = "meta_loss.png"
+
 
 class MetaTrainRecorder:
     """``on_step`` and ``on_checkpoint`` callbacks for :func:`lopt_cli.meta.outer.meta_train`.
@@ -42,6 +45,10 @@ class MetaTrainRecorder:
 
     Off a terminal (a log file) a plain :func:`heartbeat_line` is printed every
     ``LOPT_PROGRESS_EVERY`` seconds (default 60) and after the last step.
+
+    ``meta_loss.png`` is redrawn at a checkpoint when ``plot_every`` seconds (60) have passed
+    since it was last drawn, so a long run's curve can be looked at while it runs (the run
+    draws it once more at its end); the drawing time is not counted as step time.
     """
 
     def __init__(self, out_dir: Path, total_steps: int, inner_steps_per_outer: int,
@@ -49,8 +56,9 @@ class MetaTrainRecorder:
                  console: Console | None = None, heldout=None, seed: int = 0,
                  history: list[dict] | None = None, save_last: bool = False,
                  keep_best: bool = False, initial_heldout_loss: float | None = None,
-                 initial_theta=None):
+                 initial_theta=None, plot_every: float = PLOT_EVERY_SECONDS):
         self.label = label
+        self.plot_every = plot_every
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.out_dir / "metrics.jsonl"
@@ -83,6 +91,7 @@ class MetaTrainRecorder:
                                               rate=0.0, completed=len(self.history))
         self.heartbeat = Heartbeat(self.progress.console)
         self._last_time = time.perf_counter()
+        self._plotted = time.perf_counter()  # a run's first plot waits plot_every seconds
         self._rows = (len(self.history), len(self.history))  # (at the start, at the last line)
 
     def __enter__(self) -> MetaTrainRecorder:
@@ -145,6 +154,14 @@ class MetaTrainRecorder:
         save_checkpoint(self.out_dir, state, self.seed, self.history)
         if self.save_last and state.step == self.total_steps:
             save_learned_optimizer(self.out_dir / LAST_DIR, self.optimizer_config, state.theta)
+        started = time.perf_counter()
+        if state.step < self.total_steps and started - self._plotted >= self.plot_every:
+            from lopt_cli.evaluation.plots import plot_meta_loss
+
+            plot_meta_loss({self.label: self.history}, self.out_dir / META_LOSS_PLOT,
+                           "meta-training")
+            self._plotted = time.perf_counter()
+            self._last_time += self._plotted - started  # drawing is not the next step's time
 
 
 def heartbeat_line(label: str, history: list[dict], total_steps: int, inner_steps_per_outer: int,
