@@ -82,24 +82,26 @@ def set_default_shipped_name(name: str) -> Path:
     return write_text_atomic(PRETRAINED_DIR / DEFAULT_POINTER, name + "\n")
 
 
+# A --multirun sweep's summary over its jobs (lopt_cli.scripts.sweep_summary), in its directory.
+SWEEP_SUMMARY_FILE = "sweep_summary.json"
+
+
 def sweep_hint(path: Path) -> str | None:
     """For a ``--multirun`` sweep directory: which of its jobs hold weights, and the best one
     by its sweep summary when it has one; ``None`` for any other directory."""
     import json
-
-    from lopt_cli.scripts.sweep_summary import SWEEP_JSON
 
     jobs = sorted((p for p in path.iterdir() if p.name.isdigit() and (p / WEIGHTS_FILE).is_file()),
                   key=lambda p: int(p.name))
     if not jobs:
         return None
     try:
-        best = json.loads((path / SWEEP_JSON).read_text()).get("best_job")
+        best = json.loads((path / SWEEP_SUMMARY_FILE).read_text()).get("best_job")
     except (OSError, ValueError, AttributeError):
         best = None
     named = ", ".join(p.name for p in jobs)
     return (f"a sweep directory; give one of its jobs ({named}: {path}/<job>)"
-            + (f", e.g. the best in its {SWEEP_JSON}: {path / str(best)}" if best else ""))
+            + (f", e.g. the best in its {SWEEP_SUMMARY_FILE}: {path / str(best)}" if best else ""))
 
 
 def resolve_weights_path(source: str | os.PathLike, key: str = "learned_optimizer") -> Path:

@@ -38,8 +38,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from lopt_cli.errors import LoptUserError
+from lopt_cli.optimizers.storage import SWEEP_SUMMARY_FILE as SWEEP_JSON
 
-SWEEP_JSON, SWEEP_MD, SWEEP_PLOT = "sweep_summary.json", "sweep_summary.md", "meta_loss.png"
+SWEEP_MD, SWEEP_PLOT = "sweep_summary.md", "meta_loss.png"
 
 
 def job_dirs(sweep: Path) -> list[Path]:
