@@ -113,8 +113,14 @@ def test_quadratic_over_100_steps(name):
         assert float(jnp.max(largest)) < 0.05
         assert float(losses[-1]) < 1.5 * float(losses[0])
     else:  # Adam at its default 1e-3 moves each coordinate by at most ~0.1 in 100 steps
-        assert float(losses[-1]) < 0.9 * float(losses[0])
+        assert float(losses[-1]) < FINAL_FRACTION.get(name, 0.9) * float(losses[0])
         assert float(jnp.mean(jnp.diff(losses) < 0)) > 0.9
+
+
+# Muon's orthogonalised step has an RMS of 0.2 × its rate per matrix (about an Adam step's on
+# noisy gradients), a fifth of Adam's on this noise-free quadratic: at the same 1e-3 its matrix
+# moves 5x less in 100 steps.
+FINAL_FRACTION = {"muon": 0.98}
 
 
 # ------------------------------------------------------------------ learned optimizers

@@ -21,6 +21,7 @@ from lopt_cli.optimizers.base import LearnedOptimizer
 from lopt_cli.optimizers.celo import CeloLOpt
 from lopt_cli.optimizers.hierarchical import HierarchicalLOpt
 from lopt_cli.optimizers.mlp_lopt import MLPLOpt
+from lopt_cli.optimizers.muon import muon
 from lopt_cli.optimizers.small_lopt import SmallLOpt
 
 DEFAULT_NUM_STEPS = 1000
@@ -49,5 +50,6 @@ OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformationExtraArgs]] = {
     # Adam8p / NAdamW at their defaults (no penalties; NAdamW: Nesterov, cosine decay to zero).
     "adam8p": functools.partial(baselines.adam8p, num_steps=DEFAULT_NUM_STEPS),
     "nadamw": functools.partial(baselines.nadamw, num_steps=DEFAULT_NUM_STEPS),
+    "muon": muon,  # Muon on matrices, Adam elsewhere, one constant rate (optimizers/muon.py)
     **{name: functools.partial(ready_learned, name) for name in LEARNED_OPTIMIZERS},
 }
