@@ -71,7 +71,7 @@ def load_optimizer(
           newest under ``outputs/``), the name of a shipped one (``lopt_cli/pretrained/``),
           or ``"default"``, the recommended shipped one;
         * a hand-designed optimizer by name, at its defaults: ``"adam"``, ``"sgd"``,
-          ``"adam8p"``, ``"nadamw"``, ``"muon"`` (Muon on matrices, Adam elsewhere);
+          ``"adam8p"``, ``"nadamw"``, ``"muon"`` (Muon on matrices, NAdam elsewhere);
         * ``"opt_list:K"``: the K-th NAdamW setting of the learned ``opt_list``.
         An existing path wins over a name.
       num_steps: the horizon, a positive int (Python's or numpy's).

@@ -22,6 +22,7 @@ from lopt_cli.optimizers.celo import CeloLOpt
 from lopt_cli.optimizers.hierarchical import HierarchicalLOpt
 from lopt_cli.optimizers.mlp_lopt import MLPLOpt
 from lopt_cli.optimizers.muon import muon
+from lopt_cli.optimizers.muon_nominal import MuonNominalLOpt
 from lopt_cli.optimizers.small_lopt import SmallLOpt
 
 DEFAULT_NUM_STEPS = 1000
@@ -34,6 +35,7 @@ LEARNED_OPTIMIZERS: dict[str, Callable[[], LearnedOptimizer]] = {
     "adam_nominal": AdamNominalLOpt,
     "adam_nominal_two_moments": functools.partial(AdamNominalLOpt, beta2_fast=0.99),
     "adam_nominal_learned_decay": functools.partial(AdamNominalLOpt, learned_decay=True),
+    "muon_nominal": MuonNominalLOpt,
 }
 
 
@@ -50,6 +52,6 @@ OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformationExtraArgs]] = {
     # Adam8p / NAdamW at their defaults (no penalties; NAdamW: Nesterov, cosine decay to zero).
     "adam8p": functools.partial(baselines.adam8p, num_steps=DEFAULT_NUM_STEPS),
     "nadamw": functools.partial(baselines.nadamw, num_steps=DEFAULT_NUM_STEPS),
-    "muon": muon,  # Muon on matrices, Adam elsewhere, one constant rate (optimizers/muon.py)
+    "muon": muon,  # Muon on matrices, NAdam elsewhere, one constant rate (optimizers/muon.py)
     **{name: functools.partial(ready_learned, name) for name in LEARNED_OPTIMIZERS},
 }

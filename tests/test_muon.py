@@ -1,0 +1,55 @@
+"""Muon as a hand-designed optimizer and as the nominal term of ``muon_nominal``."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from optax import contrib
+from test_scheduled_lopts import make_params, run
+from tests_support import perturbed
+
+from lopt_cli.optimizers.dropin import load_optimizer
+from lopt_cli.optimizers.muon_nominal import MuonNominalLOpt, orthogonalised
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (4, 6), (16, 16)])
+def test_newton_schulz_keeps_the_singular_vectors_and_pulls_the_values_towards_one(shape):
+    matrix = jax.random.normal(jax.random.key(0), shape) * jnp.linspace(0.1, 10.0, shape[1])
+    u, _, vt = np.linalg.svd(np.asarray(matrix), full_matrices=False)
+    rotated = u.T @ np.asarray(orthogonalised(matrix)) @ vt.T  # diagonal for U f(Σ) Vᵀ
+    values = np.diag(rotated)
+    assert np.all((values > 0.6) & (values < 1.3)), values  # Muon's quintic: about [0.7, 1.2]
+    np.testing.assert_allclose(rotated - np.diag(values), 0.0, atol=1e-4)
+    np.testing.assert_allclose(orthogonalised(matrix.T), orthogonalised(matrix).T, atol=1e-5)
+
+
+def test_untrained_muon_nominal_is_muon_on_matrices_and_adam_elsewhere():
+    lopt = MuonNominalLOpt(schedule="constant", schedule_hidden=0)
+    ours = run(lopt.transform(lopt.init(jax.random.key(0)), 100), make_params(), 30)
+    muon = run(contrib.muon(1e-3, beta=0.9, nesterov=True, consistent_rms=0.2),
+               make_params(), 30)
+    adam = run(optax.adam(1e-3), make_params(), 30)
+    np.testing.assert_allclose(ours["w"], muon["w"], rtol=1e-6, atol=1e-6)
+    assert not np.allclose(ours["w"], adam["w"], atol=1e-3)
+    for key in ("b", "s"):  # not matrices: exactly adam_nominal, i.e. Adam
+        np.testing.assert_allclose(ours[key], adam[key], rtol=1e-6, atol=1e-7)
+
+
+def test_meta_parameters_move_muon_nominal_away_from_muon():
+    lopt = MuonNominalLOpt(schedule="constant", schedule_hidden=0)
+    untrained = run(lopt.transform(lopt.init(jax.random.key(0)), 100), make_params(), 5)
+    moved = run(lopt.transform(perturbed(lopt.init(jax.random.key(0))), 100), make_params(), 5)
+    assert not np.allclose(untrained["w"], moved["w"], atol=1e-6)
+
+
+def test_the_hand_designed_muon_steps_a_matrix_at_a_fifth_of_its_rate_in_rms_and_nadam_elsewhere():
+    opt = load_optimizer("muon", 100, learning_rate=1e-2)
+    params = make_params()
+    grads = jax.grad(lambda p: jnp.sum(jnp.square(p["w"] - 1.0)) + jnp.sum(p["b"]))(params)
+    updates, _ = opt.update(grads, opt.init(params), params)
+    rms = float(jnp.sqrt(jnp.mean(jnp.square(updates["w"]))))
+    assert 0.15 * 1e-2 < rms < 0.25 * 1e-2
+    nadam, _ = optax.nadam(1e-2).update(grads, optax.nadam(1e-2).init(params), params)
+    np.testing.assert_allclose(updates["b"], nadam["b"], rtol=1e-6)  # elsewhere: NAdam
