@@ -43,6 +43,7 @@ def test_states_losses_and_time_of_each_job(tmp_path):
                       checkpoint=False)
     record = job_record(finished, ["seed=0"])
     assert record["state"] == "finished"
+    assert record["published_heldout_loss"] == 0.95  # no keep_best: its last check
     assert (record["first_meta_loss"], record["final_meta_loss"]) == (1.0, 0.6)
     assert (record["last_heldout_loss"], record["best_heldout_loss"]) == (0.95, 0.9)
     assert record["seconds"] == pytest.approx(3 * 0.5 + 2 * 0.25)
@@ -66,11 +67,14 @@ def test_a_line_cut_by_a_kill_is_skipped(tmp_path):
 
 
 def test_best_is_the_lowest_held_out_loss_when_every_finished_job_has_one(tmp_path):
-    records = [{"job": "0", "state": "finished", "final_meta_loss": 0.5, "last_heldout_loss": 0.9},
-               {"job": "1", "state": "finished", "final_meta_loss": 0.7, "last_heldout_loss": 0.8},
-               {"job": "2", "state": "stopped", "final_meta_loss": 0.1, "last_heldout_loss": 0.1}]
+    records = [{"job": "0", "state": "finished", "final_meta_loss": 0.5,
+                "published_heldout_loss": 0.9},
+               {"job": "1", "state": "finished", "final_meta_loss": 0.7,
+                "published_heldout_loss": 0.8},
+               {"job": "2", "state": "stopped", "final_meta_loss": 0.1,
+                "published_heldout_loss": 0.1}]
     assert best_job(records) == "1"
-    records[1]["last_heldout_loss"] = None
+    records[1]["published_heldout_loss"] = None
     assert best_job(records) == "0"  # then the final meta-loss
     assert best_job([records[2]]) is None
 
@@ -163,3 +167,12 @@ def test_a_sweep_directory_given_as_a_learned_optimizer_names_its_jobs_and_the_b
         resolve_weights_path(tmp_path)
     with pytest.raises(LoptUserError, match="the directory holds no learned_optimizer.msgpack"):
         resolve_weights_path(tmp_path / "0" / ".hydra")
+
+
+def test_a_keep_best_job_is_judged_by_the_check_of_the_theta_it_published(tmp_path):
+    job = make_job(tmp_path, 0, ["heldout.keep_best=true"], [1.0, 0.8, 0.6],
+                   heldout={1: 0.5, 2: 0.9})
+    summary = json.loads((job / "summary.json").read_text())
+    (job / "summary.json").write_text(json.dumps({**summary, "best_heldout_loss": 0.5,
+                                                  "best_heldout_step": 1}))
+    assert job_record(job, [])["published_heldout_loss"] == 0.5

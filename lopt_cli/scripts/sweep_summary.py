@@ -10,8 +10,9 @@ directory:
   from the others, its state (finished; stopped at step s, with the command that continues it;
   or failed before its first checkpoint), its outer steps, first and final meta-loss (the mean
   of the last tenth of its steps, as its own ``summary.json``), last and best held-out loss,
-  inner steps per second and the seconds its steps took; the finished job with the lowest
-  held-out loss (else meta-loss) is marked best;
+  inner steps per second and the seconds its steps took; the finished job whose published θ
+  has the lowest held-out loss (its best check with ``keep_best``, else its last; without
+  checks, the lowest final meta-loss) is marked best;
 * ``meta_loss.png``: every job's meta-loss (and held-out loss, when checked) against the outer
   step, one colour per job.
 
@@ -111,6 +112,9 @@ def job_record(job: Path, label: list[str]) -> dict:
             "final_meta_loss", sum(r["meta_loss"] for r in tail) / len(tail) if tail else None),
         "last_heldout_loss": heldout[-1] if heldout else None,
         "best_heldout_loss": min(heldout) if heldout else None,
+        # the held-out loss of the θ it published: its best with keep_best, else its last
+        "published_heldout_loss": (summary or {}).get(
+            "best_heldout_loss", heldout[-1] if heldout else None),
         "inner_steps_per_second": speeds[len(speeds) // 2] if speeds else None,
         "seconds": sum(r.get("seconds", 0.0) + r.get("heldout_seconds", 0.0) for r in history),
         "history": history,
@@ -118,14 +122,15 @@ def job_record(job: Path, label: list[str]) -> dict:
 
 
 def best_job(records: list[dict]) -> str | None:
-    """The finished job with the lowest last held-out loss (when every finished job has one),
-    else the lowest final meta-loss."""
+    """The finished job whose published θ has the lowest held-out loss (when every finished
+    job has one; with ``keep_best`` that is its best check, else its last), else the lowest
+    final meta-loss."""
     finished = [r for r in records if r["state"] == "finished"
                 and _finite(r["final_meta_loss"])]
     if not finished:
         return None
-    key = ("last_heldout_loss" if all(_finite(r["last_heldout_loss"]) for r in finished)
-           else "final_meta_loss")
+    key = ("published_heldout_loss" if all(_finite(r["published_heldout_loss"])
+                                           for r in finished) else "final_meta_loss")
     return min(finished, key=lambda r: r[key])["job"]
 
 
@@ -254,7 +259,8 @@ def rows(summary: dict) -> list[list[str]]:
 
 def markdown(summary: dict) -> str:
     lines = [f"# Meta-training sweep: {summary['sweep']}", "",
-             "★: the finished job with the lowest last held-out loss (else final meta-loss). "
+             "★: the finished job whose published θ has the lowest held-out loss (its best "
+             "check with keep_best, else its last; without checks the lowest final meta-loss). "
              "Final meta-loss: the mean of the last tenth of the outer steps; time: the seconds "
              "its outer steps and held-out checks took.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
