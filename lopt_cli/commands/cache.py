@@ -27,6 +27,11 @@ OPTIONS = {
 TRUE, FALSE = ("true", "yes", "1"), ("false", "no", "0")
 
 
+# A part's directory without about.json: a host-loop part keeps each finished trial × seed as
+# it goes, so its directory exists while it runs, and stays if its command is killed outright.
+UNRECORDED_PART = "(not named: running now, or killed before it could stop)"
+
+
 def usage() -> str:
     lines = [(__doc__ or "").strip().splitlines()[0], "", "usage: lopt cache [key=value ...]",
              "", "options:"]
@@ -129,17 +134,11 @@ def show(console) -> None:
         for column in ("part", "stopped", "size", "kept at", "directory"):
             stopped.add_column(column)
         for part in parts:
-            stopped.add_row(part.label or UNRECORDED_PART, part.stopped or NO_STOP_RECORD,
+            stopped.add_row(part.label or UNRECORDED_PART, part.stopped or "-",
                             human_size(part.size), when(part.kept_at), part.path.name)
         console.print(stopped)
     console.print("remove: `lopt cache clear=stopped|runs|compile|all` "
                   "[match=TEXT] [older_than_days=N] [dry_run=true]", markup=False)
-
-
-# A part's directory without about.json: a host-loop part keeps each finished trial × seed as
-# it goes, so its directory exists while it runs, and stays if its command is killed outright.
-UNRECORDED_PART = "(not named: running now, or killed before it could stop)"
-NO_STOP_RECORD = "-"
 
 
 def measuring_code_line(eval_dir: Path) -> str:

@@ -233,7 +233,14 @@ def run_meta_training(job: MetaTrainJob, out_dir, label: str = "meta-train"):
     is cut back to the checkpoint's rows first); without one, starts afresh there.
     """
     from lopt_cli.commands.meta_train_start import initial_theta
-    from lopt_cli.commands.recorder import MACHINE_FILE, MetaTrainRecorder, best_heldout, machine_facts
+    from lopt_cli.commands.recorder import (
+        MACHINE_FILE,
+        META_LOSS_PLOT,
+        MetaTrainRecorder,
+        best_heldout,
+        final_meta_loss,
+        machine_facts,
+    )
     from lopt_cli.evaluation.plots import plot_meta_loss
     from lopt_cli.io import write_json_atomic
     from lopt_cli.meta.averaging import with_parameter_average
@@ -295,18 +302,18 @@ def run_meta_training(job: MetaTrainJob, out_dir, label: str = "meta-train"):
                                stop_requested=stop_requested or (lambda: False))
         except RunStopped:
             recorder.stopped()
-            plot_meta_loss({label: recorder.history}, out_dir / "meta_loss.png",
+            plot_meta_loss({label: recorder.history}, out_dir / META_LOSS_PLOT,
                            "meta-training")
             raise
     history = recorder.history
     if not main:
         return theta, history
-    plot_meta_loss({label: history}, out_dir / "meta_loss.png", "meta-training")
+    plot_meta_loss({label: history}, out_dir / META_LOSS_PLOT, "meta-training")
     tail = history[-max(1, len(history) // 10):]
     summary = {
         "outer_steps": len(history),
         "first_meta_loss": history[0]["meta_loss"],
-        "final_meta_loss": sum(r["meta_loss"] for r in tail) / len(tail),
+        "final_meta_loss": final_meta_loss(history),
         "inner_steps_per_second": sorted(r["inner_steps_per_second"] for r in tail)[len(tail) // 2],
         "num_devices": job.num_devices,
         "num_processes": job.num_processes,

@@ -185,6 +185,12 @@ def heartbeat_line(label: str, history: list[dict], total_steps: int, inner_step
     return ", ".join(parts)
 
 
+def final_meta_loss(history: list[dict]) -> float:
+    """The mean meta-loss over the last tenth of a run's steps (at least one)."""
+    tail = history[-max(1, len(history) // 10):]
+    return sum(row["meta_loss"] for row in tail) / len(tail)
+
+
 def best_heldout(history: list[dict]) -> dict:
     """``best_heldout_loss`` and its ``best_heldout_step`` among the finite held-out losses of
     ``history`` (the earliest on a tie; step -1 is θ₀, from step 0's ``initial_heldout_loss``);

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from lopt_cli.commands.common import configure_jax, guarded, run_dir
 from lopt_cli.commands.meta_train import build_job, check_job, run_meta_training
+from lopt_cli.commands.recorder import final_meta_loss
 from lopt_cli.interrupt import RunStopped
 
 CONFIG_NAME = "self_train"
@@ -32,12 +33,6 @@ def learned_outer_optimizer(source: str, num_outer_steps: int):
 
     lopt, theta, _ = load_learned_optimizer(source)
     return lopt.transform(theta, num_outer_steps)
-
-
-def final_loss(history: list[dict]) -> float:
-    """Mean meta-loss over the last tenth of a run."""
-    tail = history[-max(1, len(history) // 10):]
-    return sum(row["meta_loss"] for row in tail) / len(tail)
 
 
 SOURCE_FILE = "outer_learned_optimizer.txt"
@@ -83,7 +78,7 @@ def run(cfg: DictConfig) -> None:
         "learned_optimizer": source,
         "outer_steps": adam_job.settings.num_outer_steps,
         "seed": adam_job.settings.seed,
-        "final_meta_loss": {name: final_loss(h) for name, h in histories.items()},
+        "final_meta_loss": {name: final_meta_loss(h) for name, h in histories.items()},
         "first_meta_loss": {name: h[0]["meta_loss"] for name, h in histories.items()},
     }
     write_json_atomic(out_dir / "summary.json", summary)

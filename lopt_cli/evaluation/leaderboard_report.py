@@ -86,7 +86,7 @@ def interval_section(summary: dict) -> list[str]:
             "The 2.5th and 97.5th percentiles of each headline number recomputed on "
             f"{BOOTSTRAP_RESAMPLES} draws of {count(summary['num_tasks'], 'task')} with "
             "replacement: how far it could move on another draw of tasks like these.", "",
-            *_table(INTERVAL_COLUMNS, rows)]
+            *markdown_table(INTERVAL_COLUMNS, rows)]
 
 
 def difference_cell(values: dict | None) -> str:
@@ -114,7 +114,7 @@ def paired_section(summary: dict) -> list[str]:
             "Its IQM minus the other's, and the 95% interval of that difference over the same "
             f"{BOOTSTRAP_RESAMPLES} draws of tasks for both: an interval that holds 0 does not "
             "tell the two apart on tasks like these.", "",
-            *_table(PAIRED_COLUMNS, rows)]
+            *markdown_table(PAIRED_COLUMNS, rows)]
 
 
 PAIRED_COLUMNS = ("candidates", "test: IQM loss ratio", "test: IQM speedup",
@@ -126,7 +126,8 @@ HEADLINE_COLUMNS = ("optimizer", "test: win rate", "test: IQM loss ratio", "test
                     "train: IQM speedup", "train: faster than AdamLR", "horizon rise")
 
 
-def _table(header, rows) -> list[str]:
+def markdown_table(header, rows) -> list[str]:
+    """A markdown table's lines (header, rule, rows) and a blank line after it."""
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
             *["| " + " | ".join(row) + " |" for row in rows], ""]
 
@@ -144,7 +145,7 @@ def edge_section(edges: dict | None) -> list[str]:
                 "least 3 trials.", ""]
     if not any_at_edge(edges):
         return [*lines, "None: every choice is inside its range.", ""]
-    return [*lines, *_table(("optimizer", "comparison", "tuned", "at the low end",
+    return [*lines, *markdown_table(("optimizer", "comparison", "tuned", "at the low end",
                              "at the high end"), edge_rows(edges))]
 
 
@@ -192,7 +193,7 @@ def per_task_section(summary: dict) -> list[str]:
              "its minimum (in brackets: final ÷ minimum).", ""]
     for name, tasks in table.items():
         lines += [f"### {name}", "",
-                  *_table(PER_TASK_COLUMNS, [per_task_cells(task, entry)
+                  *markdown_table(PER_TASK_COLUMNS, [per_task_cells(task, entry)
                                              for task, entry in tasks.items()])]
     return lines
 
@@ -223,7 +224,7 @@ def markdown_leaderboard(summary: dict) -> str:
         "", f"## Headline: vs {summary['reference_setting']}, "
         f"{count(summary['num_seeds'], 'seed')}, "
         f"candidates {summary['trials']['candidates']} trials", "",
-        *_table(HEADLINE_COLUMNS, headline_rows(summary)),
+        *markdown_table(HEADLINE_COLUMNS, headline_rows(summary)),
         *interval_section(summary),
         *paired_section(summary),
         *edge_section(summary.get("tuned_at_edge")),
@@ -241,10 +242,10 @@ def markdown_leaderboard(summary: dict) -> str:
                       f"{tasks_and_seeds}; candidates "
                       f"tuned the same way with {some['candidate_trials']} "
                       f"trial{'s' * (some['candidate_trials'] > 1)}", "",
-                      *_table(("optimizer", *COLUMNS), rows)]
+                      *markdown_table(("optimizer", *COLUMNS), rows)]
     lines += per_task_section(summary)
     lines += ["## Horizon generalisation (training loss rises after its minimum)", "",
-              *_table(("optimizer", "long-horizon tasks rising", "which"),
+              *markdown_table(("optimizer", "long-horizon tasks rising", "which"),
                       [[name, f"{100 * value:.0f}%",
                         rising_cell(summary["horizon"]["rising_tasks"][name],
                                     summary["horizon"].get("rise_ratio", {}).get(name))]

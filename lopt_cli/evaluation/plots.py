@@ -38,17 +38,21 @@ def plot_meta_loss(histories: dict[str, list[dict]], path: Path, title: str) -> 
     """Meta-loss per outer step (faint) and its moving average (bold), one colour per run."""
     figure, axis = plt.subplots(figsize=(7, 4))
     for index, (name, rows) in enumerate(histories.items()):
-        steps = np.array([r["step"] for r in rows])
-        loss = np.array([r["meta_loss"] for r in rows])
-        colour = f"C{index}"
-        axis.plot(steps, loss, color=colour, alpha=0.25, linewidth=0.8)
-        axis.plot(steps, smooth(loss, max(1, len(loss) // 20)), color=colour, label=name)
+        meta_loss_curve(axis, rows, f"C{index}", name)
     axis.set_xlabel("outer step")
     axis.set_ylabel("meta-loss (mean normalised validation loss)")
     axis.set_title(title)
     axis.grid(alpha=0.3)
     axis.legend()
     return _save(figure, path)
+
+
+def meta_loss_curve(axis, rows: list[dict], colour: str, name: str) -> None:
+    """One run's meta-loss per outer step on ``axis``: faint, and its moving average bold."""
+    steps = np.array([r["step"] for r in rows])
+    loss = np.array([r["meta_loss"] for r in rows], float)
+    axis.plot(steps, loss, color=colour, alpha=0.25, linewidth=0.8)
+    axis.plot(steps, smooth(loss, max(1, len(loss) // 20)), color=colour, label=name)
 
 
 def plot_sweep_meta_loss(histories: dict[str, list[dict]], path: Path, title: str) -> Path:
@@ -59,11 +63,7 @@ def plot_sweep_meta_loss(histories: dict[str, list[dict]], path: Path, title: st
     panels = 2 if any(checked.values()) else 1
     figure, axes = plt.subplots(1, panels, figsize=(7 * panels, 4.2), squeeze=False)
     for index, (name, rows) in enumerate(histories.items()):
-        steps = np.array([r["step"] for r in rows])
-        loss = np.array([r["meta_loss"] for r in rows], float)
-        axes[0, 0].plot(steps, loss, color=f"C{index}", alpha=0.2, linewidth=0.8)
-        axes[0, 0].plot(steps, smooth(loss, max(1, len(loss) // 20)), color=f"C{index}",
-                        label=name)
+        meta_loss_curve(axes[0, 0], rows, f"C{index}", name)
         if panels == 2 and checked[name]:
             axes[0, 1].plot([r["step"] for r in checked[name]],
                             [r["heldout_loss"] for r in checked[name]], marker="o",

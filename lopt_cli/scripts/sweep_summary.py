@@ -38,7 +38,9 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from lopt_cli.commands.recorder import final_meta_loss
 from lopt_cli.errors import LoptUserError
+from lopt_cli.evaluation.leaderboard_report import markdown_table
 from lopt_cli.optimizers.storage import SWEEP_SUMMARY_FILE as SWEEP_JSON
 
 SWEEP_MD, SWEEP_PLOT = "sweep_summary.md", "meta_loss.png"
@@ -97,7 +99,7 @@ def job_record(job: Path, label: list[str]) -> dict:
     except (OSError, json.JSONDecodeError):
         summary = None
     heldout = [r["heldout_loss"] for r in history if isinstance(r.get("heldout_loss"), (int, float))]
-    tail = history[-max(1, len(history) // 10):] if history else []
+    tail = history[-max(1, len(history) // 10):]
     if summary is not None:
         state = "finished"
     elif (job / "checkpoint.msgpack").is_file():
@@ -109,7 +111,7 @@ def job_record(job: Path, label: list[str]) -> dict:
         "job": job.name, "overrides": label, "state": state, "outer_steps": len(history),
         "first_meta_loss": history[0]["meta_loss"] if history else None,
         "final_meta_loss": (summary or {}).get(
-            "final_meta_loss", sum(r["meta_loss"] for r in tail) / len(tail) if tail else None),
+            "final_meta_loss", final_meta_loss(history) if history else None),
         "last_heldout_loss": heldout[-1] if heldout else None,
         "best_heldout_loss": min(heldout) if heldout else None,
         # the held-out loss of the θ it published: its best with keep_best, else its last
@@ -224,11 +226,9 @@ def self_train_verdict(summary: dict) -> str:
 
 
 def self_train_markdown(summary: dict) -> str:
-    lines = [f"# Self-training sweep: {summary['sweep']}", "", self_train_verdict(summary) + ".",
-             "", "| " + " | ".join(SELF_TRAIN_COLUMNS) + " |",
-             "|" + "---|" * len(SELF_TRAIN_COLUMNS)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in self_train_rows(summary)]
-    return "\n".join(lines + [""])
+    return "\n".join([f"# Self-training sweep: {summary['sweep']}", "",
+                      self_train_verdict(summary) + ".", "",
+                      *markdown_table(SELF_TRAIN_COLUMNS, self_train_rows(summary))])
 
 
 def job_name(record: dict) -> str:
@@ -263,9 +263,8 @@ def markdown(summary: dict) -> str:
              "check with keep_best, else its last; without checks the lowest final meta-loss). "
              "Final meta-loss: the mean of the last tenth of the outer steps; time: the seconds "
              "its outer steps and held-out checks took.", "",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in rows(summary)]
-    return "\n".join(lines + ["", f"![meta-loss]({SWEEP_PLOT})", ""])
+             *markdown_table(COLUMNS, rows(summary))]
+    return "\n".join(lines + [f"![meta-loss]({SWEEP_PLOT})", ""])
 
 
 def print_summary(summary: dict, sweep: Path) -> None:
