@@ -229,3 +229,22 @@ def test_runs_of_edited_measuring_code_are_computed_again_and_found_after_a_reve
     (tmp_path / FIRST_CODE_FILE).write_text("damaged")  # never another code's runs
     assert RunCache(tmp_path).lookup({"run": 1}) is None
     assert RunCache(None).keyed({"run": 1}) == {"run": 1}
+
+
+def test_a_hand_designed_candidate_identity_holds_its_code(monkeypatch):
+    """``muon`` lives outside the measuring code: an edit to its module must key its runs anew
+    (before, its identity was its name alone and the old runs were read back)."""
+    from lopt_cli.evaluation.candidates import resolve_candidate
+    from lopt_cli.optimizers import baselines, muon, opt_list
+
+    identities = {name: resolve_candidate(name, 0.1, 10.0).identity
+                  for name in ("muon", "adam", "opt_list:0")}
+    assert identities["muon"] == f"hand-designed:muon:{code_digest(muon.muon)}"
+    assert identities["adam"] == f"hand-designed:adam:{code_digest(baselines.adam)}"
+    assert identities["opt_list:0"] == f"hand-designed:opt_list:0:{code_digest(opt_list.opt_list)}"
+
+    read = code_version._source_bytes
+    monkeypatch.setattr(code_version, "_source_bytes", lambda module: read(module) + (
+        b"\nRMS = 0.3\n" if module == "lopt_cli.optimizers.muon" else b""))
+    assert resolve_candidate("muon", 0.1, 10.0).identity != identities["muon"]
+    assert resolve_candidate("adam", 0.1, 10.0).identity == identities["adam"]

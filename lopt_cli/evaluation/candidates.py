@@ -89,7 +89,7 @@ def resolve_candidate(text: str, min_multiplier: float, max_multiplier: float) -
     if hand_designed:
         load_optimizer(text, 10)  # a bad opt_list index fails here, in one line
         return Candidate(text, ScaledOptimizer(text, None, min_multiplier, max_multiplier),
-                         None, f"hand-designed:{text}")
+                         None, hand_designed_identity(text))
     from omegaconf import OmegaConf
 
     from lopt_cli.evaluation.cache import file_digest
@@ -102,6 +102,23 @@ def resolve_candidate(text: str, min_multiplier: float, max_multiplier: float) -
                 f"{OmegaConf.to_yaml(OmegaConf.create(config))}")
     return Candidate(text, ScaledOptimizer(text, lopt, min_multiplier, max_multiplier),
                      theta, identity)
+
+
+def hand_designed_identity(name: str) -> str:
+    """The key of a hand-designed candidate's cached runs: its name and the digest of the code
+    that builds it (its factory's module and what that imports), so that an edit to, say,
+    ``optimizers/muon.py`` computes ``muon``'s runs again instead of reading the old ones."""
+    import functools
+
+    from lopt_cli.evaluation.code_version import code_digest
+    from lopt_cli.optimizers import opt_list
+    from lopt_cli.optimizers.dropin import OPT_LIST_PREFIX
+    from lopt_cli.optimizers.registry import OPTIMIZERS
+
+    factory = opt_list.opt_list if name.startswith(OPT_LIST_PREFIX) else OPTIMIZERS[name]
+    while isinstance(factory, functools.partial):
+        factory = factory.func
+    return f"hand-designed:{name}:{code_digest(factory)}"
 
 
 def candidate_names(value) -> list[str]:
