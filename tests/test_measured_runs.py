@@ -339,7 +339,8 @@ def test_predicted_seconds_leave_out_cached_parts_and_weigh_bigger_tasks_more(tm
     cache.store(run_description(tasks[1], adam_lr, spec), timed)
     again = predicted_parts(spec, candidates, cache)
     assert sorted(again) == ["big: adam", "small: adam"]
-    assert again["big: adam"] == 40.0 * (2 * 2) / 4  # 2 trials × 2 seeds at 0.01 s per step
+    # 2 trials × 2 seeds at 0.01 s per step (Adam's update, taken out and added back: ~0)
+    assert again["big: adam"] == pytest.approx(40.0 * (2 * 2) / 4, rel=1e-3)
     assert again["small: adam"] == predicted["small: adam"]  # still from its step's cost
 
     class Unbuildable:
@@ -347,6 +348,37 @@ def test_predicted_seconds_leave_out_cached_parts_and_weigh_bigger_tasks_more(tm
             raise ValueError("no")
 
     assert step_cost(Unbuildable()) == (0.0, 0.0, 0.0)
+
+
+def test_an_update_with_newton_schulz_is_predicted_dearer_than_adam_from_the_same_record(
+        tmp_path):
+    """Muon orthogonalises every matrix each step (5 Newton–Schulz iterations of 3 products):
+    on a wide MLP that is most of its step. Predicted from Adam's recorded time alone, a part of
+    ``muon`` was 8× too short (2 min 42 s predicted, 22 min taken on mlp_wide_deep_digits)."""
+    from lopt_cli.evaluation.benchmark import optimizers_of, run_description
+    from lopt_cli.evaluation.benchmark_cost import predicted_parts, update_cost
+    from lopt_cli.evaluation.cache import RunCache
+    from lopt_cli.evaluation.candidates import resolve_candidate
+    from task_definitions.mlp import MLPConfig, MLPFamily
+
+    width = 256
+    task = BenchmarkTask("wide", MLPFamily(), MLPConfig("digits", (width, width), "relu", 32,
+                                                        1.0, 0), 1000)
+    spec = BenchmarkSpec("tiny", (task,), {"AdamLR": AdamLR()}, {"AdamLR": 2, "candidates": 2},
+                         (1,), MeasureSettings(2, 4, 1, 0.5), long_horizon=8)
+    candidates = [resolve_candidate(name, 0.1, 10.0) for name in ("adam", "muon")]
+    adam_lr, adam, muon = optimizers_of(spec, candidates)
+    adam_flops, muon_flops = (update_cost(o, task.task, 1000).flops for o in (adam, muon))
+    newton_schulz = 5 * 3 * 2 * width ** 3  # the square matrix alone, at least
+    assert muon_flops - adam_flops > newton_schulz > 0 < adam_flops
+
+    cache = RunCache(tmp_path)
+    cache.store(run_description(task, adam_lr, spec),
+                {"final": {}, "timing": {"seconds": 4.0, "runs": 4, "horizon": 1000}})
+    predicted = predicted_parts(spec, candidates, cache)
+    assert predicted["wide: adam"] == pytest.approx(4.0, rel=0.05)  # 0.001 s per run and step
+    # its Newton–Schulz products alone at the full rate: 4 runs × 1000 steps × 7.7 ms
+    assert predicted["wide: muon"] > 5 * predicted["wide: adam"]
 
 
 def test_matmul_flops_count_a_scan_body_once_per_step():

@@ -20,6 +20,12 @@ times, and the progress display rescales it by the pace measured so far. A task 
 optimizer has already run on this machine is predicted from that run's recorded time instead
 (``timing`` in the cached value), which is the common case of a new candidate against cached
 baselines.
+
+The optimizer's update is counted too (:func:`update_cost`, traced the same way, all its matrix
+products at the full rate): Muon's Newton–Schulz iterations cost a wide MLP's step several times
+its gradient, and a recorded time of Adam on the same task says nothing of them. A recorded
+time is turned into the task's own rate by taking out the update of the optimizer that recorded
+it, then the new optimizer's update is added (:func:`task_rate`).
 """
 from __future__ import annotations
 
@@ -73,6 +79,66 @@ def step_cost(task: Any) -> StepCost:
     xla_flops = float(analysis.get("flops", 0.0) or 0.0)
     return StepCost(max(xla_flops, outside + scanned) - scanned, scanned,
                     float(analysis.get("bytes accessed", 0.0) or 0.0))
+
+
+def update_cost(optimizer: Any, task: Any, horizon: int) -> StepCost:
+    """The :class:`StepCost` of one update of one run of ``optimizer`` (a benchmark
+    ``Optimizer``, at its first trial) on ``task``'s parameters, every matrix product counted
+    as ``flops`` (Newton–Schulz's are large ones, not a recurrent net's small ones). All zero
+    when it cannot be traced."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from lopt_cli.evaluation.candidates import make_optimizer
+
+    try:
+        first = {name: np.asarray(values)[0] for name, values in optimizer.space.trials(1).items()}
+        opt = make_optimizer(optimizer.space, first, horizon, optimizer.shared)
+        params = jax.eval_shape(task.init, jax.random.PRNGKey(0))
+        state = jax.eval_shape(opt.init, params)
+
+        def update(grads, state, params):
+            zero = jnp.zeros((), jnp.float32)
+            return opt.update(grads, state, params, loss=zero, valid_loss=zero)
+
+        traced = jax.jit(update).trace(params, state, params)
+        analysis = traced.lower().cost_analysis()
+        outside, scanned = matmul_flops(traced.jaxpr.jaxpr)
+    except Exception:  # noqa: BLE001 - an estimate only, like step_cost
+        return StepCost()
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0] if analysis else {}
+    analysis = analysis or {}
+    xla_flops = float(analysis.get("flops", 0.0) or 0.0)
+    return StepCost(max(xla_flops, outside + scanned), 0.0,
+                    float(analysis.get("bytes accessed", 0.0) or 0.0))
+
+
+def update_seconds(cost: StepCost, host_loop: bool) -> float:
+    """Predicted seconds of one run's update (:func:`update_cost`), per step.
+
+    >>> update_seconds(StepCost(6.5e10, 0.0, 0.0), host_loop=False)
+    1.0
+    >>> update_seconds(StepCost(0.0, 0.0, 6e10), host_loop=False)
+    2.0
+    """
+    rate = HOST_LOOP_FLOPS_PER_SECOND if host_loop else FLOPS_PER_SECOND
+    return max(cost.flops / rate, cost.bytes / BYTES_PER_SECOND)
+
+
+def task_rate(timed: list[tuple[float, float]]) -> float | None:
+    """Seconds per run and step of a task without the update: the median over recorded
+    ``(rate, update seconds of the optimizer that recorded it)`` of their difference (never
+    below zero), or ``None`` when nothing was recorded.
+
+    >>> task_rate([(0.05, 0.04), (0.02, 0.0), (0.03, 0.0)])
+    0.02
+    >>> task_rate([]) is None
+    True
+    """
+    rates = sorted(max(rate - update, 0.0) for rate, update in timed)
+    return rates[len(rates) // 2] if rates else None
 
 
 def matmul_flops(jaxpr: Any, repeats: int = 1, in_scan: bool = False) -> tuple[float, float]:
@@ -166,9 +232,9 @@ def measured_rate(values: list[dict | None]) -> float | None:
 
 def predicted_parts(spec: Any, candidates: list, cache: Any) -> dict[str, float]:
     """``{"task: optimizer": predicted seconds}`` of the parts :func:`run_benchmark` will
-    compute (cached parts are left out: they take no time). A task that another optimizer's
-    cached run has timed on this machine is predicted from that time (seconds per run and
-    step); any other from the cost of its step (:func:`predicted_seconds`)."""
+    compute (cached parts are left out: they take no time). A task that cached runs have timed
+    on this machine is predicted from their time (:func:`task_rate`), any other from the cost
+    of its step (:func:`predicted_seconds`); either way plus the optimizer's own update."""
     from lopt_cli.evaluation.benchmark import loops_on_host, optimizers_of, run_description
 
     optimizers = optimizers_of(spec, candidates)
@@ -178,12 +244,21 @@ def predicted_parts(spec: Any, candidates: list, cache: Any) -> dict[str, float]
         to_compute = [o for o in optimizers if cached[o.name] is None]
         if not to_compute:
             continue
-        rate = measured_rate(list(cached.values()))
+        looped = loops_on_host(task.task, spec.host_loop)
+
+        def seconds_of_update(optimizer, task=task, looped=looped) -> float:
+            return update_seconds(update_cost(optimizer, task.task, task.horizon), looped)
+
+        timed = [(measured_rate([cached[o.name]]), o) for o in optimizers
+                 if measured_rate([cached[o.name]]) is not None]
+        rate = task_rate([(r, seconds_of_update(o)) for r, o in timed])
         if rate is None:
-            cost, looped = step_cost(task.task), loops_on_host(task.task, spec.host_loop)
+            cost = step_cost(task.task)
         for optimizer in to_compute:
             runs = optimizer.num_trials * spec.measure.num_seeds
+            update = seconds_of_update(optimizer)
             predicted[f"{task.name}: {optimizer.name}"] = (
-                rate * runs * task.horizon if rate is not None
-                else predicted_seconds(cost, task.horizon, runs, looped))
+                (rate + update) * runs * task.horizon if rate is not None
+                else predicted_seconds(cost, task.horizon, runs, looped)
+                + update * runs * task.horizon)
     return predicted
