@@ -69,16 +69,22 @@ def step_cost(task: Any) -> StepCost:
 
     try:
         traced = jax.jit(gradient).trace(jax.eval_shape(task.init, key), key)  # traced once
-        analysis = traced.lower().cost_analysis()
+        xla_flops, xla_bytes = xla_counts(traced)
         outside, scanned = matmul_flops(traced.jaxpr.jaxpr)
     except Exception:  # noqa: BLE001 - an estimate only: a task that cannot say costs its steps
         return StepCost()
+    return StepCost(max(xla_flops, outside + scanned) - scanned, scanned, xla_bytes)
+
+
+def xla_counts(traced: Any) -> tuple[float, float]:
+    """``(flops, bytes accessed)`` of a traced function by XLA's cost analysis (zeros for what
+    the backend does not report)."""
+    analysis = traced.lower().cost_analysis()
     if isinstance(analysis, (list, tuple)):
         analysis = analysis[0] if analysis else {}
     analysis = analysis or {}
-    xla_flops = float(analysis.get("flops", 0.0) or 0.0)
-    return StepCost(max(xla_flops, outside + scanned) - scanned, scanned,
-                    float(analysis.get("bytes accessed", 0.0) or 0.0))
+    return (float(analysis.get("flops", 0.0) or 0.0),
+            float(analysis.get("bytes accessed", 0.0) or 0.0))
 
 
 def update_cost(optimizer: Any, task: Any, horizon: int) -> StepCost:
@@ -103,16 +109,11 @@ def update_cost(optimizer: Any, task: Any, horizon: int) -> StepCost:
             return opt.update(grads, state, params, loss=zero, valid_loss=zero)
 
         traced = jax.jit(update).trace(params, state, params)
-        analysis = traced.lower().cost_analysis()
+        xla_flops, xla_bytes = xla_counts(traced)
         outside, scanned = matmul_flops(traced.jaxpr.jaxpr)
     except Exception:  # noqa: BLE001 - an estimate only, like step_cost
         return StepCost()
-    if isinstance(analysis, (list, tuple)):
-        analysis = analysis[0] if analysis else {}
-    analysis = analysis or {}
-    xla_flops = float(analysis.get("flops", 0.0) or 0.0)
-    return StepCost(max(xla_flops, outside + scanned), 0.0,
-                    float(analysis.get("bytes accessed", 0.0) or 0.0))
+    return StepCost(max(xla_flops, outside + scanned), 0.0, xla_bytes)
 
 
 def update_seconds(cost: StepCost, host_loop: bool) -> float:
