@@ -246,20 +246,21 @@ def predicted_parts(spec: Any, candidates: list, cache: Any) -> dict[str, float]
         if not to_compute:
             continue
         looped = loops_on_host(task.task, spec.host_loop)
-
-        def seconds_of_update(optimizer, task=task, looped=looped) -> float:
-            return update_seconds(update_cost(optimizer, task.task, task.horizon), looped)
-
-        timed = [(measured_rate([cached[o.name]]), o) for o in optimizers
-                 if measured_rate([cached[o.name]]) is not None]
-        rate = task_rate([(r, seconds_of_update(o)) for r, o in timed])
+        recorded = {o.name: measured_rate([cached[o.name]]) for o in optimizers}
+        rate = task_rate([(recorded[o.name], _update_seconds_of(o, task, looped))
+                          for o in optimizers if recorded[o.name] is not None])
         if rate is None:
             cost = step_cost(task.task)
         for optimizer in to_compute:
             runs = optimizer.num_trials * spec.measure.num_seeds
-            update = seconds_of_update(optimizer)
+            update = _update_seconds_of(optimizer, task, looped)
             predicted[f"{task.name}: {optimizer.name}"] = (
                 (rate + update) * runs * task.horizon if rate is not None
                 else predicted_seconds(cost, task.horizon, runs, looped)
                 + update * runs * task.horizon)
     return predicted
+
+
+def _update_seconds_of(optimizer: Any, task: Any, looped: bool) -> float:
+    """Predicted seconds of one run's update of ``optimizer`` on benchmark ``task``, per step."""
+    return update_seconds(update_cost(optimizer, task.task, task.horizon), looped)
