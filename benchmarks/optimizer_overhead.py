@@ -117,15 +117,36 @@ def count_float_elements(tree) -> int:
                if jnp.issubdtype(jnp.result_type(x), jnp.floating))
 
 
-def optimizer_cases() -> list[tuple]:
-    """``(name, lopt, theta)`` for Adam (``lopt = theta = None``) and every learned optimizer."""
+def optimizer_cases(names: list[str] | None = None) -> list[tuple]:
+    """``(name, lopt, theta)`` for Adam (``lopt = theta = None``) and every learned optimizer, or
+    those in ``names``: a registered name, or one with fields set, ``muon_nominal:ns_block=64``
+    (several joined by ``,``; values read as YAML)."""
     from lopt_cli.optimizers.registry import LEARNED_OPTIMIZERS
 
+    entries = list(LEARNED_OPTIMIZERS) if names is None else [n for n in names if n != "adam"]
     cases = [("adam", None, None)]
-    for name, factory in LEARNED_OPTIMIZERS.items():
-        lopt = factory()
-        cases.append((name, lopt, lopt.init(jax.random.PRNGKey(0))))
+    for entry in entries:
+        name, _, settings = entry.partition(":")
+        if name not in LEARNED_OPTIMIZERS:
+            raise SystemExit(f"--optimizers: {name!r} is not a learned optimizer; one of "
+                             f"{', '.join(LEARNED_OPTIMIZERS)}")
+        lopt = LEARNED_OPTIMIZERS[name](**field_settings(settings))
+        cases.append((entry, lopt, lopt.init(jax.random.PRNGKey(0))))
     return cases
+
+
+def field_settings(text: str) -> dict:
+    """``"a=1,b=null"`` → ``{"a": 1, "b": None}`` (values read as YAML).
+
+    >>> field_settings("ns_block=64,muon_rms=0.2")
+    {'ns_block': 64, 'muon_rms': 0.2}
+    """
+    import yaml
+
+    pairs = [item.partition("=") for item in text.split(",") if item]
+    if any(not sep or not key for key, sep, _ in pairs):
+        raise SystemExit(f"--optimizers: {text!r} must be field=value pairs joined by ','")
+    return {key: yaml.safe_load(value) for key, _, value in pairs}
 
 
 def unchunked(lopt):
@@ -250,7 +271,7 @@ def run(sizes=DEFAULT_SIZES, reps: int = 20, names: list[str] | None = None,
         peak_size: int = 2048) -> dict:
     """All rows (see module docstring) for the given parameter counts."""
     peak = peak_matmul_flops(peak_size)
-    cases = [c for c in optimizer_cases() if names is None or c[0] in names or c[0] == "adam"]
+    cases = optimizer_cases(names)
     rows = []
     for size in sizes:
         params = mlp_params(int(size), jax.random.PRNGKey(1))
@@ -317,7 +338,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=float, nargs="+", default=list(DEFAULT_SIZES))
     parser.add_argument("--reps", type=int, default=20)
-    parser.add_argument("--optimizers", nargs="+", default=None, help="learned ones to include")
+    parser.add_argument("--optimizers", nargs="+", default=None,
+                        help="learned ones to include; fields as in muon_nominal:ns_block=64")
     parser.add_argument("--out-dir", default="benchmarks/results")
     args = parser.parse_args()
     main(args.out_dir, [int(s) for s in args.sizes], args.reps, args.optimizers)

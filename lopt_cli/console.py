@@ -99,11 +99,14 @@ class Heartbeat:
 
 
 def elapsed_and_eta(elapsed: float, remaining: int, done: int,
-                    first: float | None = None) -> str:
+                    first: float | None = None, pace: float | None = None) -> str:
     """``elapsed 1m05s, ETA 2m32s``: the ``remaining`` units at the mean pace of the ``done``
     ones that took ``elapsed`` seconds. ``first``: the seconds the first unit took when it
-    also paid a one-off cost (compilation); once two are done the pace leaves it out."""
-    if first is not None and done >= 2:
+    also paid a one-off cost (compilation); once two are done the pace leaves it out.
+    ``pace``: seconds per unit measured otherwise (e.g. over the last minutes), used instead."""
+    if pace is not None:
+        eta = pace * remaining
+    elif first is not None and done >= 2:
         eta = max(elapsed - first, 0.0) * remaining / (done - 1)
     else:
         eta = elapsed * remaining / max(done, 1)

@@ -22,6 +22,17 @@ def benchmark_module(name: str):
     return importlib.import_module(f"benchmarks.{name}")
 
 
+def test_an_overhead_row_can_set_an_optimizers_fields():
+    cases = benchmark_module("optimizer_overhead").optimizer_cases(
+        ["muon_nominal", "muon_nominal:ns_block=64,ns_steps=3"])
+    assert [name for name, _, _ in cases] == ["adam", "muon_nominal",
+                                              "muon_nominal:ns_block=64,ns_steps=3"]
+    assert (cases[1][1].ns_block, cases[2][1].ns_block, cases[2][1].ns_steps) == (None, 64, 3)
+    for bad in ("nonesuch", "muon_nominal:ns_block"):
+        with pytest.raises(SystemExit, match="--optimizers"):
+            benchmark_module("optimizer_overhead").optimizer_cases([bad])
+
+
 FIELDS = {"optimizer", "num_params", "reps", "median_s", "compile_s", "flops", "flops_per_param",
           "analytic_flops_per_param", "state_floats_per_param", "x_adam", "floor_s", "x_floor",
           "bytes", "stream_s", "roofline_s", "x_roofline"}

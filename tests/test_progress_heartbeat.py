@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import io
 import re
+from collections import deque
 
 import numpy as np
 import pytest
 from rich.console import Console
 
-from lopt_cli.commands.recorder import MetaTrainRecorder, heartbeat_line
+from lopt_cli.commands.recorder import MetaTrainRecorder, heartbeat_line, recent_pace
 from lopt_cli.console import HEARTBEAT_ENV, duration, heartbeat_seconds
 from lopt_cli.errors import LoptUserError
 
@@ -70,6 +71,19 @@ def test_the_line_has_progress_mean_meta_loss_rate_best_heldout_and_eta():
                              rows_this_run=1)
     assert resumed.endswith("elapsed 20s, ETA 2m00s")
     assert "held-out" not in heartbeat_line("m", history[:1], 10, 1, 1.0, 1, 1.0, 1)
+    # the pace of the last minutes, when the recorder has it: 6 steps left at 0.5 s
+    recent = heartbeat_line("meta-train", history, 10, 800, 2.0, 2, elapsed=4000.0,
+                            rows_this_run=4, recent_pace=0.5)
+    assert recent.endswith("elapsed 1h06m, ETA 3s")
+
+
+def test_the_eta_after_a_pause_follows_the_pace_since_it_ended():
+    marks = deque([(0.0, 0), (60.0, 600), (3660.0, 610), (3720.0, 1210)])
+    assert recent_pace(marks, 600.0) == pytest.approx(3660.0 / 610)  # the pause is in the window
+    for t in range(3780, 4321, 60):  # ten more minutes at 0.1 s per step
+        marks.append((float(t), 610 + (t - 3660) * 10))
+    assert recent_pace(marks, 600.0) == pytest.approx(0.1)
+    assert marks[0][0] == 3720.0 and recent_pace(deque([(5.0, 3)]), 600.0) is None
 
 
 def run_recorder(directory, console: Console, steps: int) -> str:

@@ -5,6 +5,7 @@ import math
 import os
 import platform
 import time
+from collections import deque
 from pathlib import Path
 
 from rich.console import Console
@@ -22,6 +23,7 @@ from lopt_cli.meta.checkpoint import save_checkpoint
 from lopt_cli.optimizers.storage import LAST_DIR, save_learned_optimizer
 
 PLOT_EVERY_SECONDS = 60.0
+RECENT_PACE_SECONDS = 600.0  # the progress line's ETA: the pace over about this long
 META_LOSS_PLOT = "meta_loss.png"
 
 
@@ -93,11 +95,13 @@ class MetaTrainRecorder:
         self._last_time = time.perf_counter()
         self._plotted = time.perf_counter()  # a run's first plot waits plot_every seconds
         self._rows = (len(self.history), len(self.history))  # (at the start, at the last line)
+        self._marks: deque[tuple[float, int]] = deque()  # (time, rows) at each progress line
 
     def __enter__(self) -> MetaTrainRecorder:
         self.progress.start()
         self._last_time = time.perf_counter()
         self.heartbeat.restart()
+        self._marks = deque([(self._last_time, len(self.history))])
         return self
 
     def __exit__(self, *exc) -> None:
@@ -135,10 +139,12 @@ class MetaTrainRecorder:
             return
         first_row, rows = self._rows
         now = time.perf_counter()
+        self._marks.append((now, len(self.history)))
         self.heartbeat.emit(heartbeat_line(
             self.label, self.history, self.total_steps, self.inner_steps_per_outer,
             window_seconds=now - self.heartbeat.last, window_rows=len(self.history) - rows,
-            elapsed=self.heartbeat.elapsed, rows_this_run=len(self.history) - first_row))
+            elapsed=self.heartbeat.elapsed, rows_this_run=len(self.history) - first_row,
+            recent_pace=recent_pace(self._marks, RECENT_PACE_SECONDS)))
         self._rows = (first_row, len(self.history))
 
     def stopped(self) -> None:
@@ -166,10 +172,11 @@ class MetaTrainRecorder:
 
 def heartbeat_line(label: str, history: list[dict], total_steps: int, inner_steps_per_outer: int,
                    window_seconds: float, window_rows: int, elapsed: float,
-                   rows_this_run: int) -> str:
+                   rows_this_run: int, recent_pace: float | None = None) -> str:
     """A plain progress line: steps done of ``total_steps``, the mean meta-loss and the inner
     steps/s over the last ``window_rows`` steps (``window_seconds``), the best held-out loss so
-    far, elapsed time and ETA (remaining steps at this run's mean pace)."""
+    far, elapsed time and ETA (remaining steps at ``recent_pace`` seconds each, else at this
+    run's mean pace)."""
     done = len(history)
     window = history[-max(window_rows, 1):]
     meta_loss = sum(r["meta_loss"] for r in window) / len(window)
@@ -181,8 +188,26 @@ def heartbeat_line(label: str, history: list[dict], total_steps: int, inner_step
     if best:
         parts.append(f"held-out best {best['best_heldout_loss']:.4f} "
                      f"(step {best['best_heldout_step']})")
-    parts.append(elapsed_and_eta(elapsed, total_steps - done, rows_this_run))
+    parts.append(elapsed_and_eta(elapsed, total_steps - done, rows_this_run, pace=recent_pace))
     return ", ".join(parts)
+
+
+def recent_pace(marks: deque[tuple[float, int]], window: float) -> float | None:
+    """Seconds per step from the youngest of ``marks`` (``(time, rows)``, oldest first) that is
+    at least ``window`` seconds older than the newest (else the oldest) to the newest; the
+    marks before it are dropped. ``None`` until a step lies between them. A run that was
+    paused or niced for an hour reads its ETA at its present pace, not at its mean one.
+
+    >>> marks = deque([(0.0, 0), (3000.0, 10), (3600.0, 6010), (3660.0, 6610)])
+    >>> recent_pace(marks, 600.0), marks[0]  # 6,600 steps in the last 660 s, not 6,610 in 1 h
+    (0.1, (3000.0, 10))
+    """
+    newest_time, newest_rows = marks[-1]
+    while len(marks) > 2 and newest_time - marks[1][0] >= window:
+        marks.popleft()
+    anchor_time, anchor_rows = marks[0]
+    steps = newest_rows - anchor_rows
+    return (newest_time - anchor_time) / steps if steps > 0 else None
 
 
 def final_meta_loss(history: list[dict]) -> float:
