@@ -241,10 +241,37 @@ def test_a_hand_designed_candidate_identity_holds_its_code(monkeypatch):
                   for name in ("muon", "adam", "opt_list:0")}
     assert identities["muon"] == f"hand-designed:muon:{code_digest(muon.muon)}"
     assert identities["adam"] == f"hand-designed:adam:{code_digest(baselines.adam)}"
-    assert identities["opt_list:0"] == f"hand-designed:opt_list:0:{code_digest(opt_list.opt_list)}"
+    assert identities["opt_list:0"] == (f"hand-designed:opt_list:0:{code_digest(opt_list.opt_list)}"
+                                        f":settings:{opt_list.settings_digest()}")
 
     read = code_version._source_bytes
     monkeypatch.setattr(code_version, "_source_bytes", lambda module: read(module) + (
         b"\nRMS = 0.3\n" if module == "lopt_cli.optimizers.muon" else b""))
     assert resolve_candidate("muon", 0.1, 10.0).identity != identities["muon"]
     assert resolve_candidate("adam", 0.1, 10.0).identity == identities["adam"]
+
+
+def test_opt_list_runs_are_keyed_by_its_settings_file(monkeypatch, tmp_path):
+    """``data/opt_list.json`` is data, in no code digest: an edit to its settings must key
+    ``opt_list``'s runs (the baseline and ``opt_list:K`` entries) anew; its metadata need not."""
+    import json
+
+    from lopt_cli.evaluation.benchmark import baseline_identity
+    from lopt_cli.evaluation.candidates import resolve_candidate
+    from lopt_cli.evaluation.search_spaces import AdamLR, OptList
+    from lopt_cli.optimizers import opt_list
+
+    before = (baseline_identity(OptList()), resolve_candidate("opt_list:0", 0.1, 10.0).identity,
+              baseline_identity(AdamLR()))
+    data = json.loads(opt_list.DATA_FILE.read_text())
+    data["metadata"]["note"] = "an edit to the metadata"
+    monkeypatch.setattr(opt_list, "DATA_FILE", tmp_path / "metadata.json")
+    opt_list.DATA_FILE.write_text(json.dumps(data))
+    assert (baseline_identity(OptList()), resolve_candidate("opt_list:0", 0.1, 10.0).identity,
+            baseline_identity(AdamLR())) == before
+    data["settings"][0]["learning_rate"] *= 2
+    monkeypatch.setattr(opt_list, "DATA_FILE", tmp_path / "settings.json")
+    opt_list.DATA_FILE.write_text(json.dumps(data))
+    after = (baseline_identity(OptList()), resolve_candidate("opt_list:0", 0.1, 10.0).identity,
+             baseline_identity(AdamLR()))
+    assert after[0] != before[0] and after[1] != before[1] and after[2] == before[2]

@@ -209,10 +209,24 @@ def same_shape(task: BenchmarkTask, others: list) -> list:
 
 
 def optimizers_of(spec: BenchmarkSpec, candidates: list) -> list[Optimizer]:
-    return [*(Optimizer("baselines", name, space, None, repr(space), spec.trials[name])
+    return [*(Optimizer("baselines", name, space, None, baseline_identity(space),
+                        spec.trials[name])
               for name, space in spec.baselines.items()),
             *(Optimizer("candidates", c.name, c.space, c.shared, c.identity,
                         spec.trials["candidates"]) for c in candidates)]
+
+
+def baseline_identity(space) -> str:
+    """The key of a baseline's cached runs: its search space's ``repr`` (the measuring code's
+    digest is in every key), and for ``opt_list`` the digest of the list's settings, a data
+    file no code digest covers."""
+    from lopt_cli.evaluation.search_spaces import OptList
+
+    if isinstance(space, OptList):
+        from lopt_cli.optimizers.opt_list import settings_digest
+
+        return f"{space!r}:settings:{settings_digest()}"
+    return repr(space)
 
 
 class RunProgress(NamedTuple):

@@ -107,7 +107,8 @@ def resolve_candidate(text: str, min_multiplier: float, max_multiplier: float) -
 def hand_designed_identity(name: str) -> str:
     """The key of a hand-designed candidate's cached runs: its name and the digest of the code
     that builds it (its factory's module and what that imports), so that an edit to, say,
-    ``optimizers/muon.py`` computes ``muon``'s runs again instead of reading the old ones."""
+    ``optimizers/muon.py`` computes ``muon``'s runs again instead of reading the old ones;
+    an ``opt_list:K`` entry's also holds the digest of the list's settings."""
     import functools
 
     from lopt_cli.evaluation.code_version import code_digest
@@ -115,7 +116,10 @@ def hand_designed_identity(name: str) -> str:
     from lopt_cli.optimizers.dropin import OPT_LIST_PREFIX
     from lopt_cli.optimizers.registry import OPTIMIZERS
 
-    factory = opt_list.opt_list if name.startswith(OPT_LIST_PREFIX) else OPTIMIZERS[name]
+    if name.startswith(OPT_LIST_PREFIX):
+        code = code_digest(opt_list.opt_list)
+        return f"hand-designed:{name}:{code}:settings:{opt_list.settings_digest()}"
+    factory = OPTIMIZERS[name]
     while isinstance(factory, functools.partial):
         factory = factory.func
     return f"hand-designed:{name}:{code_digest(factory)}"

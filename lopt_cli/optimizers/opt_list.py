@@ -35,6 +35,7 @@ settings (dicts of :func:`~lopt_cli.optimizers.baselines.nadamw` keyword argumen
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from pathlib import Path
 
@@ -138,6 +139,14 @@ def _read(path: str) -> dict:
 def load_opt_list(path: str | Path | None = None) -> list[dict[str, float]]:
     """The ordered NAdamW settings (keyword arguments of ``nadamw`` without ``num_steps``)."""
     return [dict(s) for s in _read(str(path or DATA_FILE))["settings"]]
+
+
+def settings_digest(path: str | Path | None = None) -> str:
+    """SHA-256 (16 hex digits) of the list's settings as canonical JSON: part of the key of
+    every cached run of ``opt_list`` (an edit to the settings computes them again; one to the
+    metadata does not)."""
+    text = json.dumps(load_opt_list(path), sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def opt_list_metadata(path: str | Path | None = None) -> dict:
