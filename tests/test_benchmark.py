@@ -471,8 +471,15 @@ def test_cli_leaderboard_matches_results_and_reuses_the_cache(run_lopt, tmp_path
                 f"{flag} ({r['rise_ratio']:.2f}×)"
     assert summary["runs"]["computed"] == 3 and summary["runs"]["from_cache"] == 0
     plan = run_lopt("evaluate", *TINY_BENCHMARK, "learned_optimizer=mlp_digits,adam", "plan=true")
-    assert set(plan_rows(plan.stdout).values()) == {"cached"}
+    assert all(re.fullmatch(r"cached \(took \S+\)", cell)
+               for cell in plan_rows(plan.stdout).values())
     assert "3 of 3 parts cached; 0 to compute" in plan.stdout
+    assert "Recorded time per step of one run, median over tasks, × AdamLR's" in plan.stdout
+    replanned = json.loads(sorted((tmp_path / "outputs" / "evaluate").iterdir())[-1].joinpath(
+        "plan.json").read_text())
+    assert all(p["recorded_seconds"] > 0 and p["seconds_per_run_step"] > 0
+               for p in replanned["parts"])
+    assert set(replanned["relative_step_times"]) == {"mlp_digits", "adam"}
     run_lopt("evaluate", *TINY_BENCHMARK, "learned_optimizer=[mlp_digits,adam]")
     second = sorted((tmp_path / "outputs" / "evaluate").iterdir())[-1]
     assert json.loads((second / "summary.json").read_text())["runs"] == {

@@ -145,9 +145,9 @@ def run_benchmark_command(cfg: DictConfig) -> None:
 
 
 def print_plan(spec, candidates: list, cache) -> None:
-    """``plan=true``: every part (task × optimizer), cached or to compute with its predicted
-    time, and the total, on the terminal and in the run directory's ``plan.json``; nothing is
-    computed."""
+    """``plan=true``: every part (task × optimizer), cached (with the time it took, when
+    recorded) or to compute with its predicted time, and the total, on the terminal and in the
+    run directory's ``plan.json``; nothing is computed."""
     from rich.table import Table
 
     from lopt_cli.console import duration, output_console
@@ -158,14 +158,17 @@ def print_plan(spec, candidates: list, cache) -> None:
     for column in ("task", "horizon", "optimizer", "runs", "predicted"):
         table.add_column(column, justify="right" if column in ("horizon", "runs") else "left")
     for part in parts:
-        seconds = part["predicted_seconds"]
+        seconds, took = part["predicted_seconds"], part["recorded_seconds"]
+        cell = (f"~{duration(seconds)}" if seconds is not None else
+                "cached" if took is None else f"cached (took {duration(took)})")
         table.add_row(part["task"], str(part["horizon"]), part["optimizer"],
-                      f"{part['trials']} × {part['seeds']}",
-                      "cached" if seconds is None else f"~{duration(seconds)}")
+                      f"{part['trials']} × {part['seeds']}", cell)
     to_compute = [p["predicted_seconds"] for p in parts if p["predicted_seconds"] is not None]
+    step_times = relative_step_times(parts)
     out = write_json_atomic(run_dir() / "plan.json", {
         "benchmark": spec.name, "parts": parts, "cached": len(parts) - len(to_compute),
-        "to_compute": len(to_compute), "predicted_seconds": sum(to_compute)})
+        "to_compute": len(to_compute), "predicted_seconds": sum(to_compute),
+        "relative_step_times": step_times})
     console = output_console()
     console.print(table)
     console.print(f"{len(parts) - len(to_compute)} of {len(parts)} parts cached; "
@@ -173,19 +176,70 @@ def print_plan(spec, candidates: list, cache) -> None:
                   "the times this machine recorded for the same tasks, else from their flops at "
                   "a 2-core CPU's rate; the run's ETA corrects it by its measured pace). Nothing "
                   f"was computed; the plan is written to {out}.", markup=False)
+    if step_times:
+        reference = parts[0]["optimizer"]
+        console.print(f"Recorded time per step of one run, median over tasks, × {reference}'s "
+                      "(each part timed when it was computed, under whatever else ran then): "
+                      + ", ".join(f"{name} {entry['median_ratio']:.2f}× ({entry['tasks']} tasks)"
+                                  for name, entry in step_times.items()), markup=False)
 
 
 def plan_parts(spec, candidates: list, cache) -> list[dict]:
     """One row per task × optimizer, in the order a run computes them: its horizon, trials and
-    seeds, and its predicted seconds (``None``: cached)."""
-    from lopt_cli.evaluation.benchmark import optimizers_of
+    seeds, its predicted seconds (``None``: cached) and, for a cached part, the seconds it took
+    and per step of one run (``None`` when not recorded)."""
+    from lopt_cli.evaluation.benchmark import optimizers_of, run_description
     from lopt_cli.evaluation.benchmark_cost import predicted_parts
 
     predicted = predicted_parts(spec, candidates, cache)
-    return [{"task": task.name, "horizon": task.horizon, "optimizer": optimizer.name,
-             "trials": optimizer.num_trials, "seeds": spec.measure.num_seeds,
-             "predicted_seconds": predicted.get(f"{task.name}: {optimizer.name}")}
-            for task in spec.tasks for optimizer in optimizers_of(spec, candidates)]
+    parts = []
+    for task in spec.tasks:
+        for optimizer in optimizers_of(spec, candidates):
+            seconds = predicted.get(f"{task.name}: {optimizer.name}")
+            timing = None if seconds is not None else recorded_timing(
+                cache.peek(run_description(task, optimizer, spec)))
+            parts.append({
+                "task": task.name, "horizon": task.horizon, "optimizer": optimizer.name,
+                "trials": optimizer.num_trials, "seeds": spec.measure.num_seeds,
+                "predicted_seconds": seconds,
+                "recorded_seconds": None if timing is None else timing["seconds"],
+                "seconds_per_run_step": None if timing is None else
+                timing["seconds"] / (timing["runs"] * timing["horizon"])})
+    return parts
+
+
+def recorded_timing(value: dict | None) -> dict | None:
+    """The ``timing`` a cached part was stored with (``seconds``, ``runs``, ``horizon``), or
+    ``None`` (not cached, or cached before times were recorded)."""
+    timing = (value or {}).get("timing")
+    keys = ("seconds", "runs", "horizon")
+    return timing if isinstance(timing, dict) and all(k in timing for k in keys) else None
+
+
+def relative_step_times(parts: list[dict]) -> dict:
+    """For every optimizer but the first, the median over tasks of its recorded seconds per
+    step of one run over the first optimizer's on the same task, and on how many tasks.
+
+    >>> relative_step_times([
+    ...     {"task": "a", "optimizer": "AdamLR", "seconds_per_run_step": 1e-4},
+    ...     {"task": "a", "optimizer": "muon", "seconds_per_run_step": 4e-4},
+    ...     {"task": "b", "optimizer": "AdamLR", "seconds_per_run_step": 2e-4},
+    ...     {"task": "b", "optimizer": "muon", "seconds_per_run_step": None}])
+    {'muon': {'median_ratio': 4.0, 'tasks': 1}}
+    """
+    import statistics
+
+    if not parts:
+        return {}
+    reference = parts[0]["optimizer"]
+    per_step = {(p["task"], p["optimizer"]): p["seconds_per_run_step"] for p in parts}
+    ratios: dict[str, list[float]] = {}
+    for (task, name), seconds in per_step.items():
+        base = per_step.get((task, reference))
+        if name != reference and seconds and base:
+            ratios.setdefault(name, []).append(seconds / base)
+    return {name: {"median_ratio": statistics.median(values), "tasks": len(values)}
+            for name, values in ratios.items()}
 
 
 def list_override(argv: list[str]) -> list[str]:
