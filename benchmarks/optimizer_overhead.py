@@ -119,7 +119,7 @@ def count_float_elements(tree) -> int:
 
 def optimizer_cases(names: list[str] | None = None) -> list[tuple]:
     """``(name, lopt, theta)`` for Adam (``lopt = theta = None``) and every learned optimizer, or
-    those in ``names``: a registered name, or one with fields set, ``muon_nominal:ns_block=64``
+    those in ``names``: a registered name, or one with fields set, ``muon_nominal:ns_steps=3``
     (several joined by ``,``; values read as YAML)."""
     from lopt_cli.optimizers.registry import LEARNED_OPTIMIZERS
 
@@ -138,8 +138,8 @@ def optimizer_cases(names: list[str] | None = None) -> list[tuple]:
 def field_settings(text: str) -> dict:
     """``"a=1,b=null"`` → ``{"a": 1, "b": None}`` (values read as YAML).
 
-    >>> field_settings("ns_block=64,muon_rms=0.2")
-    {'ns_block': 64, 'muon_rms': 0.2}
+    >>> field_settings("ns_steps=3,muon_rms=0.2")
+    {'ns_steps': 3, 'muon_rms': 0.2}
     """
     import yaml
 
@@ -339,7 +339,7 @@ if __name__ == "__main__":
     parser.add_argument("--sizes", type=float, nargs="+", default=list(DEFAULT_SIZES))
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--optimizers", nargs="+", default=None,
-                        help="learned ones to include; fields as in muon_nominal:ns_block=64")
+                        help="learned ones to include; fields as in muon_nominal:ns_steps=3")
     parser.add_argument("--out-dir", default="benchmarks/results")
     args = parser.parse_args()
     main(args.out_dir, [int(s) for s in args.sizes], args.reps, args.optimizers)

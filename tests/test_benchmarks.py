@@ -24,11 +24,11 @@ def benchmark_module(name: str):
 
 def test_an_overhead_row_can_set_an_optimizers_fields():
     cases = benchmark_module("optimizer_overhead").optimizer_cases(
-        ["muon_nominal", "muon_nominal:ns_block=64,ns_steps=3"])
+        ["muon_nominal", "muon_nominal:ns_steps=3,muon_rms=0.3"])
     assert [name for name, _, _ in cases] == ["adam", "muon_nominal",
-                                              "muon_nominal:ns_block=64,ns_steps=3"]
-    assert (cases[1][1].ns_block, cases[2][1].ns_block, cases[2][1].ns_steps) == (None, 64, 3)
-    for bad in ("nonesuch", "muon_nominal:ns_block"):
+                                              "muon_nominal:ns_steps=3,muon_rms=0.3"]
+    assert (cases[1][1].ns_steps, cases[2][1].ns_steps, cases[2][1].muon_rms) == (5, 3, 0.3)
+    for bad in ("nonesuch", "muon_nominal:ns_steps"):
         with pytest.raises(SystemExit, match="--optimizers"):
             benchmark_module("optimizer_overhead").optimizer_cases([bad])
 
