@@ -121,6 +121,7 @@ def optimizer_cases(names: list[str] | None = None) -> list[tuple]:
     """``(name, lopt, theta)`` for Adam (``lopt = theta = None``) and every learned optimizer, or
     those in ``names``: a registered name, or one with fields set, ``muon_nominal:ns_steps=3``
     (several joined by ``,``; values read as YAML)."""
+    from lopt_cli.errors import LoptUserError
     from lopt_cli.optimizers.registry import LEARNED_OPTIMIZERS
 
     entries = list(LEARNED_OPTIMIZERS) if names is None else [n for n in names if n != "adam"]
@@ -130,7 +131,10 @@ def optimizer_cases(names: list[str] | None = None) -> list[tuple]:
         if name not in LEARNED_OPTIMIZERS:
             raise SystemExit(f"--optimizers: {name!r} is not a learned optimizer; one of "
                              f"{', '.join(LEARNED_OPTIMIZERS)}")
-        lopt = LEARNED_OPTIMIZERS[name](**field_settings(settings))
+        try:
+            lopt = LEARNED_OPTIMIZERS[name](**field_settings(settings))
+        except (TypeError, LoptUserError) as error:  # an unknown field, a bad value
+            raise SystemExit(f"--optimizers: {entry}: {error}") from None
         cases.append((entry, lopt, lopt.init(jax.random.PRNGKey(0))))
     return cases
 
@@ -270,8 +274,8 @@ def per_param_layers(lopt, theta) -> list[dict] | None:
 def run(sizes=DEFAULT_SIZES, reps: int = 20, names: list[str] | None = None,
         peak_size: int = 2048) -> dict:
     """All rows (see module docstring) for the given parameter counts."""
+    cases = optimizer_cases(names)  # a bad --optimizers entry fails before any timing
     peak = peak_matmul_flops(peak_size)
-    cases = optimizer_cases(names)
     rows = []
     for size in sizes:
         params = mlp_params(int(size), jax.random.PRNGKey(1))
@@ -342,4 +346,9 @@ if __name__ == "__main__":
                         help="learned ones to include; fields as in muon_nominal:ns_steps=3")
     parser.add_argument("--out-dir", default="benchmarks/results")
     args = parser.parse_args()
-    main(args.out_dir, [int(s) for s in args.sizes], args.reps, args.optimizers)
+    try:
+        main(args.out_dir, [int(s) for s in args.sizes], args.reps, args.optimizers)
+    except SystemExit as bad_entry:
+        if not isinstance(bad_entry.code, str):
+            raise
+        parser.error(bad_entry.code)  # one line, exit status 2

@@ -33,6 +33,18 @@ def test_an_overhead_row_can_set_an_optimizers_fields():
             benchmark_module("optimizer_overhead").optimizer_cases([bad])
 
 
+@pytest.mark.parametrize("entry, says", [("muon_nominal:nonesuch=1", "nonesuch"),
+                                         ("muon_nominal:ns_steps=0", "ns_steps=0")])
+def test_a_bad_overhead_entry_is_one_line_and_exit_2(entry, says):
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "benchmarks.optimizer_overhead", "--sizes",
+                           "1000", "--optimizers", entry], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"error: --optimizers: {entry}:" in done.stderr and says in done.stderr
+
+
 FIELDS = {"optimizer", "num_params", "reps", "median_s", "compile_s", "flops", "flops_per_param",
           "analytic_flops_per_param", "state_floats_per_param", "x_adam", "floor_s", "x_floor",
           "bytes", "stream_s", "roofline_s", "x_roofline"}

@@ -189,31 +189,24 @@ def plan_parts(spec, candidates: list, cache) -> list[dict]:
     seeds, its predicted seconds (``None``: cached) and, for a cached part, the seconds it took
     and per step of one run (``None`` when not recorded)."""
     from lopt_cli.evaluation.benchmark import optimizers_of, run_description
-    from lopt_cli.evaluation.benchmark_cost import predicted_parts
+    from lopt_cli.evaluation.benchmark_cost import measured_rate, predicted_parts
 
     predicted = predicted_parts(spec, candidates, cache)
+    optimizers = optimizers_of(spec, candidates)
     parts = []
     for task in spec.tasks:
-        for optimizer in optimizers_of(spec, candidates):
+        for optimizer in optimizers:
             seconds = predicted.get(f"{task.name}: {optimizer.name}")
-            timing = None if seconds is not None else recorded_timing(
-                cache.peek(run_description(task, optimizer, spec)))
+            value = None if seconds is not None else cache.peek(
+                run_description(task, optimizer, spec))
+            timing = (value or {}).get("timing")
             parts.append({
                 "task": task.name, "horizon": task.horizon, "optimizer": optimizer.name,
                 "trials": optimizer.num_trials, "seeds": spec.measure.num_seeds,
                 "predicted_seconds": seconds,
-                "recorded_seconds": None if timing is None else timing["seconds"],
-                "seconds_per_run_step": None if timing is None else
-                timing["seconds"] / (timing["runs"] * timing["horizon"])})
+                "recorded_seconds": timing["seconds"] if isinstance(timing, dict) else None,
+                "seconds_per_run_step": measured_rate([value])})
     return parts
-
-
-def recorded_timing(value: dict | None) -> dict | None:
-    """The ``timing`` a cached part was stored with (``seconds``, ``runs``, ``horizon``), or
-    ``None`` (not cached, or cached before times were recorded)."""
-    timing = (value or {}).get("timing")
-    keys = ("seconds", "runs", "horizon")
-    return timing if isinstance(timing, dict) and all(k in timing for k in keys) else None
 
 
 def relative_step_times(parts: list[dict]) -> dict:
