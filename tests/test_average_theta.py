@@ -61,3 +61,12 @@ def test_an_existing_optimizer_needs_force(tmp_path, capsys):
     assert cli([str(out), "adam_nominal_wsd", "adam_nominal_wsd"]) == 2
     assert "--force" in capsys.readouterr().err
     assert cli([str(out), "adam_nominal_wsd", "adam_nominal_wsd", "--force"]) == 0
+
+
+def test_a_field_written_at_its_default_is_the_same_architecture(tmp_path):
+    _, theta, config = storage.load_learned_optimizer("adam_nominal_wsd")
+    assert "nesterov" not in config  # shipped before the field existed
+    storage.save_learned_optimizer(tmp_path / "explicit", {**config, "nesterov": False}, theta)
+    assert cli([str(tmp_path / "soup"), "adam_nominal_wsd", str(tmp_path / "explicit")]) == 0
+    storage.save_learned_optimizer(tmp_path / "other", {**config, "nesterov": True}, theta)
+    assert cli([str(tmp_path / "bad"), "adam_nominal_wsd", str(tmp_path / "other")]) == 2

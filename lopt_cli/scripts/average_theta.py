@@ -6,8 +6,9 @@
 :math:`\\bar\\theta = \\frac1K \\sum_k \\theta_k`, leaf by leaf. It is meaningful for runs of one
 architecture meta-trained from the same θ₀ (seeds of one recipe: ``adam_nominal`` starts at
 exactly Adam whatever the seed), whose θ stay close enough for their mean to be an optimizer
-of the same kind. The sources must have the same architecture config (``learned_optimizer.yaml``
-less its checksum); the output's config is theirs with the new checksum, and
+of the same kind. The sources must build the same optimizer (their ``learned_optimizer.yaml`` may differ
+only in fields left at their defaults); the output's config is the first's with the new
+checksum, and
 ``averaged_from.txt`` beside it lists the sources as given.
 
 Fewer than two sources, sources of different architectures, a source that is not a learned
@@ -42,16 +43,15 @@ def write_average(sources: list[str], out: Path, force: bool = False) -> Path:
     if (out / WEIGHTS_FILE).exists() and not force:
         raise LoptUserError(f"{out} already holds a learned optimizer; pass --force to replace it")
     loaded = [load_learned_optimizer(source) for source in sources]
-    configs = [config for _, _, config in loaded]
-    for source, config in zip(sources[1:], configs[1:]):
-        if config != configs[0]:
-            differ = sorted(k for k in set(config) | set(configs[0])
-                            if config.get(k) != configs[0].get(k))
+    first, _, config = loaded[0]
+    for source, (lopt, _, other) in zip(sources[1:], loaded[1:]):
+        if lopt != first:  # the built optimizers: a field left out means its default
+            differ = sorted(k for k in set(other) | set(config) if other.get(k) != config.get(k))
             raise LoptUserError(f"{source}: another architecture than {sources[0]} "
-                                f"(differs in {', '.join(differ)}); only one architecture's "
-                                "weights can be averaged")
+                                f"(its config differs in {', '.join(differ)}); only one "
+                                "architecture's weights can be averaged")
     theta = mean_theta([theta for _, theta, _ in loaded])
-    path = save_learned_optimizer(out, configs[0], theta)
+    path = save_learned_optimizer(out, config, theta)
     write_text_atomic(out / SOURCES_FILE, "".join(f"{source}\n" for source in sources))
     return path
 
