@@ -343,6 +343,18 @@ def test_predicted_seconds_leave_out_cached_parts_and_weigh_bigger_tasks_more(tm
     assert again["big: adam"] == pytest.approx(40.0 * (2 * 2) / 4, rel=1e-3)
     assert again["small: adam"] == predicted["small: adam"]  # still from its step's cost
 
+    # the plan reads each part of the cache once, and agrees with the prediction
+    from lopt_cli.commands.evaluate_benchmark import plan_parts
+
+    reads = []
+    peek = cache.peek
+    cache.peek = lambda description: reads.append(description) or peek(description)
+    parts = plan_parts(spec, candidates, cache)
+    assert len(reads) == len(parts) == 4
+    assert {f"{p['task']}: {p['optimizer']}": p["predicted_seconds"] for p in parts
+            if p["predicted_seconds"] is not None} == pytest.approx(again)
+    assert [p["recorded_seconds"] for p in parts if p["predicted_seconds"] is None] == [None, 40.0]
+
     class Unbuildable:
         def init(self, key):
             raise ValueError("no")

@@ -188,17 +188,17 @@ def plan_parts(spec, candidates: list, cache) -> list[dict]:
     """One row per task × optimizer, in the order a run computes them: its horizon, trials and
     seeds, its predicted seconds (``None``: cached) and, for a cached part, the seconds it took
     and per step of one run (``None`` when not recorded)."""
-    from lopt_cli.evaluation.benchmark import optimizers_of, run_description
-    from lopt_cli.evaluation.benchmark_cost import measured_rate, predicted_parts
+    from lopt_cli.evaluation.benchmark import optimizers_of
+    from lopt_cli.evaluation.benchmark_cost import measured_rate, peek_parts, predicted_parts
 
-    predicted = predicted_parts(spec, candidates, cache)
     optimizers = optimizers_of(spec, candidates)
+    peeked = peek_parts(spec, optimizers, cache)  # each cached part read once
+    predicted = predicted_parts(spec, candidates, cache, peeked)
     parts = []
     for task in spec.tasks:
         for optimizer in optimizers:
             seconds = predicted.get(f"{task.name}: {optimizer.name}")
-            value = None if seconds is not None else cache.peek(
-                run_description(task, optimizer, spec))
+            value = None if seconds is not None else peeked[(task.name, optimizer.name)]
             timing = (value or {}).get("timing")
             parts.append({
                 "task": task.name, "horizon": task.horizon, "optimizer": optimizer.name,

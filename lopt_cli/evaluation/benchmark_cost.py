@@ -231,17 +231,30 @@ def measured_rate(values: list[dict | None]) -> float | None:
     return rates[len(rates) // 2] if rates else None
 
 
-def predicted_parts(spec: Any, candidates: list, cache: Any) -> dict[str, float]:
+def peek_parts(spec: Any, optimizers: list, cache: Any) -> dict[tuple[str, str], Any]:
+    """``{(task, optimizer): cached value or None}`` for every part of ``spec``, each read
+    once."""
+    from lopt_cli.evaluation.benchmark import run_description
+
+    return {(task.name, o.name): cache.peek(run_description(task, o, spec))
+            for task in spec.tasks for o in optimizers}
+
+
+def predicted_parts(spec: Any, candidates: list, cache: Any,
+                    peeked: dict[tuple[str, str], Any] | None = None) -> dict[str, float]:
     """``{"task: optimizer": predicted seconds}`` of the parts :func:`run_benchmark` will
     compute (cached parts are left out: they take no time). A task that cached runs have timed
     on this machine is predicted from their time (:func:`task_rate`), any other from the cost
-    of its step (:func:`predicted_seconds`); either way plus the optimizer's own update."""
-    from lopt_cli.evaluation.benchmark import loops_on_host, optimizers_of, run_description
+    of its step (:func:`predicted_seconds`); either way plus the optimizer's own update.
+    ``peeked``: :func:`peek_parts` already read (else read here)."""
+    from lopt_cli.evaluation.benchmark import loops_on_host, optimizers_of
 
     optimizers = optimizers_of(spec, candidates)
+    if peeked is None:
+        peeked = peek_parts(spec, optimizers, cache)
     predicted = {}
     for task in spec.tasks:
-        cached = {o.name: cache.peek(run_description(task, o, spec)) for o in optimizers}
+        cached = {o.name: peeked[(task.name, o.name)] for o in optimizers}
         to_compute = [o for o in optimizers if cached[o.name] is None]
         if not to_compute:
             continue
