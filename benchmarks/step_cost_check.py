@@ -10,6 +10,7 @@ it with nothing else on the machine: the rates in ``benchmark_cost`` came from s
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -31,18 +32,22 @@ def benchmark_tasks() -> dict:
     return {task.name: task for task in build_benchmark_spec(cfg)[0].tasks}
 
 
-def measured_step_seconds(task, runs: int, steps: int) -> float:
-    """Seconds per step of ``runs`` vmapped runs of Adam (1e-3) on ``task``."""
+def measured_step_seconds(task, runs: int, steps: int, optimizer=None,
+                          repeats: int = 1) -> float:
+    """Seconds per step (gradient + update) of ``runs`` vmapped runs of ``optimizer`` (an optax
+    transformation taking ``loss=``; default Adam at 1e-3) on ``task``: ``steps`` steps in one
+    jitted ``lax.scan``, compiled and run once first, the median of ``repeats`` timings."""
     import jax
     import optax
 
-    optimizer = optax.adam(1e-3)
+    optimizer = optax.adam(1e-3) if optimizer is None else optimizer
     params = jax.vmap(task.init)(jax.random.split(jax.random.PRNGKey(0), runs))
     carry = (params, jax.vmap(optimizer.init)(params))
 
     def one(p, s, key):
-        grads = jax.grad(lambda q: task.loss(q, task.sample_batch(key, "train"), key))(p)
-        updates, s = optimizer.update(grads, s, p)
+        loss, grads = jax.value_and_grad(
+            lambda q: task.loss(q, task.sample_batch(key, "train"), key))(p)
+        updates, s = optimizer.update(grads, s, p, loss=loss)
         return optax.apply_updates(p, updates), s
 
     def step(carry, key):
@@ -50,9 +55,12 @@ def measured_step_seconds(task, runs: int, steps: int) -> float:
 
     run = jax.jit(lambda c, k: jax.lax.scan(step, c, jax.random.split(k, steps))[0])
     carry = jax.block_until_ready(run(carry, jax.random.PRNGKey(1)))
-    started = time.perf_counter()
-    jax.block_until_ready(run(carry, jax.random.PRNGKey(2)))
-    return (time.perf_counter() - started) / steps
+    timings = []
+    for repeat in range(repeats):
+        started = time.perf_counter()
+        jax.block_until_ready(run(carry, jax.random.PRNGKey(2 + repeat)))
+        timings.append((time.perf_counter() - started) / steps)
+    return statistics.median(timings)
 
 
 def main(out_dir: str | Path, tasks: tuple[str, ...] = DEFAULT_TASKS, runs: int = 30,

@@ -25,20 +25,13 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
+from benchmarks.step_cost_check import benchmark_tasks, measured_step_seconds
 from lopt_cli.errors import LoptUserError
 
 ADAM = "adam"
 DEFAULT_OPTIMIZERS = ("adam_nominal_wsd", "muon_nominal_wsd")
-
-
-def benchmark_tasks() -> dict:
-    """``lopt_bench``'s tasks by name (``BenchmarkTask``: ``.task`` builds it, ``.horizon``)."""
-    from benchmarks.step_cost_check import benchmark_tasks as tasks
-
-    return tasks()
 
 
 def parameter_count(task) -> int:
@@ -46,33 +39,6 @@ def parameter_count(task) -> int:
 
     params = task.init(jax.random.PRNGKey(0))
     return int(sum(leaf.size for leaf in jax.tree_util.tree_leaves(params)))
-
-
-def step_seconds(task, optimizer, runs: int, steps: int, repeats: int) -> float:
-    """Median seconds per step of ``runs`` vmapped runs of ``optimizer`` on ``task``."""
-    import jax
-    import optax
-
-    params = jax.vmap(task.init)(jax.random.split(jax.random.PRNGKey(0), runs))
-    carry = (params, jax.vmap(optimizer.init)(params))
-
-    def one(p, s, key):
-        loss, grads = jax.value_and_grad(
-            lambda q: task.loss(q, task.sample_batch(key, "train"), key))(p)
-        updates, s = optimizer.update(grads, s, p, loss=loss)
-        return optax.apply_updates(p, updates), s
-
-    def step(carry, key):
-        return jax.vmap(one)(*carry, jax.random.split(key, runs)), None
-
-    run = jax.jit(lambda c, k: jax.lax.scan(step, c, jax.random.split(k, steps))[0])
-    jax.block_until_ready(run(carry, jax.random.PRNGKey(1)))
-    timings = []
-    for repeat in range(repeats):
-        started = time.perf_counter()
-        jax.block_until_ready(run(carry, jax.random.PRNGKey(2 + repeat)))
-        timings.append((time.perf_counter() - started) / steps)
-    return statistics.median(timings)
 
 
 def build_optimizer(name: str, horizon: int):
@@ -117,8 +83,9 @@ def main(out_dir: str | Path, optimizers: tuple[str, ...] = DEFAULT_OPTIMIZERS,
     for name in names:
         entry = known[name]
         task = entry.task
-        seconds = {opt: step_seconds(task, build_optimizer(opt, entry.horizon), runs, steps,
-                                     repeats) for opt in (ADAM, *optimizers)}
+        seconds = {opt: measured_step_seconds(task, runs, steps,
+                                              build_optimizer(opt, entry.horizon), repeats)
+                   for opt in (ADAM, *optimizers)}
         row = {"task": name, "horizon": entry.horizon,
                "parameters": parameter_count(task),
                "seconds": seconds, "ratio": {opt: seconds[opt] / seconds[ADAM] for opt in optimizers}}
@@ -169,6 +136,19 @@ def seconds_report(summary: dict, rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def read_timings(path: str | Path) -> list[dict]:
+    """The rows of a ``task_step_time.json`` (one-line LoptUserError if it holds none)."""
+    try:
+        rows = json.loads(Path(path).read_text())
+    except ValueError:
+        rows = None
+    if not (isinstance(rows, list) and rows and all(
+            isinstance(row, dict) and isinstance(row.get("ratio"), dict) and "task" in row
+            for row in rows)):
+        raise LoptUserError(f"{path}: not the rows of a task_step_time.json")
+    return rows
+
+
 def cli(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.task_step_time",
                                      description=__doc__.split("\n\n")[0])
@@ -193,7 +173,7 @@ def cli(argv: list[str] | None = None) -> int:
             rows = main(args.out_dir, tuple(args.optimizers.split(",")), tasks, args.runs,
                         args.steps, args.repeats)
         else:
-            rows = json.loads(Path(args.timings).read_text())
+            rows = read_timings(args.timings)
         if args.leaderboard is not None:
             print(seconds_report(json.loads(Path(args.leaderboard).read_text()), rows), end="")
     except (LoptUserError, OSError, ValueError, KeyError) as error:

@@ -73,6 +73,15 @@ def test_bad_input_is_one_line_and_exit_2(step_time, tmp_path, capsys, argv, say
     assert err.startswith("error: ") and says in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("text", ["not json", '{"task": "a"}', '[{"task": "a"}]'])
+def test_timings_that_are_not_rows_are_one_line_and_exit_2(step_time, tmp_path, capsys, text):
+    bad = tmp_path / "timings.json"
+    bad.write_text(text)
+    assert step_time.cli(["--timings", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {bad}: not the rows of a task_step_time.json\n"
+
+
 def test_steps_must_be_positive(step_time):
     with pytest.raises(SystemExit) as exit_info:
         step_time.cli(["--steps", "0"])
