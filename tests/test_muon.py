@@ -10,6 +10,7 @@ from optax import contrib
 from test_scheduled_lopts import make_params, run
 from tests_support import perturbed
 
+from lopt_cli.errors import LoptUserError
 from lopt_cli.optimizers.dropin import load_optimizer
 from lopt_cli.optimizers.muon_nominal import MuonNominalLOpt, orthogonalised
 
@@ -23,6 +24,46 @@ def test_newton_schulz_keeps_the_singular_vectors_and_pulls_the_values_towards_o
     assert np.all((values > 0.6) & (values < 1.3)), values  # Muon's quintic: about [0.7, 1.2]
     np.testing.assert_allclose(rotated - np.diag(values), 0.0, atol=1e-4)
     np.testing.assert_allclose(orthogonalised(matrix.T), orthogonalised(matrix).T, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(300, 130), (130, 300)])
+def test_blocked_newton_schulz_orthogonalises_each_group_of_the_smaller_side_on_its_own(shape):
+    matrix = jax.random.normal(jax.random.key(1), shape)
+    blocked = np.asarray(orthogonalised(matrix, 5, block=64))  # 130 → 3 groups of 44, 44, 42
+    for start, stop in ((0, 44), (44, 88), (88, 130)):
+        group = (slice(None), slice(start, stop)) if shape[0] > shape[1] else slice(start, stop)
+        np.testing.assert_allclose(blocked[group], orthogonalised(matrix[group]), atol=1e-5)
+    whole = np.asarray(orthogonalised(matrix))
+    assert not np.allclose(blocked, whole, atol=1e-2)  # the groups are not mutually orthogonal
+
+
+def test_a_matrix_no_wider_than_the_block_is_orthogonalised_whole_exactly():
+    matrix = jax.random.normal(jax.random.key(2), (64, 200))
+    np.testing.assert_array_equal(orthogonalised(matrix, 5, block=64), orthogonalised(matrix))
+
+
+def test_muon_nominal_with_blocks_steps_wide_matrices_at_the_same_rms():
+    lopt, blocked = MuonNominalLOpt(), MuonNominalLOpt(ns_block=16)
+    params = {"w": jax.random.normal(jax.random.key(3), (48, 96)) * 0.1}
+    grads = {"w": jax.random.normal(jax.random.key(4), (48, 96))}
+
+    def step(opt):
+        transform = opt.transform(opt.init(jax.random.key(0)), 100)
+        updates, _ = transform.update(grads, transform.init(params), params)
+        return np.asarray(updates["w"])
+
+    whole, grouped = step(lopt), step(blocked)
+    assert not np.allclose(whole, grouped, atol=1e-6)
+    rms = [float(np.sqrt(np.mean(np.square(u)))) for u in (whole, grouped)]
+    np.testing.assert_allclose(rms[1], rms[0], rtol=0.1)
+
+
+@pytest.mark.parametrize("field, value", [("muon_rms", 0), ("muon_rms", float("nan")),
+                                          ("beta2_fast", 0.99), ("ns_steps", 0),
+                                          ("ns_block", 0), ("ns_block", 2.5)])
+def test_muon_nominal_refuses_a_bad_field_by_name(field, value):
+    with pytest.raises(LoptUserError, match=f"{field}="):
+        MuonNominalLOpt(**{field: value})
 
 
 def test_untrained_muon_nominal_is_muon_on_matrices_and_adam_elsewhere():

@@ -39,21 +39,47 @@ NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 NS_EPS = 1e-7
 
 
-def orthogonalised(matrix: jax.Array, steps: int = 5) -> jax.Array:
+def orthogonalised(matrix: jax.Array, steps: int = 5, block: int | None = None) -> jax.Array:
     """:math:`\\approx U V^\\top` of ``matrix`` (singular values pushed towards 1 by ``steps``
-    quintic Newton–Schulz iterations, as Muon's)."""
-    a, b, c = NS_COEFFICIENTS
+    quintic Newton–Schulz iterations, as Muon's).
+
+    With ``block``, the smaller side is cut into :math:`\\lceil k / \\text{block} \\rceil`
+    equal groups of at most ``block`` rows (or columns) and each group is orthogonalised on its
+    own: the cost falls from :math:`\\approx 6k^2 L` to :math:`\\approx 6\\,\\text{block}\\,kL`
+    per step for a :math:`k \\times L` matrix (:math:`k \\le L`). A matrix whose smaller side is
+    at most ``block`` is orthogonalised whole, exactly as without it.
+    """
     tall = matrix.shape[0] > matrix.shape[1]
     x = matrix.T if tall else matrix
-    x = x / (jnp.linalg.norm(x) + NS_EPS)
-    for _ in range(steps):
-        gram = x @ x.T
-        x = a * x + (b * gram + c * gram @ gram) @ x
+    rows, cols = x.shape
+    groups = 1 if block is None else -(-rows // block)
+    size = -(-rows // groups)
+    if groups > 1:
+        padded = jnp.pad(x, ((0, groups * size - rows), (0, 0))).reshape(groups, size, cols)
+        x = _newton_schulz(padded, steps).reshape(-1, cols)[:rows]
+    else:
+        x = _newton_schulz(x, steps)
     return x.T if tall else x
 
 
-def _positive(value: object) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and value > 0 else None
+def _newton_schulz(x: jax.Array, steps: int) -> jax.Array:
+    """Muon's quintic iteration on each trailing ``(rows, cols)`` matrix of ``x`` (rows ≤ cols),
+    each first scaled to unit Frobenius norm; zero rows stay zero."""
+    a, b, c = NS_COEFFICIENTS
+    x = x / (jnp.linalg.norm(x, axis=(-2, -1), keepdims=True) + NS_EPS)
+    for _ in range(steps):
+        gram = x @ jnp.swapaxes(x, -1, -2)
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x
+
+
+def _only_none(value: object) -> None:
+    if value is not None:
+        raise ValueError(value)
+
+
+def _optional_positive_int(value: object) -> int | None:
+    return None if value is None else per_tensor.POSITIVE_INT.normalise(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,19 +89,27 @@ class MuonNominalLOpt(an.AdamNominalLOpt):
     Attributes (beside :class:`~lopt_cli.optimizers.adam_nominal.AdamNominalLOpt`'s):
       muon_rms: :math:`\\rho`, the RMS of an orthogonalised step per unit rate.
       ns_steps: Newton–Schulz iterations.
+      ns_block: ``None`` (whole matrices) or the largest group of rows orthogonalised
+        together (:func:`orthogonalised`): caps the update's cost on wide layers.
+
+    ``beta2_fast`` must stay ``None``: the matrices' step has one second moment.
     """
 
     muon_rms: float = 0.2
     ns_steps: int = 5
+    ns_block: int | None = None
     correction: str = "multiplicative"
 
     FIELD_RULES = {**an.AdamNominalLOpt.FIELD_RULES,
-                   "muon_rms": FieldRule(_positive, "a positive number"),
-                   "ns_steps": per_tensor.POSITIVE_INT}
+                   "muon_rms": per_tensor.POSITIVE_FINITE,
+                   "ns_steps": per_tensor.POSITIVE_INT,
+                   "ns_block": FieldRule(_optional_positive_int, "null or a positive int"),
+                   "beta2_fast": FieldRule(_only_none, "null (muon_nominal has one second "
+                                           "moment)")}
 
     def step_tensor(self, theta: MetaParams, x: TensorInput, state: an.AdamNominalTensorState
                     ) -> tuple[jax.Array, an.AdamNominalTensorState]:
-        if jnp.ndim(x.param) != 2 or self.beta2_fast is not None:
+        if jnp.ndim(x.param) != 2:
             return super().step_tensor(theta, x, state)
         g, p = x.grad, x.param
         t = x.count.astype(jnp.float32) + 1.0
@@ -89,7 +123,7 @@ class MuonNominalLOpt(an.AdamNominalLOpt):
                                                       method=an.AdamNominalNetwork.channels)
         nesterov = self.beta1 * m + (1.0 - self.beta1) * g
         nominal = (self.muon_rms * jnp.sqrt(float(max(p.shape)))
-                   * orthogonalised(nesterov, self.ns_steps))
+                   * orthogonalised(nesterov, self.ns_steps, self.ns_block))
         gamma_c = self.correction_scale * correction
         if self.correction == "multiplicative":
             direction = -jnp.exp(log_scale + gamma_c) * nominal
