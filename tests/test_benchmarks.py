@@ -106,6 +106,16 @@ def test_runner_discovers_benchmark_modules():
     assert "optimizer_overhead" in names and "run" not in names
 
 
+def test_every_discovered_benchmark_takes_the_runners_out_dir():
+    """`make bench` calls ``main(out_dir=...)`` on every module it finds: a script with
+    another ``main`` (one that reads leaderboards, say) belongs in ``lopt_cli/scripts``."""
+    import inspect
+
+    for name in benchmark_module("run").benchmark_names():
+        main = getattr(benchmark_module(name), "main", None)
+        assert main is not None and "out_dir" in inspect.signature(main).parameters, name
+
+
 def test_meta_training_flops_count_every_product_once():
     """The analytic FLOPs of one inner step, by hand for the MLP 64→32→10 at batch 128: task
     fwd+bwd, amortised validation, the per-parameter MLP on its 2410 parameters, and each

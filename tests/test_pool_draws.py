@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from test_benchmark import TINY_BENCHMARK
 
-from benchmarks.per_task_oracle import oracle, per_task_entries
 from lopt_cli.errors import LoptUserError
 from lopt_cli.evaluation.pooled import pooled_summary
 from lopt_cli.scripts import pool_draws
+from lopt_cli.scripts.per_task_oracle import oracle, per_task_entries
 
 REFERENCE = "AdamLR per-task (2 trials)"
 
@@ -206,7 +206,7 @@ def test_an_out_path_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_the_oracle_script_refuses_what_it_cannot_read_in_one_line(tmp_path, capsys):
-    from benchmarks.per_task_oracle import main
+    from lopt_cli.scripts.per_task_oracle import main
 
     empty = tmp_path / "empty.md"
     empty.write_text("# Leaderboard\n\nno per-task table\n")

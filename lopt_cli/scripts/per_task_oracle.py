@@ -3,7 +3,7 @@ candidate reached, and the IQM of those bests. A diagnostic of a bar, not a resu
 optimizer reaches the oracle, and the best of many noisy readings is biased upward, so an oracle
 below a bar says the optimizers measured cannot meet it whatever is picked per task.
 
-    python -m benchmarks.per_task_oracle LEADERBOARD.md [LEADERBOARD.md ...] [--tasks N]
+    python -m lopt_cli.scripts.per_task_oracle LEADERBOARD.md [LEADERBOARD.md ...] [--tasks N]
 
 Reads the *Per task* tables of ``leaderboard.md`` files (as ``lopt evaluate benchmark=...``
 writes them; each candidate's section counts as one entry, repeats of the same optimizer
@@ -58,7 +58,7 @@ def oracle(entries: list[dict], num_tasks: int | None = None) -> tuple[dict, dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.per_task_oracle",
+    parser = argparse.ArgumentParser(prog="python -m lopt_cli.scripts.per_task_oracle",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("leaderboards", nargs="+", type=Path)
     parser.add_argument("--tasks", type=int, default=None, help="keep entries of N tasks")
