@@ -52,6 +52,12 @@ CASES = [
     (MT, "budget=smoke", "does not take budget"),
     (MT, "bogus=1", "unknown key 'bogus'"),
     (MT, "compute.bogus=1", "unknown key 'compute.bogus'"),
+    # ... beside the keys of the node as the other overrides compose it (not the defaults')
+    (MT, "optimizer=adam_nominal optimizer.ns_block=3", "keys in optimizer: _target_, beta1,"),
+    (MT, "optimizer=adam_nominal optimizer.hidden_sizes=[8]",
+     "unknown key 'optimizer.hidden_sizes'"),
+    (MT, "optimizer=muon_nominal optimizer.ns_block=4 optimizer.ns_blok=3",
+     "unknown key 'optimizer.ns_blok'"),
     (MT, "seed=abc", "seed='abc': expected a non-negative integer"),
     (MT, "seed=-1", "seed=-1"),
     (MT, "seed=1.5", "seed=1.5"),

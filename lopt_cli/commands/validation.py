@@ -59,8 +59,11 @@ def all_group_configs(group: str) -> dict[str, dict]:
         return compose_all()
 
 
-def explain(error: Exception, override_text: str, config_name: str) -> str:
-    """One line for a Hydra composition error."""
+def explain(error: Exception, override_text: str, config_name: str,
+            context: list[str] | None = None) -> str:
+    """One line for a Hydra composition error caused by ``override_text``; an unknown key is
+    shown beside the keys its node has under the ``context`` overrides (the command's other
+    ones: ``optimizer=adam_nominal optimizer.bogus=1`` lists ``adam_nominal``'s keys)."""
     key = override_text.split("=", 1)[0].lstrip("+~")
     value = override_text.split("=", 1)[1] if "=" in override_text else ""
     loader = GlobalHydra.instance().config_loader()
@@ -71,7 +74,7 @@ def explain(error: Exception, override_text: str, config_name: str) -> str:
         return f"unknown option {value!r} for {key}; choose one of: {options}"
     if isinstance(error, OverrideParseException):
         return f"cannot parse override {override_text!r}; write key=value (e.g. seed=1)"
-    cfg = compose(config_name, return_hydra_config=False)
+    cfg = _composed_or_none(config_name, context or []) or compose(config_name)
     parent = key.rsplit(".", 1)[0] if "." in key else ""
     node = OmegaConf.select(cfg, parent) if parent else cfg
     known = ", ".join(sorted(node.keys())) if isinstance(node, DictConfig) else "none"
@@ -101,16 +104,30 @@ def compose_checked(config_name: str, overrides: list[str], with_hydra: bool = F
     try:
         return compose(config_name, overrides=overrides, return_hydra_config=with_hydra)
     except (ConfigCompositionException, MissingConfigException, OverrideParseException) as error:
-        culprit = next((o for o in overrides if _fails_alone(config_name, o)), overrides[-1])
-        raise LoptUserError(explain(error, culprit, config_name)) from None
+        culprit, others = find_culprit(config_name, overrides)
+        raise LoptUserError(explain(error, culprit, config_name, others)) from None
 
 
-def _fails_alone(config_name: str, override: str) -> bool:
+def find_culprit(config_name: str, overrides: list[str]) -> tuple[str, list[str]]:
+    """The override that breaks a composition, and the others: the first whose removal lets
+    the rest compose (values before group choices: in ``optimizer=adam_nominal
+    optimizer.hidden_sizes=[8]`` the key is the culprit, not the choice), else the first that
+    fails alone, else the last (``others`` then empty)."""
+    groups = set(GlobalHydra.instance().config_loader().list_groups(""))
+    is_choice = [o.split("=", 1)[0].lstrip("+~") in groups for o in overrides]
+    for i in sorted(range(len(overrides)), key=lambda i: is_choice[i]):
+        others = overrides[:i] + overrides[i + 1:]
+        if _composed_or_none(config_name, others) is not None:
+            return overrides[i], others
+    alone = (o for o in overrides if _composed_or_none(config_name, [o]) is None)
+    return next(alone, overrides[-1]), []
+
+
+def _composed_or_none(config_name: str, overrides: list[str]) -> DictConfig | None:
     try:
-        compose(config_name, overrides=[override])
-        return False
-    except Exception:  # noqa: BLE001 - any failure marks the culprit
-        return True
+        return compose(config_name, overrides=overrides)
+    except Exception:  # noqa: BLE001 - any failure: it does not compose
+        return None
 
 
 def validate_overrides(
