@@ -59,12 +59,17 @@ def all_group_configs(group: str) -> dict[str, dict]:
         return compose_all()
 
 
+def override_key(override_text: str) -> str:
+    """``optimizer.bogus`` of ``+optimizer.bogus=1`` (Hydra's ``+``/``~`` prefixes dropped)."""
+    return override_text.split("=", 1)[0].lstrip("+~")
+
+
 def explain(error: Exception, override_text: str, config_name: str,
             context: list[str] | None = None) -> str:
     """One line for a Hydra composition error caused by ``override_text``; an unknown key is
     shown beside the keys its node has under the ``context`` overrides (the command's other
     ones: ``optimizer=adam_nominal optimizer.bogus=1`` lists ``adam_nominal``'s keys)."""
-    key = override_text.split("=", 1)[0].lstrip("+~")
+    key = override_key(override_text)
     value = override_text.split("=", 1)[1] if "=" in override_text else ""
     loader = GlobalHydra.instance().config_loader()
     if key in loader.list_groups(""):
@@ -114,7 +119,7 @@ def find_culprit(config_name: str, overrides: list[str]) -> tuple[str, list[str]
     optimizer.hidden_sizes=[8]`` the key is the culprit, not the choice), else the first that
     fails alone, else the last (``others`` then empty)."""
     groups = set(GlobalHydra.instance().config_loader().list_groups(""))
-    is_choice = [o.split("=", 1)[0].lstrip("+~") in groups for o in overrides]
+    is_choice = [override_key(o) in groups for o in overrides]
     for i in sorted(range(len(overrides)), key=lambda i: is_choice[i]):
         others = overrides[:i] + overrides[i + 1:]
         if _composed_or_none(config_name, others) is not None:
