@@ -36,13 +36,17 @@ def measured_step_seconds(task, runs: int, steps: int, optimizer=None,
                           repeats: int = 1) -> float:
     """Seconds per step (gradient + update) of ``runs`` vmapped runs of ``optimizer`` (an optax
     transformation taking ``loss=``; default Adam at 1e-3) on ``task``: ``steps`` steps in one
-    jitted ``lax.scan``, compiled and run once first, the median of ``repeats`` timings."""
+    jitted ``lax.scan``, compiled and run once first, the median of ``repeats`` timings. One run
+    is not vmapped, as a user's (under ``vmap`` a ``lax.cond`` on the optimizer's state runs
+    both branches)."""
     import jax
     import optax
 
     optimizer = optax.adam(1e-3) if optimizer is None else optimizer
-    params = jax.vmap(task.init)(jax.random.split(jax.random.PRNGKey(0), runs))
-    carry = (params, jax.vmap(optimizer.init)(params))
+    batched = runs > 1
+    keys = jax.random.split(jax.random.PRNGKey(0), runs)
+    params = jax.vmap(task.init)(keys) if batched else task.init(keys[0])
+    carry = (params, (jax.vmap(optimizer.init) if batched else optimizer.init)(params))
 
     def one(p, s, key):
         loss, grads = jax.value_and_grad(
@@ -51,6 +55,8 @@ def measured_step_seconds(task, runs: int, steps: int, optimizer=None,
         return optax.apply_updates(p, updates), s
 
     def step(carry, key):
+        if not batched:
+            return one(*carry, key), None
         return jax.vmap(one)(*carry, jax.random.split(key, runs)), None
 
     run = jax.jit(lambda c, k: jax.lax.scan(step, c, jax.random.split(k, steps))[0])

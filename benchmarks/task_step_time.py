@@ -6,8 +6,8 @@
 
 The update-overhead benchmark times the update alone on one big matrix; this one times what a
 user waits for: the gradient of the task's loss on one batch plus the update, ``--steps`` steps
-in one jitted ``lax.scan`` (``--runs`` vmapped runs; 1 is a user's single run), compiled and run
-once before timing, the median of ``--repeats`` timings. Every optimizer comes from
+in one jitted ``lax.scan`` (``--runs`` vmapped runs; 1 is a user's single run, not vmapped),
+compiled and run once before timing, the median of ``--repeats`` timings. Every optimizer comes from
 ``load_optimizer(name, horizon)`` (learned ones take their own rate), Adam is ``optax.adam(1e-3)``
 and is timed in the same loop, task after task, so each row's ratios are within one stretch of
 the machine. Prints a table and writes ``<out-dir>/task_step_time.json`` and ``.md``.

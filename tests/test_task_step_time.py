@@ -86,3 +86,27 @@ def test_steps_must_be_positive(step_time):
     with pytest.raises(SystemExit) as exit_info:
         step_time.cli(["--steps", "0"])
     assert exit_info.value.code == 2
+
+
+def test_one_run_is_timed_as_a_users_unbatched_run_and_more_runs_under_vmap():
+    """Under ``vmap`` a ``lax.cond`` on the optimizer's state runs both branches (``lazy_muon``'s
+    refresh): one run must be timed unbatched, as a user runs it."""
+    import jax
+    import optax
+
+    from benchmarks.step_cost_check import benchmark_tasks, measured_step_seconds
+
+    seen = []
+
+    def init(params):
+        return optax.adam(1e-3).init(params)
+
+    def update(grads, state, params=None, **extra):
+        seen.append(any("Batch" in type(leaf).__name__ for leaf in jax.tree.leaves(grads)))
+        return optax.adam(1e-3).update(grads, state, params)
+
+    task = benchmark_tasks()["quadratic_noisy_128"].task
+    for runs in (1, 2):
+        assert measured_step_seconds(task, runs, 2, optax.GradientTransformationExtraArgs(
+            init, update)) > 0
+    assert seen[0] is False and seen[-1] is True

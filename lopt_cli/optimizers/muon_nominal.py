@@ -25,12 +25,18 @@ The Newton–Schulz iteration is the quintic one of Muon,
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 
+from lopt_cli.errors import LoptUserError
 from lopt_cli.optimizers import adam_nominal as an
 from lopt_cli.optimizers import features as feats
+from lopt_cli.optimizers import hierarchical_features as hfeats
 from lopt_cli.optimizers import per_tensor
 from lopt_cli.optimizers.base import MetaParams
 from lopt_cli.optimizers.per_tensor import FieldRule, TensorInput
@@ -73,13 +79,66 @@ def _newton_schulz(x: jax.Array, steps: int) -> jax.Array:
     return x
 
 
+def tall(matrix: jax.Array) -> jax.Array:
+    """``matrix`` with at least as many rows as columns (transposed if wide)."""
+    return matrix.T if matrix.shape[0] < matrix.shape[1] else matrix
+
+
+def unit(matrix: jax.Array) -> jax.Array:
+    """``matrix`` scaled to unit Frobenius norm (zero stays zero)."""
+    return matrix / (jnp.linalg.norm(matrix) + NS_EPS)
+
+
+def newton_schulz_factor(x: jax.Array, steps: int = 5) -> jax.Array:
+    r"""The :math:`B \times B` factor :math:`R` with :math:`x R = \mathrm{NS}_{steps}(x)` for a
+    tall (:func:`tall`) unit-Frobenius ``x`` (:math:`A \times B`): Muon's quintic iteration
+    :math:`X \leftarrow X p(X^\top X)`, :math:`p(G) = aI + bG + cG^2`, multiplies on the right
+    by a polynomial of the Gram matrix, so on the Gram side
+    :math:`R_0 = I,\ R_{j+1} = R_j\, p(R_j G_0 R_j)`, :math:`G_0 = x^\top x`."""
+    a, b, c = NS_COEFFICIENTS
+    gram = x.T @ x
+    eye = jnp.eye(x.shape[1], dtype=x.dtype)
+    factor = eye
+    for _ in range(steps):
+        g = factor @ gram @ factor
+        factor = factor @ (a * eye + b * g + c * g @ g)
+    return factor
+
+
 def _only_none(value: object) -> None:
     if value is not None:
         raise ValueError(value)
 
 
+def one_second_moment(name: str) -> FieldRule:
+    """The rule of ``beta2_fast`` for a nominal-direction variant: only null."""
+    return FieldRule(_only_none, f"null ({name} has one second moment)")
+
+
 def _optional_positive_int(value: object) -> int | None:
     return None if value is None else per_tensor.POSITIVE_INT.normalise(value)
+
+
+class MuonNominalState(NamedTuple):
+    """:class:`~lopt_cli.optimizers.adam_nominal.AdamNominalState` and, per matrix, the stored
+    Newton–Schulz factor (:func:`newton_schulz_factor`; zeros of shape ``()`` elsewhere and when
+    ``ns_refresh_every`` is 1)."""
+
+    momentum: optax.Updates
+    rms: optax.Updates
+    rms_fast: optax.Updates
+    grad_mean_sq: optax.Updates
+    ns_factor: optax.Updates
+    loss_stats: hfeats.LossStats
+    count: jax.Array
+
+
+class MuonNominalTensorState(NamedTuple):
+    momentum: jax.Array
+    rms: jax.Array
+    rms_fast: jax.Array
+    grad_mean_sq: jax.Array
+    ns_factor: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,44 +150,91 @@ class MuonNominalLOpt(an.AdamNominalLOpt):
       ns_steps: Newton–Schulz iterations.
       ns_block: ``None`` (whole matrices) or the largest group of rows orthogonalised
         together (:func:`orthogonalised`): caps the update's cost on wide layers.
+      ns_refresh_every: 1 (every step orthogonalised afresh, Muon's) or :math:`k`: the Gram-side
+        factor :math:`R` (:func:`newton_schulz_factor`) of the unit-Frobenius Nesterov momentum
+        is recomputed at steps :math:`0, k, 2k, \\dots` and reused in between,
+        :math:`O_t = \\mathrm{tall}(N_t / \\lVert N_t \\rVert_F)\\, R`: one product per step
+        instead of ``ns_steps`` iterations of three (a single run's saving: under ``vmap`` the
+        refresh's ``lax.cond`` computes both branches).
 
-    ``beta2_fast`` must stay ``None``: the matrices' step has one second moment.
+    ``beta2_fast`` must stay ``None``: the matrices' step has one second moment;
+    ``ns_block`` must stay ``None`` with ``ns_refresh_every`` above 1.
     """
 
     muon_rms: float = 0.2
     ns_steps: int = 5
     ns_block: int | None = None
+    ns_refresh_every: int = 1
     correction: str = "multiplicative"
 
+    State = MuonNominalState
+    TensorState = MuonNominalTensorState
     FIELD_RULES = {**an.AdamNominalLOpt.FIELD_RULES,
                    "muon_rms": per_tensor.POSITIVE_FINITE,
                    "ns_steps": per_tensor.POSITIVE_INT,
                    "ns_block": FieldRule(_optional_positive_int, "null or a positive int"),
-                   "beta2_fast": FieldRule(_only_none, "null (muon_nominal has one second "
-                                           "moment)")}
+                   "ns_refresh_every": per_tensor.POSITIVE_INT,
+                   "beta2_fast": one_second_moment("muon_nominal")}
 
-    def step_tensor(self, theta: MetaParams, x: TensorInput, state: an.AdamNominalTensorState
-                    ) -> tuple[jax.Array, an.AdamNominalTensorState]:
+    def __post_init__(self):
+        super().__post_init__()
+        if self.ns_refresh_every > 1 and self.ns_block is not None:
+            raise LoptUserError(f"{type(self).__name__}: ns_block={self.ns_block} needs "
+                                f"ns_refresh_every=1 (got {self.ns_refresh_every}): a stored "
+                                "factor is of whole matrices")
+
+    def init_tensor_state(self, param: jax.Array) -> MuonNominalTensorState:
+        lazy = self.ns_refresh_every > 1 and jnp.ndim(param) == 2
+        factor = (jnp.eye(tall(param).shape[1], dtype=jnp.float32) if lazy
+                  else per_tensor.float32_zeros(()))
+        return MuonNominalTensorState(*super().init_tensor_state(param), factor)
+
+    def step_tensor(self, theta: MetaParams, x: TensorInput, state: MuonNominalTensorState
+                    ) -> tuple[jax.Array, MuonNominalTensorState]:
         if jnp.ndim(x.param) != 2:
-            return super().step_tensor(theta, x, state)
-        g, p = x.grad, x.param
-        t = x.count.astype(jnp.float32) + 1.0
-        m = self.beta1 * state.momentum + (1.0 - self.beta1) * g
-        v = self.beta2 * state.rms + (1.0 - self.beta2) * jnp.square(g)
-        m_hat, v_hat = self.first_moment(m, g, t), v / (1.0 - self.beta2**t)
-        tensor_x = feats.tensor_features(feats.TensorContext(x.count, x.num_steps, g, p))
-        heads = self.network.apply(theta, [], tensor_x, method=an.AdamNominalNetwork.heads)
-        channels = an.nominal_features(g, p, m_hat, v_hat)
-        log_scale, correction, _ = self.network.apply(theta, channels, tensor_x,
-                                                      method=an.AdamNominalNetwork.channels)
-        nesterov = self.beta1 * m + (1.0 - self.beta1) * g
-        nominal = (self.muon_rms * jnp.sqrt(float(max(p.shape)))
-                   * orthogonalised(nesterov, self.ns_steps, self.ns_block))
-        gamma_c = self.correction_scale * correction
-        if self.correction == "multiplicative":
-            direction = -jnp.exp(log_scale + gamma_c) * nominal
-        else:
-            direction = -jnp.exp(log_scale) * (nominal + gamma_c)
-        if self.learned_decay:
-            direction = direction - an.learned_decay(heads[an.DECAY]) * p
-        return direction, an.AdamNominalTensorState(m, v, state.rms_fast, state.grad_mean_sq)
+            step, adam = super().step_tensor(theta, x, an.AdamNominalTensorState(*state[:4]))
+            return step, MuonNominalTensorState(*adam, state.ns_factor)
+        scale = self.muon_rms * jnp.sqrt(float(max(x.param.shape)))
+
+        def nominal_of(nesterov):
+            if self.ns_refresh_every == 1:
+                return scale * orthogonalised(nesterov, self.ns_steps, self.ns_block), {}
+            unit_tall = unit(tall(nesterov))
+            refresh = x.count % self.ns_refresh_every == 0
+            factor = jax.lax.cond(refresh, functools.partial(newton_schulz_factor,
+                                                             steps=self.ns_steps),
+                                  lambda _: state.ns_factor, unit_tall)
+            o = unit_tall @ factor
+            return scale * (o if o.shape == nesterov.shape else o.T), {"ns_factor": factor}
+
+        return step_matrix(self, theta, x, state, nominal_of)
+
+
+def step_matrix(lopt: an.AdamNominalLOpt, theta: MetaParams, x: TensorInput, state: NamedTuple,
+                nominal_of: Callable[[jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+                ) -> tuple[jax.Array, NamedTuple]:
+    r"""A matrix's step: :math:`-e^{s_\theta + \gamma c_\theta(x)}` (or the additive
+    correction) times the nominal term that ``nominal_of`` makes of the Nesterov momentum
+    :math:`\beta_1 m + (1 - \beta_1) g` (with the state fields it changes besides the moments),
+    with ``adam_nominal``'s moments, features and heads; shared by the nominal-direction
+    variants (``muon_nominal``, ``balanced_nominal``). ``state``: a tensor state with
+    ``adam_nominal``'s fields first."""
+    g, p = x.grad, x.param
+    t = x.count.astype(jnp.float32) + 1.0
+    m = lopt.beta1 * state.momentum + (1.0 - lopt.beta1) * g
+    v = lopt.beta2 * state.rms + (1.0 - lopt.beta2) * jnp.square(g)
+    m_hat, v_hat = lopt.first_moment(m, g, t), v / (1.0 - lopt.beta2**t)
+    tensor_x = feats.tensor_features(feats.TensorContext(x.count, x.num_steps, g, p))
+    heads = lopt.network.apply(theta, [], tensor_x, method=an.AdamNominalNetwork.heads)
+    channels = an.nominal_features(g, p, m_hat, v_hat)
+    log_scale, correction, _ = lopt.network.apply(theta, channels, tensor_x,
+                                                  method=an.AdamNominalNetwork.channels)
+    nominal, changed = nominal_of(lopt.beta1 * m + (1.0 - lopt.beta1) * g)
+    gamma_c = lopt.correction_scale * correction
+    if lopt.correction == "multiplicative":
+        direction = -jnp.exp(log_scale + gamma_c) * nominal
+    else:
+        direction = -jnp.exp(log_scale) * (nominal + gamma_c)
+    if lopt.learned_decay:
+        direction = direction - an.learned_decay(heads[an.DECAY]) * p
+    return direction, state._replace(momentum=m, rms=v, **changed)

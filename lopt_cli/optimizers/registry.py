@@ -17,12 +17,15 @@ import optax
 
 from lopt_cli.optimizers import baselines
 from lopt_cli.optimizers.adam_nominal import AdamNominalLOpt
+from lopt_cli.optimizers.balanced_nominal import BalancedNominalLOpt
 from lopt_cli.optimizers.base import LearnedOptimizer
 from lopt_cli.optimizers.celo import CeloLOpt
 from lopt_cli.optimizers.hierarchical import HierarchicalLOpt
+from lopt_cli.optimizers.lazy_muon import lazy_muon
 from lopt_cli.optimizers.mlp_lopt import MLPLOpt
 from lopt_cli.optimizers.muon import muon
 from lopt_cli.optimizers.muon_nominal import MuonNominalLOpt
+from lopt_cli.optimizers.sinkhorn import sinkhorn
 from lopt_cli.optimizers.small_lopt import SmallLOpt
 
 DEFAULT_NUM_STEPS = 1000
@@ -36,6 +39,7 @@ LEARNED_OPTIMIZERS: dict[str, Callable[[], LearnedOptimizer]] = {
     "adam_nominal_two_moments": functools.partial(AdamNominalLOpt, beta2_fast=0.99),
     "adam_nominal_learned_decay": functools.partial(AdamNominalLOpt, learned_decay=True),
     "muon_nominal": MuonNominalLOpt,
+    "balanced_nominal": BalancedNominalLOpt,
 }
 
 
@@ -53,5 +57,7 @@ OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformationExtraArgs]] = {
     "adam8p": functools.partial(baselines.adam8p, num_steps=DEFAULT_NUM_STEPS),
     "nadamw": functools.partial(baselines.nadamw, num_steps=DEFAULT_NUM_STEPS),
     "muon": muon,  # Muon on matrices, NAdam elsewhere, one constant rate (optimizers/muon.py)
+    "lazy_muon": lazy_muon,  # muon reusing its Newton-Schulz factor (optimizers/lazy_muon.py)
+    "sinkhorn": sinkhorn,  # muon with row/column-balanced momentum (optimizers/sinkhorn.py)
     **{name: functools.partial(ready_learned, name) for name in LEARNED_OPTIMIZERS},
 }
