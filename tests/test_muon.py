@@ -11,6 +11,7 @@ from test_scheduled_lopts import make_params, run
 from tests_support import perturbed
 
 from lopt_cli.errors import LoptUserError
+from lopt_cli.optimizers.balanced_nominal import BalancedNominalLOpt
 from lopt_cli.optimizers.dropin import load_optimizer
 from lopt_cli.optimizers.muon_nominal import MuonNominalLOpt, orthogonalised
 
@@ -78,19 +79,25 @@ def test_untrained_muon_nominal_is_muon_on_matrices_and_adam_elsewhere():
         np.testing.assert_allclose(ours[key], adam[key], rtol=1e-6, atol=1e-7)
 
 
-def test_meta_parameters_move_muon_nominal_away_from_muon():
-    lopt = MuonNominalLOpt(schedule="constant", schedule_hidden=0)
+@pytest.mark.parametrize("architecture", [MuonNominalLOpt, BalancedNominalLOpt])
+def test_meta_parameters_move_a_nominal_direction_variant_away_from_its_nominal_step(
+        architecture):
+    lopt = architecture(schedule="constant", schedule_hidden=0)
     untrained = run(lopt.transform(lopt.init(jax.random.key(0)), 100), make_params(), 5)
     moved = run(lopt.transform(perturbed(lopt.init(jax.random.key(0))), 100), make_params(), 5)
     assert not np.allclose(untrained["w"], moved["w"], atol=1e-6)
 
 
-def test_the_hand_designed_muon_steps_a_matrix_at_a_fifth_of_its_rate_in_rms_and_nadam_elsewhere():
-    opt = load_optimizer("muon", 100, learning_rate=1e-2)
+@pytest.mark.parametrize("name, rms_range", [("muon", (0.15, 0.25)),  # Muon's √max(A, B) scale
+                                             ("lazy_muon", (0.1999, 0.2001)),  # RMS-matched
+                                             ("sinkhorn", (0.1999, 0.2001))])
+def test_a_hand_designed_muon_steps_a_matrix_at_a_fifth_of_its_rate_in_rms_and_nadam_elsewhere(
+        name, rms_range):
+    opt = load_optimizer(name, 100, learning_rate=1e-2)
     params = make_params()
     grads = jax.grad(lambda p: jnp.sum(jnp.square(p["w"] - 1.0)) + jnp.sum(p["b"]))(params)
     updates, _ = opt.update(grads, opt.init(params), params)
     rms = float(jnp.sqrt(jnp.mean(jnp.square(updates["w"]))))
-    assert 0.15 * 1e-2 < rms < 0.25 * 1e-2
+    assert rms_range[0] * 1e-2 < rms < rms_range[1] * 1e-2
     nadam, _ = optax.nadam(1e-2).update(grads, optax.nadam(1e-2).init(params), params)
     np.testing.assert_allclose(updates["b"], nadam["b"], rtol=1e-6)  # elsewhere: NAdam

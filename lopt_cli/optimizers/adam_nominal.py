@@ -271,11 +271,19 @@ class AdamNominalLOpt(ScheduledLOpt):
         log_scale, correction, _ = self.network.apply(theta, channels, tensor_x,
                                                       method=AdamNominalNetwork.channels)
         adam = m_hat / (jnp.sqrt(v_hat) + ADAM_EPS)
+        direction = self.learned_step(adam, log_scale, correction, heads, p)
+        return direction, AdamNominalTensorState(m, v, v_fast, state.grad_mean_sq)
+
+    def learned_step(self, nominal: jax.Array, log_scale: jax.Array, correction: jax.Array,
+                     heads: jax.Array, p: jax.Array) -> jax.Array:
+        r""":math:`-e^{s + \gamma c}\,\text{nominal}` (multiplicative) or
+        :math:`-e^{s}(\text{nominal} + \gamma c)` (additive), less the learned decay
+        :math:`\lambda_\theta p` when on."""
         gamma_c = self.correction_scale * correction
         if self.correction == "multiplicative":
-            direction = -jnp.exp(log_scale + gamma_c) * adam
+            direction = -jnp.exp(log_scale + gamma_c) * nominal
         else:
-            direction = -jnp.exp(log_scale) * (adam + gamma_c)
+            direction = -jnp.exp(log_scale) * (nominal + gamma_c)
         if self.learned_decay:
             direction = direction - learned_decay(heads[DECAY]) * p
-        return direction, AdamNominalTensorState(m, v, v_fast, state.grad_mean_sq)
+        return direction

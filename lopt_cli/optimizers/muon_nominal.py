@@ -230,11 +230,5 @@ def step_matrix(lopt: an.AdamNominalLOpt, theta: MetaParams, x: TensorInput, sta
     log_scale, correction, _ = lopt.network.apply(theta, channels, tensor_x,
                                                   method=an.AdamNominalNetwork.channels)
     nominal, changed = nominal_of(lopt.beta1 * m + (1.0 - lopt.beta1) * g)
-    gamma_c = lopt.correction_scale * correction
-    if lopt.correction == "multiplicative":
-        direction = -jnp.exp(log_scale + gamma_c) * nominal
-    else:
-        direction = -jnp.exp(log_scale) * (nominal + gamma_c)
-    if lopt.learned_decay:
-        direction = direction - an.learned_decay(heads[an.DECAY]) * p
+    direction = lopt.learned_step(nominal, log_scale, correction, heads, p)
     return direction, state._replace(momentum=m, rms=v, **changed)
