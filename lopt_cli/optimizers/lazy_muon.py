@@ -31,47 +31,50 @@ import optax
 
 from lopt_cli.optimizers.matrix_split import on_matrices_nadam_elsewhere
 from lopt_cli.optimizers.muon import MUON_RMS
-from lopt_cli.optimizers.muon_nominal import NS_EPS, newton_schulz_factor, tall, unit
+from lopt_cli.optimizers.muon_nominal import NS_EPS, refreshed_factor, tall, unit, untall
 
 REFRESH_EVERY = 10
+NS_STEPS = 5  # Muon's
 
 
 class LazyMuonState(NamedTuple):
     count: jax.Array
-    momentum: optax.Params
     factor: optax.Params  # per matrix, B x B of its tall orientation
+
+
+def scale_by_stored_factor(refresh_every: int = REFRESH_EVERY) -> optax.GradientTransformation:
+    r"""Every 2-D leaf times its stored Gram-side Newton–Schulz factor, refreshed every
+    ``refresh_every`` steps (``muon_nominal.refreshed_factor``), scaled to RMS :math:`\rho`
+    (module docstring)."""
+
+    def init(params):
+        factors = jax.tree.map(lambda p: jnp.eye(tall(p).shape[1], dtype=p.dtype), params)
+        return LazyMuonState(jnp.zeros([], jnp.int32), factors)
+
+    def update(updates, state, params=None):
+        del params
+        refresh = state.count % refresh_every == 0
+        unit_talls = jax.tree.map(lambda n: unit(tall(n)), updates)
+        factors = jax.tree.map(lambda x, old: refreshed_factor(x, old, refresh, NS_STEPS),
+                               unit_talls, state.factor)
+        steps = jax.tree.map(lambda x, f, n: rms_matched(untall(x @ f, n)), unit_talls,
+                             factors, updates)
+        return steps, LazyMuonState(state.count + 1, factors)
+
+    return optax.GradientTransformation(init, update)
+
+
+def rms_matched(o: jax.Array) -> jax.Array:
+    r"""``o`` scaled to an RMS of :math:`\rho`."""
+    return MUON_RMS * o / (jnp.sqrt(jnp.mean(jnp.square(o))) + NS_EPS)
 
 
 def scale_by_lazy_muon(beta: float = 0.95, refresh_every: int = REFRESH_EVERY
                        ) -> optax.GradientTransformation:
-    """Nesterov momentum :math:`\\beta m + g` (:math:`m \\leftarrow \\beta m + g`) of every 2-D
-    leaf times its stored Gram-side Newton–Schulz factor, refreshed every ``refresh_every``
-    steps, scaled to RMS :math:`\\rho` (module docstring)."""
-
-    def init(params):
-        factors = jax.tree.map(lambda p: jnp.eye(tall(p).shape[1], dtype=p.dtype), params)
-        return LazyMuonState(jnp.zeros([], jnp.int32), jax.tree.map(jnp.zeros_like, params),
-                             factors)
-
-    def update(updates, state, params=None):
-        del params
-        momentum = jax.tree.map(lambda m, g: beta * m + g, state.momentum, updates)
-        refresh = state.count % refresh_every == 0
-
-        def direction(m, g, old_factor):
-            x = unit(tall(beta * m + g))
-            factor = jax.lax.cond(refresh, newton_schulz_factor, lambda _: old_factor, x)
-            o = x @ factor
-            o = MUON_RMS * o / (jnp.sqrt(jnp.mean(jnp.square(o))) + NS_EPS)
-            return (o.T if o.shape != g.shape else o), factor
-
-        pairs = jax.tree.map(direction, momentum, updates, state.factor)
-        is_pair = lambda node: isinstance(node, tuple) and len(node) == 2  # noqa: E731
-        steps = jax.tree.map(lambda pair: pair[0], pairs, is_leaf=is_pair)
-        factors = jax.tree.map(lambda pair: pair[1], pairs, is_leaf=is_pair)
-        return steps, LazyMuonState(state.count + 1, momentum, factors)
-
-    return optax.GradientTransformation(init, update)
+    r"""Nesterov momentum :math:`\beta m + g` (:math:`m \leftarrow \beta m + g`) of every 2-D
+    leaf through :func:`scale_by_stored_factor`."""
+    return optax.chain(optax.trace(decay=beta, nesterov=True),
+                       scale_by_stored_factor(refresh_every))
 
 
 def lazy_muon(learning_rate: float | jax.Array = 1e-3, refresh_every: int = REFRESH_EVERY

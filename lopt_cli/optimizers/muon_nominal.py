@@ -105,6 +105,19 @@ def newton_schulz_factor(x: jax.Array, steps: int = 5) -> jax.Array:
     return factor
 
 
+def untall(matrix: jax.Array, like: jax.Array) -> jax.Array:
+    """``matrix`` (a :func:`tall` one) back in ``like``'s orientation."""
+    return matrix if matrix.shape == like.shape else matrix.T
+
+
+def refreshed_factor(unit_tall: jax.Array, old_factor: jax.Array, refresh: jax.Array,
+                     steps: int) -> jax.Array:
+    """:func:`newton_schulz_factor` of ``unit_tall`` where ``refresh``, else ``old_factor``
+    (a ``lax.cond``: one branch runs, except under ``vmap``)."""
+    return jax.lax.cond(refresh, functools.partial(newton_schulz_factor, steps=steps),
+                        lambda _: old_factor, unit_tall)
+
+
 def _only_none(value: object) -> None:
     if value is not None:
         raise ValueError(value)
@@ -200,12 +213,9 @@ class MuonNominalLOpt(an.AdamNominalLOpt):
             if self.ns_refresh_every == 1:
                 return scale * orthogonalised(nesterov, self.ns_steps, self.ns_block), {}
             unit_tall = unit(tall(nesterov))
-            refresh = x.count % self.ns_refresh_every == 0
-            factor = jax.lax.cond(refresh, functools.partial(newton_schulz_factor,
-                                                             steps=self.ns_steps),
-                                  lambda _: state.ns_factor, unit_tall)
-            o = unit_tall @ factor
-            return scale * (o if o.shape == nesterov.shape else o.T), {"ns_factor": factor}
+            factor = refreshed_factor(unit_tall, state.ns_factor,
+                                      x.count % self.ns_refresh_every == 0, self.ns_steps)
+            return scale * untall(unit_tall @ factor, nesterov), {"ns_factor": factor}
 
         return step_matrix(self, theta, x, state, nominal_of)
 

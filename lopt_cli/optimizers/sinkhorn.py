@@ -44,21 +44,12 @@ def sinkhorn_balanced(matrix: jax.Array, iterations: int = SINKHORN_ITERATIONS) 
 
 def scale_by_sinkhorn(beta: float = 0.95, iterations: int = SINKHORN_ITERATIONS
                       ) -> optax.GradientTransformation:
-    """Nesterov momentum :math:`N = \\beta m + g` (:math:`m \\leftarrow \\beta m + g`) of every
-    leaf, balanced by :func:`sinkhorn_balanced` and scaled to RMS :math:`\\rho`; for 2-D leaves
+    r"""Nesterov momentum :math:`N = \beta m + g` (:math:`m \leftarrow \beta m + g`) of every
+    leaf, balanced by :func:`sinkhorn_balanced` and scaled to RMS :math:`\rho`; for 2-D leaves
     only (``sinkhorn`` routes the others to NAdam)."""
-
-    def init(params):
-        return optax.TraceState(trace=jax.tree.map(jnp.zeros_like, params))
-
-    def update(updates, state, params=None):
-        del params
-        momentum = jax.tree.map(lambda m, g: beta * m + g, state.trace, updates)
-        nesterov = jax.tree.map(lambda m, g: beta * m + g, momentum, updates)
-        direction = jax.tree.map(lambda n: MUON_RMS * sinkhorn_balanced(n, iterations), nesterov)
-        return direction, optax.TraceState(trace=momentum)
-
-    return optax.GradientTransformation(init, update)
+    balance = optax.stateless(lambda updates, params: jax.tree.map(
+        lambda n: MUON_RMS * sinkhorn_balanced(n, iterations), updates))
+    return optax.chain(optax.trace(decay=beta, nesterov=True), balance)
 
 
 def sinkhorn(learning_rate: float | jax.Array = 1e-3) -> optax.GradientTransformationExtraArgs:
