@@ -90,7 +90,8 @@ def test_meta_parameters_move_a_nominal_direction_variant_away_from_its_nominal_
 
 @pytest.mark.parametrize("name, rms_range", [("muon", (0.15, 0.25)),  # Muon's √max(A, B) scale
                                              ("lazy_muon", (0.1999, 0.2001)),  # RMS-matched
-                                             ("sinkhorn", (0.1999, 0.2001))])
+                                             ("sinkhorn", (0.1999, 0.2001)),
+                                             ("dion", (0.1999, 0.2001))])
 def test_a_hand_designed_muon_steps_a_matrix_at_a_fifth_of_its_rate_in_rms_and_nadam_elsewhere(
         name, rms_range):
     opt = load_optimizer(name, 100, learning_rate=1e-2)

@@ -38,10 +38,12 @@ from lopt_cli.optimizers import adam_nominal as an
 from lopt_cli.optimizers import features as feats
 from lopt_cli.optimizers import hierarchical_features as hfeats
 from lopt_cli.optimizers import per_tensor
+from lopt_cli.optimizers import power_orthogonal as power
 from lopt_cli.optimizers.base import MetaParams
 from lopt_cli.optimizers.per_tensor import FieldRule, TensorInput
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+ORTHOGONALISERS = ("newton_schulz", "power")
 NS_EPS = 1e-7
 
 
@@ -169,15 +171,22 @@ class MuonNominalLOpt(an.AdamNominalLOpt):
         :math:`O_t = \\mathrm{tall}(N_t / \\lVert N_t \\rVert_F)\\, R`: one product per step
         instead of ``ns_steps`` iterations of three (a single run's saving: under ``vmap`` the
         refresh's ``lax.cond`` computes both branches).
+      orthogonaliser: ``"newton_schulz"`` (Muon's) or ``"power"``: one warm-started power
+        step per training step from a stored right basis
+        (:func:`~lopt_cli.optimizers.power.power_direction`, Dion's at full rank), which tends to
+        :math:`UV^\top` as the basis tracks the momentum's right singular vectors; three
+        products and a QR per step instead of ``ns_steps`` iterations of three products.
 
     ``beta2_fast`` must stay ``None``: the matrices' step has one second moment;
-    ``ns_block`` must stay ``None`` with ``ns_refresh_every`` above 1.
+    ``ns_block`` must stay ``None`` with ``ns_refresh_every`` above 1 or the power
+    orthogonaliser, and ``ns_refresh_every`` 1 with the power one.
     """
 
     muon_rms: float = 0.2
     ns_steps: int = 5
     ns_block: int | None = None
     ns_refresh_every: int = 1
+    orthogonaliser: str = "newton_schulz"
     correction: str = "multiplicative"
 
     State = MuonNominalState
@@ -187,6 +196,7 @@ class MuonNominalLOpt(an.AdamNominalLOpt):
                    "ns_steps": per_tensor.POSITIVE_INT,
                    "ns_block": FieldRule(_optional_positive_int, "null or a positive int"),
                    "ns_refresh_every": per_tensor.POSITIVE_INT,
+                   "orthogonaliser": per_tensor.one_of(ORTHOGONALISERS),
                    "beta2_fast": one_second_moment("muon_nominal")}
 
     def __post_init__(self):
@@ -195,11 +205,20 @@ class MuonNominalLOpt(an.AdamNominalLOpt):
             raise LoptUserError(f"{type(self).__name__}: ns_block={self.ns_block} needs "
                                 f"ns_refresh_every=1 (got {self.ns_refresh_every}): a stored "
                                 "factor is of whole matrices")
+        if self.orthogonaliser == "power" and (self.ns_block is not None
+                                               or self.ns_refresh_every != 1):
+            raise LoptUserError(f"{type(self).__name__}: orthogonaliser=power needs ns_block="
+                                f"null and ns_refresh_every=1 (got {self.ns_block}, "
+                                f"{self.ns_refresh_every}): it keeps its own basis")
 
     def init_tensor_state(self, param: jax.Array) -> MuonNominalTensorState:
-        lazy = self.ns_refresh_every > 1 and jnp.ndim(param) == 2
-        factor = (jnp.eye(tall(param).shape[1], dtype=jnp.float32) if lazy
-                  else per_tensor.float32_zeros(()))
+        matrix = jnp.ndim(param) == 2
+        if matrix and self.orthogonaliser == "power":
+            factor = power.initial_basis(param.astype(jnp.float32), 1.0)
+        elif matrix and self.ns_refresh_every > 1:
+            factor = jnp.eye(tall(param).shape[1], dtype=jnp.float32)
+        else:
+            factor = per_tensor.float32_zeros(())
         return MuonNominalTensorState(*super().init_tensor_state(param), factor)
 
     def step_tensor(self, theta: MetaParams, x: TensorInput, state: MuonNominalTensorState
@@ -210,6 +229,9 @@ class MuonNominalLOpt(an.AdamNominalLOpt):
         scale = self.muon_rms * jnp.sqrt(float(max(x.param.shape)))
 
         def nominal_of(nesterov):
+            if self.orthogonaliser == "power":
+                direction, _, basis = power.power_direction(tall(nesterov), state.ns_factor)
+                return scale * untall(direction, nesterov), {"ns_factor": basis}
             if self.ns_refresh_every == 1:
                 return scale * orthogonalised(nesterov, self.ns_steps, self.ns_block), {}
             unit_tall = unit(tall(nesterov))

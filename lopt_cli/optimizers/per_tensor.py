@@ -142,6 +142,17 @@ BOOL = FieldRule(_bool, "true or false")
 CHUNK_SIZE = FieldRule(_chunk_size, "null (automatic), 0 (one block) or a positive int")
 
 
+def _member_of(choices: tuple[str, ...], value: Any) -> str:
+    if value not in choices:
+        raise ValueError(value)
+    return str(value)
+
+
+def one_of(choices: tuple[str, ...]) -> FieldRule:
+    """The rule of a field that names one of ``choices``."""
+    return FieldRule(functools.partial(_member_of, choices), "one of " + ", ".join(choices))
+
+
 def _shown(value: Any) -> Any:
     return list(value) if isinstance(value, (tuple, list)) else value
 

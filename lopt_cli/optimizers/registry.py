@@ -20,6 +20,7 @@ from lopt_cli.optimizers.adam_nominal import AdamNominalLOpt
 from lopt_cli.optimizers.balanced_nominal import BalancedNominalLOpt
 from lopt_cli.optimizers.base import LearnedOptimizer
 from lopt_cli.optimizers.celo import CeloLOpt
+from lopt_cli.optimizers.dion import dion
 from lopt_cli.optimizers.hierarchical import HierarchicalLOpt
 from lopt_cli.optimizers.lazy_muon import lazy_muon
 from lopt_cli.optimizers.mlp_lopt import MLPLOpt
@@ -59,5 +60,6 @@ OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformationExtraArgs]] = {
     "muon": muon,  # Muon on matrices, NAdam elsewhere, one constant rate (optimizers/muon.py)
     "lazy_muon": lazy_muon,  # muon reusing its Newton-Schulz factor (optimizers/lazy_muon.py)
     "sinkhorn": sinkhorn,  # muon with row/column-balanced momentum (optimizers/sinkhorn.py)
+    "dion": dion,  # muon with one warm-started power iteration per step (optimizers/dion.py)
     **{name: functools.partial(ready_learned, name) for name in LEARNED_OPTIMIZERS},
 }
