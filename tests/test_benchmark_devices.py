@@ -90,6 +90,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow  # ~40 s; the fast suite keeps test_sharding's device-count checks
 def test_split_runs_match_one_device(lopt_env):
     env = with_host_devices(lopt_env, 2)
     result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,

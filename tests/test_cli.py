@@ -135,6 +135,7 @@ def test_evaluate_writes_results_and_summary(run_lopt, trained, tmp_path):
     assert "learned optimizer vs. tuned baselines" in result.stdout
 
 
+@pytest.mark.slow  # ~25 s; the benchmark's CLI test reads its runs back from the same cache
 def test_evaluate_reuses_cached_runs(run_lopt, trained, tmp_path):
     def evaluate_once():
         run_lopt("evaluate", f"learned_optimizer={trained}", *TINY_EVALUATE, "seed=5")
@@ -147,6 +148,7 @@ def test_evaluate_reuses_cached_runs(run_lopt, trained, tmp_path):
     assert second["comparisons"] == first["comparisons"]
 
 
+@pytest.mark.slow  # ~15 s: one experiment's end-to-end run
 def test_implicit_regularization_experiment(run_lopt, trained, tmp_path):
     run_lopt("evaluate", f"learned_optimizer={trained}", "experiment=implicit_regularization",
              "implicit_regularization.steps=50", "implicit_regularization.num_points=3")

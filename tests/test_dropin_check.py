@@ -19,6 +19,7 @@ def check():
     return benchmark_module("dropin_check")
 
 
+@pytest.mark.slow  # ~15 s: the benchmark script end to end
 def test_quick_run_structure_and_adam_trains(check, tmp_path):
     result = check.main(tmp_path, optimizer="mlp_digits", steps=(30,), quick=True)
     written = json.loads((tmp_path / "dropin_check.json").read_text())

@@ -109,6 +109,7 @@ def test_a_task_missing_from_one_draw_is_a_user_error():
         pooled_summary([summary_of()] * 2, draws, [0, 1])
 
 
+@pytest.mark.slow  # ~15 s: the script on a real sweep; its pooling is checked above
 def test_the_script_pools_a_real_sweep_of_draws_and_refuses_bad_ones(lopt_env, tmp_path,
                                                                       capsys):
     # its own run cache: test_benchmark counts these runs as computed, not cached, in the

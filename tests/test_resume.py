@@ -112,6 +112,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(lopt_env, tmp_path, unin
     assert not list(resumed.glob(".*.tmp"))
 
 
+@pytest.mark.slow  # ~25 s; the fast suite resumes a killed run (above) and stops on Ctrl-C
 def test_ctrl_c_stops_after_a_step_with_a_checkpoint_and_resumes_to_the_same_result(
         lopt_env, tmp_path, uninterrupted):
     """SIGINT: the run finishes its outer step, checkpoints the state after it (not the last

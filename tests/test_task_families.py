@@ -39,6 +39,14 @@ def test_task_runs_under_jit_and_is_finite(family):
     assert task.normalize(jnp.nan) == task.normalize(jnp.inf)  # mapped to the ceiling
 
 
+# The sequence models' and lopt_meta's 150 Adam steps compile for 10-30 s each: with the slow
+# tests (make test-slow); the fast suite still builds, jits and stacks them (above).
+SLOW_TO_TRAIN = {"transformer_lm", "char_rnn_lm", "lopt_meta"}
+
+
+@pytest.mark.parametrize("family", [pytest.param(name, marks=pytest.mark.slow)
+                                    if name in SLOW_TO_TRAIN else name
+                                    for name in group_options("task_family")], indirect=True)
 def test_adam_lowers_the_loss(family):
     """With the best of three learning rates, Adam reduces the loss within 150 steps."""
     task = family.build(family.sample(jax.random.PRNGKey(5)))
