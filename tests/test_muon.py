@@ -61,7 +61,8 @@ def test_muon_nominal_with_blocks_steps_wide_matrices_at_the_same_rms():
 
 @pytest.mark.parametrize("field, value", [("muon_rms", 0), ("muon_rms", float("nan")),
                                           ("beta2_fast", 0.99), ("ns_steps", 0),
-                                          ("ns_block", 0), ("ns_block", 2.5)])
+                                          ("ns_block", 0), ("ns_block", 2.5),
+                                          ("ns_max_side", 0)])
 def test_muon_nominal_refuses_a_bad_field_by_name(field, value):
     with pytest.raises(LoptUserError, match=f"{field}="):
         MuonNominalLOpt(**{field: value})
@@ -76,6 +77,20 @@ def test_untrained_muon_nominal_is_muon_on_matrices_and_adam_elsewhere():
     np.testing.assert_allclose(ours["w"], muon["w"], rtol=1e-6, atol=1e-6)
     assert not np.allclose(ours["w"], adam["w"], atol=1e-3)
     for key in ("b", "s"):  # not matrices: exactly adam_nominal, i.e. Adam
+        np.testing.assert_allclose(ours[key], adam[key], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("max_side, muon_on_w", [(3, False), (4, True)])
+def test_ns_max_side_leaves_wider_matrices_to_adams_direction(max_side, muon_on_w):
+    """``w`` is (6, 4): its smaller side 4 takes Muon's direction only up to ns_max_side."""
+    lopt = MuonNominalLOpt(schedule="constant", schedule_hidden=0, ns_max_side=max_side)
+    ours = run(lopt.transform(lopt.init(jax.random.key(0)), 100), make_params(), 10)
+    everywhere = MuonNominalLOpt(schedule="constant", schedule_hidden=0)
+    muon = run(everywhere.transform(everywhere.init(jax.random.key(0)), 100), make_params(), 10)
+    adam = run(optax.adam(1e-3), make_params(), 10)
+    expected = muon if muon_on_w else adam
+    np.testing.assert_allclose(ours["w"], expected["w"], rtol=1e-6, atol=1e-7)
+    for key in ("b", "s"):
         np.testing.assert_allclose(ours[key], adam[key], rtol=1e-6, atol=1e-7)
 
 

@@ -177,6 +177,12 @@ class MuonNominalLOpt(an.AdamNominalLOpt):
         :math:`UV^\top` as the basis tracks the momentum's right singular vectors; three
         products and a QR per step instead of ``ns_steps`` iterations of three products.
 
+      ns_max_side: ``None`` (every matrix) or the largest smaller side of a matrix that steps
+        along Muon's direction; a matrix whose smaller side :math:`k` exceeds it steps exactly
+        as in ``adam_nominal`` (Newton–Schulz costs :math:`\approx 30 k^2 L` per step for a
+        :math:`k \times L` matrix against the gradient's :math:`6 B k L` at batch :math:`B`: the
+        narrow matrices are the cheap ones).
+
     ``beta2_fast`` must stay ``None``: the matrices' step has one second moment;
     ``ns_block`` must stay ``None`` with ``ns_refresh_every`` above 1 or the power
     orthogonaliser, and ``ns_refresh_every`` 1 with the power one.
@@ -187,6 +193,7 @@ class MuonNominalLOpt(an.AdamNominalLOpt):
     ns_block: int | None = None
     ns_refresh_every: int = 1
     orthogonaliser: str = "newton_schulz"
+    ns_max_side: int | None = None
     correction: str = "multiplicative"
 
     State = MuonNominalState
@@ -197,6 +204,7 @@ class MuonNominalLOpt(an.AdamNominalLOpt):
                    "ns_block": FieldRule(_optional_positive_int, "null or a positive int"),
                    "ns_refresh_every": per_tensor.POSITIVE_INT,
                    "orthogonaliser": per_tensor.one_of(ORTHOGONALISERS),
+                   "ns_max_side": FieldRule(_optional_positive_int, "null or a positive int"),
                    "beta2_fast": one_second_moment("muon_nominal")}
 
     def __post_init__(self):
@@ -211,8 +219,13 @@ class MuonNominalLOpt(an.AdamNominalLOpt):
                                 f"null and ns_refresh_every=1 (got {self.ns_block}, "
                                 f"{self.ns_refresh_every}): it keeps its own basis")
 
+    def steps_along_muon(self, param: jax.Array) -> bool:
+        """Whether ``param`` is a matrix that takes Muon's direction (``ns_max_side``)."""
+        return jnp.ndim(param) == 2 and (self.ns_max_side is None
+                                         or min(param.shape) <= self.ns_max_side)
+
     def init_tensor_state(self, param: jax.Array) -> MuonNominalTensorState:
-        matrix = jnp.ndim(param) == 2
+        matrix = self.steps_along_muon(param)
         if matrix and self.orthogonaliser == "power":
             factor = power.initial_basis(param.astype(jnp.float32), 1.0)
         elif matrix and self.ns_refresh_every > 1:
@@ -223,7 +236,7 @@ class MuonNominalLOpt(an.AdamNominalLOpt):
 
     def step_tensor(self, theta: MetaParams, x: TensorInput, state: MuonNominalTensorState
                     ) -> tuple[jax.Array, MuonNominalTensorState]:
-        if jnp.ndim(x.param) != 2:
+        if not self.steps_along_muon(x.param):
             step, adam = super().step_tensor(theta, x, an.AdamNominalTensorState(*state[:4]))
             return step, MuonNominalTensorState(*adam, state.ns_factor)
         scale = self.muon_rms * jnp.sqrt(float(max(x.param.shape)))
