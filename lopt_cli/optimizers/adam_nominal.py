@@ -120,12 +120,6 @@ def learned_decay(logit: jax.Array) -> jax.Array:
     return jnp.exp(LOG_DECAY_CENTRE + LOG_DECAY_RANGE * jnp.tanh(logit / LOG_DECAY_RANGE))
 
 
-def _correction(value: object) -> str:
-    if value not in CORRECTIONS:
-        raise ValueError(value)
-    return str(value)
-
-
 class AdamNominalNetwork(ScheduledNetwork, nn.Module):
     """Per-tensor log-scale, per-parameter correction, optional per-tensor heads (linear maps
     of the tensor features, zero-initialised: :data:`MIX`, :data:`DECAY`) and the learned
@@ -210,7 +204,7 @@ class AdamNominalLOpt(ScheduledLOpt):
     TensorState = AdamNominalTensorState
     FIELD_RULES = {"beta1": per_tensor.DECAY, "beta2": per_tensor.DECAY,
                    "correction_hidden": per_tensor.POSITIVE_INT,
-                   "correction": FieldRule(_correction, "one of " + ", ".join(CORRECTIONS)),
+                   "correction": per_tensor.one_of(CORRECTIONS),
                    "beta2_fast": FieldRule(_optional_decay, "null or a number in [0, 1)"),
                    "learned_decay": per_tensor.BOOL, "nesterov": per_tensor.BOOL,
                    **SCHEDULE_RULES}

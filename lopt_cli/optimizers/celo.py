@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -61,7 +61,7 @@ from lopt_cli.optimizers import per_tensor
 from lopt_cli.optimizers import schedule as sched
 from lopt_cli.optimizers import small_lopt as small
 from lopt_cli.optimizers.base import MetaParams
-from lopt_cli.optimizers.per_tensor import FieldRule, TensorInput
+from lopt_cli.optimizers.per_tensor import TensorInput
 from lopt_cli.optimizers.scheduled import SCHEDULE_RULES, ScheduledLOpt, ScheduledNetwork
 
 SKIP = "skip"
@@ -149,12 +149,6 @@ class CeloNetwork(ScheduledNetwork, nn.Module):
         return self.variables["params"][small.PARAM_IN]["kernel"].shape[0]
 
 
-def _output(value: Any) -> str:
-    if value not in OUTPUTS:
-        raise ValueError(value)
-    return str(value)
-
-
 @dataclasses.dataclass(frozen=True)
 class CeloLOpt(ScheduledLOpt):
     """Celo-class learned optimizer; hashable (a static jit arg).
@@ -185,7 +179,7 @@ class CeloLOpt(ScheduledLOpt):
     TensorState = small.SmallTensorState
     FIELD_RULES = {"hidden_sizes": per_tensor.HIDDEN_SIZES,
                    "momentum_decays": per_tensor.DECAYS, "rms_decay": per_tensor.DECAY,
-                   "output": FieldRule(_output, "one of " + ", ".join(OUTPUTS)),
+                   "output": per_tensor.one_of(OUTPUTS),
                    "rms_inputs": per_tensor.BOOL,
                    **SCHEDULE_RULES}
     FLAT_TENSORS = False
