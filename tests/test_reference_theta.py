@@ -31,8 +31,13 @@ CASES = {
 # estimate is sensitive to float32 reordering across CPUs: on an AMD EPYC (AVX-512) its change
 # differs from the stored one (made on another machine) by 5.1% of its norm at worst (a bias),
 # 9.5% with XLA held to AVX2 (XLA_FLAGS=--xla_cpu_max_isa=AVX2); the other cases by < 1e-4.
-# A change of behaviour moves θ by far more.
+# A change of behaviour moves θ by far more. A leaf whose change is below 1% of the whole θ's
+# change is held to that 1% of the whole instead (SMALL_LEAF_SHARE): on another AMD EPYC (Dec.
+# 2026) the hierarchical ES case's one-element `to_step_scale` bias, whose change is 5e-4 of the
+# whole θ's, moved 22% (at -O0) to 42% of its own change, every other leaf < 5% and θ as a whole
+# 3.9%: reordering noise, not behaviour.
 CHANGE_TOLERANCE = {"hierarchical-es": 0.2}
+SMALL_LEAF_SHARE = 1e-2
 DEFAULT_CHANGE_TOLERANCE = 1e-2
 COMMON = ["compute=smoke", f"compute.num_outer_steps={OUTER_STEPS}", "heldout.every=0",
           "checkpoint_every=0", "seed=0"]
@@ -65,6 +70,8 @@ SLOW_CASES = {"hierarchical-es", "mlp-tbptt", "mlp-es", "small-es"}
 def test_short_meta_training_reproduces_the_stored_theta(case):
     stored = np.load(REFERENCE)
     theta0, theta = run_case(CASES[case])
+    whole_change = np.sqrt(sum(np.sum(np.square(stored[f"{case}|T|{p}"] - stored[f"{case}|0|{p}"]))
+                               for p in theta0))
     for path in theta0:
         ref0, ref = stored[f"{case}|0|{path}"], stored[f"{case}|T|{path}"]
         # An orthogonal initialisation's QR reorders its sums with the compiler's level
@@ -72,7 +79,8 @@ def test_short_meta_training_reproduces_the_stored_theta(case):
         np.testing.assert_allclose(theta0[path], ref0, rtol=1e-6, atol=1e-5, err_msg=path)
         change, ref_change = theta[path] - theta0[path], ref - ref0
         tolerance = CHANGE_TOLERANCE.get(case, DEFAULT_CHANGE_TOLERANCE)
-        assert np.linalg.norm(change - ref_change) <= tolerance * np.linalg.norm(ref_change) + 1e-7, (
+        scale = max(float(np.linalg.norm(ref_change)), SMALL_LEAF_SHARE * whole_change)
+        assert np.linalg.norm(change - ref_change) <= tolerance * scale + 1e-7, (
             case, path, float(np.linalg.norm(change - ref_change)), float(np.linalg.norm(ref_change)))
     assert {k.split("|", 2)[2] for k in stored.files if k.startswith(case + "|0|")} == set(theta0)
 
