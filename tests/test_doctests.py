@@ -31,3 +31,26 @@ def test_modules_with_examples_are_found():
 def test_docstring_examples_run(name):
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"
+
+
+def docstrings(path: Path) -> list[tuple[int, str]]:
+    """``(line, text)`` of every module, class and function docstring in ``path``, as Python
+    reads it (escapes resolved)."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    nodes = [tree] + [node for node in ast.walk(tree) if isinstance(
+        node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]
+    return [(getattr(node, "lineno", 1), doc) for node in nodes
+            if (doc := ast.get_docstring(node, clean=False))]
+
+
+def test_no_docstring_holds_a_control_character():
+    """A backslash in a docstring that is not raw is an escape: ``\\beta`` there is a backspace
+    and ``\\theta`` a tab (three were found in December 2026). Write ``\\\\beta`` or use
+    ``r\"\"\"``."""
+    found = [f"{path.relative_to(ROOT)}:{line}" for package in PACKAGES
+             for path in sorted((ROOT / package).rglob("*.py"))
+             for line, doc in docstrings(path)
+             if any(ord(c) < 32 and c not in "\n" for c in doc)]
+    assert not found, found

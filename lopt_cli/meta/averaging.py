@@ -38,7 +38,7 @@ def check_decay(decay: Any) -> float:
 
 def with_parameter_average(outer_tx: optax.GradientTransformationExtraArgs,
                            decay: float) -> optax.GradientTransformationExtraArgs:
-    """``outer_tx`` that also tracks :math:`\bar\theta` with ``decay`` β; ``outer_tx`` itself
+    """``outer_tx`` that also tracks :math:`\\bar\\theta` with ``decay`` β; ``outer_tx`` itself
     when β is 0. The updates are ``outer_tx``'s, unchanged."""
     if check_decay(decay) == 0.0:
         return outer_tx

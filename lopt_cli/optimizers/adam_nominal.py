@@ -241,7 +241,7 @@ class AdamNominalLOpt(ScheduledLOpt):
         return v, v_fast, v_fast / (1.0 - self.beta2_fast**t)
 
     def first_moment(self, m: jax.Array, g: jax.Array, t: jax.Array) -> jax.Array:
-        """The bias-corrected first moment: Adam's :math:`m_t / (1 - \beta_1^t)`, or with
+        """The bias-corrected first moment: Adam's :math:`m_t / (1 - \\beta_1^t)`, or with
         ``nesterov`` NAdam's look-ahead (module docstring)."""
         if not self.nesterov:
             return m / (1.0 - self.beta1**t)

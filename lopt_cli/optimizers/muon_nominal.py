@@ -173,15 +173,15 @@ class MuonNominalLOpt(an.AdamNominalLOpt):
         refresh's ``lax.cond`` computes both branches).
       orthogonaliser: ``"newton_schulz"`` (Muon's) or ``"power"``: one warm-started power
         step per training step from a stored right basis
-        (:func:`~lopt_cli.optimizers.power.power_direction`, Dion's at full rank), which tends to
-        :math:`UV^\top` as the basis tracks the momentum's right singular vectors; three
-        products and a QR per step instead of ``ns_steps`` iterations of three products.
-
+        (:func:`~lopt_cli.optimizers.power_orthogonal.power_direction`, Dion's at full rank),
+        which tends to :math:`UV^\\top` as the basis tracks the momentum's right singular
+        vectors; three products and a QR per step instead of ``ns_steps`` iterations of three
+        products.
       ns_max_side: ``None`` (every matrix) or the largest smaller side of a matrix that steps
         along Muon's direction; a matrix whose smaller side :math:`k` exceeds it steps exactly
-        as in ``adam_nominal`` (Newton–Schulz costs :math:`\approx 30 k^2 L` per step for a
-        :math:`k \times L` matrix against the gradient's :math:`6 B k L` at batch :math:`B`: the
-        narrow matrices are the cheap ones).
+        as in ``adam_nominal`` (Newton–Schulz costs :math:`\\approx 30 k^2 L` per step for a
+        :math:`k \\times L` matrix against the gradient's :math:`6 B k L` at batch :math:`B`:
+        the narrow matrices are the cheap ones).
 
     ``beta2_fast`` must stay ``None``: the matrices' step has one second moment;
     ``ns_block`` must stay ``None`` with ``ns_refresh_every`` above 1 or the power
