@@ -47,8 +47,8 @@ def power_step(gradient: jax.Array, momentum: jax.Array, basis: jax.Array, beta:
                ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """One Dion step of a tall matrix (module docstring): ``(P Qᵀ, new M, new Q)``."""
     b = momentum + gradient
-    direction, p, new_basis = power_direction(b, basis)
-    return direction, b - (1.0 - beta) * p @ (p.T @ b), new_basis
+    direction, p, r, new_basis = power_direction(b, basis)
+    return direction, b - (1.0 - beta) * p @ r.T, new_basis
 
 
 def scale_by_dion(beta: float = BETA, rank_fraction: float = RANK_FRACTION

@@ -243,7 +243,7 @@ class MuonNominalLOpt(an.AdamNominalLOpt):
 
         def nominal_of(nesterov):
             if self.orthogonaliser == "power":
-                direction, _, basis = power.power_direction(tall(nesterov), state.ns_factor)
+                direction, _, _, basis = power.power_direction(tall(nesterov), state.ns_factor)
                 return scale * untall(direction, nesterov), {"ns_factor": basis}
             if self.ns_refresh_every == 1:
                 return scale * orthogonalised(nesterov, self.ns_steps, self.ns_block), {}

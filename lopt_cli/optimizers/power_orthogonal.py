@@ -39,13 +39,15 @@ def initial_basis(matrix: jax.Array, rank_fraction: float) -> jax.Array:
     return draw / jnp.linalg.norm(draw, axis=0, keepdims=True)
 
 
-def power_direction(b: jax.Array, basis: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+def power_direction(b: jax.Array, basis: jax.Array
+                    ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """One warm-started power step of a tall ``b`` from its stored ``basis`` (module
-    docstring): ``(P Qᵀ, P, new Q)``; the step is zero and the basis kept where ``b`` is zero."""
+    docstring): ``(P Qᵀ, P, R, new Q)``; the step is zero and the basis kept where ``b`` is
+    zero."""
     p = jnp.linalg.qr((b @ basis).astype(jnp.float32))[0].astype(b.dtype)  # LAPACK: no bf16
     r = b.T @ p
     b_norm = jnp.linalg.norm(b)
     column_norms = jnp.linalg.norm(r, axis=0, keepdims=True)
     new_basis = jnp.where(b_norm > 0, r / jnp.maximum(column_norms, COLUMN_FLOOR * b_norm + 1e-30),
                           basis)
-    return jnp.where(b_norm > 0, p @ new_basis.T, 0.0), p, new_basis
+    return jnp.where(b_norm > 0, p @ new_basis.T, 0.0), p, r, new_basis
