@@ -36,9 +36,11 @@ def command_groups(config_name: str) -> dict[str, list[str]]:
             if "@" not in group and not group.startswith("hydra/")}
 
 
-def missing_group_message(config_name: str, group: str, value: str) -> str:
-    """One line for ``group=value`` given to a command whose config has no such group."""
-    groups = command_groups(config_name)
+def missing_group_message(config_name: str, group: str, value: str,
+                          groups: dict[str, list[str]] | None = None) -> str:
+    """One line for ``group=value`` given to a command whose config has no such group
+    (``groups``: the command's, when already composed)."""
+    groups = command_groups(config_name) if groups is None else groups
     command = config_name.replace("_", "-")
     takes = ", ".join(f"{name}={'|'.join(options)}" for name, options in groups.items())
     guesses = [f"{name}={value}" for name, options in groups.items() if value in options]
@@ -73,8 +75,9 @@ def explain(error: Exception, override_text: str, config_name: str,
     value = override_text.split("=", 1)[1] if "=" in override_text else ""
     loader = GlobalHydra.instance().config_loader()
     if key in loader.list_groups(""):
-        if key not in command_groups(config_name):
-            return missing_group_message(config_name, key, value)
+        groups = command_groups(config_name)
+        if key not in groups:
+            return missing_group_message(config_name, key, value, groups)
         options = ", ".join(group_options(key))
         return f"unknown option {value!r} for {key}; choose one of: {options}"
     if isinstance(error, OverrideParseException):
