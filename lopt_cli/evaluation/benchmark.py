@@ -28,7 +28,14 @@ import numpy as np
 from lopt_cli.evaluation.cache import RunCache, cache_key
 from lopt_cli.evaluation.code_version import task_code
 from lopt_cli.evaluation.compare import final_value
-from lopt_cli.evaluation.measured_runs import EVAL_SPLITS, host_loop_curves, segments_of, trial_curves
+from lopt_cli.evaluation.lapack_guard import runs_one_at_a_time
+from lopt_cli.evaluation.measured_runs import (
+    EVAL_SPLITS,
+    host_loop_curves,
+    one_run_segment,
+    segments_of,
+    trial_curves,
+)
 from lopt_cli.evaluation.partial_runs import PartStore
 from lopt_cli.evaluation.runs import mean_over_seeds
 from lopt_cli.interrupt import RunStopped
@@ -130,6 +137,19 @@ def loops_on_host(task, setting: str) -> bool:
     if setting == "auto":
         return jax.default_backend() == "cpu" and has_convolution(task)
     return setting == "always"
+
+
+def calls_lapack(task: BenchmarkTask, optimizer: Optimizer, spec: BenchmarkSpec) -> bool:
+    """With ``host_loop: auto``, whether ``optimizer``'s step on ``task`` calls LAPACK on a CPU
+    backend, so that its runs go one at a time
+    (:func:`~lopt_cli.evaluation.lapack_guard.runs_one_at_a_time`)."""
+    if spec.host_loop != "auto":
+        return False
+    m = spec.measure
+    hparams = optimizer.space.trials(optimizer.num_trials, seed=m.seed)
+    return runs_one_at_a_time(lambda: one_run_segment(
+        optimizer.space, optimizer.shared, hparams, task.task, m.keys(), m.eval_keys(),
+        task.horizon, m.num_points, False), f"optimizer {optimizer.name}")
 
 
 class Optimizer(NamedTuple):
@@ -268,7 +288,8 @@ def run_benchmark(spec: BenchmarkSpec, candidates: list, cache: RunCache,
             runs = fresh.pop(key, None) or cache.lookup(description,
                                                         f"{task.name}: {optimizer.name}")
             if runs is None:
-                looped = loops_on_host(task.task, spec.host_loop)  # traced once per run
+                looped = (loops_on_host(task.task, spec.host_loop)  # traced once per run
+                          or calls_lapack(task, optimizer, spec))
                 group = [task] if looped else [task, *(
                     t for t in same_shape(task, spec.tasks[index + 1:])[1:]
                     if not cache.contains(descriptions[t.name, optimizer.name]))]

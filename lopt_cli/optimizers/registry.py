@@ -61,5 +61,6 @@ OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformationExtraArgs]] = {
     "lazy_muon": lazy_muon,  # muon reusing its Newton-Schulz factor (optimizers/lazy_muon.py)
     "sinkhorn": sinkhorn,  # muon with row/column-balanced momentum (optimizers/sinkhorn.py)
     "dion": dion,  # muon with one warm-started power iteration per step (optimizers/dion.py)
+    "dion_low_rank": functools.partial(dion, rank_fraction=0.125),  # dion at an eighth of the rank
     **{name: functools.partial(ready_learned, name) for name in LEARNED_OPTIMIZERS},
 }
