@@ -1,17 +1,23 @@
-"""An evaluation whose optimizer calls LAPACK (``dion``'s QR) runs one (trial, seed) at a time
-instead of hanging: jaxlib 0.10's batched LAPACK kernels deadlock XLA's CPU thread pool when as
-many start at once as it has threads (``lopt_cli/evaluation/lapack_guard.py``)."""
+"""An evaluation whose optimizer calls LAPACK (a QR per matrix, as ``dion`` did) runs one
+(trial, seed) at a time instead of hanging: jaxlib 0.10's batched LAPACK kernels deadlock XLA's
+CPU thread pool when as many start at once as it has threads
+(``lopt_cli/evaluation/lapack_guard.py``)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import optax
 import pytest
 
 from lopt_cli.evaluation.candidates import ScaledOptimizer
 from lopt_cli.evaluation.lapack_guard import lapack_primitives, runs_one_at_a_time
 from lopt_cli.evaluation.measured_runs import one_run_segment
+from lopt_cli.optimizers.registry import OPTIMIZERS
 from task_definitions.mlp import MLPConfig, MLPFamily
 
 TINY_MLP = MLPConfig(dataset="digits", hidden_sizes=(16,), activation="relu", batch_size=8,
@@ -33,6 +39,17 @@ def test_lapack_calls_are_found_in_nested_programs_and_only_there():
     assert lapack_primitives(lambda: jnp.linalg.norm(jnp.ones((3, 3)) @ jnp.ones((3, 3)))) == set()
 
 
+def qr_sgd(learning_rate: float = 1e-3) -> optax.GradientTransformation:
+    """Steps every matrix along the Q of its gradient's QR (a LAPACK call per matrix)."""
+    def direction(g):
+        if g.ndim != 2:
+            return g
+        return jnp.linalg.qr(g)[0] if g.shape[0] >= g.shape[1] else jnp.linalg.qr(g.T)[0].T
+
+    return optax.chain(optax.stateless(lambda updates, params=None: jax.tree.map(
+        direction, updates)), optax.scale(-learning_rate))
+
+
 def run_segment(source: str):
     task = MLPFamily().build(TINY_MLP)
     space = ScaledOptimizer(source)
@@ -41,9 +58,11 @@ def run_segment(source: str):
     return lambda: one_run_segment(space, None, hparams, task, keys, keys, 8, 2, False)
 
 
-def test_a_run_segment_of_dion_calls_lapack_and_one_of_adam_does_not():
-    assert lapack_primitives(run_segment("dion")) == {"qr"}
+def test_a_run_segment_of_a_qr_optimizer_calls_lapack_and_adams_and_dions_do_not(monkeypatch):
+    monkeypatch.setitem(OPTIMIZERS, "qr_sgd", qr_sgd)
+    assert lapack_primitives(run_segment("qr_sgd")) == {"qr"}
     assert lapack_primitives(run_segment("adam")) == set()
+    assert lapack_primitives(run_segment("dion")) == set()  # Gram–Schmidt, not LAPACK's QR
 
 
 def test_only_lapack_runs_go_one_at_a_time_and_it_is_said_once(capsys):
@@ -59,17 +78,29 @@ def test_only_lapack_runs_go_one_at_a_time_and_it_is_said_once(capsys):
     assert capsys.readouterr().err == ""
 
 
-@pytest.mark.slow  # ~1 min: a CLI evaluation
-def test_dion_evaluates_to_the_end(run_lopt, tmp_path):
-    """10 trials × 3 seeds of full-rank ``dion`` on ``mlp_wide_digits`` hung for good, vmapped,
-    on two host devices (the CLI's default on 2 cores) and on one; the timeout turns a hang into
-    a failure."""
-    result = run_lopt("evaluate", "benchmark=lopt_bench", "benchmark.select=[mlp_wide_digits]",
-                      "benchmark.horizon_override=40", "benchmark.num_points=4",
-                      "benchmark.num_seeds=3", "benchmark.long_horizon=40", "~baselines.Adam8p",
-                      "~baselines.opt_list", "learned_optimizer=[dion]", "cache=false",
-                      timeout=300)
-    assert "lopt: optimizer dion calls LAPACK (qr): its runs go one (trial, seed) at a time" \
-        in result.stderr
+SCRIPT = """
+import sys
+from test_lapack_guard import qr_sgd
+from lopt_cli.cli import main
+from lopt_cli.optimizers.registry import OPTIMIZERS
+OPTIMIZERS["qr_sgd"] = qr_sgd
+sys.exit(main(["evaluate", "benchmark=lopt_bench", "benchmark.select=[mlp_wide_digits]",
+               "benchmark.horizon_override=40", "benchmark.num_points=4", "benchmark.num_seeds=3",
+               "benchmark.long_horizon=40", "~baselines.Adam8p", "~baselines.opt_list",
+               "learned_optimizer=[qr_sgd]", "cache=false"]))
+"""
+
+
+@pytest.mark.slow  # ~40 s: an evaluation in a subprocess
+def test_a_qr_optimizer_evaluates_to_the_end(lopt_env, tmp_path):
+    """10 trials × 3 seeds of a QR per matrix on ``mlp_wide_digits`` (as ``dion`` before its
+    Gram–Schmidt) hung for good vmapped, on two host devices (the CLI's default on 2 cores) and
+    on one; the timeout turns a hang into a failure."""
+    env = dict(lopt_env, PYTHONPATH=str(Path(__file__).parent))
+    result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "lopt: optimizer qr_sgd calls LAPACK (qr): its runs go one (trial, seed) at a " \
+        "time" in result.stderr
     summary = next((tmp_path / "outputs" / "evaluate").rglob("summary.json"))
-    assert "dion" in json.loads(summary.read_text())["win_rate"]
+    assert "qr_sgd" in json.loads(summary.read_text())["win_rate"]
