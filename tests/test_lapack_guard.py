@@ -13,9 +13,14 @@ import jax
 import jax.numpy as jnp
 import optax
 import pytest
+from toy_lopt import LearnedLRSGD
 
 from lopt_cli.evaluation.candidates import ScaledOptimizer
-from lopt_cli.evaluation.lapack_guard import lapack_primitives, runs_one_at_a_time
+from lopt_cli.evaluation.lapack_guard import (
+    lapack_primitives,
+    meta_training_warning,
+    runs_one_at_a_time,
+)
 from lopt_cli.evaluation.measured_runs import one_run_segment
 from lopt_cli.optimizers.registry import OPTIMIZERS
 from task_definitions.mlp import MLPConfig, MLPFamily
@@ -48,6 +53,30 @@ def qr_sgd(learning_rate: float = 1e-3) -> optax.GradientTransformation:
 
     return optax.chain(optax.stateless(lambda updates, params=None: jax.tree.map(
         direction, updates)), optax.scale(-learning_rate))
+
+
+class QRLearnedSGD(LearnedLRSGD):
+    """The toy learned optimizer stepping along :func:`qr_sgd`'s directions."""
+
+    def transform(self, theta, num_steps):
+        inner = super().transform(theta, num_steps)
+        directions = qr_sgd(-1.0)  # the Q factors, unscaled
+
+        def update(grads, state, params=None, **extra):
+            steered, _ = directions.update(grads, directions.init(grads))
+            return inner.update(steered, state, params, **extra)
+
+        return optax.GradientTransformationExtraArgs(inner.init, update)
+
+
+def test_meta_training_warns_of_a_learned_optimizer_that_calls_lapack():
+    task = MLPFamily().build(TINY_MLP)
+    warning = meta_training_warning(task, QRLearnedSGD(), 10)
+    if jax.default_backend() != "cpu":
+        assert warning is None
+        return
+    assert warning.startswith("lopt: warning: an inner step calls LAPACK (qr); ")
+    assert meta_training_warning(task, LearnedLRSGD(), 10) is None
 
 
 def run_segment(source: str):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -223,7 +224,24 @@ def check_job(cfg: DictConfig) -> MetaTrainJob:
         except LoptUserError as error:
             raise LoptUserError(f"heldout.{error}") from None
     check_population_memory(job)
+    warn_of_lapack(job)
     return job
+
+
+def warn_of_lapack(job: MetaTrainJob) -> None:
+    """:func:`~lopt_cli.evaluation.lapack_guard.meta_training_warning` for the job's first
+    task, on stderr."""
+    from lopt_cli.evaluation.lapack_guard import meta_training_warning
+    from task_definitions.task_ids import task_key
+
+    task = job.family.build(job.family.sample(task_key(job.settings.first_task_id)))
+    warning = meta_training_warning(task, job.problem.lopt, job.problem.min_horizon)
+    if warning and warning not in _WARNED:
+        _WARNED.add(warning)
+        print(warning, file=sys.stderr, flush=True)
+
+
+_WARNED: set[str] = set()  # each warning once per process (a sweep checks every job)
 
 
 def run_meta_training(job: MetaTrainJob, out_dir, label: str = "meta-train"):

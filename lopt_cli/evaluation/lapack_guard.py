@@ -70,3 +70,32 @@ def runs_one_at_a_time(fn: Callable[[], Any], what: str) -> bool:
               "(trial, seed) at a time (jaxlib's batched LAPACK kernels can deadlock XLA's CPU "
               "thread pool)", file=sys.stderr, flush=True)
     return bool(found)
+
+
+def one_inner_step(task, lopt, horizon: int):
+    """One training step of ``task`` under ``lopt`` at freshly initialised meta-parameters (a
+    function of nothing, for :func:`lapack_primitives`)."""
+    from lopt_cli.inner.unroll import init_inner_state, train_step
+
+    def step():
+        key = jax.random.key(0)
+        opt = lopt.transform(lopt.init(key), horizon)
+        state = init_inner_state(task, lambda _: opt, key, jax.numpy.asarray(horizon))
+        return train_step(task, opt, state, jax.random.split(key))
+
+    return step
+
+
+def meta_training_warning(task, lopt, horizon: int) -> str | None:
+    """On a CPU backend, one line saying that meta-training ``lopt`` on tasks like ``task``
+    may hang, when one inner step calls LAPACK (module docstring: the population is vmapped;
+    there is no one-at-a-time path there); else ``None``."""
+    if jax.default_backend() != "cpu":
+        return None
+    found = lapack_primitives(one_inner_step(task, lopt, horizon))
+    if not found:
+        return None
+    return (f"lopt: warning: an inner step calls LAPACK ({', '.join(sorted(found))}); "
+            "jaxlib 0.10's batched LAPACK kernels can deadlock XLA's CPU thread pool, and the "
+            "meta-training population is vmapped: if the run stops advancing with the CPUs idle, "
+            "replace the call (lopt's own optimizers use none)")
