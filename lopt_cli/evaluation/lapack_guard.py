@@ -7,9 +7,9 @@ block until those tasks finish. When as many such kernels start at once as the p
 waits for tasks that no thread is left to run, and the evaluation hangs with the CPUs idle.
 Seen with ``dion`` (a QR per matrix) on ``mlp_wide_digits``: 10 trials × 3 seeds vmapped hung
 on two host devices and on one; the same runs one (trial, seed) at a time, where every kernel
-gets a batch of one, finished. (jaxlib 0.11 builds the parallel path out.) So on a CPU an
-optimizer or task whose step holds such a primitive takes ``lopt evaluate``'s host loop (as
-convolutions do), said once per optimizer.
+gets a batch of one, finished. So on a CPU an optimizer or task whose step holds such a
+primitive takes ``lopt evaluate``'s host loop (as convolutions do), said once per optimizer;
+``lopt meta-train``, whose population is always vmapped, warns instead.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 # Primitives lowered to batched LAPACK/BLAS kernels on the CPU (jax.lax.linalg).
 LAPACK_PRIMITIVES = frozenset({
@@ -80,7 +81,7 @@ def one_inner_step(task, lopt, horizon: int):
     def step():
         key = jax.random.key(0)
         opt = lopt.transform(lopt.init(key), horizon)
-        state = init_inner_state(task, lambda _: opt, key, jax.numpy.asarray(horizon))
+        state = init_inner_state(task, lambda _: opt, key, jnp.asarray(horizon))
         return train_step(task, opt, state, jax.random.split(key))
 
     return step

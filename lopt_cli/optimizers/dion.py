@@ -10,15 +10,15 @@ For every matrix, in its tall orientation :math:`B \in \mathbb{R}^{A \times C}`
     M \leftarrow B - (1 - \mu) P R^\top, \quad Q \leftarrow \mathrm{col\_unit}(R),
 
 and the step is :math:`P Q^\top` scaled to an RMS of :math:`\rho` = 0.2 times the rate
-(``muon``'s). :math:`\mathrm{orth}` is a reduced QR's :math:`Q` (by Gram–Schmidt). When :math:`Q` spans the
-right singular vectors of :math:`B = U \Sigma V^\top`, :math:`P = U`, :math:`R = V\Sigma` and
-the step is Muon's :math:`U V^\top`; one power step per training step tracks them as the
-momentum moves. At full rank (:math:`f = 1`) :math:`P P^\top B = B`, so the error feedback is
-heavy-ball momentum :math:`M = \mu B`; at lower rank the directions not stepped stay in
-:math:`M` until they are. The power step (its floor on negligible columns, its zero step on a
-zero :math:`B`) is :mod:`~lopt_cli.optimizers.power_orthogonal`'s. A step costs three
-:math:`A \times C \times r` products and Gram–Schmidt on :math:`A \times r`, against Newton–Schulz's
-fifteen :math:`A \times C \times C` products (five iterations of three).
+(``muon``'s). :math:`\mathrm{orth}` is a reduced QR's :math:`Q` (by Gram–Schmidt). When
+:math:`Q` spans the right singular vectors of :math:`B = U \Sigma V^\top`, :math:`P = U`,
+:math:`R = V\Sigma` and the step is Muon's :math:`U V^\top`; one power step per training step
+tracks them as the momentum moves. At full rank (:math:`f = 1`) :math:`P P^\top B = B`, so the
+error feedback is heavy-ball momentum :math:`M = \mu B`; at lower rank the directions not
+stepped stay in :math:`M` until they are. The power step (its floor on negligible columns, its
+zero step on a zero :math:`B`) is :mod:`~lopt_cli.optimizers.power_orthogonal`'s. A step costs
+three :math:`A \times C \times r` products and Gram–Schmidt on :math:`A \times r`, against
+Newton–Schulz's fifteen :math:`A \times C \times C` products (five iterations of three).
 Every other parameter steps with NAdam at the same constant rate, as ``muon``'s.
 """
 from __future__ import annotations

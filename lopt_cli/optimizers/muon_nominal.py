@@ -175,8 +175,8 @@ class MuonNominalLOpt(an.AdamNominalLOpt):
         step per training step from a stored right basis
         (:func:`~lopt_cli.optimizers.power_orthogonal.power_direction`, Dion's at full rank),
         which tends to :math:`UV^\\top` as the basis tracks the momentum's right singular
-        vectors; three products and a Gram–Schmidt per step instead of ``ns_steps`` iterations of three
-        products.
+        vectors; three products and a Gram–Schmidt per step instead of ``ns_steps``
+        iterations of three products.
       ns_max_side: ``None`` (every matrix) or the largest smaller side of a matrix that steps
         along Muon's direction; a matrix whose smaller side :math:`k` exceeds it steps exactly
         as in ``adam_nominal`` (Newton–Schulz costs :math:`\\approx 30 k^2 L` per step for a
