@@ -84,7 +84,7 @@ def run_segment(source: str):
     space = ScaledOptimizer(source)
     hparams = space.trials(2)
     keys = jax.random.split(jax.random.key(0), 2)
-    return lambda: one_run_segment(space, None, hparams, task, keys, keys, 8, 2, False)
+    return lambda: one_run_segment(space, None, hparams, task, keys, keys, 8, 2)
 
 
 def test_a_run_segment_of_a_qr_optimizer_calls_lapack_and_adams_and_dions_do_not(monkeypatch):
@@ -120,7 +120,7 @@ sys.exit(main(["evaluate", "benchmark=lopt_bench", "benchmark.select=[mlp_wide_d
 """
 
 
-@pytest.mark.slow  # ~40 s: an evaluation in a subprocess
+@pytest.mark.slow  # ~25 s: an evaluation in a subprocess
 def test_a_qr_optimizer_evaluates_to_the_end(lopt_env, tmp_path):
     """10 trials × 3 seeds of a QR per matrix on ``mlp_wide_digits`` (as ``dion`` before its
     Gram–Schmidt) hung for good vmapped, on two host devices (the CLI's default on 2 cores) and

@@ -82,21 +82,24 @@ def build_family(node: DictConfig) -> Any:
         raise LoptUserError(f"task_family: {error}") from None
 
 
-def probe_family(family: Any, task_id: int) -> None:
+def probe_family(family: Any, task_id: int) -> Any:
     """Builds task ``task_id`` (and, for a mixture, one task of every member) so that a task
-    that cannot be built — a missing dataset, a bad argument — fails before any output."""
+    that cannot be built — a missing dataset, a bad argument — fails before any output;
+    returns the family's task ``task_id``."""
     from task_definitions.task_ids import task_key
 
     members = [family, *(member for _, member in getattr(family, "families", ()))]
+    built = []
     for member in members:
         try:
-            member.build(member.sample(task_key(task_id)))
+            built.append(member.build(member.sample(task_key(task_id))))
         except LoptUserError:
             raise
         except Exception as error:  # noqa: BLE001 - a user's task code may raise anything
             name = getattr(member, "name", type(member).__name__)
             raise LoptUserError(f"task_family {name}: cannot build task #{task_id}: "
                                 f"{one_line(error)}") from None
+    return built[0]
 
 
 def checked(cfg: DictConfig, key: str, rule) -> Any:

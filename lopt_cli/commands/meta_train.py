@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -217,31 +216,25 @@ def check_job(cfg: DictConfig) -> MetaTrainJob:
     """The job, its tasks and its population's memory checked; a resume's checkpoint is the
     command's to check (``self-train`` keeps one per run, in subdirectories)."""
     job = build_job(cfg)
-    probe_family(job.family, job.settings.first_task_id)
+    first_task = probe_family(job.family, job.settings.first_task_id)
     if job.heldout is not None and job.heldout.family is not job.family:
         try:
             probe_family(job.heldout.family, job.heldout.first_id)
         except LoptUserError as error:
             raise LoptUserError(f"heldout.{error}") from None
     check_population_memory(job)
-    warn_of_lapack(job)
+    warn_of_lapack(job, first_task)
     return job
 
 
-def warn_of_lapack(job: MetaTrainJob) -> None:
+def warn_of_lapack(job: MetaTrainJob, task) -> None:
     """:func:`~lopt_cli.evaluation.lapack_guard.meta_training_warning` for the job's first
-    task, on stderr."""
-    from lopt_cli.evaluation.lapack_guard import meta_training_warning
-    from task_definitions.task_ids import task_key
+    ``task``, on stderr once per process (a sweep checks every job)."""
+    from lopt_cli.evaluation.lapack_guard import meta_training_warning, say_once
 
-    task = job.family.build(job.family.sample(task_key(job.settings.first_task_id)))
     warning = meta_training_warning(task, job.problem.lopt, job.problem.min_horizon)
-    if warning and warning not in _WARNED:
-        _WARNED.add(warning)
-        print(warning, file=sys.stderr, flush=True)
-
-
-_WARNED: set[str] = set()  # each warning once per process (a sweep checks every job)
+    if warning:
+        say_once(warning)
 
 
 def run_meta_training(job: MetaTrainJob, out_dir, label: str = "meta-train"):

@@ -149,7 +149,7 @@ def calls_lapack(task: BenchmarkTask, optimizer: Optimizer, spec: BenchmarkSpec)
     hparams = optimizer.space.trials(optimizer.num_trials, seed=m.seed)
     return runs_one_at_a_time(lambda: one_run_segment(
         optimizer.space, optimizer.shared, hparams, task.task, m.keys(), m.eval_keys(),
-        task.horizon, m.num_points, False), f"optimizer {optimizer.name}")
+        task.horizon, m.num_points), f"optimizer {optimizer.name}")
 
 
 class Optimizer(NamedTuple):

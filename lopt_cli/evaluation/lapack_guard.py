@@ -26,7 +26,14 @@ LAPACK_PRIMITIVES = frozenset({
     "qr", "schur", "svd", "triangular_solve", "tridiagonal", "tridiagonal_solve",
 })
 
-_reported: set[str] = set()
+_said: set[str] = set()
+
+
+def say_once(line: str) -> None:
+    """``line`` on stderr, unless this process has said it already."""
+    if line not in _said:
+        _said.add(line)
+        print(line, file=sys.stderr, flush=True)
 
 
 def _sub_jaxprs(value: Any) -> Iterator[Any]:
@@ -61,15 +68,14 @@ def lapack_primitives(fn: Callable[[], Any]) -> set[str]:
 
 def runs_one_at_a_time(fn: Callable[[], Any], what: str) -> bool:
     """Whether one run's step ``fn`` (traced, not run) calls LAPACK on a CPU backend (module
-    docstring); says so on stderr once per ``what``."""
+    docstring); says so on stderr once."""
     if jax.default_backend() != "cpu":
         return False
     found = lapack_primitives(fn)
-    if found and what not in _reported:
-        _reported.add(what)
-        print(f"lopt: {what} calls LAPACK ({', '.join(sorted(found))}): its runs go one "
-              "(trial, seed) at a time (jaxlib's batched LAPACK kernels can deadlock XLA's CPU "
-              "thread pool)", file=sys.stderr, flush=True)
+    if found:
+        say_once(f"lopt: {what} calls LAPACK ({', '.join(sorted(found))}): its runs go one "
+                 "(trial, seed) at a time (jaxlib's batched LAPACK kernels can deadlock XLA's "
+                 "CPU thread pool)")
     return bool(found)
 
 

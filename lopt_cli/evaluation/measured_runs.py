@@ -135,14 +135,12 @@ def advance_trials(space, shared, hparams: dict, task, runs: MeasuredRun, eval_k
 
 
 def one_run_segment(space, shared, hparams: dict, task, keys: jax.Array, eval_keys: jax.Array,
-                    horizon: int, num_points: int, stacked: bool):
-    """The first trial's first run (of the first task, ``stacked``) started and advanced one
-    measurement: what :func:`~lopt_cli.evaluation.lapack_guard.runs_one_at_a_time` traces."""
-    first = functools.partial(jax.tree_util.tree_map, lambda x: x[0])
-    one_task = first(task) if stacked else task
-    opt = make_optimizer(space, first(hparams), horizon, shared)
-    run = start_run(one_task, opt, keys[0], horizon, num_points)
-    return advance_run(one_task, opt, run, eval_keys, jnp.asarray(0, jnp.int32), 1)
+                    horizon: int, num_points: int):
+    """The first trial's first run started and advanced one measurement: what
+    :func:`~lopt_cli.evaluation.lapack_guard.runs_one_at_a_time` traces."""
+    opt = make_optimizer(space, jax.tree_util.tree_map(lambda x: x[0], hparams), horizon, shared)
+    run = start_run(task, opt, keys[0], horizon, num_points)
+    return advance_run(task, opt, run, eval_keys, jnp.asarray(0, jnp.int32), 1)
 
 
 def trial_curves(space, shared, hparams: dict, task, keys: jax.Array, eval_keys: jax.Array,
