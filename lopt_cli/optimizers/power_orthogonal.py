@@ -48,8 +48,9 @@ def orthonormal_columns(a: jax.Array) -> jax.Array:
     CPU kernel deadlocks XLA's thread pool when two start at once (jaxlib 0.10;
     :mod:`~lopt_cli.evaluation.lapack_guard`). Vmapped over 30 matrices it took 11 ms against
     ``jnp.linalg.qr``'s 80 ms at 256 × 64 and 26 against 131 at 128 × 128, 0.84 against 0.55 at
-    256 × 8 (a scratch timing on 2 cores); one matrix alone at full rank, its columns one after
-    another are slower than the QR (``dion``'s step: docs/recipe_variants/cheap_muon_directions.md)."""
+    256 × 8 (a scratch timing on 2 cores beside an evaluation); one matrix alone at full rank,
+    its columns one after another are slower than the QR (``dion``'s step:
+    docs/recipe_variants/cheap_muon_directions.md)."""
     index = jnp.arange(a.shape[1])
 
     def column(j, q):
