@@ -44,6 +44,10 @@ as ``optax.nadam``): :math:`\hat m \leftarrow \beta_1 m_t / (1 - \beta_1^{t+1})
 + (1 - \beta_1) g_t / (1 - \beta_1^t)`, a look-ahead of one step of the momentum. Untrained
 it is then exactly ``optax.nadam(learning_rate)``.
 
+``cautious`` (off by default) keeps only the entries of Adam's term whose sign agrees with the
+current gradient's, rescaled per tensor to keep its mean magnitude (Liang et al. 2024;
+:mod:`~lopt_cli.optimizers.cautious`). Untrained it is then cautious Adam on the schedule.
+
 ``learned_decay`` (off by default) adds a per-tensor decoupled weight decay to the direction,
 :math:`u \leftarrow u - \lambda_\theta p` with
 :math:`\lambda_\theta = e^{c + r\tanh(a_\theta(x_\text{tensor}) / r)}` (layer
@@ -68,6 +72,7 @@ from lopt_cli.optimizers import per_tensor
 from lopt_cli.optimizers import schedule as sched
 from lopt_cli.optimizers import small_lopt as small
 from lopt_cli.optimizers.base import MetaParams
+from lopt_cli.optimizers.cautious import cautious_mask
 from lopt_cli.optimizers.per_tensor import FieldRule, TensorInput
 from lopt_cli.optimizers.scheduled import SCHEDULE_RULES, ScheduledLOpt, ScheduledNetwork
 
@@ -188,6 +193,8 @@ class AdamNominalLOpt(ScheduledLOpt):
       learned_decay: add a learned per-tensor decoupled weight decay (module docstring), on
         top of the fixed ``weight_decay``.
       nesterov: Nesterov's momentum in the nominal term (NAdam; module docstring).
+      cautious: mask the nominal term's entries whose sign differs from the gradient's
+        (:func:`~lopt_cli.optimizers.cautious.cautious_mask`; module docstring).
     """
 
     beta1: float = 0.9
@@ -199,6 +206,7 @@ class AdamNominalLOpt(ScheduledLOpt):
     beta2_fast: float | None = None
     learned_decay: bool = False
     nesterov: bool = False
+    cautious: bool = False
 
     State = AdamNominalState
     TensorState = AdamNominalTensorState
@@ -207,6 +215,7 @@ class AdamNominalLOpt(ScheduledLOpt):
                    "correction": per_tensor.one_of(CORRECTIONS),
                    "beta2_fast": FieldRule(_optional_decay, "null or a number in [0, 1)"),
                    "learned_decay": per_tensor.BOOL, "nesterov": per_tensor.BOOL,
+                   "cautious": per_tensor.BOOL,
                    **SCHEDULE_RULES}
     FLAT_TENSORS = False
 
@@ -265,6 +274,8 @@ class AdamNominalLOpt(ScheduledLOpt):
         log_scale, correction, _ = self.network.apply(theta, channels, tensor_x,
                                                       method=AdamNominalNetwork.channels)
         adam = m_hat / (jnp.sqrt(v_hat) + ADAM_EPS)
+        if self.cautious:
+            adam = cautious_mask(adam, g)
         direction = self.learned_step(adam, log_scale, correction, heads, p)
         return direction, AdamNominalTensorState(m, v, v_fast, state.grad_mean_sq)
 

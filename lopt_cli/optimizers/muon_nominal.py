@@ -40,6 +40,7 @@ from lopt_cli.optimizers import hierarchical_features as hfeats
 from lopt_cli.optimizers import per_tensor
 from lopt_cli.optimizers import power_orthogonal as power
 from lopt_cli.optimizers.base import MetaParams
+from lopt_cli.optimizers.cautious import cautious_mask
 from lopt_cli.optimizers.per_tensor import FieldRule, TensorInput
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -263,7 +264,8 @@ def step_matrix(lopt: an.AdamNominalLOpt, theta: MetaParams, x: TensorInput, sta
     :math:`\beta_1 m + (1 - \beta_1) g` (with the state fields it changes besides the moments),
     with ``adam_nominal``'s moments, features and heads; shared by the nominal-direction
     variants (``muon_nominal``, ``balanced_nominal``). ``state``: a tensor state with
-    ``adam_nominal``'s fields first."""
+    ``adam_nominal``'s fields first. With ``cautious`` the nominal term is masked against the
+    gradient (:func:`~lopt_cli.optimizers.cautious.cautious_mask`), as ``adam_nominal``'s."""
     g, p = x.grad, x.param
     t = x.count.astype(jnp.float32) + 1.0
     m = lopt.beta1 * state.momentum + (1.0 - lopt.beta1) * g
@@ -275,5 +277,7 @@ def step_matrix(lopt: an.AdamNominalLOpt, theta: MetaParams, x: TensorInput, sta
     log_scale, correction, _ = lopt.network.apply(theta, channels, tensor_x,
                                                   method=an.AdamNominalNetwork.channels)
     nominal, changed = nominal_of(lopt.beta1 * m + (1.0 - lopt.beta1) * g)
+    if lopt.cautious:
+        nominal = cautious_mask(nominal, g)
     direction = lopt.learned_step(nominal, log_scale, correction, heads, p)
     return direction, state._replace(momentum=m, rms=v, **changed)

@@ -19,6 +19,7 @@ from lopt_cli.optimizers import baselines
 from lopt_cli.optimizers.adam_nominal import AdamNominalLOpt
 from lopt_cli.optimizers.balanced_nominal import BalancedNominalLOpt
 from lopt_cli.optimizers.base import LearnedOptimizer
+from lopt_cli.optimizers.cautious import cautious_adam
 from lopt_cli.optimizers.celo import CeloLOpt
 from lopt_cli.optimizers.dion import dion
 from lopt_cli.optimizers.hierarchical import HierarchicalLOpt
@@ -39,6 +40,7 @@ LEARNED_OPTIMIZERS: dict[str, Callable[[], LearnedOptimizer]] = {
     "adam_nominal": AdamNominalLOpt,
     "adam_nominal_two_moments": functools.partial(AdamNominalLOpt, beta2_fast=0.99),
     "adam_nominal_learned_decay": functools.partial(AdamNominalLOpt, learned_decay=True),
+    "adam_nominal_cautious": functools.partial(AdamNominalLOpt, cautious=True),
     "muon_nominal": MuonNominalLOpt,
     "balanced_nominal": BalancedNominalLOpt,
 }
@@ -57,6 +59,7 @@ OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformationExtraArgs]] = {
     # Adam8p / NAdamW at their defaults (no penalties; NAdamW: Nesterov, cosine decay to zero).
     "adam8p": functools.partial(baselines.adam8p, num_steps=DEFAULT_NUM_STEPS),
     "nadamw": functools.partial(baselines.nadamw, num_steps=DEFAULT_NUM_STEPS),
+    "cautious_adam": cautious_adam,  # Adam skipping entries against the gradient (cautious.py)
     "muon": muon,  # Muon on matrices, NAdam elsewhere, one constant rate (optimizers/muon.py)
     "lazy_muon": lazy_muon,  # muon reusing its Newton-Schulz factor (optimizers/lazy_muon.py)
     "sinkhorn": sinkhorn,  # muon with row/column-balanced momentum (optimizers/sinkhorn.py)
