@@ -11,7 +11,7 @@ from lopt_cli.errors import LoptUserError
 from lopt_cli.optimizers.dion import power_step
 from lopt_cli.optimizers.dropin import load_optimizer
 from lopt_cli.optimizers.muon_nominal import MuonNominalLOpt
-from lopt_cli.optimizers.power_orthogonal import dion_rank, initial_basis
+from lopt_cli.optimizers.power_orthogonal import dion_rank, initial_basis, orthonormal_columns
 
 
 def exact_polar(matrix: jax.Array) -> np.ndarray:
@@ -110,8 +110,20 @@ def test_muon_nominal_with_the_power_orthogonaliser_tends_to_newton_schulzs_step
 @pytest.mark.parametrize("fields, match", [
     ({"orthogonaliser": "svd"}, "orthogonaliser="),
     ({"orthogonaliser": "power", "ns_block": 8}, "orthogonaliser=power needs ns_block=null"),
-    ({"orthogonaliser": "power", "ns_refresh_every": 5}, "and ns_refresh_every=1")])
+    ({"orthogonaliser": "power", "ns_refresh_every": 5}, "and ns_refresh_every=1"),
+    ({"orthogonaliser": "power", "ns_steps": 3}, "leave ns_steps at 5")])
 def test_muon_nominal_refuses_the_power_orthogonaliser_with_blocks_or_a_stored_factor(fields,
                                                                                        match):
     with pytest.raises(LoptUserError, match=match):
         MuonNominalLOpt(**fields)
+
+
+def test_gram_schmidt_gives_a_dependent_column_zero_and_keeps_the_rest_orthonormal():
+    a = jax.random.normal(jax.random.key(2), (12, 4))
+    a = a.at[:, 2].set(2.0 * a[:, 0] - 0.5 * a[:, 1])  # in the span of the two before it
+    q = orthonormal_columns(a)
+    np.testing.assert_array_equal(q[:, 2], jnp.zeros(12))
+    kept = q[:, jnp.asarray([0, 1, 3])]
+    np.testing.assert_allclose(kept.T @ kept, jnp.eye(3), atol=1e-5)
+    reference, _ = jnp.linalg.qr(a[:, jnp.asarray([0, 1, 3])])
+    np.testing.assert_allclose(jnp.abs(kept.T @ reference), jnp.eye(3), atol=1e-5)

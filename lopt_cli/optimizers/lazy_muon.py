@@ -31,10 +31,9 @@ import optax
 
 from lopt_cli.optimizers.matrix_split import on_matrices_nadam_elsewhere
 from lopt_cli.optimizers.muon import MUON_RMS
-from lopt_cli.optimizers.muon_nominal import NS_EPS, refreshed_factor, tall, unit, untall
+from lopt_cli.optimizers.muon_nominal import NS_EPS, NS_STEPS, refreshed_factor, tall, unit, untall
 
 REFRESH_EVERY = 10
-NS_STEPS = 5  # Muon's
 
 
 class LazyMuonState(NamedTuple):

@@ -46,6 +46,7 @@ from lopt_cli.optimizers.per_tensor import FieldRule, TensorInput
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 ORTHOGONALISERS = ("newton_schulz", "power")
 NS_EPS = 1e-7
+NS_STEPS = 5  # Muon's
 
 
 def orthogonalised(matrix: jax.Array, steps: int = 5, block: int | None = None) -> jax.Array:
@@ -190,7 +191,7 @@ class MuonNominalLOpt(an.AdamNominalLOpt):
     """
 
     muon_rms: float = 0.2
-    ns_steps: int = 5
+    ns_steps: int = NS_STEPS
     ns_block: int | None = None
     ns_refresh_every: int = 1
     orthogonaliser: str = "newton_schulz"
@@ -219,6 +220,10 @@ class MuonNominalLOpt(an.AdamNominalLOpt):
             raise LoptUserError(f"{type(self).__name__}: orthogonaliser=power needs ns_block="
                                 f"null and ns_refresh_every=1 (got {self.ns_block}, "
                                 f"{self.ns_refresh_every}): it keeps its own basis")
+        if self.orthogonaliser == "power" and self.ns_steps != NS_STEPS:
+            raise LoptUserError(f"{type(self).__name__}: orthogonaliser=power takes one power "
+                                f"step, not Newton–Schulz iterations: leave ns_steps at "
+                                f"{NS_STEPS} (got {self.ns_steps})")
 
     def steps_along_muon(self, param: jax.Array) -> bool:
         """Whether ``param`` is a matrix that takes Muon's direction (``ns_max_side``)."""
