@@ -5,6 +5,8 @@
     lopt cache clear=runs match=AdamLR           # drop cached evaluation runs labelled so
     lopt cache clear=compile older_than_days=30  # drop compiled programs not written for 30 days
     lopt cache clear=all dry_run=true            # say what would go, remove nothing
+    lopt cache export=DIR match=transformer      # copy runs (and stopped parts) so labelled
+    lopt cache import=DIR                        # add another machine's export to this cache
 
 Not a Hydra command: it writes no run directory and imports no JAX. The places are those the
 other commands use (``LOPT_CACHE_DIR``, ``LOPT_JAX_CACHE``, ``LOPT_DATA_DIR``); built datasets
@@ -20,9 +22,13 @@ from lopt_cli.errors import LoptUserError
 
 OPTIONS = {
     "clear": "runs | stopped | compile | all: what to remove (without it: show)",
-    "match": "remove only runs or stopped parts whose label ('task: optimizer') holds this text",
+    "match": "remove (or export) only runs or stopped parts whose label ('task: optimizer') "
+             "holds this text",
     "older_than_days": "remove only what was last written more than this many days ago",
-    "dry_run": "true: say what would be removed, remove nothing",
+    "dry_run": "true: say what would be removed (or copied), change nothing",
+    "export": "copy the evaluation runs and stopped parts into this directory (an evaluation "
+              "cache another machine can import)",
+    "import": "add the runs and stopped parts of this directory (`export=`'s) to this cache",
 }
 TRUE, FALSE = ("true", "yes", "1"), ("false", "no", "0")
 
@@ -44,7 +50,8 @@ def parse_options(args: list[str]) -> dict:
     """``key=value`` words as options, each checked; a LoptUserError names a bad one."""
     from lopt_cli.evaluation.cache_contents import CLEARABLE
 
-    options = {"clear": "", "match": "", "older_than_days": 0.0, "dry_run": False}
+    options = {"clear": "", "match": "", "older_than_days": 0.0, "dry_run": False,
+               "export": "", "import": ""}
     for arg in args:
         key, sep, value = arg.partition("=")
         if not sep or key not in OPTIONS:
@@ -69,10 +76,24 @@ def parse_options(args: list[str]) -> dict:
     if options["match"] and options["clear"] == "compile":
         raise LoptUserError("match= selects runs or stopped parts; compiled programs have no "
                             "label")
-    if not options["clear"] and (options["match"] or days or options["dry_run"]):
+    _check_carrying(options)
+    if not (options["clear"] or options["export"] or options["import"]) and (
+            options["match"] or days or options["dry_run"]):
         raise LoptUserError("match=, older_than_days= and dry_run= choose what clear= removes;"
                             " give clear=runs|stopped|compile|all")
     return options
+
+
+def _check_carrying(options: dict) -> None:
+    """``export=`` and ``import=`` go alone: one action per command."""
+    carrying = [key for key in ("export", "import") if options[key]]
+    if len(carrying) + bool(options["clear"]) > 1:
+        raise LoptUserError("clear=, export= and import= are one action each: give one")
+    if options["import"] and options["match"]:
+        raise LoptUserError("import= adds every run of its directory; match= chooses what "
+                            "export= copies")
+    if carrying and options["older_than_days"]:
+        raise LoptUserError("older_than_days= chooses what clear= removes")
 
 
 def human_size(size: int) -> str:
@@ -177,6 +198,26 @@ def clear(options: dict, console) -> None:
         console.print(f"{verb} {done.entries} {where} ({human_size(done.size)})", markup=False)
 
 
+def carry(options: dict, console) -> None:
+    """``export=DIR`` or ``import=DIR`` (:mod:`~lopt_cli.evaluation.cache_transfer`)."""
+    from lopt_cli.evaluation.cache_transfer import export_runs, import_runs
+
+    eval_dir, dry = places()[0], options["dry_run"]
+    place = Path(options["export"] or options["import"]).expanduser()
+    try:
+        if options["export"]:
+            done = export_runs(eval_dir, place, options["match"], dry)
+            verb, where = ("would copy" if dry else "copied"), f"into {place}"
+        else:
+            done = import_runs(place, eval_dir, dry)
+            verb, where = ("would add" if dry else "added"), f"from {place} to {eval_dir}"
+    except OSError as error:
+        raise LoptUserError(f"{error.filename or place}: {error.strerror or error}") from None
+    kept = f"; {done.present} were there already, kept" if done.present else ""
+    console.print(f"{verb} {done.runs} evaluation runs and {done.parts} stopped parts "
+                  f"({human_size(done.size)}) {where}{kept}", markup=False)
+
+
 def run_argv(args: list[str]) -> None:
     """Entry point from ``lopt cache ...`` (not Hydra: ``key=value`` words only)."""
     from lopt_cli.console import output_console
@@ -186,11 +227,13 @@ def run_argv(args: list[str]) -> None:
         return
     try:
         options = parse_options(args)
+        console = output_console()
+        if options["clear"]:
+            clear(options, console)
+        elif options["export"] or options["import"]:
+            carry(options, console)
+        else:
+            show(console)
     except LoptUserError as error:
         print(f"lopt: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    console = output_console()
-    if options["clear"]:
-        clear(options, console)
-    else:
-        show(console)
