@@ -7,6 +7,7 @@ import json
 import pytest
 
 from lopt_cli.cli import main
+from lopt_cli.errors import LoptUserError
 from lopt_cli.evaluation.cache import (
     ABOUT_FILE,
     FIRST_CODE_FILE,
@@ -16,7 +17,6 @@ from lopt_cli.evaluation.cache import (
 )
 from lopt_cli.evaluation.cache_contents import run_labels, stopped_parts
 from lopt_cli.evaluation.cache_transfer import export_runs, first_code, import_runs
-from lopt_cli.errors import LoptUserError
 
 
 def machine(root):
