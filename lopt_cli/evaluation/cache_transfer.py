@@ -22,7 +22,7 @@ from typing import NamedTuple
 from lopt_cli.errors import LoptUserError
 from lopt_cli.evaluation.cache import FIRST_CODE_FILE, LABELS_FILE, PARTIAL_DIR, read_labels
 from lopt_cli.evaluation.cache_contents import run_files, stopped_parts
-from lopt_cli.io import write_jsonl_atomic
+from lopt_cli.io import append_jsonl
 
 
 class Carried(NamedTuple):
@@ -98,8 +98,9 @@ def _carry(source: Path, target: Path, match: str, source_code: str,
 
 
 def _merge_labels(target: Path, carried: dict[str, str]) -> None:
-    """``target``'s labels with ``carried``'s added (a label already there is kept)."""
-    merged = {**carried, **read_labels(target)}
-    write_jsonl_atomic(target / LABELS_FILE,
-                       [{"key": key, "label": label} for key, label in merged.items()
-                        if (target / f"{key}.json").is_file()])
+    """Appends to ``target``'s ``labels.jsonl`` the carried labels it lacks (appended, not
+    rewritten: an evaluation running there meanwhile keeps its lines)."""
+    present = read_labels(target)
+    for key, label in carried.items():
+        if key not in present:
+            append_jsonl(target / LABELS_FILE, {"key": key, "label": label})
