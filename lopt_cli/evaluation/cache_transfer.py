@@ -51,7 +51,8 @@ def export_runs(eval_dir: Path, destination: Path, match: str = "",
     source_code = first_code(eval_dir)
     if source_code is None:
         raise LoptUserError(f"{eval_dir} holds no evaluation runs to export")
-    _check_codes(destination, source_code, f"{destination} (the export's directory)")
+    _check_codes(destination, source_code, f"{destination} (the export's directory)",
+                 "export into a new directory instead")
     return _carry(eval_dir, destination, match, source_code, dry_run)
 
 
@@ -64,17 +65,18 @@ def import_runs(source: Path, eval_dir: Path, dry_run: bool = False) -> Carried:
     if source_code is None:
         raise LoptUserError(f"{source} is no lopt evaluation cache (no {FIRST_CODE_FILE}: "
                             "make one with `lopt cache export=DIR`)")
-    _check_codes(eval_dir, source_code, f"this machine's cache ({eval_dir})")
+    _check_codes(eval_dir, source_code, f"this machine's cache ({eval_dir})",
+                 "carry them into a fresh directory instead (LOPT_CACHE_DIR=<new dir> "
+                 "lopt cache import=...)")
     return _carry(source, eval_dir, "", source_code, dry_run)
 
 
-def _check_codes(target: Path, source_code: str, name: str) -> None:
+def _check_codes(target: Path, source_code: str, name: str, instead: str) -> None:
     target_code = first_code(target)
     if target_code is not None and target_code != source_code:
         raise LoptUserError(
             f"{name} first keyed runs of measuring code {target_code}, these runs' cache "
-            f"{source_code}: their keys would be misread there. Carry them into a fresh "
-            "directory instead (LOPT_CACHE_DIR=<new dir> lopt cache import=...)")
+            f"{source_code}: their keys would be misread there; {instead}")
 
 
 def _carry(source: Path, target: Path, match: str, source_code: str,
