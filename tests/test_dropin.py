@@ -157,10 +157,10 @@ def test_numpy_and_jax_scalars_are_numbers_too(num_steps, learning_rate):
     assert float(jnp.max(jnp.abs(adam["w"]))) == pytest.approx(0.5, rel=1e-4)
 
 
-def test_the_shipped_default_is_adam_nominal_wsd_and_scales_with_its_learning_rate():
+def test_the_shipped_default_is_adam_nominal_cautious_wsd_and_scales_with_its_learning_rate():
     from lopt_cli.optimizers.storage import default_shipped_name
 
-    assert default_shipped_name() == "adam_nominal_wsd"
+    assert default_shipped_name() == "adam_nominal_cautious_wsd"
     assert_default_steps_scale_tenfold_with_learning_rate_1e_2(rtol=1e-4, atol=1e-9)
 
 

@@ -222,7 +222,8 @@ def test_a_resume_neither_reloads_nor_re_resolves_init_from(tmp_path):
 # --- recipe=<name>: a shipped optimizer's whole meta-training command as one config ---------
 
 SHIPPED = CONF.parent / "lopt_cli" / "pretrained"
-RECIPES = ["adam_nominal_b99", "adam_nominal_wsd", "adam_nominal_mix", "celo_mix"]
+RECIPES = ["adam_nominal_cautious_wsd", "adam_nominal_b99", "adam_nominal_wsd", "adam_nominal_mix",
+           "celo_mix"]
 
 
 def model_card_command(name: str) -> list[str]:
