@@ -65,15 +65,16 @@ def test_an_existing_optimizer_needs_force_and_a_file_is_no_directory(tmp_path, 
 
 def test_untrained_writes_the_architectures_theta0_which_is_adam_on_the_schedule(tmp_path,
                                                                                  capsys):
-    """``--untrained``: the default's config and schedule at θ₀ (never the shipped weights),
-    whose steps are optax's Adam at the config's rate times the schedule's factor
-    s((t + 1) / T): the schedule alone, to compare meta-training against."""
+    """``--untrained``: a shipped optimizer's config and schedule at θ₀ (never its weights);
+    for ``adam_nominal_wsd`` (no cautious mask) its steps are optax's Adam at the config's rate
+    times the schedule's factor s((t + 1) / T): the schedule alone, to compare meta-training
+    against."""
     from lopt_cli.optimizers import schedule as sched
 
     out = tmp_path / "adam_wsd"
-    assert cli(["default", "warmup_stable_decay", str(out), "--untrained"]) == 0
+    assert cli(["adam_nominal_wsd", "warmup_stable_decay", str(out), "--untrained"]) == 0
     assert "untrained θ₀" in capsys.readouterr().out
-    shipped = storage.resolve_weights_path("default")
+    shipped = storage.resolve_weights_path("adam_nominal_wsd")
     assert (out / storage.WEIGHTS_FILE).read_bytes() != shipped.read_bytes()
     written = yaml.safe_load((out / storage.CONFIG_FILE).read_text())
     original = yaml.safe_load(shipped.with_name(storage.CONFIG_FILE).read_text())
