@@ -137,6 +137,13 @@ def test_lopt_cache_shows_every_place_and_the_stopped_parts(places, capsys, monk
     (places / FIRST_CODE_FILE).write_text("0" * 32)
     main(["cache"])
     assert f"not the code this cache first ran ({'0' * 32})" in capsys.readouterr().out
+    for unkeyed in ("", None):  # an empty record is read as no record, as the export reads it
+        if unkeyed is None:
+            (places / FIRST_CODE_FILE).unlink()
+        else:
+            (places / FIRST_CODE_FILE).write_text(unkeyed)
+        main(["cache"])
+        assert "(the cache has not keyed a run yet)" in capsys.readouterr().out
 
 
 def test_lopt_cache_clear_removes_and_says_how_much(places, capsys, tmp_path):

@@ -164,14 +164,12 @@ def show(console) -> None:
 
 def measuring_code_line(eval_dir: Path) -> str:
     """Whether the runs are keyed as those of the code that trains and measures now."""
-    from lopt_cli.evaluation.cache import FIRST_CODE_FILE
+    from lopt_cli.evaluation.cache_transfer import first_code
     from lopt_cli.evaluation.code_version import measuring_code_digest
 
-    path = eval_dir / FIRST_CODE_FILE
-    now = measuring_code_digest()
-    if not path.is_file():
+    now, first = measuring_code_digest(), first_code(eval_dir)
+    if first is None:
         return f"code that trains and measures: {now} (the cache has not keyed a run yet)"
-    first = path.read_text(errors="replace").strip()
     if first == now:
         return (f"code that trains and measures: {now}, the code this cache first ran: its "
                 "runs are read back")
