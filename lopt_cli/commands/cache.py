@@ -164,7 +164,7 @@ def show(console) -> None:
 
 def measuring_code_line(eval_dir: Path) -> str:
     """Whether the runs are keyed as those of the code that trains and measures now."""
-    from lopt_cli.evaluation.cache_transfer import first_code
+    from lopt_cli.evaluation.cache import first_code
     from lopt_cli.evaluation.code_version import measuring_code_digest
 
     now, first = measuring_code_digest(), first_code(eval_dir)

@@ -52,6 +52,15 @@ def file_digest(path: str | os.PathLike) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:32]
 
 
+def first_code(eval_dir: Path) -> str | None:
+    """The measuring-code digest ``eval_dir`` first keyed runs with (:data:`FIRST_CODE_FILE`),
+    or ``None`` if it has keyed none (no record, or an empty one)."""
+    path = eval_dir / FIRST_CODE_FILE
+    if not path.is_file():
+        return None
+    return path.read_text(errors="replace").strip() or None
+
+
 @dataclasses.dataclass
 class RunCache:
     """A cache directory (``None``: no caching) and counts of hits and computed runs."""
@@ -90,9 +99,9 @@ class RunCache:
             except FileExistsError:  # another command wrote it first: read theirs
                 pass
         try:
-            first = path.read_text(encoding="utf-8").strip()
+            first = first_code(Path(self.directory))
         except OSError:
-            first = ""  # unreadable: key by the digest (never another code's runs)
+            first = None  # unreadable: key by the digest (never another code's runs)
         return None if first == digest else digest
 
     def interrupted(self) -> str:

@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 from lopt_cli.errors import LoptUserError
-from lopt_cli.evaluation.cache import FIRST_CODE_FILE, LABELS_FILE, PARTIAL_DIR, read_labels
+from lopt_cli.evaluation.cache import (
+    FIRST_CODE_FILE,
+    LABELS_FILE,
+    PARTIAL_DIR,
+    first_code,
+    read_labels,
+)
 from lopt_cli.evaluation.cache_contents import run_files, stopped_parts
 from lopt_cli.io import append_jsonl
 
@@ -32,15 +38,6 @@ class Carried(NamedTuple):
     parts: int
     size: int
     present: int
-
-
-def first_code(eval_dir: Path) -> str | None:
-    """The measuring-code digest ``eval_dir`` first keyed runs with, or ``None`` if it has
-    keyed none."""
-    path = eval_dir / FIRST_CODE_FILE
-    if not path.is_file():
-        return None
-    return path.read_text(errors="replace").strip() or None
 
 
 def export_runs(eval_dir: Path, destination: Path, match: str = "",
