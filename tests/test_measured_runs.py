@@ -393,6 +393,27 @@ def test_an_update_with_newton_schulz_is_predicted_dearer_than_adam_from_the_sam
     assert predicted["wide: muon"] > 5 * predicted["wide: adam"]
 
 
+def test_an_update_is_predicted_to_touch_its_inputs_and_outputs_once():
+    """An update is one fused elementwise chain: Adam reads gradients, parameters and two
+    moments and writes updates and two moments, 7 floats per parameter. XLA's count before
+    fusion was 5× that for Adam and 11× for the default's per-parameter MLP, which predicted
+    its parts of ``lopt_bench`` 2-4× too long on a 2-core Zen 4."""
+    import jax
+
+    from lopt_cli.evaluation.benchmark import optimizers_of
+    from lopt_cli.evaluation.benchmark_cost import update_cost
+    from lopt_cli.evaluation.candidates import resolve_candidate
+    from task_definitions.mlp import MLPConfig, MLPFamily
+
+    task = BenchmarkTask("mlp", MLPFamily(), MLPConfig("digits", (32,), "relu", 16, 1.0, 0), 100)
+    spec = BenchmarkSpec("tiny", (task,), {"AdamLR": AdamLR()}, {"AdamLR": 2, "candidates": 2},
+                         (1,), MeasureSettings(2, 4, 1, 0.5), long_horizon=8)
+    adam = optimizers_of(spec, [resolve_candidate("adam", 0.1, 10.0)])[1]
+    size = sum(leaf.size for leaf in jax.tree.leaves(jax.eval_shape(task.task.init,
+                                                                     jax.random.PRNGKey(0))))
+    assert update_cost(adam, task.task, 100).bytes == pytest.approx(7 * 4 * size, rel=0.01)
+
+
 def test_matmul_flops_count_a_scan_body_once_per_step():
     """XLA's cost analysis counts a scan's body once; the jaxpr count multiplies by its length,
     so a recurrent net's step is not predicted several times too cheap."""
