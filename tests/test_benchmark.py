@@ -473,7 +473,7 @@ def test_cli_leaderboard_matches_results_and_reuses_the_cache(run_lopt, tmp_path
     plan = run_lopt("evaluate", *TINY_BENCHMARK, "learned_optimizer=mlp_digits,adam", "plan=true")
     assert all(re.fullmatch(r"cached \(took \S+\)", cell)
                for cell in plan_rows(plan.stdout).values())
-    assert "3 of 3 parts cached; 0 to compute" in plan.stdout
+    assert "3 of 3 parts cached; 0 to compute. Nothing was computed" in plan.stdout
     assert "Recorded time per step of one run, median over tasks, × AdamLR's" in plan.stdout
     replanned = json.loads(sorted((tmp_path / "outputs" / "evaluate").iterdir())[-1].joinpath(
         "plan.json").read_text())

@@ -171,11 +171,13 @@ def print_plan(spec, candidates: list, cache) -> None:
         "relative_step_times": step_times})
     console = output_console()
     console.print(table)
+    how = ("" if not to_compute else
+           f", predicted ~{duration(sum(to_compute))} (from the times this machine recorded for "
+           "the same tasks, else from their flops and bytes at a 2-core CPU's rates; the run's "
+           "ETA corrects it by its measured pace)")
     console.print(f"{len(parts) - len(to_compute)} of {len(parts)} parts cached; "
-                  f"{len(to_compute)} to compute, predicted ~{duration(sum(to_compute))} (from "
-                  "the times this machine recorded for the same tasks, else from their flops at "
-                  "a 2-core CPU's rate; the run's ETA corrects it by its measured pace). Nothing "
-                  f"was computed; the plan is written to {out}.", markup=False)
+                  f"{len(to_compute)} to compute{how}. Nothing was computed; the plan is written "
+                  f"to {out}.", markup=False)
     if step_times:
         reference = parts[0]["optimizer"]
         console.print(f"Recorded time per step of one run, median over tasks, × {reference}'s "
