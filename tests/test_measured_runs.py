@@ -397,7 +397,7 @@ def test_an_update_is_predicted_to_touch_its_inputs_and_outputs_once():
     """An update is one fused elementwise chain: Adam reads gradients, parameters and two
     moments and writes updates and two moments, 7 floats per parameter. XLA's count before
     fusion was 5× that for Adam and 11× for the default's per-parameter MLP, which predicted
-    its parts of ``lopt_bench`` 2-4× too long on a 2-core Zen 4."""
+    its parts of ``lopt_bench`` up to 4× too long on a 2-core Zen 4."""
     import jax
 
     from lopt_cli.evaluation.benchmark import optimizers_of

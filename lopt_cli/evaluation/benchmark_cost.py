@@ -94,8 +94,8 @@ def update_cost(optimizer: Any, task: Any, horizon: int) -> StepCost:
     ``bytes`` are what the update reads and writes (gradients, parameters and state in; updates
     and state out): the compiler fuses an update's elementwise chain, and XLA's count before
     fusion was 5× (Adam) to 11× (a learned optimizer's per-parameter MLP) its count of the
-    compiled update, which predicted the default's parts of ``lopt_bench`` 2-4× too long. All
-    zero when it cannot be traced."""
+    compiled update, which predicted the default's parts of ``lopt_bench`` up to 4× too long
+    and one of ``celo_mix`` 11× on a 2-core Zen 4. All zero when it cannot be traced."""
     import jax
     import jax.numpy as jnp
     import numpy as np
