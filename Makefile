@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/lopt meta-train compute=cpu hydra.run.dir=$(DEMO_DIR)/meta-train
 	$(BIN)/lopt evaluate learned_optimizer=$(DEMO_DIR)/meta-train budget=small hydra.run.dir=$(DEMO_DIR)/evaluate
 
-## The test suite (slow tests excluded), 8-12 minutes on 2 cores (machines differ): two pytest-xdist workers,
+## The test suite (slow tests excluded), 7-12 minutes on 2 cores (machines differ): two pytest-xdist workers,
 ## one test file per worker at a time (module fixtures stay in one process).
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q -n 2 --dist loadfile
