@@ -51,6 +51,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lopt_cli.evaluation.benchmark_cost import tree_bytes
+
 DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
 LARGE = 500_000  # at and above this many parameters, time fewer repetitions (reps // 2)
 ADAM_FLOPS_PER_PARAM = 13  # m: 3, v: 4, bias corrections 2, sqrt, +eps, divide, scale
@@ -85,10 +87,6 @@ def stream_call(num_bytes: int) -> Call:
     reads and writes ``num_bytes`` in all."""
     x = jnp.ones((max(1, num_bytes // 8),), jnp.float32)
     return Call(jax.jit(lambda a: a * 2.0, donate_argnums=0), (x,), lambda args, out: (out,))
-
-
-def tree_bytes(tree) -> int:
-    return sum(int(np.prod(x.shape)) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
 
 
 def analytic_flops_per_param(lopt, theta) -> float | None:

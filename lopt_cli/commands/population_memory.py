@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from lopt_cli.errors import LoptUserError
 
 if TYPE_CHECKING:
@@ -23,6 +21,7 @@ def population_bytes(job: MetaTrainJob) -> int:
     each member's task arrays (datasets live on the device)."""
     import jax
 
+    from lopt_cli.evaluation.benchmark_cost import tree_bytes
     from lopt_cli.meta.outer import build_members
 
     task = build_members(job.family, [(job.settings.first_task_id, 0)])
@@ -30,12 +29,9 @@ def population_bytes(job: MetaTrainJob) -> int:
     state = jax.eval_shape(lambda th, k: jax.vmap(job.problem.fresh_state, (None, 0, None))(
         th, task, k), theta, jax.random.PRNGKey(0))
 
-    def size(tree) -> int:
-        return sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
-                   for x in jax.tree_util.tree_leaves(tree) if hasattr(x, "dtype"))
-
     particles = job.settings.num_tasks * job.estimator.unrolls_per_task
-    return particles * STATE_COPIES * size(state) + job.settings.num_tasks * size(task)
+    return (particles * STATE_COPIES * tree_bytes(state)
+            + job.settings.num_tasks * tree_bytes(task))
 
 
 def available_memory_bytes() -> int | None:

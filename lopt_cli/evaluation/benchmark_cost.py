@@ -87,6 +87,20 @@ def xla_counts(traced: Any) -> tuple[float, float]:
             float(analysis.get("bytes accessed", 0.0) or 0.0))
 
 
+def tree_bytes(tree: Any) -> int:
+    """Bytes of the arrays (or shapes and dtypes) of a pytree; leaves without a dtype count 0.
+
+    >>> import numpy as np
+    >>> tree_bytes({"w": np.zeros((2, 3), np.float32), "n": np.zeros((), np.int64), "s": "x"})
+    32
+    """
+    import jax
+    import numpy as np
+
+    return sum(int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize
+               for leaf in jax.tree.leaves(tree) if hasattr(leaf, "dtype"))
+
+
 def update_cost(optimizer: Any, task: Any, horizon: int) -> StepCost:
     """The :class:`StepCost` of one update of one run of ``optimizer`` (a benchmark
     ``Optimizer``, at its first trial) on ``task``'s parameters, every matrix product counted
@@ -115,8 +129,7 @@ def update_cost(optimizer: Any, task: Any, horizon: int) -> StepCost:
         traced = jax.jit(update).trace(params, state, params)
         xla_flops, _ = xla_counts(traced)
         outside, scanned = matmul_flops(traced.jaxpr.jaxpr)
-        touched = sum(leaf.size * leaf.dtype.itemsize
-                      for leaf in jax.tree.leaves((traced.in_avals, traced.out_avals)))
+        touched = tree_bytes((traced.in_avals, traced.out_avals))
     except Exception:  # noqa: BLE001 - an estimate only, like step_cost
         return StepCost()
     return StepCost(max(xla_flops, outside + scanned), 0.0, float(touched))
