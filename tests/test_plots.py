@@ -92,3 +92,34 @@ def test_iqm_marks_sit_on_each_rows_iqm(name):
         iqm = data["leaderboard"][name][comparison]["settings"][REFERENCE]["iqm_loss_ratio"]
         assert round(iqm, 6) in marks
     plt.close(figure)
+
+
+def test_the_meta_training_figure_draws_every_held_out_check_and_rings_the_lowest():
+    import matplotlib.pyplot as plt
+
+    from lopt_cli.evaluation.plots import meta_loss_figure
+
+    rows = [{"step": s, "meta_loss": 1.0 - 0.001 * s} for s in range(10)]
+    rows[0]["initial_heldout_loss"] = 0.6
+    rows[4]["heldout_loss"], rows[9]["heldout_loss"] = 0.5, 0.55
+    rows[6]["heldout_loss"] = float("nan")  # a diverged check is not drawn
+    unchecked = [{"step": s, "meta_loss": 1.0} for s in range(3)]
+    figure = meta_loss_figure({"run": rows, "unchecked": unchecked}, "meta-training")
+    meta, heldout = figure.axes
+    lines = [line for line in heldout.get_lines() if len(line.get_xdata()) > 1]
+    assert [list(line.get_xdata()) for line in lines] == [[0, 4, 9]]
+    assert list(lines[0].get_ydata()) == [0.6, 0.5, 0.55]
+    ring = [line for line in heldout.get_lines() if len(line.get_xdata()) == 1]
+    assert [(line.get_xdata()[0], line.get_ydata()[0]) for line in ring] == [(4, 0.5)]
+    assert len(meta.get_lines()) == 4  # two runs, each faint and averaged
+    plt.close(figure)
+
+
+def test_without_held_out_checks_the_meta_training_figure_has_one_panel():
+    import matplotlib.pyplot as plt
+
+    from lopt_cli.evaluation.plots import meta_loss_figure
+
+    figure = meta_loss_figure({"run": [{"step": s, "meta_loss": 1.0} for s in range(5)]}, "t")
+    assert len(figure.axes) == 1
+    plt.close(figure)

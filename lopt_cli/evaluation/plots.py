@@ -34,17 +34,53 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-def plot_meta_loss(histories: dict[str, list[dict]], path: Path, title: str) -> Path:
-    """Meta-loss per outer step (faint) and its moving average (bold), one colour per run."""
-    figure, axis = plt.subplots(figsize=(7, 4))
+def heldout_checks(rows: list[dict]) -> tuple[list[int], list[float]]:
+    """A run's held-out checks as ``(steps, losses)``: θ₀'s check (``initial_heldout_loss``)
+    at step 0, then every ``heldout_loss``; non-finite readings left out."""
+    checks = [(0, rows[0].get("initial_heldout_loss"))] if rows else []
+    checks += [(r["step"], r.get("heldout_loss")) for r in rows]
+    kept = [(s, v) for s, v in checks
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+    return [s for s, _ in kept], [float(v) for _, v in kept]
+
+
+def meta_loss_figure(histories: dict[str, list[dict]], title: str):
+    """Meta-loss per outer step (faint) and its moving average (bold), one colour per run;
+    when any run checked a held-out loss, a second panel with its checks, the lowest of each
+    run ringed (the θ that ``heldout.keep_best`` publishes)."""
+    checks = {name: heldout_checks(rows) for name, rows in histories.items()}
+    panels = 2 if any(steps for steps, _ in checks.values()) else 1
+    figure, axes = plt.subplots(1, panels, figsize=(7 * panels, 4.2), squeeze=False)
     for index, (name, rows) in enumerate(histories.items()):
-        meta_loss_curve(axis, rows, f"C{index}", name)
-    axis.set_xlabel("outer step")
-    axis.set_ylabel("meta-loss (mean normalised validation loss)")
-    axis.set_title(title)
-    axis.grid(alpha=0.3)
-    axis.legend()
-    return _save(figure, path)
+        meta_loss_curve(axes[0, 0], rows, f"C{index}", name)
+        steps, losses = checks[name]
+        if panels == 2 and steps:
+            best = int(np.argmin(losses))
+            axes[0, 1].plot(steps, losses, marker="o", markersize=3, color=f"C{index}",
+                            label=name)
+            axes[0, 1].plot(steps[best], losses[best], marker="o", markersize=10,
+                            markerfacecolor="none", color=f"C{index}")
+            axes[0, 1].annotate(f"{losses[best]:.4g}", (steps[best], losses[best]),
+                                textcoords="offset points", xytext=(0, 8), ha="center",
+                                fontsize=7, color=f"C{index}")
+    axes[0, 0].set_ylabel("meta-loss (mean normalised validation loss)")
+    axes[0, 0].set_title(title, fontsize=9)
+    if panels == 2:
+        axes[0, 1].set_ylabel("held-out loss")
+        axes[0, 1].set_title("held-out check (ringed: the lowest)", fontsize=9)
+        axes[0, 1].margins(x=0.05, y=0.15)
+    for axis in axes.flat:
+        axis.set_xlabel("outer step")
+        axis.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def plot_meta_loss(histories: dict[str, list[dict]], path: Path, title: str) -> Path:
+    """:func:`meta_loss_figure` written to ``path`` (a run, a sweep's jobs, self-training's
+    two runs)."""
+    return _save(meta_loss_figure(histories, title), path)
 
 
 def meta_loss_curve(axis, rows: list[dict], colour: str, name: str) -> None:
@@ -53,32 +89,6 @@ def meta_loss_curve(axis, rows: list[dict], colour: str, name: str) -> None:
     loss = np.array([r["meta_loss"] for r in rows], float)
     axis.plot(steps, loss, color=colour, alpha=0.25, linewidth=0.8)
     axis.plot(steps, smooth(loss, max(1, len(loss) // 20)), color=colour, label=name)
-
-
-def plot_sweep_meta_loss(histories: dict[str, list[dict]], path: Path, title: str) -> Path:
-    """A sweep's jobs side by side: meta-loss per outer step (faint) and its moving average,
-    and, when any job checked it, the held-out loss at its checks; one colour per job."""
-    checked = {name: [r for r in rows if isinstance(r.get("heldout_loss"), (int, float))]
-               for name, rows in histories.items()}
-    panels = 2 if any(checked.values()) else 1
-    figure, axes = plt.subplots(1, panels, figsize=(7 * panels, 4.2), squeeze=False)
-    for index, (name, rows) in enumerate(histories.items()):
-        meta_loss_curve(axes[0, 0], rows, f"C{index}", name)
-        if panels == 2 and checked[name]:
-            axes[0, 1].plot([r["step"] for r in checked[name]],
-                            [r["heldout_loss"] for r in checked[name]], marker="o",
-                            markersize=3, color=f"C{index}", label=name)
-    axes[0, 0].set_ylabel("meta-loss")
-    if panels == 2:
-        axes[0, 1].set_ylabel("held-out loss")
-        axes[0, 1].set_title("held-out check", fontsize=9)
-    for axis in axes.flat:
-        axis.set_xlabel("outer step")
-        axis.grid(alpha=0.3)
-    axes[0, 0].set_title(title, fontsize=9)
-    axes[0, 0].legend(fontsize=7)
-    figure.tight_layout()
-    return _save(figure, path)
 
 
 def plot_learning_curves(tasks: list[dict], path: Path, metric: str = "valid") -> Path:

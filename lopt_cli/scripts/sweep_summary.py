@@ -143,7 +143,7 @@ def _finite(value) -> bool:
 def summarize_sweep(sweep: Path) -> dict:
     """Writes the sweep's summary files (and a meta-training sweep's figure); returns the
     summary."""
-    from lopt_cli.evaluation.plots import plot_sweep_meta_loss
+    from lopt_cli.evaluation.plots import plot_meta_loss
     from lopt_cli.io import write_json_atomic, write_text_atomic
 
     jobs = job_dirs(sweep)
@@ -159,8 +159,8 @@ def summarize_sweep(sweep: Path) -> dict:
                "jobs": [{k: v for k, v in r.items() if k != "history"} for r in records]}
     write_json_atomic(sweep / SWEEP_JSON, summary)
     write_text_atomic(sweep / SWEEP_MD, markdown(summary))
-    plot_sweep_meta_loss({job_name(r): r["history"] for r in records if r["history"]},
-                         sweep / SWEEP_PLOT, f"meta-training sweep: {len(records)} jobs")
+    plot_meta_loss({job_name(r): r["history"] for r in records if r["history"]},
+                   sweep / SWEEP_PLOT, f"meta-training sweep: {len(records)} jobs")
     return summary
 
 
