@@ -16,6 +16,7 @@ import jax
 import optax
 
 from lopt_cli.optimizers import baselines
+from lopt_cli.optimizers.ademamix import ademamix
 from lopt_cli.optimizers.adam_nominal import AdamNominalLOpt
 from lopt_cli.optimizers.balanced_nominal import BalancedNominalLOpt
 from lopt_cli.optimizers.base import LearnedOptimizer
@@ -59,6 +60,7 @@ OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformationExtraArgs]] = {
     # Adam8p / NAdamW at their defaults (no penalties; NAdamW: Nesterov, cosine decay to zero).
     "adam8p": functools.partial(baselines.adam8p, num_steps=DEFAULT_NUM_STEPS),
     "nadamw": functools.partial(baselines.nadamw, num_steps=DEFAULT_NUM_STEPS),
+    "ademamix": ademamix,  # Adam with a slow momentum mixed in (ademamix.py)
     "cautious_adam": cautious_adam,  # Adam skipping entries against the gradient (cautious.py)
     "muon": muon,  # Muon on matrices, NAdam elsewhere, one constant rate (optimizers/muon.py)
     "lazy_muon": lazy_muon,  # muon reusing its Newton-Schulz factor (optimizers/lazy_muon.py)
