@@ -16,8 +16,8 @@ import jax
 import optax
 
 from lopt_cli.optimizers import baselines
-from lopt_cli.optimizers.ademamix import ademamix
 from lopt_cli.optimizers.adam_nominal import AdamNominalLOpt
+from lopt_cli.optimizers.ademamix import ademamix
 from lopt_cli.optimizers.balanced_nominal import BalancedNominalLOpt
 from lopt_cli.optimizers.base import LearnedOptimizer
 from lopt_cli.optimizers.cautious import cautious_adam
