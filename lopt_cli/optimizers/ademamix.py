@@ -11,13 +11,15 @@ float32 and each step cast back to its parameter's dtype.
 """
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import optax
 
 from lopt_cli.optimizers.base import accepting_extra_args
+
+
+def _float32(tree):
+    return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), tree)
 
 
 def ademamix(learning_rate: float = 1e-3, num_steps: int = 1000, b3: float = 0.999,
@@ -27,12 +29,11 @@ def ademamix(learning_rate: float = 1e-3, num_steps: int = 1000, b3: float = 0.9
     inner = optax.contrib.ademamix(learning_rate, b3=b3, alpha=alpha_schedule)
 
     def init(params):
-        return inner.init(jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), params))
+        return inner.init(_float32(params))
 
     def update(grads, state, params=None):
-        as_f32 = functools.partial(jax.tree.map, lambda x: jnp.asarray(x, jnp.float32))
-        steps, state = inner.update(as_f32(grads), state,
-                                    None if params is None else as_f32(params))
+        steps, state = inner.update(_float32(grads), state,
+                                    None if params is None else _float32(params))
         return jax.tree.map(lambda s, g: s.astype(jnp.result_type(g)), steps, grads), state
 
     return accepting_extra_args(optax.GradientTransformation(init, update))
